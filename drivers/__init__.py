@@ -1,0 +1,1 @@
+"""wattmux drivers: everything that talks to devices, feeds and queues."""

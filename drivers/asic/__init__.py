@@ -1,0 +1,1 @@
+"""ASIC miner drivers (cgminer-family API)."""

@@ -1,0 +1,58 @@
+"""The small protocols every driver implements (see docs/design.md, "The contracts")."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from scheduler.model import Device, Outcome, Reading, Sample, Workload
+
+
+@runtime_checkable
+class TelemetrySource(Protocol):
+    """Reads the current state of one device; raises DriverError when it cannot."""
+
+    async def collect(self, device: Device) -> Sample:
+        """Return a fresh sample of the device."""
+        ...
+
+
+@runtime_checkable
+class MinerControl(Protocol):
+    """Moves a device to a workload and confirms it by reading back."""
+
+    async def apply(self, device: Device, workload: Workload) -> Outcome:
+        """Command the device; return CONFIRMED only once the device reports the workload."""
+        ...
+
+
+@runtime_checkable
+class SupportsSleep(Protocol):
+    """Optional capability: sleep and wake without losing the controller."""
+
+    async def sleep(self, device: Device) -> None:
+        """Put hashboards to sleep."""
+        ...
+
+    async def wake(self, device: Device) -> None:
+        """Wake hashboards up."""
+        ...
+
+
+@runtime_checkable
+class SupportsPoolSwitch(Protocol):
+    """Optional capability: move hash rate to another pool."""
+
+    async def switch_pool(self, device: Device, pool_url: str) -> None:
+        """Make pool_url the active pool (adding it if missing)."""
+        ...
+
+
+@runtime_checkable
+class MarketFeed(Protocol):
+    """One market input (BTC price, difficulty, fees, power price)."""
+
+    name: str
+
+    async def fetch(self) -> dict[str, Reading]:
+        """Return readings keyed by MarketState field name; raise DriverError on failure."""
+        ...

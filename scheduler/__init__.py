@@ -1,0 +1,1 @@
+"""wattmux scheduler: the vendor-neutral core (model, economics, policies, loop)."""

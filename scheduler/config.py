@@ -1,0 +1,374 @@
+"""wattmux configuration: a TOML file plus WATTMUX_* environment overrides, validated by pydantic.
+
+Every error names the file, the field path and what was expected.  Environment
+variables override file values: ``WATTMUX_<SECTION>__<KEY>`` (double underscore
+between levels), for example ``WATTMUX_GUARD__MIN_DWELL_SECONDS=60`` or
+``WATTMUX_API__LISTEN=0.0.0.0:9470``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drivers.asic.config import CgminerOptions
+from scheduler.hardware import MODELS
+from scheduler.model import TERA, Device, DeviceKind, Pool
+
+ENV_PREFIX = "WATTMUX_"
+
+
+class _Strict(BaseModel):
+    """Base for config sections: unknown keys are errors (a typo never passes silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SiteConfig(_Strict):
+    """The site as a whole."""
+
+    name: str = Field("site", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="site name")
+    timezone: str = Field("UTC", description="IANA zone for schedules, e.g. America/Chicago")
+    power_cap_kw: float = Field(gt=0, description="site power cap in kW; never exceeded")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+
+class ControlConfig(_Strict):
+    """How often the loop runs and how hard it pushes the devices."""
+
+    tick_seconds: float = Field(5.0, gt=0, le=3600, description="control loop period")
+    poll_concurrency: int = Field(64, ge=1, le=4096, description="parallel device polls")
+    command_concurrency: int = Field(32, ge=1, le=4096, description="parallel device commands")
+
+
+class EconomicsConfig(_Strict):
+    """Revenue assumptions."""
+
+    pool_fee: float = Field(0.02, ge=0, lt=1, description="pool fee as a fraction (0.02 = 2%)")
+
+
+class PolicyConfig(_Strict):
+    """Which policy decides and its knobs."""
+
+    name: str = Field("breakeven", description="registered policy name")
+    hysteresis_usd_per_mwh: float = Field(
+        5.0, ge=0, description="band around break-even: sleep above +band, wake below -band"
+    )
+
+
+class GuardConfig(_Strict):
+    """Safety and anti-flap rules applied to every plan."""
+
+    min_dwell_seconds: float = Field(300.0, ge=0, description="minimum time between switches")
+    min_margin_gain_usd_per_hour: float = Field(
+        0.0, ge=0, description="ignore switches that gain less than this (per device)"
+    )
+    stale_price_seconds: float = Field(
+        1800.0, gt=0, description="power price older than this is stale"
+    )
+    stale_action: Literal["sleep", "hold"] = Field(
+        "sleep", description="what to do when the power price is stale or missing"
+    )
+
+
+class StoreConfig(_Strict):
+    """Where desired state, intents and the audit log live."""
+
+    path: Path = Field(Path("/var/lib/wattmux/wattmux.sqlite"), description="SQLite file")
+
+
+class ApiConfig(_Strict):
+    """HTTP API and /metrics listener."""
+
+    listen: str = Field("127.0.0.1:9470", description="HOST:PORT for the API and /metrics")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected HOST:PORT, got {value!r}")
+        return value
+
+    @property
+    def host(self) -> str:
+        """Host part of listen."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """Port part of listen."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class PoolConfig(_Strict):
+    """A mining pool the devices may be sent to."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str = Field(pattern=r"^stratum(\+tcp|\+ssl|2\+tcp)?://.+", description="stratum URL")
+    user: str = Field(min_length=1, description="worker name")
+    password: str = Field("x", description="worker password (usually ignored by pools)")
+
+
+class _DeviceCommon(_Strict):
+    """Fields shared by single devices and ranges."""
+
+    model: str = Field(description="miner model, e.g. S21; see scheduler/hardware.py")
+    pools: list[str] = Field(min_length=1, description="pool names, in order of preference")
+    nominal_hashrate_ths: float | None = Field(None, gt=0, description="default: model's")
+    nominal_power_w: float | None = Field(None, gt=0, description="default: model's")
+    sleep_power_w: float | None = Field(None, ge=0, description="default: model's")
+    max_temperature_c: float | None = Field(None, gt=0, lt=150, description="default: model's")
+    options: Annotated[CgminerOptions, Field(discriminator="driver")] = Field(
+        default_factory=CgminerOptions
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; known: {', '.join(sorted(MODELS))}")
+        return value
+
+    def _device(self, device_id: str, address: str) -> Device:
+        facts = MODELS[self.model]
+        return Device(
+            id=device_id,
+            kind=DeviceKind.ASIC,
+            model=self.model,
+            driver=self.options.driver,
+            address=address,
+            port=self.options.port,
+            nominal_hashrate_hs=(self.nominal_hashrate_ths or facts.hashrate_ths) * TERA,
+            nominal_power_w=self.nominal_power_w or facts.power_w,
+            sleep_power_w=(
+                self.sleep_power_w if self.sleep_power_w is not None else facts.sleep_power_w
+            ),
+            max_temperature_c=self.max_temperature_c or facts.max_temperature_c,
+            pools=tuple(self.pools),
+        )
+
+
+class DeviceConfig(_DeviceCommon):
+    """One miner."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+
+    def devices(self) -> list[Device]:
+        """The one Device this entry describes."""
+        return [self._device(self.id, str(self.address))]
+
+
+class DeviceRangeConfig(_DeviceCommon):
+    """Many identical miners on consecutive addresses (ids prefix-001, prefix-002, ...)."""
+
+    id_prefix: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,48}$")
+    first_address: ipaddress.IPv4Address
+    count: int = Field(ge=1, le=100_000)
+
+    def devices(self) -> list[Device]:
+        """One Device per address."""
+        width = max(3, len(str(self.count)))
+        return [
+            self._device(f"{self.id_prefix}-{i + 1:0{width}d}", str(self.first_address + i))
+            for i in range(self.count)
+        ]
+
+
+class StaticMarketConfig(_Strict):
+    """Fixed market values, for sites without live feeds and for tests."""
+
+    driver: Literal["static"] = "static"
+    btc_price_usd: float | None = Field(None, gt=0, le=10_000_000)
+    difficulty: float | None = Field(None, gt=0)
+    block_subsidy_btc: float | None = Field(3.125, ge=0, le=50)
+    fees_btc_per_block: float | None = Field(0.0, ge=0, le=100)
+    power_price_usd_per_mwh: float | None = Field(None, ge=-1000, le=10_000)
+
+
+class ReplayPriceConfig(_Strict):
+    """Replays a recorded ERCOT 15-minute trace as the live power price (demo, tests)."""
+
+    driver: Literal["ercot-replay"] = "ercot-replay"
+    path: Path | None = Field(None, description="CSV; default: the bundled 2024-08-19..21 slice")
+    start: str | None = Field(None, description="local time to start from, e.g. 2024-08-19 00:00")
+    speed: float = Field(1.0, gt=0, le=1_000_000, description="replay speed-up (1 = real time)")
+
+
+MarketFeedConfig = Annotated[StaticMarketConfig | ReplayPriceConfig, Field(discriminator="driver")]
+
+
+class WattmuxConfig(_Strict):
+    """The whole configuration file."""
+
+    site: SiteConfig
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    economics: EconomicsConfig = Field(default_factory=EconomicsConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    pools: list[PoolConfig] = Field(min_length=1)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    device_ranges: list[DeviceRangeConfig] = Field(default_factory=list)
+    market: list[MarketFeedConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> WattmuxConfig:
+        pool_names = [p.name for p in self.pools]
+        if len(set(pool_names)) != len(pool_names):
+            raise ValueError("pools: names must be unique")
+        errors: list[str] = []
+        for label, entries in (("devices", self.devices), ("device_ranges", self.device_ranges)):
+            for index, entry in enumerate(entries):
+                for pool in entry.pools:
+                    if pool not in pool_names:
+                        errors.append(f"{label}[{index}].pools: unknown pool {pool!r}")
+        seen_ids: set[str] = set()
+        seen_endpoints: set[tuple[str, int]] = set()
+        for device in self.all_devices():
+            if device.id in seen_ids:
+                errors.append(f"device id {device.id!r} appears twice")
+            if (device.address, device.port) in seen_endpoints:
+                errors.append(f"address {device.address}:{device.port} appears twice")
+            seen_ids.add(device.id)
+            seen_endpoints.add((device.address, device.port))
+        if not seen_ids:
+            errors.append("no devices: add [[devices]] or [[device_ranges]]")
+        if errors:
+            raise ValueError("; ".join(errors[:20]))
+        return self
+
+    def all_devices(self) -> list[Device]:
+        """Every device of the site, ranges expanded."""
+        out: list[Device] = []
+        for entry in (*self.devices, *self.device_ranges):
+            out.extend(entry.devices())
+        return out
+
+    def pool(self, name: str) -> PoolConfig:
+        """The pool with that name (names are validated unique and referenced)."""
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+
+class ConfigError(Exception):
+    """A configuration could not be loaded; ``problems`` lists every error found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Write WATTMUX_A__B=value into data["a"]["b"]; return {dotted path: variable name}."""
+    applied: dict[str, str] = {}
+    for variable, value in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX) or "__" not in variable[len(ENV_PREFIX) :]:
+            continue
+        path = [part.lower() for part in variable[len(ENV_PREFIX) :].split("__")]
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[path[-1]] = value
+            applied[".".join(path)] = variable
+    return applied
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("static", "ercot-replay", "cgminer"):
+            continue  # discriminator tags add nothing for the reader
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def parse_config(
+    data: dict[str, Any], source: str = "<config>", environ: Mapping[str, str] | None = None
+) -> WattmuxConfig:
+    """Validate already-parsed TOML data (plus env overrides) or raise ConfigError."""
+    applied = _apply_env(data, os.environ if environ is None else environ)
+    try:
+        return WattmuxConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            path = _format_loc(error["loc"])
+            origin = f" (from {applied[path]})" if path in applied else ""
+            got = error.get("input")
+            got_text = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}{origin}: {message}{got_text}")
+        raise ConfigError(source, problems) from exc
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> WattmuxConfig:
+    """Read and validate a TOML config file, or raise ConfigError naming every problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"TOML syntax: {exc}"]) from exc
+    return parse_config(data, str(path), environ)
+
+
+def summarize(config: WattmuxConfig) -> list[str]:
+    """Human-readable lines describing what a config loaded."""
+    devices = config.all_devices()
+    by_model: dict[str, int] = {}
+    for device in devices:
+        by_model[device.model] = by_model.get(device.model, 0) + 1
+    nominal_kw = sum(d.nominal_power_w for d in devices) / 1000
+    nominal_phs = sum(d.nominal_hashrate_hs for d in devices) / 1e15
+    models = ", ".join(f"{count} x {model}" for model, count in sorted(by_model.items()))
+    feeds = ", ".join(feed.driver for feed in config.market) or "none"
+    return [
+        f"site {config.site.name} ({config.site.timezone}), power cap {config.site.power_cap_kw:g} kW",
+        f"devices: {len(devices)} ({models}); nominal {nominal_kw:,.1f} kW, {nominal_phs:,.2f} PH/s",
+        f"pools: {', '.join(p.name for p in config.pools)}",
+        f"policy: {config.policy.name} (hysteresis {config.policy.hysteresis_usd_per_mwh:g} USD/MWh)",
+        f"guard: min dwell {config.guard.min_dwell_seconds:g} s, stale price after "
+        f"{config.guard.stale_price_seconds:g} s -> {config.guard.stale_action}",
+        f"control: tick {config.control.tick_seconds:g} s",
+        f"market feeds: {feeds}",
+        f"store: {config.store.path}",
+        f"api and /metrics: http://{config.api.listen}",
+    ]
+
+
+def pools_of(config: WattmuxConfig) -> dict[str, Pool]:
+    """The configured pools as model objects keyed by name."""
+    return {p.name: Pool(name=p.name, url=p.url, user=p.user, password=p.password) for p in config.pools}

@@ -1,0 +1,271 @@
+"""The shared vocabulary of wattmux: devices, workloads, samples, market, plans.
+
+Units follow docs/design.md: power in W, energy in J, hash rate in H/s, power
+prices in USD/MWh, money in USD, temperatures in Celsius.  Monotonic times are
+floats in seconds from the loop's clock; wall times are tz-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+TERA = 1e12
+
+
+class WorkloadKind(enum.StrEnum):
+    """What a device can be told to do."""
+
+    MINE = "mine"
+    AI = "ai"
+    SLEEP = "sleep"
+    OFF = "off"
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One option for a device: mine(pool, power_level), ai(queue), sleep or off."""
+
+    kind: WorkloadKind
+    pool: str | None = None
+    power_level: float = 1.0
+    queue: str | None = None
+
+    def __post_init__(self) -> None:
+        """Reject combinations that mean nothing."""
+        if self.kind is WorkloadKind.MINE and not self.pool:
+            raise ValueError("mine() needs a pool")
+        if self.kind is WorkloadKind.AI and not self.queue:
+            raise ValueError("ai() needs a queue")
+        if not 0.0 < self.power_level <= 1.5:
+            raise ValueError(f"power_level {self.power_level} outside (0, 1.5]")
+
+    @classmethod
+    def mine(cls, pool: str, power_level: float = 1.0) -> Workload:
+        """Mine on the named pool at a relative power level (1.0 = stock)."""
+        return cls(WorkloadKind.MINE, pool=pool, power_level=power_level)
+
+    @classmethod
+    def ai(cls, queue: str) -> Workload:
+        """Serve the named AI job queue."""
+        return cls(WorkloadKind.AI, queue=queue)
+
+    @classmethod
+    def sleep(cls) -> Workload:
+        """Low-power sleep: hashboards off, controller up, wakes by command."""
+        return cls(WorkloadKind.SLEEP)
+
+    @classmethod
+    def off(cls) -> Workload:
+        """Powered off (needs a PDU or a queue driver to come back)."""
+        return cls(WorkloadKind.OFF)
+
+    @classmethod
+    def parse(cls, text: str) -> Workload:
+        """Parse the form printed by ``str()``: ``mine(pool)``, ``mine(pool,0.8)``, ``ai(q)``, ``sleep``, ``off``."""
+        text = text.strip()
+        if text in ("sleep", "off"):
+            return cls(WorkloadKind(text))
+        for kind in (WorkloadKind.MINE, WorkloadKind.AI):
+            prefix = f"{kind.value}("
+            if text.startswith(prefix) and text.endswith(")"):
+                args = [a.strip() for a in text[len(prefix) : -1].split(",")]
+                if kind is WorkloadKind.AI and len(args) == 1:
+                    return cls.ai(args[0])
+                if kind is WorkloadKind.MINE and len(args) in (1, 2):
+                    level = float(args[1]) if len(args) == 2 else 1.0
+                    return cls.mine(args[0], level)
+        raise ValueError(f"not a workload: {text!r} (expected mine(POOL[,LEVEL]), ai(QUEUE), sleep or off)")
+
+    @property
+    def is_running(self) -> bool:
+        """True when the device does revenue work (mining or AI)."""
+        return self.kind in (WorkloadKind.MINE, WorkloadKind.AI)
+
+    def __str__(self) -> str:
+        """Short stable text form, used in logs, the API and the audit log."""
+        if self.kind is WorkloadKind.MINE:
+            if self.power_level == 1.0:
+                return f"mine({self.pool})"
+            return f"mine({self.pool},{self.power_level:g})"
+        if self.kind is WorkloadKind.AI:
+            return f"ai({self.queue})"
+        return self.kind.value
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A mining pool endpoint that ``mine(pool)`` refers to by name."""
+
+    name: str
+    url: str
+    user: str
+    password: str = "x"
+
+
+class DeviceKind(enum.StrEnum):
+    """Classes of hardware with different workload options."""
+
+    ASIC = "asic"
+    GPU_NODE = "gpu_node"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A machine wattmux schedules, with the nominal facts economics needs."""
+
+    id: str
+    kind: DeviceKind
+    model: str
+    driver: str
+    address: str
+    port: int
+    nominal_hashrate_hs: float
+    nominal_power_w: float
+    sleep_power_w: float = 15.0
+    max_temperature_c: float = 85.0
+    pools: tuple[str, ...] = ()
+
+    @property
+    def efficiency_j_per_th(self) -> float:
+        """Joules per terahash at stock settings."""
+        return self.nominal_power_w / (self.nominal_hashrate_hs / TERA)
+
+    def options(self) -> tuple[Workload, ...]:
+        """Workloads this device can be given (an ASIC cannot serve AI)."""
+        mines = tuple(Workload.mine(pool) for pool in self.pools)
+        return (*mines, Workload.sleep())
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading of a device as observed by a driver (never a guess)."""
+
+    device_id: str
+    observed_at: float
+    workload: Workload
+    power_w: float
+    hashrate_hs: float
+    temperature_c: float | None = None
+    pool_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A market value with the monotonic time it was observed and its source."""
+
+    value: float
+    observed_at: float
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarketState:
+    """The latest good market inputs; None where no good value has arrived yet."""
+
+    btc_price_usd: Reading | None = None
+    difficulty: Reading | None = None
+    block_subsidy_btc: Reading | None = None
+    fees_btc_per_block: Reading | None = None
+    power_price_usd_per_mwh: Reading | None = None
+
+    def age(self, name: str, now: float) -> float | None:
+        """Seconds since the named input was observed, None if never."""
+        reading = getattr(self, name)
+        if reading is None:
+            return None
+        return max(0.0, now - reading.observed_at)
+
+
+MARKET_INPUTS: tuple[str, ...] = (
+    "btc_price_usd",
+    "difficulty",
+    "block_subsidy_btc",
+    "fees_btc_per_block",
+    "power_price_usd_per_mwh",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """What the loop knows about reaching a device."""
+
+    reachable: bool
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A demand-response event: cap the site at target_kw or shed reduction_kw."""
+
+    id: str
+    start: datetime
+    end: datetime
+    target_kw: float | None = None
+    reduction_kw: float | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An immutable view of everything the policy may look at, taken at ``now``."""
+
+    now: float
+    wall: datetime
+    devices: Mapping[str, Device]
+    samples: Mapping[str, Sample]
+    status: Mapping[str, DeviceStatus]
+    market: MarketState
+    pool_fee: float = 0.0
+    events: tuple[Event, ...] = ()
+    current: Mapping[str, Workload] = field(default_factory=dict)
+
+    def market_age(self, name: str) -> float | None:
+        """Age in seconds of one market input (see MARKET_INPUTS)."""
+        return self.market.age(name, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """The workload a device should run, why, and what it is expected to earn."""
+
+    device_id: str
+    workload: Workload
+    reason: str
+    expected_margin_usd_per_hour: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A policy's answer for one snapshot: one assignment per device it decided on."""
+
+    created_at: float
+    assignments: tuple[Assignment, ...]
+
+    def by_device(self) -> dict[str, Assignment]:
+        """Assignments keyed by device id."""
+        return {a.device_id: a for a in self.assignments}
+
+
+class OutcomeStatus(enum.StrEnum):
+    """How a command ended."""
+
+    CONFIRMED = "confirmed"
+    UNCONFIRMED = "unconfirmed"
+    REJECTED = "rejected"
+    UNAVAILABLE = "unavailable"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of applying a workload, as read back from the device."""
+
+    device_id: str
+    requested: Workload
+    status: OutcomeStatus
+    observed: Workload | None = None
+    detail: str = ""

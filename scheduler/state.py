@@ -1,0 +1,79 @@
+"""FleetState: the latest observation per device and per market input, with ages.
+
+Inputs write into it; the loop takes an immutable Snapshot of it each tick.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+from scheduler.model import (
+    MARKET_INPUTS,
+    Device,
+    DeviceStatus,
+    Event,
+    MarketState,
+    Reading,
+    Sample,
+    Snapshot,
+    Workload,
+)
+
+
+class FleetState:
+    """Latest samples, reachability, market readings and events; snapshot() freezes a view."""
+
+    def __init__(self, devices: Iterable[Device], pool_fee: float = 0.0) -> None:
+        self.devices: dict[str, Device] = {d.id: d for d in devices}
+        self.pool_fee = pool_fee
+        self.samples: dict[str, Sample] = {}
+        self.status: dict[str, DeviceStatus] = {
+            d: DeviceStatus(reachable=False, last_error="not polled yet") for d in self.devices
+        }
+        self.market = MarketState()
+        self.events: tuple[Event, ...] = ()
+        self.desired: dict[str, Workload] = {}
+
+    def observe(self, sample: Sample) -> None:
+        """Record a fresh sample; the device is reachable."""
+        if sample.device_id not in self.devices:
+            raise KeyError(f"unknown device {sample.device_id!r}")
+        self.samples[sample.device_id] = sample
+        self.status[sample.device_id] = DeviceStatus(reachable=True)
+
+    def mark_unreachable(self, device_id: str, error: str, at: float) -> None:
+        """Record that a device could not be read; its last sample is kept but not trusted."""
+        self.status[device_id] = DeviceStatus(reachable=False, last_error=error, last_error_at=at)
+
+    def observe_market(self, readings: Mapping[str, Reading]) -> None:
+        """Record market readings keyed by MarketState field name."""
+        unknown = set(readings) - set(MARKET_INPUTS)
+        if unknown:
+            raise KeyError(f"unknown market inputs {sorted(unknown)}")
+        self.market = dataclasses.replace(self.market, **readings)
+
+    def set_events(self, events: Iterable[Event]) -> None:
+        """Replace the set of known demand-response events."""
+        self.events = tuple(events)
+
+    def snapshot(self, now: float, wall: datetime | None = None) -> Snapshot:
+        """An immutable view for the policy; only reachable devices' samples are included."""
+        samples = {
+            device_id: sample
+            for device_id, sample in self.samples.items()
+            if self.status[device_id].reachable
+        }
+        return Snapshot(
+            now=now,
+            wall=wall or datetime.now(UTC),
+            devices=MappingProxyType(dict(self.devices)),
+            samples=MappingProxyType(samples),
+            status=MappingProxyType(dict(self.status)),
+            market=self.market,
+            pool_fee=self.pool_fee,
+            events=self.events,
+            current=MappingProxyType({d: s.workload for d, s in samples.items()}),
+        )
