@@ -168,7 +168,15 @@ class DeviceConfig(_DeviceCommon):
     """One miner."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    address: str = Field(description="IPv4 or IPv6 address of the miner's API")
+
+    @field_validator("address")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"expected an IPv4 or IPv6 address, got {value!r}") from None
 
     def devices(self) -> list[Device]:
         """The one Device this entry describes."""

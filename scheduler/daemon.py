@@ -1,0 +1,142 @@
+"""The daemon: composes inputs, loop, reconciler, store, metrics and API in one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from drivers.asic.cgminer import CgminerDriver
+from drivers.base import MarketFeed
+from drivers.market.static import StaticMarketFeed
+from drivers.sim.prices import (
+    BtcDailyFeed,
+    ErcotReplayFeed,
+    bundled_btc_path,
+    bundled_ercot_path,
+    load_btc_daily_csv,
+    load_ercot_csv,
+)
+from scheduler.api import create_app, serve
+from scheduler.config import ReplayPriceConfig, StaticMarketConfig, WattmuxConfig, pools_of
+from scheduler.guard import Guard
+from scheduler.loop import ControlLoop
+from scheduler.metrics import Metrics
+from scheduler.model import Plan
+from scheduler.policies import create_policy
+from scheduler.reconciler import Reconciler
+from scheduler.state import FleetState
+from scheduler.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def build_feeds(config: WattmuxConfig, clock: Callable[[], float]) -> list[MarketFeed]:
+    """Market feeds named in [[market]]; the replay also brings the BTC days it covers."""
+    feeds: list[MarketFeed] = []
+    for entry in config.market:
+        if isinstance(entry, StaticMarketConfig):
+            values = {
+                name: value
+                for name, value in entry.model_dump(exclude={"driver"}).items()
+                if value is not None
+            }
+            feeds.append(StaticMarketFeed(values, clock=clock))
+        elif isinstance(entry, ReplayPriceConfig):
+            intervals = load_ercot_csv(entry.path or bundled_ercot_path())
+            if entry.start:
+                start = datetime.fromisoformat(entry.start).replace(tzinfo=ZoneInfo("America/Chicago"))
+                intervals = [i for i in intervals if i.start >= start]
+            replay = ErcotReplayFeed(intervals, speed=entry.speed, clock=clock)
+            feeds.append(replay)
+            feeds.append(BtcDailyFeed(replay, load_btc_daily_csv(bundled_btc_path()), clock=clock))
+    return feeds
+
+
+class Daemon:
+    """One running wattmux: what the API reads (state, metrics, plan) and the composition."""
+
+    def __init__(
+        self,
+        config: WattmuxConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        feeds: Sequence[MarketFeed] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.state = FleetState(config.all_devices(), pool_fee=config.economics.pool_fee)
+        self.metrics = Metrics(self.state, clock=clock)
+        self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock)
+        self.loop: ControlLoop | None = None
+        self.ready = asyncio.Event()
+
+    def current_plan(self) -> Plan | None:
+        """The last guarded plan (None before the first tick)."""
+        return self.loop.plan if self.loop else None
+
+    def _drivers(self) -> Mapping[str, CgminerDriver]:
+        """One cgminer driver per distinct option set, keyed by device id."""
+        pools = pools_of(self.config)
+        by_options: dict[str, CgminerDriver] = {}
+        per_device: dict[str, CgminerDriver] = {}
+        for entry in (*self.config.devices, *self.config.device_ranges):
+            key = entry.options.model_dump_json()
+            if key not in by_options:
+                by_options[key] = CgminerDriver(
+                    pools,
+                    entry.options,
+                    concurrency=max(self.config.control.poll_concurrency, 1),
+                    clock=self.clock,
+                )
+            for device in entry.devices():
+                per_device[device.id] = by_options[key]
+        return per_device
+
+    async def run(self, stop: asyncio.Event, *, serve_api: bool = True) -> None:
+        """Run until stop is set; the API listens while the loop runs."""
+        config = self.config
+        drivers = self._drivers()
+        with Store.open(config.store.path) as store:
+            self.state.desired.update(
+                {d: w for d, w in store.desired().items() if d in self.state.devices}
+            )
+            async with Reconciler(
+                drivers, store, self.metrics, concurrency=config.control.command_concurrency
+            ) as reconciler:
+                self.loop = ControlLoop(
+                    state=self.state,
+                    telemetry=drivers,
+                    feeds=self.feeds,
+                    policy=create_policy(config.policy),
+                    guard=Guard(config.guard, power_cap_w=config.site.power_cap_kw * 1000),
+                    reconciler=reconciler,
+                    store=store,
+                    metrics=self.metrics,
+                    poll_concurrency=config.control.poll_concurrency,
+                    clock=self.clock,
+                )
+                if serve_api:
+                    async with serve(create_app(self), config.api.host, config.api.port):
+                        await self._run_loop(stop)
+                else:
+                    await self._run_loop(stop)
+
+    async def _run_loop(self, stop: asyncio.Event) -> None:
+        assert self.loop is not None
+        log.info(
+            "wattmux running: %d devices, policy %s, API on http://%s",
+            len(self.state.devices),
+            self.config.policy.name,
+            self.config.api.listen,
+        )
+        await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
+
+
+def default_store_path(directory: Path) -> Path:
+    """Where a throwaway store goes (demo)."""
+    return directory / "wattmux.sqlite"

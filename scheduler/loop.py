@@ -1,0 +1,164 @@
+"""The control loop: each tick polls devices and feeds, snapshots, plans, guards and reconciles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from drivers.base import MarketFeed, TelemetrySource
+from drivers.errors import DriverError
+from scheduler.guard import Guard
+from scheduler.metrics import Metrics
+from scheduler.model import Assignment, Device, Plan
+from scheduler.policies import Policy
+from scheduler.reconciler import Reconciler
+from scheduler.state import FleetState
+from scheduler.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A changed assignment, kept in memory for the live view."""
+
+    at: datetime
+    assignment: Assignment
+    previous: str | None
+
+
+class ControlLoop:
+    """Owns one tick: poll -> snapshot -> policy -> guard -> decisions -> reconcile."""
+
+    def __init__(
+        self,
+        *,
+        state: FleetState,
+        telemetry: Mapping[str, TelemetrySource],  # by device id
+        feeds: Sequence[MarketFeed],
+        policy: Policy,
+        guard: Guard,
+        reconciler: Reconciler,
+        store: Store,
+        metrics: Metrics,
+        poll_concurrency: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.state = state
+        self.telemetry = telemetry
+        self.feeds = feeds
+        self.policy = policy
+        self.guard = guard
+        self.reconciler = reconciler
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.plan: Plan | None = None
+        self.recent: deque[Decision] = deque(maxlen=50)
+        self.ticks = 0
+        self._poll_semaphore = asyncio.Semaphore(poll_concurrency)
+        self._feed_up: dict[str, bool] = {}
+
+    async def poll_devices(self) -> None:
+        """Read every device once (bounded concurrency); failures mark the device unreachable."""
+
+        async def poll(device: Device) -> None:
+            async with self._poll_semaphore:
+                try:
+                    sample = await self.telemetry[device.id].collect(device)
+                except DriverError as exc:
+                    was_reachable = self.state.status[device.id].reachable
+                    self.state.mark_unreachable(device.id, exc.message, self.clock())
+                    self.metrics.poll_errors.labels(reason=exc.reason).inc()
+                    if was_reachable or self.ticks == 0:
+                        log.warning("%s unreachable: %s", device.id, exc.message)
+                    return
+            if not self.state.status[device.id].reachable and self.ticks > 0:
+                log.info("%s reachable again", device.id)
+            self.state.observe(sample)
+
+        await _gather_all(poll(device) for device in self.state.devices.values())
+
+    async def poll_feeds(self) -> None:
+        """Fetch every market feed once; a failing feed is marked down and its old values age."""
+
+        async def fetch(feed: MarketFeed) -> None:
+            try:
+                readings = await feed.fetch()
+            except DriverError as exc:
+                if self._feed_up.get(feed.name, True):
+                    log.warning("market feed %s down: %s", feed.name, exc.message)
+                self._feed_up[feed.name] = False
+                self.metrics.source_up.labels(source=feed.name).set(0)
+                return
+            if not self._feed_up.get(feed.name, True):
+                log.info("market feed %s up again", feed.name)
+            self._feed_up[feed.name] = True
+            self.metrics.source_up.labels(source=feed.name).set(1)
+            self.state.observe_market(readings)
+
+        await _gather_all(fetch(feed) for feed in self.feeds)
+
+    async def tick(self) -> Plan:
+        """Run one full control cycle and return the guarded plan."""
+        started = self.clock()
+        await asyncio.gather(self.poll_devices(), self.poll_feeds())
+        snapshot = self.state.snapshot(self.clock(), self.wall_clock())
+        plan = self.guard.apply(self.policy.plan(snapshot), snapshot)
+        self._record_decisions(plan)
+        self.reconciler.reconcile(plan, snapshot)
+        self.plan = plan
+        self.ticks += 1
+        self.metrics.ticks.inc()
+        self.metrics.tick_duration.observe(self.clock() - started)
+        return plan
+
+    def _record_decisions(self, plan: Plan) -> None:
+        at = self.wall_clock()
+        for assignment in plan.assignments:
+            previous = self.state.desired.get(assignment.device_id)
+            if previous == assignment.workload:
+                continue
+            self.state.desired[assignment.device_id] = assignment.workload
+            self.store.record_decision(
+                at=at,
+                device_id=assignment.device_id,
+                workload=assignment.workload,
+                reason=assignment.reason,
+                expected_margin_usd_per_hour=assignment.expected_margin_usd_per_hour,
+                previous=previous,
+            )
+            self.store.set_desired(assignment.device_id, assignment.workload, assignment.reason, at)
+            self.metrics.decisions.labels(reason=assignment.reason).inc()
+            self.recent.append(Decision(at, assignment, str(previous) if previous else None))
+
+    async def run(
+        self, tick_seconds: float, stop: asyncio.Event, ready: asyncio.Event | None = None
+    ) -> None:
+        """Tick every tick_seconds (measured start to start) until stop is set; ready after tick one."""
+        while not stop.is_set():
+            started = self.clock()
+            await self.tick()
+            if ready is not None:
+                ready.set()
+            remaining = tick_seconds - (self.clock() - started)
+            if remaining > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), remaining)
+                except TimeoutError:
+                    pass
+
+
+async def _gather_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run coroutines concurrently in a TaskGroup (errors other than DriverError propagate)."""
+    async with asyncio.TaskGroup() as group:
+        for coroutine in coroutines:
+            group.create_task(coroutine)

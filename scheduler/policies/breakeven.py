@@ -1,0 +1,66 @@
+"""``breakeven``: mine while a device's mining margin is positive, sleep otherwise, with a price band."""
+
+from __future__ import annotations
+
+from scheduler.config import PolicyConfig
+from scheduler.economics import MarketEconomics, market_economics, option_economics
+from scheduler.model import Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
+
+REASON_BELOW = "price_below_breakeven"
+REASON_ABOVE = "price_above_breakeven"
+REASON_BAND = "within_hysteresis"
+
+
+class BreakevenPolicy:
+    """Per device: mine below its break-even power price minus a band, sleep above it plus the band.
+
+    Inside the band the device keeps what it is doing, so a price hovering at
+    break-even does not flap the fleet.  With no complete market the policy
+    returns an empty plan; the Guard then applies the stale-input safe action.
+    """
+
+    name = "breakeven"
+
+    def __init__(self, hysteresis_usd_per_mwh: float = 5.0) -> None:
+        if hysteresis_usd_per_mwh < 0:
+            raise ValueError("hysteresis_usd_per_mwh must be >= 0")
+        self.hysteresis_usd_per_mwh = hysteresis_usd_per_mwh
+
+    @classmethod
+    def from_config(cls, config: PolicyConfig) -> BreakevenPolicy:
+        """Build from the [policy] section."""
+        return cls(hysteresis_usd_per_mwh=config.hysteresis_usd_per_mwh)
+
+    def plan(self, snapshot: Snapshot) -> Plan:
+        """One assignment per device (reachable or not); empty when market inputs are missing."""
+        economics = market_economics(snapshot)
+        if economics is None:
+            return Plan(created_at=snapshot.now, assignments=())
+        assignments = tuple(
+            self._decide(device, snapshot.current.get(device.id), economics)
+            for device in snapshot.devices.values()
+            if device.pools
+        )
+        return Plan(created_at=snapshot.now, assignments=assignments)
+
+    def _decide(
+        self, device: Device, current: Workload | None, economics: MarketEconomics
+    ) -> Assignment:
+        price = economics.power_price_usd_per_mwh
+        breakeven = economics.breakeven_usd_per_mwh(device)
+        mining_now = current is not None and current.kind is WorkloadKind.MINE
+        if mining_now:
+            mine = price <= breakeven + self.hysteresis_usd_per_mwh
+            in_band = mine and price > breakeven
+        else:
+            mine = price < breakeven - self.hysteresis_usd_per_mwh
+            in_band = not mine and current is not None and price <= breakeven
+        if mine:
+            pool = current.pool if mining_now and current and current.pool in device.pools else None
+            workload = Workload.mine(pool or device.pools[0])
+            reason = REASON_BAND if in_band else REASON_BELOW
+        else:
+            workload = Workload.sleep()
+            reason = REASON_BAND if in_band else REASON_ABOVE
+        option = option_economics(device, workload, economics)
+        return Assignment(device.id, workload, reason, option.margin_usd_per_hour)
