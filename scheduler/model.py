@@ -173,7 +173,7 @@ class MarketState:
 
     def age(self, name: str, now: float) -> float | None:
         """Seconds since the named input was observed, None if never."""
-        reading = getattr(self, name)
+        reading: Reading | None = getattr(self, name)
         if reading is None:
             return None
         return max(0.0, now - reading.observed_at)

@@ -1,0 +1,1 @@
+"""Market feeds: BTC price, difficulty and fees, power price, demand-response events."""

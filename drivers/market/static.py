@@ -1,0 +1,50 @@
+"""A market feed of fixed values, for sites without live feeds and for tests."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from scheduler.model import MARKET_INPUTS, Reading
+
+
+class StaticMarketFeed:
+    """Returns the same configured values on every fetch, each observed at the time of the fetch.
+
+    Takes plain values keyed by MarketState field name (see MARKET_INPUTS);
+    None values are skipped, so a config section can be passed as it is dumped.
+    """
+
+    def __init__(
+        self,
+        values: Mapping[str, float | None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "static",
+    ) -> None:
+        unknown = sorted(set(values) - set(MARKET_INPUTS))
+        if unknown:
+            raise ValueError(
+                f"unknown market input(s) {', '.join(unknown)}; known: {', '.join(MARKET_INPUTS)}"
+            )
+        kept: dict[str, float] = {}
+        for key, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{key}: expected a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{key}: expected a finite number, got {value!r}")
+            kept[key] = float(value)
+        if not kept:
+            raise ValueError("a static market feed needs at least one value")
+        self.name = name
+        self.values: Mapping[str, float] = MappingProxyType(kept)
+        self._clock = clock
+
+    async def fetch(self) -> dict[str, Reading]:
+        """Return one reading per configured value, observed now."""
+        now = self._clock()
+        return {key: Reading(value, now, self.name) for key, value in self.values.items()}

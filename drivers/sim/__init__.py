@@ -1,0 +1,1 @@
+"""A simulated site that speaks the real protocols (demo, tests, benchmarks)."""
