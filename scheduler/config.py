@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from datetime import datetime
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -217,6 +218,16 @@ class ReplayPriceConfig(_Strict):
     path: Path | None = Field(None, description="CSV; default: the bundled 2024-08-19..21 slice")
     start: str | None = Field(None, description="local time to start from, e.g. 2024-08-19 00:00")
     speed: float = Field(1.0, gt=0, le=1_000_000, description="replay speed-up (1 = real time)")
+
+    @field_validator("start")
+    @classmethod
+    def _local_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.strptime(value, "%Y-%m-%d %H:%M")
+            except ValueError:
+                raise ValueError(f"expected YYYY-MM-DD HH:MM, got {value!r}") from None
+        return value
 
 
 MarketFeedConfig = Annotated[StaticMarketConfig | ReplayPriceConfig, Field(discriminator="driver")]

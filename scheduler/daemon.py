@@ -6,9 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from drivers.asic.cgminer import CgminerDriver
 from drivers.base import MarketFeed
@@ -18,8 +16,10 @@ from drivers.sim.prices import (
     ErcotReplayFeed,
     bundled_btc_path,
     bundled_ercot_path,
+    intervals_from,
     load_btc_daily_csv,
     load_ercot_csv,
+    parse_local_time,
 )
 from scheduler.api import create_app, serve
 from scheduler.config import ReplayPriceConfig, StaticMarketConfig, WattmuxConfig, pools_of
@@ -49,8 +49,7 @@ def build_feeds(config: WattmuxConfig, clock: Callable[[], float]) -> list[Marke
         elif isinstance(entry, ReplayPriceConfig):
             intervals = load_ercot_csv(entry.path or bundled_ercot_path())
             if entry.start:
-                start = datetime.fromisoformat(entry.start).replace(tzinfo=ZoneInfo("America/Chicago"))
-                intervals = [i for i in intervals if i.start >= start]
+                intervals = intervals_from(intervals, parse_local_time(entry.start))
             replay = ErcotReplayFeed(intervals, speed=entry.speed, clock=clock)
             feeds.append(replay)
             feeds.append(BtcDailyFeed(replay, load_btc_daily_csv(bundled_btc_path()), clock=clock))

@@ -1,0 +1,386 @@
+"""Durable state in SQLite (WAL): command intents, desired workloads and the audit log.
+
+Every write is its own committed transaction (``synchronous=FULL``), so an
+intent returned by ``begin_intent`` is on disk before the command it announces
+is sent.  Wall times are tz-aware UTC datetimes, stored as ISO 8601 text with
+microseconds (so text order is time order).  The schema version lives in
+``PRAGMA user_version``; ``Store.open`` applies any missing migrations.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from scheduler.model import OutcomeStatus, Workload
+
+MEMORY = ":memory:"
+
+# Migration N (1-based) brings the schema from version N-1 to N.  Append, never edit.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE decisions (
+        id INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        at TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        workload TEXT NOT NULL,
+        previous TEXT,
+        reason TEXT NOT NULL,
+        expected_margin_usd_per_hour REAL NOT NULL
+    );
+    CREATE INDEX decisions_device_at ON decisions (device_id, at);
+    CREATE TABLE intents (
+        id INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        at TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        workload TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        finished_at TEXT,
+        status TEXT,
+        detail TEXT
+    );
+    CREATE INDEX intents_device_at ON intents (device_id, at);
+    CREATE INDEX intents_open ON intents (id) WHERE finished_at IS NULL;
+    CREATE TABLE desired (
+        device_id TEXT PRIMARY KEY,
+        workload TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+# Both audited tables draw from one sequence so records sort in the order they were written.
+_NEXT_SEQ = (
+    "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM decisions),"
+    " (SELECT COALESCE(MAX(seq), 0) FROM intents)) + 1"
+)
+
+
+class StoreError(Exception):
+    """The store could not be opened, migrated, read or written; the message names the file."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+class AuditKind(enum.StrEnum):
+    """Kinds of audit records."""
+
+    DECISION = "decision"
+    COMMAND = "command"
+
+
+PENDING = "pending"
+"""Outcome of a command whose intent has been begun but not yet finished."""
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A command announced before it was sent."""
+
+    id: int
+    at: datetime
+    device_id: str
+    workload: Workload
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One line of the audit log: a decision, or a command with its outcome.
+
+    ``outcome`` is None for decisions, ``"pending"`` for a command not yet
+    finished and an OutcomeStatus value otherwise.  ``previous`` and
+    ``expected_margin_usd_per_hour`` belong to decisions; ``finished_at`` and
+    ``detail`` to commands.
+    """
+
+    kind: AuditKind
+    id: int
+    at: datetime
+    device_id: str
+    workload: Workload
+    reason: str
+    outcome: str | None = None
+    detail: str = ""
+    previous: Workload | None = None
+    expected_margin_usd_per_hour: float | None = None
+    finished_at: datetime | None = None
+
+
+def _to_text(at: datetime) -> str:
+    """Serialize a tz-aware datetime as UTC ISO text with microseconds."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"wall time must be tz-aware (UTC), got naive {at.isoformat()}")
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _from_text(text: str) -> datetime:
+    """Parse ISO text written by _to_text back into a UTC datetime."""
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+class Store:
+    """The SQLite store; open with ``Store.open(path)``, use as a context manager or close()."""
+
+    def __init__(self, connection: sqlite3.Connection, path: str) -> None:
+        self._db = connection
+        self._path = path
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> str:
+        """The database file (or ``:memory:``)."""
+        return self._path
+
+    @classmethod
+    def open(cls, path: Path | str) -> Store:
+        """Open (creating the file and its directory if needed) and migrate the database."""
+        name = str(path)
+        if name != MEMORY:
+            try:
+                Path(name).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(name, f"cannot create directory: {exc.strerror or exc}") from exc
+        try:
+            connection = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(name, f"cannot open: {exc}") from exc
+        connection.row_factory = sqlite3.Row
+        store = cls(connection, name)
+        try:
+            store._configure()
+            store._migrate()
+        except sqlite3.Error as exc:
+            connection.close()
+            raise StoreError(name, f"cannot open for writing: {exc}") from exc
+        except StoreError:
+            connection.close()
+            raise
+        return store
+
+    def _configure(self) -> None:
+        """Switch to WAL with full sync; a file database that refuses WAL is an error."""
+        row = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+        mode = str(row[0]).lower() if row else ""
+        if self._path != MEMORY and mode != "wal":
+            raise StoreError(self._path, f"cannot enable WAL journal mode (got {mode!r})")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+
+    def _migrate(self) -> None:
+        """Apply the migrations this database has not seen yet."""
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                self._path,
+                f"schema version {version} is newer than this wattmux supports ({SCHEMA_VERSION})",
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            script = _MIGRATIONS[number - 1]
+            # executescript commits first; wrap the migration and its version bump together.
+            self._db.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+
+    @property
+    def journal_mode(self) -> str:
+        """The journal mode SQLite reports (``wal`` for a file database)."""
+        return str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version stored in the database."""
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One committed write transaction; SQLite errors become StoreError."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(self._path, f"write failed: {exc}") from exc
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Run a query; SQLite errors become StoreError."""
+        with self._lock:
+            try:
+                return list(self._db.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise StoreError(self._path, f"read failed: {exc}") from exc
+
+    def record_decision(
+        self,
+        *,
+        at: datetime,
+        device_id: str,
+        workload: Workload,
+        reason: str,
+        expected_margin_usd_per_hour: float,
+        previous: Workload | None,
+    ) -> int:
+        """Append a decision (a changed assignment) to the audit log; return its id."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO decisions (seq, at, device_id, workload, previous, reason,"
+                f" expected_margin_usd_per_hour) VALUES (({_NEXT_SEQ}), ?, ?, ?, ?, ?, ?)",
+                (
+                    _to_text(at),
+                    device_id,
+                    str(workload),
+                    None if previous is None else str(previous),
+                    reason,
+                    float(expected_margin_usd_per_hour),
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def begin_intent(self, *, at: datetime, device_id: str, workload: Workload, reason: str) -> int:
+        """Durably record that a command is about to be sent; return the intent id."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO intents (seq, at, device_id, workload, reason)"
+                f" VALUES (({_NEXT_SEQ}), ?, ?, ?, ?)",
+                (_to_text(at), device_id, str(workload), reason),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def finish_intent(
+        self, intent_id: int, *, at: datetime, status: OutcomeStatus | str, detail: str
+    ) -> None:
+        """Record how a command ended (an OutcomeStatus value); each intent finishes once."""
+        outcome = OutcomeStatus(status)
+        finished_at = _to_text(at)
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE intents SET finished_at = ?, status = ?, detail = ?"
+                " WHERE id = ? AND finished_at IS NULL",
+                (finished_at, outcome.value, detail, intent_id),
+            )
+            if cursor.rowcount != 1:
+                exists = db.execute("SELECT 1 FROM intents WHERE id = ?", (intent_id,)).fetchone()
+                problem = "already finished" if exists else "does not exist"
+                raise StoreError(self._path, f"intent {intent_id} {problem}")
+
+    def open_intents(self) -> list[Intent]:
+        """List intents begun but never finished (possibly in flight at a crash), oldest first."""
+        rows = self._read(
+            "SELECT id, at, device_id, workload, reason FROM intents"
+            " WHERE finished_at IS NULL ORDER BY id"
+        )
+        return [
+            Intent(
+                id=row["id"],
+                at=_from_text(row["at"]),
+                device_id=row["device_id"],
+                workload=Workload.parse(row["workload"]),
+                reason=row["reason"],
+            )
+            for row in rows
+        ]
+
+    def set_desired(self, device_id: str, workload: Workload, reason: str, at: datetime) -> None:
+        """Record the workload a device should run (replacing any earlier one)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO desired (device_id, workload, reason, at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (device_id) DO UPDATE SET"
+                " workload = excluded.workload, reason = excluded.reason, at = excluded.at",
+                (device_id, str(workload), reason, _to_text(at)),
+            )
+
+    def desired(self) -> dict[str, Workload]:
+        """Return the desired workload of every device that has one."""
+        rows = self._read("SELECT device_id, workload FROM desired ORDER BY device_id")
+        return {row["device_id"]: Workload.parse(row["workload"]) for row in rows}
+
+    def audit(
+        self, *, limit: int = 100, device_id: str | None = None, kind: str | None = None
+    ) -> list[AuditRecord]:
+        """Decisions and commands, newest first, optionally for one device or one kind."""
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        kinds = tuple(AuditKind) if kind is None else (AuditKind(kind),)
+        parts: list[str] = []
+        params: list[Any] = []
+        device_filter = "" if device_id is None else " WHERE device_id = ?"
+        if AuditKind.DECISION in kinds:
+            parts.append(
+                "SELECT 'decision' AS kind, id, seq, at, device_id, workload, reason,"
+                " NULL AS status, '' AS detail, previous, expected_margin_usd_per_hour,"
+                f" NULL AS finished_at FROM decisions{device_filter}"
+            )
+            if device_id is not None:
+                params.append(device_id)
+        if AuditKind.COMMAND in kinds:
+            parts.append(
+                "SELECT 'command' AS kind, id, seq, at, device_id, workload, reason,"
+                " status, COALESCE(detail, '') AS detail, NULL AS previous,"
+                f" NULL AS expected_margin_usd_per_hour, finished_at FROM intents{device_filter}"
+            )
+            if device_id is not None:
+                params.append(device_id)
+        sql = " UNION ALL ".join(parts) + " ORDER BY at DESC, seq DESC LIMIT ?"
+        params.append(limit)
+        return [self._audit_record(row) for row in self._read(sql, tuple(params))]
+
+    @staticmethod
+    def _audit_record(row: sqlite3.Row) -> AuditRecord:
+        """Build an AuditRecord from a row of the audit query."""
+        kind = AuditKind(row["kind"])
+        outcome: str | None = None
+        if kind is AuditKind.COMMAND:
+            outcome = row["status"] if row["status"] is not None else PENDING
+        return AuditRecord(
+            kind=kind,
+            id=row["id"],
+            at=_from_text(row["at"]),
+            device_id=row["device_id"],
+            workload=Workload.parse(row["workload"]),
+            reason=row["reason"],
+            outcome=outcome,
+            detail=row["detail"],
+            previous=None if row["previous"] is None else Workload.parse(row["previous"]),
+            expected_margin_usd_per_hour=row["expected_margin_usd_per_hour"],
+            finished_at=None if row["finished_at"] is None else _from_text(row["finished_at"]),
+        )

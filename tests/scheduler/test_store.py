@@ -1,0 +1,286 @@
+"""Store: WAL, durable intents, desired state, audit log, reopen, and clear errors."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from scheduler.model import OutcomeStatus, Workload
+from scheduler.store import (
+    PENDING,
+    SCHEMA_VERSION,
+    AuditKind,
+    Store,
+    StoreError,
+)
+
+T0 = datetime(2024, 8, 20, 14, 30, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "wattmux.sqlite"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    with Store.open(db_path) as opened:
+        yield opened
+
+
+def peek(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Read the file through a second, independent connection (sees only committed data)."""
+    connection = sqlite3.connect(path)
+    try:
+        return list(connection.execute(sql, params).fetchall())
+    finally:
+        connection.close()
+
+
+def test_open_creates_directory_enables_wal_and_full_sync(db_path: Path, store: Store) -> None:
+    assert db_path.parent.is_dir()
+    assert store.journal_mode == "wal"
+    # WAL is persistent in the file: an independent connection sees it too.
+    assert peek(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # 2 = FULL
+    assert store.schema_version == SCHEMA_VERSION >= 1
+    assert peek(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_memory_store_works_for_tests() -> None:
+    with Store.open(":memory:") as store:
+        store.set_desired("m1", Workload.sleep(), "price_above_breakeven", T0)
+        assert store.desired() == {"m1": Workload.sleep()}
+
+
+def test_decision_round_trip(store: Store) -> None:
+    decision_id = store.record_decision(
+        at=at(5),
+        device_id="m1",
+        workload=Workload.sleep(),
+        reason="price_above_breakeven",
+        expected_margin_usd_per_hour=-0.42,
+        previous=Workload.mine("main"),
+    )
+    [record] = store.audit()
+    assert record.kind is AuditKind.DECISION
+    assert record.id == decision_id
+    assert record.at == at(5)
+    assert record.at.tzinfo is not None and record.at.utcoffset() == timedelta(0)
+    assert record.device_id == "m1"
+    assert record.workload == Workload.sleep()
+    assert record.previous == Workload.mine("main")
+    assert record.reason == "price_above_breakeven"
+    assert record.expected_margin_usd_per_hour == pytest.approx(-0.42)
+    assert record.outcome is None
+
+
+def test_first_decision_has_no_previous(store: Store) -> None:
+    store.record_decision(
+        at=T0,
+        device_id="m1",
+        workload=Workload.mine("main", 0.8),
+        reason="price_below_breakeven",
+        expected_margin_usd_per_hour=1.5,
+        previous=None,
+    )
+    [record] = store.audit()
+    assert record.previous is None
+    assert record.workload == Workload.mine("main", 0.8)
+
+
+def test_intent_is_committed_before_finish(db_path: Path, store: Store) -> None:
+    intent_id = store.begin_intent(at=at(1), device_id="m1", workload=Workload.sleep(), reason="dr")
+    # Another connection already sees the intent, unfinished: it is on disk before the command.
+    rows = peek(db_path, "SELECT id, device_id, workload, reason, finished_at, status FROM intents")
+    assert rows == [(intent_id, "m1", "sleep", "dr", None, None)]
+    [pending] = store.audit(kind="command")
+    assert pending.outcome == PENDING
+
+    store.finish_intent(intent_id, at=at(3), status=OutcomeStatus.CONFIRMED, detail="read back")
+    rows = peek(db_path, "SELECT status, detail FROM intents WHERE id = ?", (intent_id,))
+    assert rows == [("confirmed", "read back")]
+    [record] = store.audit(kind="command")
+    assert record.kind is AuditKind.COMMAND
+    assert record.outcome == "confirmed"
+    assert record.detail == "read back"
+    assert record.at == at(1)
+    assert record.finished_at == at(3)
+    assert record.previous is None and record.expected_margin_usd_per_hour is None
+
+
+def test_open_intents_lists_only_unfinished_oldest_first(store: Store) -> None:
+    first = store.begin_intent(at=at(1), device_id="m1", workload=Workload.sleep(), reason="a")
+    done = store.begin_intent(at=at(2), device_id="m2", workload=Workload.off(), reason="b")
+    third = store.begin_intent(at=at(3), device_id="m3", workload=Workload.ai("q1"), reason="c")
+    store.finish_intent(done, at=at(4), status="rejected", detail="access denied")
+    intents = store.open_intents()
+    assert [i.id for i in intents] == [first, third]
+    assert intents[0].device_id == "m1" and intents[0].workload == Workload.sleep()
+    assert intents[1].workload == Workload.ai("q1")
+    assert intents[1].at == at(3) and intents[1].reason == "c"
+
+
+def test_finish_intent_rejects_unknown_repeated_and_bad_status(store: Store) -> None:
+    intent_id = store.begin_intent(at=T0, device_id="m1", workload=Workload.sleep(), reason="r")
+    with pytest.raises(ValueError):
+        store.finish_intent(intent_id, at=T0, status="exploded", detail="")
+    store.finish_intent(intent_id, at=T0, status="unconfirmed", detail="no read-back")
+    with pytest.raises(StoreError, match="already finished"):
+        store.finish_intent(intent_id, at=T0, status="confirmed", detail="")
+    with pytest.raises(StoreError, match="does not exist"):
+        store.finish_intent(intent_id + 100, at=T0, status="confirmed", detail="")
+    # the failed attempts changed nothing
+    [record] = store.audit()
+    assert record.outcome == "unconfirmed" and record.detail == "no read-back"
+
+
+@pytest.mark.parametrize(
+    "workload",
+    [
+        Workload.mine("main"),
+        Workload.mine("backup", 0.75),
+        Workload.ai("inference-a"),
+        Workload.sleep(),
+        Workload.off(),
+    ],
+    ids=str,
+)
+def test_desired_round_trips_every_workload_kind(store: Store, workload: Workload) -> None:
+    store.set_desired("m1", workload, "test", T0)
+    assert store.desired() == {"m1": workload}
+
+
+def test_set_desired_replaces_previous_value(store: Store) -> None:
+    store.set_desired("m1", Workload.mine("main"), "price_below_breakeven", at(0))
+    store.set_desired("m2", Workload.sleep(), "price_above_breakeven", at(0))
+    store.set_desired("m1", Workload.sleep(), "dr_event", at(10))
+    assert store.desired() == {"m1": Workload.sleep(), "m2": Workload.sleep()}
+
+
+def test_everything_survives_reopen(db_path: Path) -> None:
+    with Store.open(db_path) as store:
+        store.set_desired("m1", Workload.mine("main", 0.9), "price_below_breakeven", T0)
+        store.record_decision(
+            at=T0,
+            device_id="m1",
+            workload=Workload.mine("main", 0.9),
+            reason="price_below_breakeven",
+            expected_margin_usd_per_hour=2.0,
+            previous=Workload.sleep(),
+        )
+        open_id = store.begin_intent(
+            at=at(1), device_id="m1", workload=Workload.mine("main", 0.9), reason="x"
+        )
+    with Store.open(db_path) as reopened:
+        assert reopened.schema_version == SCHEMA_VERSION
+        assert reopened.desired() == {"m1": Workload.mine("main", 0.9)}
+        assert [i.id for i in reopened.open_intents()] == [open_id]
+        assert [r.kind for r in reopened.audit()] == [AuditKind.COMMAND, AuditKind.DECISION]
+        reopened.finish_intent(open_id, at=at(2), status="confirmed", detail="")
+        assert reopened.open_intents() == []
+
+
+def test_audit_newest_first_with_filters_and_limit(store: Store) -> None:
+    store.record_decision(
+        at=at(10),
+        device_id="m1",
+        workload=Workload.sleep(),
+        reason="price_above_breakeven",
+        expected_margin_usd_per_hour=0.0,
+        previous=None,
+    )
+    # same wall time as the decision, written after it: newer
+    command = store.begin_intent(
+        at=at(10), device_id="m1", workload=Workload.sleep(), reason="price_above_breakeven"
+    )
+    store.begin_intent(at=at(20), device_id="m2", workload=Workload.off(), reason="thermal")
+    store.record_decision(
+        at=at(5),
+        device_id="m2",
+        workload=Workload.off(),
+        reason="thermal",
+        expected_margin_usd_per_hour=0.0,
+        previous=None,
+    )
+    everything = store.audit()
+    assert [(r.at, r.kind, r.device_id) for r in everything] == [
+        (at(20), AuditKind.COMMAND, "m2"),
+        (at(10), AuditKind.COMMAND, "m1"),
+        (at(10), AuditKind.DECISION, "m1"),
+        (at(5), AuditKind.DECISION, "m2"),
+    ]
+    assert everything[1].id == command
+    assert [r.device_id for r in store.audit(device_id="m1")] == ["m1", "m1"]
+    assert [r.at for r in store.audit(kind="decision")] == [at(10), at(5)]
+    assert [(r.kind, r.device_id) for r in store.audit(kind="command", device_id="m2")] == [
+        (AuditKind.COMMAND, "m2")
+    ]
+    assert [r.at for r in store.audit(limit=2)] == [at(20), at(10)]
+    assert store.audit(device_id="nope") == []
+    with pytest.raises(ValueError):
+        store.audit(kind="gossip")
+
+
+def test_wall_times_are_normalised_to_utc_and_naive_ones_refused(store: Store) -> None:
+    local = datetime(2024, 8, 20, 9, 30, tzinfo=timezone(timedelta(hours=-5)))
+    store.begin_intent(at=local, device_id="m1", workload=Workload.sleep(), reason="r")
+    [record] = store.audit()
+    assert record.at == local
+    assert record.at.utcoffset() == timedelta(0)
+    assert record.at.hour == 14
+    with pytest.raises(ValueError, match="tz-aware"):
+        store.begin_intent(
+            at=datetime(2024, 8, 20, 9, 30), device_id="m1", workload=Workload.sleep(), reason="r"
+        )
+
+
+def test_directory_that_cannot_be_created_raises_store_error_naming_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the directory should be")
+    target = blocker / "wattmux.sqlite"
+    with pytest.raises(StoreError) as info:
+        Store.open(target)
+    assert str(target) in str(info.value)
+    assert info.value.path == str(target)
+
+
+def test_path_that_is_a_directory_raises_store_error_naming_path(tmp_path: Path) -> None:
+    with pytest.raises(StoreError) as info:
+        Store.open(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_file_that_is_not_a_database_raises_store_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not an SQLite database, not even close" * 100)
+    with pytest.raises(StoreError, match=re.escape(str(garbage))):
+        Store.open(garbage)
+
+
+def test_newer_schema_is_refused(db_path: Path) -> None:
+    Store.open(db_path).close()
+    connection = sqlite3.connect(db_path)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.commit()
+    connection.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store.open(db_path)
+
+
+def test_closed_store_raises_store_error(db_path: Path) -> None:
+    store = Store.open(db_path)
+    store.close()
+    with pytest.raises(StoreError, match=re.escape(str(db_path))):
+        store.desired()
+    with pytest.raises(StoreError):
+        store.set_desired("m1", Workload.sleep(), "r", T0)
