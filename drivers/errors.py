@@ -1,11 +1,11 @@
 """The driver error tree; a driver raises one of these, never returns None or {} for failure.
 
-    DriverError                 base of everything a driver raises
-    ├── Unavailable             could not reach or read the device/feed; retry later
-    │   ├── Timeout             no (complete) reply within the deadline
-    │   └── MalformedReply      a reply arrived but could not be parsed
-    ├── Rejected                the device answered and said no (access denied, bad command)
-    └── Fatal                   configuration or authentication problem; retrying will not help
+DriverError                 base of everything a driver raises
+├── Unavailable             could not reach or read the device/feed; retry later
+│   ├── Timeout             no (complete) reply within the deadline
+│   └── MalformedReply      a reply arrived but could not be parsed
+├── Rejected                the device answered and said no (access denied, bad command)
+└── Fatal                   configuration or authentication problem; retrying will not help
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from scheduler.config import ConfigError, load_config, summarize
 
@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wattmux {_version()}")
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default INFO)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,19 +82,44 @@ def build_parser() -> argparse.ArgumentParser:
             "spikes and wakes afterwards. Ctrl-C stops it."
         ),
     )
-    demo.add_argument("--asics", type=_positive_int, default=200, metavar="N",
-                      help="number of simulated ASICs (default 200)")
-    demo.add_argument("--duration", type=_positive_float, default=None, metavar="SECONDS",
-                      help="exit by itself after this many seconds (default: run to the end of the replay)")
-    demo.add_argument("--listen", type=_listen, default="127.0.0.1:9470", metavar="HOST:PORT",
-                      help="where the API and /metrics listen (default 127.0.0.1:9470)")
-    demo.add_argument("--speed", type=_positive_float, default=1500.0, metavar="X",
-                      help="replay speed-up; at 1500 a 15-minute price interval lasts 0.6 s and the "
-                           "first evening spike arrives after about 47 s (default 1500)")
-    demo.add_argument("--no-ui", action="store_true",
-                      help="plain log lines instead of the live screen")
-    demo.add_argument("--store", metavar="PATH", default=None,
-                      help="SQLite store path (default: a temporary file, removed at exit)")
+    demo.add_argument(
+        "--asics",
+        type=_positive_int,
+        default=200,
+        metavar="N",
+        help="number of simulated ASICs (default 200)",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="exit by itself after this many seconds (default: run to the end of the replay)",
+    )
+    demo.add_argument(
+        "--listen",
+        type=_listen,
+        default="127.0.0.1:9470",
+        metavar="HOST:PORT",
+        help="where the API and /metrics listen (default 127.0.0.1:9470)",
+    )
+    demo.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1500.0,
+        metavar="X",
+        help="replay speed-up; at 1500 a 15-minute price interval lasts 0.6 s and the "
+        "first evening spike arrives after about 47 s (default 1500)",
+    )
+    demo.add_argument(
+        "--no-ui", action="store_true", help="plain log lines instead of the live screen"
+    )
+    demo.add_argument(
+        "--store",
+        metavar="PATH",
+        default=None,
+        help="SQLite store path (default: a temporary file, removed at exit)",
+    )
     return parser
 
 

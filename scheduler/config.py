@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from datetime import datetime
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -145,6 +145,10 @@ class _DeviceCommon(_Strict):
         if value not in MODELS:
             raise ValueError(f"unknown model {value!r}; known: {', '.join(sorted(MODELS))}")
         return value
+
+    def devices(self) -> list[Device]:
+        """The devices this entry describes."""
+        raise NotImplementedError
 
     def _device(self, device_id: str, address: str) -> Device:
         facts = MODELS[self.model]
@@ -390,4 +394,6 @@ def summarize(config: WattmuxConfig) -> list[str]:
 
 def pools_of(config: WattmuxConfig) -> dict[str, Pool]:
     """The configured pools as model objects keyed by name."""
-    return {p.name: Pool(name=p.name, url=p.url, user=p.user, password=p.password) for p in config.pools}
+    return {
+        p.name: Pool(name=p.name, url=p.url, user=p.user, password=p.password) for p in config.pools
+    }

@@ -60,10 +60,16 @@ def demo_config(asics: int, speed: float, listen: str, store_path: Path) -> Watt
             }
         )
         offset += count
-    nominal_kw = sum(MODELS[m].power_w * c for (m, _), c in zip(FLEET_MIX, counts, strict=True)) / 1000
+    nominal_kw = (
+        sum(MODELS[m].power_w * c for (m, _), c in zip(FLEET_MIX, counts, strict=True)) / 1000
+    )
     interval_seconds = 900.0 / speed
     data = {
-        "site": {"name": "demo", "timezone": "America/Chicago", "power_cap_kw": round(nominal_kw * 1.1, 1)},
+        "site": {
+            "name": "demo",
+            "timezone": "America/Chicago",
+            "power_cap_kw": round(nominal_kw * 1.1, 1),
+        },
         "control": {"tick_seconds": min(5.0, max(0.25, interval_seconds / 2))},
         "economics": {"pool_fee": 0.02},
         "policy": {"name": "breakeven", "hysteresis_usd_per_mwh": 5.0},
@@ -76,7 +82,11 @@ def demo_config(asics: int, speed: float, listen: str, store_path: Path) -> Watt
         "api": {"listen": listen},
         "pools": [
             {"name": "main", "url": "stratum+tcp://main.pool.invalid:3333", "user": "demo.worker"},
-            {"name": "backup", "url": "stratum+tcp://backup.pool.invalid:3333", "user": "demo.worker"},
+            {
+                "name": "backup",
+                "url": "stratum+tcp://backup.pool.invalid:3333",
+                "user": "demo.worker",
+            },
         ],
         "device_ranges": ranges,
         "market": [{"driver": "ercot-replay", "speed": speed}],
@@ -208,14 +218,13 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
             port=SIM_PORT,
             ramp_seconds=ramp_seconds,
             thermal_tau_seconds=ramp_seconds * 2,
-        ) as site:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(daemon.run(stop), name="daemon.run")
-                group.create_task(
-                    _screen(daemon, site, args.speed, stop, sys.stdout, live=not args.no_ui),
-                    name="demo.screen",
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), duration)
-                stop.set()
+        ) as site, asyncio.TaskGroup() as group:
+            group.create_task(daemon.run(stop), name="daemon.run")
+            group.create_task(
+                _screen(daemon, site, args.speed, stop, sys.stdout, live=not args.no_ui),
+                name="demo.screen",
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration)
+            stop.set()
         print("wattmux demo: stopped cleanly", file=sys.stderr)

@@ -22,9 +22,19 @@ class ModelFacts:
 
 # Manufacturer stock figures (air-cooled models, stock firmware).
 MODELS: dict[str, ModelFacts] = {
-    "S19j Pro": ModelFacts(hashrate_ths=104.0, power_w=3068.0, sleep_power_w=20.0, max_temperature_c=85.0),
-    "S19 XP": ModelFacts(hashrate_ths=140.0, power_w=3010.0, sleep_power_w=20.0, max_temperature_c=85.0),
-    "S21": ModelFacts(hashrate_ths=200.0, power_w=3500.0, sleep_power_w=15.0, max_temperature_c=85.0),
-    "S21 Pro": ModelFacts(hashrate_ths=234.0, power_w=3510.0, sleep_power_w=15.0, max_temperature_c=85.0),
-    "S21 XP": ModelFacts(hashrate_ths=270.0, power_w=3645.0, sleep_power_w=15.0, max_temperature_c=85.0),
+    "S19j Pro": ModelFacts(
+        hashrate_ths=104.0, power_w=3068.0, sleep_power_w=20.0, max_temperature_c=85.0
+    ),
+    "S19 XP": ModelFacts(
+        hashrate_ths=140.0, power_w=3010.0, sleep_power_w=20.0, max_temperature_c=85.0
+    ),
+    "S21": ModelFacts(
+        hashrate_ths=200.0, power_w=3500.0, sleep_power_w=15.0, max_temperature_c=85.0
+    ),
+    "S21 Pro": ModelFacts(
+        hashrate_ths=234.0, power_w=3510.0, sleep_power_w=15.0, max_temperature_c=85.0
+    ),
+    "S21 XP": ModelFacts(
+        hashrate_ths=270.0, power_w=3645.0, sleep_power_w=15.0, max_temperature_c=85.0
+    ),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -151,10 +152,8 @@ class ControlLoop:
                 ready.set()
             remaining = tick_seconds - (self.clock() - started)
             if remaining > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), remaining)
-                except TimeoutError:
-                    pass
 
 
 async def _gather_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:

@@ -77,7 +77,9 @@ class Workload:
                 if kind is WorkloadKind.MINE and len(args) in (1, 2):
                     level = float(args[1]) if len(args) == 2 else 1.0
                     return cls.mine(args[0], level)
-        raise ValueError(f"not a workload: {text!r} (expected mine(POOL[,LEVEL]), ai(QUEUE), sleep or off)")
+        raise ValueError(
+            f"not a workload: {text!r} (expected mine(POOL[,LEVEL]), ai(QUEUE), sleep or off)"
+        )
 
     @property
     def is_running(self) -> bool:

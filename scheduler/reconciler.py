@@ -105,7 +105,9 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
                 reason=assignment.reason,
             )
             if self.dry_run:
-                outcome = Outcome(device.id, assignment.workload, OutcomeStatus.SKIPPED, None, "dry-run")
+                outcome = Outcome(
+                    device.id, assignment.workload, OutcomeStatus.SKIPPED, None, "dry-run"
+                )
             else:
                 async with self._semaphore:
                     outcome = await self.controls[device.id].apply(device, assignment.workload)

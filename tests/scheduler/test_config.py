@@ -38,7 +38,13 @@ def test_device_range_expands_to_consecutive_addresses() -> None:
     data = minimal(
         devices=[],
         device_ranges=[
-            {"id_prefix": "r", "first_address": "127.0.0.250", "count": 10, "model": "S21 XP", "pools": ["main"]}
+            {
+                "id_prefix": "r",
+                "first_address": "127.0.0.250",
+                "count": 10,
+                "model": "S21 XP",
+                "pools": ["main"],
+            }
         ],
     )
     devices = parse_config(data, environ={}).all_devices()
@@ -105,7 +111,9 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "devices: 121 (120 x S19j Pro, 1 x S21)" in out
     bad = tmp_path / "bad.toml"
-    bad.write_text('[site]\npower_cap_kw = 0\n[[pools]]\nname = "p"\nurl = "http://x"\nuser = "u"\n')
+    bad.write_text(
+        '[site]\npower_cap_kw = 0\n[[pools]]\nname = "p"\nurl = "http://x"\nuser = "u"\n'
+    )
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: site.power_cap_kw: Input should be greater than 0" in err

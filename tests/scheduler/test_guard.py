@@ -17,7 +17,9 @@ def guard(**config: object) -> Guard:
     return Guard(GuardConfig.model_validate(values), power_cap_w=1e9)
 
 
-def run(g: Guard, snap_kwargs: dict[str, object], price: float | None) -> dict[str, tuple[str, str]]:
+def run(
+    g: Guard, snap_kwargs: dict[str, object], price: float | None
+) -> dict[str, tuple[str, str]]:
     snap = snapshot(DEVICES, price, **snap_kwargs)  # type: ignore[arg-type]
     plan = g.apply(BreakevenPolicy().plan(snap), snap)
     return {a.device_id: (str(a.workload), a.reason) for a in plan.assignments}
@@ -35,7 +37,9 @@ def test_stale_price_sleeps_and_hold_keeps_current() -> None:
     fresh = run(guard(stale_price_seconds=60.0), {"now": 59.0, "market_state": old}, 20.0)
     assert set(fresh.values()) == {("mine(main)", "price_below_breakeven")}
     held = run(
-        guard(stale_price_seconds=60.0, stale_action="hold"), {"now": 61.0, "market_state": old}, 20.0
+        guard(stale_price_seconds=60.0, stale_action="hold"),
+        {"now": 61.0, "market_state": old},
+        20.0,
     )
     assert set(held.values()) == {("mine(main)", "stale_price")}
 
@@ -80,8 +84,15 @@ def test_power_cap_sleeps_least_efficient_first() -> None:
 def test_power_cap_counts_unreachable_devices_at_nominal_power() -> None:
     g = Guard(GuardConfig(min_dwell_seconds=0), power_cap_w=2 * 3700)
     snap = snapshot(DEVICES, 20.0, unreachable=frozenset({"c"}))
-    plan = g.apply(Plan(100.0, tuple(
-        Assignment(d.id, Workload.mine("main"), "price_below_breakeven", 1.0) for d in DEVICES[:2]
-    )), snap)
+    plan = g.apply(
+        Plan(
+            100.0,
+            tuple(
+                Assignment(d.id, Workload.mine("main"), "price_below_breakeven", 1.0)
+                for d in DEVICES[:2]
+            ),
+        ),
+        snap,
+    )
     reasons = {a.device_id: a.reason for a in plan.assignments}
     assert reasons["b"] == "power_cap"
