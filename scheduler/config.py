@@ -135,8 +135,8 @@ class _DeviceCommon(_Strict):
     nominal_power_w: float | None = Field(None, gt=0, description="default: model's")
     sleep_power_w: float | None = Field(None, ge=0, description="default: model's")
     max_temperature_c: float | None = Field(None, gt=0, lt=150, description="default: model's")
-    options: Annotated[CgminerOptions, Field(discriminator="driver")] = Field(
-        default_factory=CgminerOptions
+    options: CgminerOptions = Field(
+        default_factory=CgminerOptions, description="driver settings (driver = cgminer)"
     )
 
     @field_validator("model")

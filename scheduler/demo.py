@@ -118,7 +118,7 @@ def render(daemon: Daemon, site: SimSite, started: float, speed: float) -> list[
     lines = [
         f"wattmux demo: {len(snapshot.devices)} simulated ASICs, ERCOT HB_SOUTH 2024-08-19..21 "
         f"replayed at {speed:g}x  (running {time.monotonic() - started:5.1f} s)",
-        f"market time  {replay.replay_time(daemon.clock()):%Y-%m-%d %H:%M %Z}",
+        f"market time  {replay.replay_time(daemon.clock()):%Y-%m-%d %H:%M %Z}  (ERCOT HB_SOUTH real-time)",
     ]
     if economics is None:
         lines.append("market       waiting for inputs ...")
