@@ -156,19 +156,38 @@ def render(daemon: Daemon, site: SimSite, started: float, speed: float) -> list[
         f"margin       {margin:+10,.2f} USD/h expected by the plan",
         "last decisions:",
     ]
-    recent = list(daemon.loop.recent)[-8:] if daemon.loop else []
-    for decision in reversed(recent):
-        a = decision.assignment
-        lines.append(
-            f"  {decision.at:%H:%M:%S} {a.device_id:<16} {decision.previous or '-':>14} -> "
-            f"{a.workload!s:<14} {a.reason:<22} {a.expected_margin_usd_per_hour:+8.2f} USD/h"
-        )
+    lines += _decision_lines(daemon, limit=8)
     listen = daemon.config.api.listen
     lines += [
         "",
         f"API http://{listen}/v1/plan  /v1/devices  /v1/market    metrics http://{listen}/metrics",
         "Ctrl-C stops.",
     ]
+    return lines
+
+
+def _decision_lines(daemon: Daemon, limit: int) -> list[str]:
+    """The last decisions, one line per tick and transition (devices counted, not listed)."""
+    groups: dict[tuple[object, ...], list[str]] = {}
+    for decision in daemon.loop.recent if daemon.loop else ():
+        a = decision.assignment
+        key = (
+            decision.at,
+            decision.previous or "-",
+            str(a.workload),
+            a.reason,
+            decision.power_price_usd_per_mwh,
+            daemon.state.devices[a.device_id].model,
+        )
+        groups.setdefault(key, []).append(a.device_id)
+    lines = []
+    for key, device_ids in list(groups.items())[-limit:][::-1]:
+        at, previous, workload, reason, price, model = key
+        price_text = f"{price:8,.2f}" if isinstance(price, float) else "       ?"
+        lines.append(
+            f"  {at:%H:%M:%S} at {price_text} USD/MWh  {len(device_ids):4d} x {model:<9} "
+            f"{previous:>10} -> {workload:<10} {reason}"
+        )
     return lines
 
 
@@ -212,13 +231,16 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
             f"API and /metrics on http://{args.listen}; running {duration:.0f} s",
             file=sys.stderr,
         )
-        async with SimSite(
-            config.all_devices(),
-            list(pools_of(config).values()),
-            port=SIM_PORT,
-            ramp_seconds=ramp_seconds,
-            thermal_tau_seconds=ramp_seconds * 2,
-        ) as site, asyncio.TaskGroup() as group:
+        async with (
+            SimSite(
+                config.all_devices(),
+                list(pools_of(config).values()),
+                port=SIM_PORT,
+                ramp_seconds=ramp_seconds,
+                thermal_tau_seconds=ramp_seconds * 2,
+            ) as site,
+            asyncio.TaskGroup() as group,
+        ):
             group.create_task(daemon.run(stop), name="daemon.run")
             group.create_task(
                 _screen(daemon, site, args.speed, stop, sys.stdout, live=not args.no_ui),

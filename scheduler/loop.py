@@ -32,6 +32,7 @@ class Decision:
     at: datetime
     assignment: Assignment
     previous: str | None
+    power_price_usd_per_mwh: float | None
 
 
 class ControlLoop:
@@ -63,7 +64,7 @@ class ControlLoop:
         self.clock = clock
         self.wall_clock = wall_clock
         self.plan: Plan | None = None
-        self.recent: deque[Decision] = deque(maxlen=50)
+        self.recent: deque[Decision] = deque(maxlen=1000)
         self.ticks = 0
         self._poll_semaphore = asyncio.Semaphore(poll_concurrency)
         self._feed_up: dict[str, bool] = {}
@@ -114,7 +115,8 @@ class ControlLoop:
         await asyncio.gather(self.poll_devices(), self.poll_feeds())
         snapshot = self.state.snapshot(self.clock(), self.wall_clock())
         plan = self.guard.apply(self.policy.plan(snapshot), snapshot)
-        self._record_decisions(plan)
+        price = snapshot.market.power_price_usd_per_mwh
+        self._record_decisions(plan, price.value if price else None)
         self.reconciler.reconcile(plan, snapshot)
         self.plan = plan
         self.ticks += 1
@@ -122,7 +124,7 @@ class ControlLoop:
         self.metrics.tick_duration.observe(self.clock() - started)
         return plan
 
-    def _record_decisions(self, plan: Plan) -> None:
+    def _record_decisions(self, plan: Plan, power_price_usd_per_mwh: float | None) -> None:
         at = self.wall_clock()
         for assignment in plan.assignments:
             previous = self.state.desired.get(assignment.device_id)
@@ -139,7 +141,11 @@ class ControlLoop:
             )
             self.store.set_desired(assignment.device_id, assignment.workload, assignment.reason, at)
             self.metrics.decisions.labels(reason=assignment.reason).inc()
-            self.recent.append(Decision(at, assignment, str(previous) if previous else None))
+            self.recent.append(
+                Decision(
+                    at, assignment, str(previous) if previous else None, power_price_usd_per_mwh
+                )
+            )
 
     async def run(
         self, tick_seconds: float, stop: asyncio.Event, ready: asyncio.Event | None = None
