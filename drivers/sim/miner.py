@@ -1,0 +1,702 @@
+"""A simulated ASIC that speaks the cgminer API, with LuxOS-style sessions and sleep, over TCP.
+
+Wire behaviour, as real firmware: the client connects and sends one JSON
+command (``{"command": "switchpool", "parameter": "1"}``); the miner answers
+with one JSON document followed by a NUL byte and closes.  Report commands can
+be joined (``summary+pools+stats``): the reply is an object keyed by command
+name, each value that command's full reply in a one-element list, plus ``id``.
+
+What each command returns (the field names real firmware uses):
+
+    summary   SUMMARY[0]: Elapsed, MHS av, MHS 5s (GHS ... when hashrate_unit is "GHS"),
+              Accepted, Rejected, and Power = input power in W (Whatsminer's field)
+    power     POWER[0]: Watts, PSU (LuxOS's power command)
+    pools     POOLS[i]: POOL, URL, User, Status (Alive/Dead/Disabled), Priority, Stratum Active
+    stats     STATS[0] identity; STATS[1] bmminer style: fan1..4, temp1..3 (PCB), temp2_1..3
+              (chip), temp_pcbN and temp_chipN as "a-b-c-d" sensor strings
+    config    CONFIG[0] (LuxOS style): CurtailMode "None" or "Sleep", IsPowerSupplyOn
+    version, switchpool|N, enablepool|N, disablepool|N, addpool|url,user,pass (cgminer)
+    logon, logoff|sid, session, curtail|sid,sleep or sid,wakeup (LuxOS: one session at a
+              time, dropped after session_timeout_seconds idle; curtail needs the session)
+
+A sleeping miner reports CONFIG[0].CurtailMode == "Sleep", no pool with
+Stratum Active, and its hash rate ramps to zero; that is how a client reads
+sleep back.  Status codes are cgminer's where cgminer has the command; the
+session and power commands use this simulator's own codes (300-306).
+
+Physics, computed lazily from the injected clock: power and hash rate ramp
+linearly over ramp_seconds towards the target (sleep power / nominal); chip
+temperature follows a first-order lag (thermal_tau_seconds) towards ambient
+plus a rise proportional to the hash rate.  Small per-miner offsets come from
+a seed derived from the device id, so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import math
+import random
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from scheduler.model import Device, Pool
+
+Reply = dict[str, Any]
+
+DESCRIPTION = "cgminer 4.11.1 (wattmux sim)"
+MAX_REQUEST_BYTES = 64 * 1024
+REQUEST_TIMEOUT_SECONDS = 10.0
+CHIP_RISE_C = 45.0  # chip temperature above ambient at full hash rate
+IDLE_RISE_C = 3.0  # above ambient with hashboards asleep (controller and PSU still on)
+PCB_SHARE = 0.7  # PCB rise as a share of the chip rise
+BOARDS = 3
+FANS = 4
+SENSOR_SPREAD = (
+    0.30,
+    0.33,
+    0.02,
+    0.0,
+)  # four sensors per board, below the hottest by a share of the rise
+REPORT_COMMANDS = frozenset({"summary", "pools", "stats", "version", "config", "power", "session"})
+
+
+class Fault(enum.StrEnum):
+    """Misbehaviour a test can inject into one miner."""
+
+    CLOSE = "close"  # accept, then close without replying
+    GARBAGE = "garbage"  # reply with broken JSON, NUL-terminated
+    HANG = "hang"  # accept, never answer
+    SLOW = "slow"  # answer after fault_delay_seconds
+
+
+@dataclass(slots=True)
+class ConnectionStats:
+    """Connections being served now, the most served at once, and the total accepted."""
+
+    active: int = 0
+    peak: int = 0
+    total: int = 0
+
+    def opened(self) -> None:
+        """Count a connection that was just accepted."""
+        self.active += 1
+        self.total += 1
+        self.peak = max(self.peak, self.active)
+
+    def closed(self) -> None:
+        """Count a connection that is no longer being served."""
+        self.active -= 1
+
+
+@dataclass(frozen=True, slots=True)
+class SimState:
+    """What the simulated miner is doing at one instant (for tests and the demo)."""
+
+    asleep: bool
+    active_pool_url: str | None
+    power_w: float
+    hashrate_hs: float
+    chip_temperature_c: float
+
+
+@dataclass(slots=True)
+class _SimPool:
+    url: str
+    user: str
+    password: str
+    enabled: bool = True
+    alive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """A linear ramp from the values at ``start`` to the targets, then flat."""
+
+    start: float
+    hashrate_from_hs: float
+    hashrate_to_hs: float
+    power_from_w: float
+    power_to_w: float
+    temperature_from_c: float
+    hashes_before: float
+
+
+def _split_escaped(text: str) -> list[str]:
+    """Split on commas, honouring cgminer's backslash escapes (a backslash quotes the next char)."""
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+class SimMiner:
+    """One simulated ASIC: physics, pools, a LuxOS-style session, and a TCP API server."""
+
+    def __init__(
+        self,
+        device: Device,
+        pools: Sequence[Pool],
+        *,
+        port: int = 4028,
+        ramp_seconds: float = 30.0,
+        thermal_tau_seconds: float = 90.0,
+        clock: Callable[[], float] = time.monotonic,
+        ambient_c: float = 25.0,
+        noise_fraction: float = 0.01,
+        session_timeout_seconds: float = 60.0,
+        connection_stats: ConnectionStats | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.device = device
+        self.address = device.address
+        self.ramp_seconds = ramp_seconds
+        self.thermal_tau_seconds = thermal_tau_seconds
+        self.ambient_c = ambient_c
+        self.session_timeout_seconds = session_timeout_seconds
+        self.fault: Fault | None = None
+        self.fault_delay_seconds = 1.0
+        self.nul_terminator = True
+        self.hashrate_unit: Literal["MHS", "GHS"] = "MHS"
+        self.connections = ConnectionStats()
+        self.site_connections = connection_stats
+        self.command_counts: Counter[str] = Counter()
+        self._requested_port = port
+        self._clock = clock
+        self._wall_clock = wall_clock
+        rng = random.Random(zlib.crc32(device.id.encode()))
+        self._session_rng = random.Random(rng.getrandbits(32))
+        self._mining_hashrate_hs = device.nominal_hashrate_hs * (
+            1 + noise_fraction * rng.uniform(-1, 1)
+        )
+        self._mining_power_w = device.nominal_power_w * (1 + noise_fraction * rng.uniform(-1, 1))
+        self._sleep_power_w = device.sleep_power_w
+        self._board_offsets_c = [noise_fraction * 100 * rng.uniform(-1, 1) for _ in range(BOARDS)]
+        self._pools = [_SimPool(p.url, p.user, p.password) for p in pools]
+        self._priority = list(range(len(self._pools)))
+        self._asleep = False
+        self._session_id: str | None = None
+        self._session_used_at = 0.0
+        self._started_at = clock()
+        self._segment = _Segment(
+            start=self._started_at,
+            hashrate_from_hs=self._mining_hashrate_hs,
+            hashrate_to_hs=self._mining_hashrate_hs,
+            power_from_w=self._mining_power_w,
+            power_to_w=self._mining_power_w,
+            temperature_from_c=self._temperature_target_c(self._mining_hashrate_hs),
+            hashes_before=0.0,
+        )
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[str, Callable[[str | None], Reply]] = {
+            "summary": self._summary,
+            "power": self._power,
+            "pools": self._pools_reply,
+            "stats": self._stats,
+            "version": self._version,
+            "config": self._config,
+            "switchpool": self._switchpool,
+            "enablepool": self._enablepool,
+            "disablepool": self._disablepool,
+            "addpool": self._addpool,
+            "logon": self._logon,
+            "logoff": self._logoff,
+            "session": self._session,
+            "curtail": self._curtail,
+        }
+
+    # ---- physics -------------------------------------------------------------------------
+
+    def _now(self, at: float | None) -> float:
+        return self._clock() if at is None else at
+
+    def _progress(self, now: float) -> float:
+        """Fraction of the current ramp done at ``now`` (1.0 once finished)."""
+        elapsed = max(0.0, now - self._segment.start)
+        if self.ramp_seconds <= 0:
+            return 1.0
+        return min(1.0, elapsed / self.ramp_seconds)
+
+    def hashrate_hs(self, at: float | None = None) -> float:
+        """Hash rate in H/s at ``at`` (default: now)."""
+        seg, share = self._segment, self._progress(self._now(at))
+        return seg.hashrate_from_hs + (seg.hashrate_to_hs - seg.hashrate_from_hs) * share
+
+    def power_w(self, at: float | None = None) -> float:
+        """Input power in W at ``at`` (default: now)."""
+        seg, share = self._segment, self._progress(self._now(at))
+        return seg.power_from_w + (seg.power_to_w - seg.power_from_w) * share
+
+    def _hashes(self, now: float) -> float:
+        """Hashes done since start: the integral of the piecewise-linear hash rate."""
+        seg = self._segment
+        elapsed = max(0.0, now - seg.start)
+        ramp = self.ramp_seconds
+        h0, h1 = seg.hashrate_from_hs, seg.hashrate_to_hs
+        if ramp <= 0:
+            return seg.hashes_before + h1 * elapsed
+        if elapsed <= ramp:
+            return seg.hashes_before + h0 * elapsed + (h1 - h0) * elapsed**2 / (2 * ramp)
+        return seg.hashes_before + (h0 + h1) * ramp / 2 + h1 * (elapsed - ramp)
+
+    def _temperature_target_c(self, hashrate_hs: float) -> float:
+        load = hashrate_hs / self._mining_hashrate_hs if self._mining_hashrate_hs > 0 else 0.0
+        return self.ambient_c + IDLE_RISE_C + (CHIP_RISE_C - IDLE_RISE_C) * load
+
+    def chip_temperature_c(self, at: float | None = None) -> float:
+        """Average chip temperature (before per-board offsets), a first-order lag of the load."""
+        now = self._now(at)
+        seg, tau, ramp = self._segment, self.thermal_tau_seconds, self.ramp_seconds
+        if tau <= 0:
+            return self._temperature_target_c(self.hashrate_hs(now))
+        elapsed = max(0.0, now - seg.start)
+        start_c = seg.temperature_from_c
+        end_target_c = self._temperature_target_c(seg.hashrate_to_hs)
+        if ramp > 0:
+            # Exact response of y' = (a + b t - y) / tau to the linear target during the ramp.
+            a = self._temperature_target_c(seg.hashrate_from_hs)
+            b = (end_target_c - a) / ramp
+            span = min(elapsed, ramp)
+            start_c = a + b * (span - tau) + (start_c - a + b * tau) * math.exp(-span / tau)
+            elapsed -= span
+        return end_target_c + (start_c - end_target_c) * math.exp(-elapsed / tau)
+
+    def _board_temperatures_c(self, now: float) -> list[tuple[list[int], list[int]]]:
+        """Per board: (chip sensors, PCB sensors) in whole degrees, as firmware reports them."""
+        chip_c = self.chip_temperature_c(now)
+        boards = []
+        for offset in self._board_offsets_c:
+            hottest_chip = chip_c + offset
+            hottest_pcb = self.ambient_c + PCB_SHARE * (chip_c - self.ambient_c) + offset
+            boards.append(
+                (
+                    [
+                        round(hottest_chip - s * (hottest_chip - self.ambient_c))
+                        for s in SENSOR_SPREAD
+                    ],
+                    [
+                        round(hottest_pcb - s * (hottest_pcb - self.ambient_c))
+                        for s in SENSOR_SPREAD
+                    ],
+                )
+            )
+        return boards
+
+    def _retarget(self, asleep: bool) -> None:
+        """Start a ramp from the present values towards sleep or full mining."""
+        now = self._clock()
+        self._segment = _Segment(
+            start=now,
+            hashrate_from_hs=self.hashrate_hs(now),
+            hashrate_to_hs=0.0 if asleep else self._mining_hashrate_hs,
+            power_from_w=self.power_w(now),
+            power_to_w=self._sleep_power_w if asleep else self._mining_power_w,
+            temperature_from_c=self.chip_temperature_c(now),
+            hashes_before=self._hashes(now),
+        )
+        self._asleep = asleep
+
+    def set_asleep(self, asleep: bool) -> None:
+        """Put the miner to sleep or wake it, as curtail would (test and demo helper)."""
+        if asleep != self._asleep:
+            self._retarget(asleep)
+
+    def set_pool_alive(self, index: int, alive: bool) -> None:
+        """Make pool ``index`` reachable or not (a dead pool is never the active one)."""
+        self._pools[index].alive = alive
+
+    @property
+    def asleep(self) -> bool:
+        """True once curtail sleep was accepted (until wakeup)."""
+        return self._asleep
+
+    def active_pool_index(self) -> int | None:
+        """Return the pool hashing now: highest-priority enabled alive pool; None asleep."""
+        if self._asleep:
+            return None
+        for index in self._priority:
+            if self._pools[index].enabled and self._pools[index].alive:
+                return index
+        return None
+
+    def state(self, at: float | None = None) -> SimState:
+        """Everything a client can observe, at ``at`` (default: now)."""
+        now = self._now(at)
+        active = self.active_pool_index()
+        return SimState(
+            asleep=self._asleep,
+            active_pool_url=None if active is None else self._pools[active].url,
+            power_w=self.power_w(now),
+            hashrate_hs=self.hashrate_hs(now),
+            chip_temperature_c=float(max(max(chip) for chip, _ in self._board_temperatures_c(now))),
+        )
+
+    # ---- replies -------------------------------------------------------------------------
+
+    def _status(self, severity: str, code: int, message: str) -> Reply:
+        entry = {
+            "STATUS": severity,
+            "When": int(self._wall_clock()),
+            "Code": code,
+            "Msg": message,
+            "Description": DESCRIPTION,
+        }
+        return {"STATUS": [entry], "id": 1}
+
+    def _ok(
+        self, code: int, message: str, section: str | None = None, rows: list[Reply] | None = None
+    ) -> Reply:
+        reply = self._status("S", code, message)
+        if section is not None:
+            reply[section] = rows or []
+            reply["id"] = reply.pop("id")  # cgminer puts id last
+        return reply
+
+    def _error(self, code: int, message: str) -> Reply:
+        return self._status("E", code, message)
+
+    def _summary(self, _parameter: str | None) -> Reply:
+        now = self._clock()
+        elapsed = max(0.0, now - self._started_at)
+        hashes = self._hashes(now)
+        average_hs = hashes / elapsed if elapsed > 0 else self.hashrate_hs(now)
+        unit, scale = (self.hashrate_unit, 1e6 if self.hashrate_unit == "MHS" else 1e9)
+        accepted = int(hashes / (65536 * 2**32))
+        row = {
+            "Elapsed": int(elapsed),
+            f"{unit} av": round(average_hs / scale, 2),
+            f"{unit} 5s": round(self.hashrate_hs(now) / scale, 2),
+            "Found Blocks": 0,
+            "Accepted": accepted,
+            "Rejected": accepted // 500,
+            "Hardware Errors": 0,
+            "Power": round(self.power_w(now)),
+        }
+        return self._ok(11, "Summary", "SUMMARY", [row])
+
+    def _power(self, _parameter: str | None) -> Reply:
+        row = {"PSU": not self._asleep, "Watts": round(self.power_w())}
+        return self._ok(306, "Power usage", "POWER", [row])
+
+    def _pools_reply(self, _parameter: str | None) -> Reply:
+        active = self.active_pool_index()
+        rows = []
+        for index, pool in enumerate(self._pools):
+            status = "Disabled" if not pool.enabled else "Alive" if pool.alive else "Dead"
+            rows.append(
+                {
+                    "POOL": index,
+                    "URL": pool.url,
+                    "Status": status,
+                    "Priority": self._priority.index(index),
+                    "Quota": 1,
+                    "User": pool.user,
+                    "Stratum Active": index == active,
+                    "Stratum URL": pool.url.partition("://")[2] or pool.url,
+                }
+            )
+        return self._ok(7, f"{len(rows)} Pool(s)", "POOLS", rows)
+
+    def _stats(self, _parameter: str | None) -> Reply:
+        now = self._clock()
+        identity = {
+            "BMMiner": "1.0.0",
+            "Miner": "sim",
+            "CompileTime": "",
+            "Type": f"Antminer {self.device.model}",
+        }
+        hashrate_ghs = self.hashrate_hs(now) / 1e9
+        thermal_load = (self.chip_temperature_c(now) - self.ambient_c) / CHIP_RISE_C
+        fan_rpm = round(1500 + 4500 * min(1.0, max(0.0, thermal_load)))
+        detail: Reply = {
+            "STATS": 0,
+            "ID": "BTM_SOC0",
+            "Elapsed": int(max(0.0, now - self._started_at)),
+            "GHS 5s": round(hashrate_ghs, 2),
+            "GHS av": round(self._hashes(now) / max(1e-9, now - self._started_at) / 1e9, 2),
+            "miner_count": BOARDS,
+            "fan_num": FANS,
+            "temp_num": BOARDS,
+            "total_rateideal": round(self.device.nominal_hashrate_hs / 1e9, 2),
+            "rate_unit": "GH",
+        }
+        for fan in range(1, FANS + 1):
+            detail[f"fan{fan}"] = fan_rpm + 30 * fan
+        for board, (chip, pcb) in enumerate(self._board_temperatures_c(now), start=1):
+            detail[f"temp{board}"] = max(pcb)
+            detail[f"temp2_{board}"] = max(chip)
+            detail[f"temp_pcb{board}"] = "-".join(str(v) for v in pcb)
+            detail[f"temp_chip{board}"] = "-".join(str(v) for v in chip)
+            detail[f"chain_rate{board}"] = round(hashrate_ghs / BOARDS, 2)
+        return self._ok(70, "CGMiner stats", "STATS", [identity, detail])
+
+    def _version(self, _parameter: str | None) -> Reply:
+        row = {
+            "CGMiner": "4.11.1",
+            "API": "3.7",
+            "Miner": "sim",
+            "Type": f"Antminer {self.device.model}",
+        }
+        return self._ok(22, "CGMiner versions", "VERSION", [row])
+
+    def _config(self, _parameter: str | None) -> Reply:
+        row = {
+            "ASC Count": BOARDS,
+            "Pool Count": len(self._pools),
+            "Strategy": "Failover",
+            "CurtailMode": "Sleep" if self._asleep else "None",
+            "IsPowerSupplyOn": not self._asleep,
+            "Model": f"Antminer {self.device.model}",
+        }
+        return self._ok(33, "CGMiner config", "CONFIG", [row])
+
+    def _pool_index(self, parameter: str | None) -> int | Reply:
+        """Return the pool number in ``parameter``, or the cgminer error reply."""
+        if parameter is None or not parameter.strip():
+            return self._error(25, "Missing pool id parameter")
+        try:
+            index = int(parameter.strip())
+        except ValueError:
+            index = -1
+        if not 0 <= index < len(self._pools):
+            return self._error(
+                26, f"Invalid pool id {parameter} - range is 0 - {len(self._pools) - 1}"
+            )
+        return index
+
+    def _switchpool(self, parameter: str | None) -> Reply:
+        index = self._pool_index(parameter)
+        if not isinstance(index, int):
+            return index
+        self._pools[index].enabled = True
+        self._priority.remove(index)
+        self._priority.insert(0, index)
+        return self._ok(27, f"Switching to pool {index}:'{self._pools[index].url}'")
+
+    def _enablepool(self, parameter: str | None) -> Reply:
+        index = self._pool_index(parameter)
+        if not isinstance(index, int):
+            return index
+        pool = self._pools[index]
+        if pool.enabled:
+            return self._status("I", 49, f"Pool {index}:'{pool.url}' already enabled")
+        pool.enabled = True
+        return self._ok(47, f"Enabling pool {index}:'{pool.url}'")
+
+    def _disablepool(self, parameter: str | None) -> Reply:
+        index = self._pool_index(parameter)
+        if not isinstance(index, int):
+            return index
+        pool = self._pools[index]
+        if not pool.enabled:
+            return self._status("I", 50, f"Pool {index}:'{pool.url}' already disabled")
+        if sum(p.enabled for p in self._pools) == 1:
+            return self._error(51, f"Cannot disable last active pool {index}:'{pool.url}'")
+        pool.enabled = False
+        return self._ok(48, f"Disabling pool {index}:'{pool.url}'")
+
+    def _addpool(self, parameter: str | None) -> Reply:
+        if parameter is None or not parameter.strip():
+            return self._error(52, "Missing addpool details")
+        fields = _split_escaped(parameter)
+        if len(fields) < 2 or not fields[0].strip() or not fields[1].strip():
+            return self._error(53, f"Invalid addpool details '{parameter}'")
+        password = fields[2] if len(fields) > 2 else ""
+        self._pools.append(_SimPool(fields[0].strip(), fields[1].strip(), password))
+        index = len(self._pools) - 1
+        self._priority.append(index)
+        return self._ok(55, f"Added pool {index}: '{fields[0].strip()}'")
+
+    def _session_valid(self, session_id: str) -> bool:
+        now = self._clock()
+        if (
+            self._session_id is not None
+            and now - self._session_used_at >= self.session_timeout_seconds
+        ):
+            self._session_id = None
+        if self._session_id is None or session_id != self._session_id:
+            return False
+        self._session_used_at = now
+        return True
+
+    def _logon(self, _parameter: str | None) -> Reply:
+        if self._session_valid(self._session_id or ""):
+            return self._error(304, "Another session is active")
+        self._session_id = f"{self._session_rng.getrandbits(32):08x}"
+        self._session_used_at = self._clock()
+        return self._ok(300, "Session created", "SESSION", [{"SessionID": self._session_id}])
+
+    def _logoff(self, parameter: str | None) -> Reply:
+        if not self._session_valid((parameter or "").strip()):
+            return self._error(45, "Access denied to 'logoff' command: invalid session")
+        self._session_id = None
+        return self._ok(301, "Session dropped")
+
+    def _session(self, _parameter: str | None) -> Reply:
+        current = self._session_id if self._session_valid(self._session_id or "") else ""
+        return self._ok(302, "Session information", "SESSION", [{"SessionID": current}])
+
+    def _curtail(self, parameter: str | None) -> Reply:
+        session_id, _, action = (parameter or "").partition(",")
+        if not self._session_valid(session_id.strip()):
+            return self._error(45, "Access denied to 'curtail' command: invalid session")
+        action = action.strip().lower()
+        if action not in ("sleep", "wakeup"):
+            return self._error(305, f"Invalid curtail action '{action}' (expected sleep or wakeup)")
+        self.set_asleep(action == "sleep")
+        return self._ok(303, f"Curtail {action} accepted")
+
+    def handle(self, command: str, parameter: str | None = None) -> Reply:
+        """Answer one command (or a ``+``-joined set of report commands) without the network."""
+        self.command_counts[command] += 1
+        if "+" in command:
+            names = list(dict.fromkeys(name for name in command.split("+") if name))
+            if not names:
+                return self._error(24, "Missing JSON 'command'")
+            joined: Reply = {}
+            for name in names:
+                if name in REPORT_COMMANDS:
+                    joined[name] = [self._handlers[name](None)]
+                elif name in self._handlers:
+                    joined[name] = [
+                        self._error(45, f"Access denied to '{name}' command: not a report")
+                    ]
+                else:
+                    joined[name] = [self._error(14, "Invalid command")]
+            joined["id"] = 1
+            return joined
+        handler = self._handlers.get(command)
+        if handler is None:
+            return self._error(14, "Invalid command")
+        return handler(parameter)
+
+    def handle_request(self, raw: bytes) -> Reply:
+        """Decode one JSON request and answer it (cgminer's replies to bad requests included)."""
+        try:
+            request = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return self._error(23, "Invalid JSON")
+        if not isinstance(request, dict):
+            return self._error(23, "Invalid JSON")
+        command = request.get("command")
+        if not isinstance(command, str) or not command:
+            return self._error(24, "Missing JSON 'command'")
+        parameter = request.get("parameter")
+        return self.handle(command, None if parameter is None else str(parameter))
+
+    # ---- server --------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The TCP port the API listens on (the bound one when started with port 0)."""
+        if self._server is None or not self._server.sockets:
+            return self._requested_port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Listen on address:port (idempotent)."""
+        if self._server is None:
+            self._server = await asyncio.start_server(
+                self._serve, self.address, self._requested_port
+            )
+
+    async def stop(self) -> None:
+        """Stop listening and drop connections being served, hung ones included (idempotent)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def __aenter__(self) -> SimMiner:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    def _count(self, opened: bool) -> None:
+        for stats in (self.connections, self.site_connections):
+            if stats is None:
+                continue
+            if opened:
+                stats.opened()
+            else:
+                stats.closed()
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> bytes:
+        """Read until the bytes form a JSON document, EOF, the size cap or the idle deadline."""
+        buffer = b""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+                while len(buffer) < MAX_REQUEST_BYTES:
+                    chunk = await reader.read(4096)
+                    if not chunk:
+                        break
+                    buffer += chunk
+                    try:
+                        json.loads(buffer)
+                    except (UnicodeDecodeError, json.JSONDecodeError):
+                        continue
+                    break
+        return buffer
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._count(opened=True)
+        counted = True
+        try:
+            fault = self.fault
+            request = await self._read_request(reader)
+            if fault is Fault.CLOSE:
+                return  # read, then close cleanly (no reset) without a word
+            if fault is Fault.HANG:
+                await asyncio.get_running_loop().create_future()
+            if fault is Fault.SLOW:
+                await asyncio.sleep(self.fault_delay_seconds)
+            if fault is Fault.GARBAGE:
+                payload = b'{"STATUS":[{"STATUS":"S","When":17,"Code":11,"Msg":"Summ'
+            else:
+                payload = json.dumps(self.handle_request(request)).encode()
+            if self.nul_terminator:
+                payload += b"\x00"
+            # Served once the reply is ready: a client waiting for it still holds its slot.
+            self._count(opened=False)
+            counted = False
+            writer.write(payload)
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass  # the client went away; nothing to answer
+        finally:
+            if counted:
+                self._count(opened=False)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)

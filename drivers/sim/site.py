@@ -1,0 +1,102 @@
+"""SimSite: many simulated miners, each on its own loopback address, run together."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import time
+from collections.abc import Callable, Sequence
+
+from drivers.sim.miner import ConnectionStats, SimMiner
+from scheduler.model import Device, Pool
+
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+
+class SimSite:
+    """An async context manager running one SimMiner per device, awake on the first pool.
+
+    Each miner listens on ``device.address`` and the site's ``port`` (0 picks a
+    free port per miner; ``site.devices`` then carries the bound ports).
+    Addresses must lie in 127.0.0.0/8; on Linux the whole block reaches the
+    loopback interface without any setup.
+    """
+
+    def __init__(
+        self,
+        devices: Sequence[Device],
+        pools: Sequence[Pool],
+        *,
+        port: int = 4028,
+        ramp_seconds: float = 0.0,
+        thermal_tau_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        ambient_c: float = 25.0,
+        noise_fraction: float = 0.01,
+    ) -> None:
+        seen: set[tuple[str, int]] = set()
+        for device in devices:
+            try:
+                address = ipaddress.ip_address(device.address)
+            except ValueError as exc:
+                raise ValueError(
+                    f"device {device.id}: {device.address!r} is not an IP address"
+                ) from exc
+            if address not in LOOPBACK:
+                raise ValueError(
+                    f"device {device.id}: {device.address} is outside 127.0.0.0/8; "
+                    "the simulator only listens on loopback"
+                )
+            if port and (device.address, port) in seen:
+                raise ValueError(f"device {device.id}: {device.address}:{port} is used twice")
+            seen.add((device.address, port))
+        if len({d.id for d in devices}) != len(devices):
+            raise ValueError("device ids must be unique")
+        self.connections = ConnectionStats()
+        self.miners: dict[str, SimMiner] = {
+            device.id: SimMiner(
+                device,
+                pools,
+                port=port,
+                ramp_seconds=ramp_seconds,
+                thermal_tau_seconds=thermal_tau_seconds,
+                clock=clock,
+                ambient_c=ambient_c,
+                noise_fraction=noise_fraction,
+                connection_stats=self.connections,
+            )
+            for device in devices
+        }
+        self._clock = clock
+
+    @property
+    def devices(self) -> list[Device]:
+        """The devices with the ports their miners actually listen on."""
+        return [dataclasses.replace(m.device, port=m.port) for m in self.miners.values()]
+
+    def total_power_w(self) -> float:
+        """Input power of the whole site now, in W."""
+        now = self._clock()
+        return sum(miner.power_w(now) for miner in self.miners.values())
+
+    async def start(self) -> None:
+        """Start every miner; if one cannot listen, stop the others and raise."""
+        results = await asyncio.gather(
+            *(miner.start() for miner in self.miners.values()), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self.stop()
+            raise failures[0]
+
+    async def stop(self) -> None:
+        """Stop every miner (idempotent)."""
+        await asyncio.gather(*(miner.stop() for miner in self.miners.values()))
+
+    async def __aenter__(self) -> SimSite:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
