@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers.market.static import StaticMarketFeed  # noqa: E402
-from drivers.sim.site import SimSite  # noqa: E402
-from scheduler.config import parse_config, pools_of  # noqa: E402
-from scheduler.daemon import Daemon  # noqa: E402
+from drivers.market.static import StaticMarketFeed
+from drivers.sim.site import SimSite
+from scheduler.config import parse_config, pools_of
+from scheduler.daemon import Daemon
 
 MARKET = {
     "btc_price_usd": 59_013.80,

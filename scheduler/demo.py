@@ -9,6 +9,7 @@ import logging
 import sys
 import tempfile
 import time
+from datetime import datetime
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -168,7 +169,7 @@ def render(daemon: Daemon, site: SimSite, started: float, speed: float) -> list[
 
 def _decision_lines(daemon: Daemon, limit: int) -> list[str]:
     """The last decisions, one line per tick and transition (devices counted, not listed)."""
-    groups: dict[tuple[object, ...], list[str]] = {}
+    groups: dict[tuple[datetime, str, str, str, float | None, str], list[str]] = {}
     for decision in daemon.loop.recent if daemon.loop else ():
         a = decision.assignment
         key = (
@@ -183,7 +184,7 @@ def _decision_lines(daemon: Daemon, limit: int) -> list[str]:
     lines = []
     for key, device_ids in list(groups.items())[-limit:][::-1]:
         at, previous, workload, reason, price, model = key
-        price_text = f"{price:8,.2f}" if isinstance(price, float) else "       ?"
+        price_text = f"{price:8,.2f}" if price is not None else "       ?"
         lines.append(
             f"  {at:%H:%M:%S} at {price_text} USD/MWh  {len(device_ids):4d} x {model:<9} "
             f"{previous:>10} -> {workload:<10} {reason}"
