@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.asic.config import CgminerOptions
+from drivers.telemetry.mqtt import MqttOptions
 from scheduler.hardware import MODELS
 from scheduler.model import TERA, Device, DeviceKind, Pool
 
@@ -251,6 +252,16 @@ class WattmuxConfig(_Strict):
     devices: list[DeviceConfig] = Field(default_factory=list)
     device_ranges: list[DeviceRangeConfig] = Field(default_factory=list)
     market: list[MarketFeedConfig] = Field(default_factory=list)
+    mqtt: MqttOptions | None = Field(None, description="MQTT ingest; absent: no MQTT")
+
+    @model_validator(mode="after")
+    def _mqtt_checks(self) -> WattmuxConfig:
+        if self.mqtt is not None:
+            known = {d.id for d in self.all_devices()}
+            unknown = [d for d in self.mqtt.push_devices if d not in known]
+            if unknown:
+                raise ValueError(f"mqtt.push_devices: unknown device ids {unknown[:10]}")
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> WattmuxConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,9 +22,11 @@ from drivers.sim.prices import (
     load_ercot_csv,
     parse_local_time,
 )
+from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api import create_app, serve
 from scheduler.config import ReplayPriceConfig, StaticMarketConfig, WattmuxConfig, pools_of
 from scheduler.guard import Guard
+from scheduler.ingest import FleetSink
 from scheduler.loop import ControlLoop
 from scheduler.metrics import Metrics
 from scheduler.model import Plan
@@ -73,6 +76,12 @@ class Daemon:
         self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock)
         self.loop: ControlLoop | None = None
         self.ready = asyncio.Event()
+        self.sink = FleetSink(self.state, self.metrics)
+        self.ingest = (
+            MqttIngest(config.mqtt, self.sink, site=config.site.name, clock=clock)
+            if config.mqtt is not None
+            else None
+        )
 
     def current_plan(self) -> Plan | None:
         """The last guarded plan (None before the first tick)."""
@@ -96,6 +105,11 @@ class Daemon:
                 per_device[device.id] = by_options[key]
         return per_device
 
+    def _polled(self, drivers: Mapping[str, CgminerDriver]) -> dict[str, CgminerDriver]:
+        """Drivers the loop polls: all but the devices whose samples come over MQTT."""
+        pushed = set(self.config.mqtt.push_devices) if self.config.mqtt else set()
+        return {d: driver for d, driver in drivers.items() if d not in pushed}
+
     async def run(self, stop: asyncio.Event, *, serve_api: bool = True) -> None:
         """Run until stop is set; the API listens while the loop runs."""
         config = self.config
@@ -109,7 +123,7 @@ class Daemon:
             ) as reconciler:
                 self.loop = ControlLoop(
                     state=self.state,
-                    telemetry=drivers,
+                    telemetry=self._polled(drivers),
                     feeds=self.feeds,
                     policy=create_policy(config.policy),
                     guard=Guard(config.guard, power_cap_w=config.site.power_cap_kw * 1000),
@@ -118,12 +132,24 @@ class Daemon:
                     metrics=self.metrics,
                     poll_concurrency=config.control.poll_concurrency,
                     clock=self.clock,
+                    push_sample_max_age_seconds=(
+                        config.mqtt.max_sample_age_seconds if config.mqtt else 60.0
+                    ),
                 )
-                if serve_api:
-                    async with serve(create_app(self), config.api.host, config.api.port):
-                        await self._run_loop(stop)
-                else:
-                    await self._run_loop(stop)
+                self.sink.wake = self.loop.wake
+                async with contextlib.AsyncExitStack() as inputs:
+                    if self.ingest is not None:
+                        await inputs.enter_async_context(self.ingest)
+                    await self._serve(stop, serve_api)
+
+    async def _serve(self, stop: asyncio.Event, serve_api: bool) -> None:
+        """Run the loop, with the API listening when asked."""
+        if serve_api:
+            api = self.config.api
+            async with serve(create_app(self), api.host, api.port):
+                await self._run_loop(stop)
+        else:
+            await self._run_loop(stop)
 
     async def _run_loop(self, stop: asyncio.Event) -> None:
         assert self.loop is not None

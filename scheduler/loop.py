@@ -15,6 +15,7 @@ from typing import Any
 from drivers.base import MarketFeed, TelemetrySource
 from drivers.errors import DriverError
 from scheduler.guard import Guard
+from scheduler.ingest import expire_pushed_sample
 from scheduler.metrics import Metrics
 from scheduler.model import Assignment, Device, Plan
 from scheduler.policies import Policy
@@ -52,6 +53,7 @@ class ControlLoop:
         poll_concurrency: int = 64,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        push_sample_max_age_seconds: float = 60.0,
     ) -> None:
         self.state = state
         self.telemetry = telemetry
@@ -68,11 +70,18 @@ class ControlLoop:
         self.ticks = 0
         self._poll_semaphore = asyncio.Semaphore(poll_concurrency)
         self._feed_up: dict[str, bool] = {}
+        self.wake = asyncio.Event()  # set by push inputs (MQTT price, DR event): tick now
+        self.push_sample_max_age_seconds = push_sample_max_age_seconds
 
     async def poll_devices(self) -> None:
         """Read every device once (bounded concurrency); failures mark the device unreachable."""
 
         async def poll(device: Device) -> None:
+            if device.id not in self.telemetry:  # pushed over MQTT: only expire old samples
+                expire_pushed_sample(
+                    self.state, device.id, self.push_sample_max_age_seconds, self.clock()
+                )
+                return
             async with self._poll_semaphore:
                 try:
                     sample = await self.telemetry[device.id].collect(device)
@@ -159,7 +168,18 @@ class ControlLoop:
             remaining = tick_seconds - (self.clock() - started)
             if remaining > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), remaining)
+                    await asyncio.wait_for(_first_of(stop, self.wake), remaining)
+            self.wake.clear()
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Return as soon as any of the events is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _gather_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
