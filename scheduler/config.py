@@ -20,11 +20,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.asic.config import CgminerOptions
+from drivers.market.btc_price import BtcPriceConfig
+from drivers.market.ercot import ErcotConfig
+from drivers.market.network import BitcoindConfig, MempoolNetworkConfig
+from drivers.market.tariff import TariffConfig
 from drivers.telemetry.mqtt import MqttOptions
 from scheduler.hardware import MODELS
 from scheduler.model import TERA, Device, DeviceKind, Pool
 
 ENV_PREFIX = "WATTMUX_"
+LIVE_MARKET_DRIVERS = ("btc-price", "mempool-network", "bitcoind", "ercot-rtm", "tariff")
 
 
 class _Strict(BaseModel):
@@ -85,6 +90,12 @@ class GuardConfig(_Strict):
     )
     stale_action: Literal["sleep", "hold"] = Field(
         "sleep", description="what to do when the power price is stale or missing"
+    )
+    max_input_age_seconds: dict[
+        Literal["btc_price_usd", "difficulty", "block_subsidy_btc", "fees_btc_per_block"], float
+    ] = Field(
+        default_factory=dict,
+        description="other market inputs that, older than this or missing, trigger stale_action",
     )
 
 
@@ -235,7 +246,16 @@ class ReplayPriceConfig(_Strict):
         return value
 
 
-MarketFeedConfig = Annotated[StaticMarketConfig | ReplayPriceConfig, Field(discriminator="driver")]
+MarketFeedConfig = Annotated[
+    StaticMarketConfig
+    | ReplayPriceConfig
+    | BtcPriceConfig
+    | MempoolNetworkConfig
+    | BitcoindConfig
+    | ErcotConfig
+    | TariffConfig,
+    Field(discriminator="driver"),
+]
 
 
 class WattmuxConfig(_Strict):
@@ -337,7 +357,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("static", "ercot-replay", "cgminer"):
+        elif part in ("static", "ercot-replay", "cgminer", *LIVE_MARKET_DRIVERS):
             continue  # discriminator tags add nothing for the reader
         else:
             text += f".{part}" if text else str(part)

@@ -9,9 +9,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import httpx
+
 from drivers.asic.cgminer import CgminerDriver
 from drivers.base import MarketFeed
+from drivers.market.btc_price import BtcPriceConfig, BtcPriceFeed
+from drivers.market.ercot import ErcotConfig, ErcotRtmFeed
+from drivers.market.network import (
+    BitcoindConfig,
+    BitcoindFeed,
+    MempoolNetworkConfig,
+    MempoolNetworkFeed,
+)
 from drivers.market.static import StaticMarketFeed
+from drivers.market.tariff import TariffConfig, TariffFeed
 from drivers.sim.prices import (
     BtcDailyFeed,
     ErcotReplayFeed,
@@ -38,11 +49,24 @@ from scheduler.store import Store
 log = logging.getLogger(__name__)
 
 
-def build_feeds(config: WattmuxConfig, clock: Callable[[], float]) -> list[MarketFeed]:
+def build_feeds(
+    config: WattmuxConfig, clock: Callable[[], float], client: httpx.AsyncClient | None = None
+) -> list[MarketFeed]:
     """Market feeds named in [[market]]; the replay also brings the BTC days it covers."""
     feeds: list[MarketFeed] = []
+    http = client or httpx.AsyncClient()
     for entry in config.market:
-        if isinstance(entry, StaticMarketConfig):
+        if isinstance(entry, BtcPriceConfig):
+            feeds.append(BtcPriceFeed(entry, http, clock=clock))
+        elif isinstance(entry, MempoolNetworkConfig):
+            feeds.append(MempoolNetworkFeed(entry, http, clock=clock))
+        elif isinstance(entry, BitcoindConfig):
+            feeds.append(BitcoindFeed(entry, http, clock=clock))
+        elif isinstance(entry, ErcotConfig):
+            feeds.append(ErcotRtmFeed(entry, http, clock=clock))
+        elif isinstance(entry, TariffConfig):
+            feeds.append(TariffFeed(entry, config.site.timezone, clock=clock))
+        elif isinstance(entry, StaticMarketConfig):
             values = {
                 name: value
                 for name, value in entry.model_dump(exclude={"driver"}).items()
@@ -73,7 +97,8 @@ class Daemon:
         self.clock = clock
         self.state = FleetState(config.all_devices(), pool_fee=config.economics.pool_fee)
         self.metrics = Metrics(self.state, clock=clock)
-        self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock)
+        self.http = httpx.AsyncClient(headers={"User-Agent": "wattmux"})
+        self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock, self.http)
         self.loop: ControlLoop | None = None
         self.ready = asyncio.Event()
         self.sink = FleetSink(self.state, self.metrics)
@@ -138,6 +163,7 @@ class Daemon:
                 )
                 self.sink.wake = self.loop.wake
                 async with contextlib.AsyncExitStack() as inputs:
+                    inputs.push_async_callback(self.http.aclose)
                     if self.ingest is not None:
                         await inputs.enter_async_context(self.ingest)
                     await self._serve(stop, serve_api)
