@@ -24,7 +24,6 @@ from drivers.errors import Fatal, MalformedReply, Timeout, Unavailable
 class RateLimited(Unavailable):
     """The server said 429 (or 503) and may have named a time to come back."""
 
-
     def __init__(self, source: str, message: str, retry_after_seconds: float | None) -> None:
         super().__init__(source, message)
         self.retry_after_seconds = retry_after_seconds
