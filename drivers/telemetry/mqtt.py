@@ -102,6 +102,27 @@ class IngestSink(Protocol):
         ...
 
 
+class _Dispatch(asyncio.Queue[aiomqtt.Message]):
+    """A queue that is no queue: each message is handled as paho hands it over.
+
+    aiomqtt's message iterator costs a task and an ``asyncio.wait`` per message;
+    handling in ``put_nowait`` instead keeps ingest at fleet rate and means a price
+    never waits behind a backlog of telemetry.  ``get`` never returns, so the
+    iterator still reports a lost connection.
+    """
+
+    handler: Callable[[str, bytes], None]
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        """Handle the message now."""
+        self.handler(item.topic.value, _payload(item.payload))
+
+    async def get(self) -> aiomqtt.Message:
+        """Wait forever (messages never queue here)."""
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable")
+
+
 class MqttIngest:
     """Subscribes, decodes and hands messages to a sink; an async context manager owning one task."""
 
@@ -174,9 +195,15 @@ class MqttIngest:
                 keyfile=str(options.key_file) if options.key_file else None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
+        handle = self._handle_guarded
+
+        class Dispatch(_Dispatch):
+            handler = staticmethod(handle)
+
         return aiomqtt.Client(
             options.host,
             options.port,
+            queue_type=Dispatch,
             identifier=self.client_id,
             username=options.username,
             password=options.password,
@@ -206,8 +233,8 @@ class MqttIngest:
                 self.connected.set()
                 self._set_state(True)
                 try:
-                    async for message in client.messages:
-                        self.handle(message.topic.value, _payload(message.payload))
+                    async for _ in client.messages:  # handled in _Dispatch; ends on disconnect
+                        pass
                 except asyncio.CancelledError:
                     with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                         await client.publish(
@@ -233,6 +260,14 @@ class MqttIngest:
     def _set_state(self, up: bool) -> None:
         if self._on_state is not None:
             self._on_state(up)
+
+    def _handle_guarded(self, topic: str, payload: bytes) -> None:
+        """Handle inside paho's read callback: a bug is logged and counted, never kills the link."""
+        try:
+            self.handle(topic, payload)
+        except Exception:
+            log.exception("mqtt message on %s could not be handled", topic)
+            self.sink.on_rejected("internal_error")
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Decode one message and hand it to the sink; bad ones are counted and dropped."""

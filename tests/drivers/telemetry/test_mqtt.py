@@ -200,6 +200,7 @@ async def test_broker_restart_loses_no_qos1_price_or_event(broker: Mosquitto) ->
             }
             await pub.publish(f"{PREFIX}/events/dr", json.dumps(event).encode(), qos=1)
         await wait_for(lambda: len({r.value for r in sink.prices}) == 40 and sink.events, 20)
+        await wait_for(ingest.connected.is_set)
     assert {r.value for r in sink.prices} == {float(i) for i in range(40)}
     assert [e.id for e in sink.events] == ["dr-2"]
     assert ingest.supervisor.connections >= 2
