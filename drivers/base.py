@@ -56,3 +56,12 @@ class MarketFeed(Protocol):
     async def fetch(self) -> dict[str, Reading]:
         """Return readings keyed by MarketState field name; raise DriverError on failure."""
         ...
+
+
+@runtime_checkable
+class ReportsSources(Protocol):
+    """Optional capability of a feed combining several upstream sources: each one's state."""
+
+    def up(self) -> dict[str, bool]:
+        """Whether each upstream source's last poll succeeded."""
+        ...

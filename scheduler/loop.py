@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from drivers.base import MarketFeed, TelemetrySource
+from drivers.base import MarketFeed, ReportsSources, TelemetrySource
 from drivers.errors import DriverError
 from scheduler.guard import Guard
 from scheduler.ingest import expire_pushed_sample
@@ -105,6 +105,7 @@ class ControlLoop:
             try:
                 readings = await feed.fetch()
             except DriverError as exc:
+                self._source_states(feed)
                 if self._feed_up.get(feed.name, True):
                     log.warning("market feed %s down: %s", feed.name, exc.message)
                 self._feed_up[feed.name] = False
@@ -115,8 +116,15 @@ class ControlLoop:
             self._feed_up[feed.name] = True
             self.metrics.source_up.labels(source=feed.name).set(1)
             self.state.observe_market(readings)
+            self._source_states(feed)
 
         await _gather_all(fetch(feed) for feed in self.feeds)
+
+    def _source_states(self, feed: MarketFeed) -> None:
+        """Export wattmux_source_up{source="<feed>.<upstream>"} for feeds that combine sources."""
+        if isinstance(feed, ReportsSources):
+            for source, up in feed.up().items():
+                self.metrics.source_up.labels(source=f"{feed.name}.{source}").set(1 if up else 0)
 
     async def tick(self) -> Plan:
         """Run one full control cycle and return the guarded plan."""

@@ -38,3 +38,74 @@ async def test_dcgm_scrape_of_recorded_output() -> None:
         server.set("/metrics", Reply(500, b"oops"))
         with pytest.raises(Unavailable):
             await DcgmScraper(server.url("/metrics"), client).scrape()
+
+
+class FakeNvml:
+    """Stands in for libnvidia-ml (there is no GPU here): the calls and shapes pynvml exposes."""
+
+    NVML_TEMPERATURE_GPU = 0
+    nvmlEventTypeXidCriticalError = 8
+
+    class NVMLError(Exception):
+        pass
+
+    class NVMLError_Timeout(NVMLError):
+        pass
+
+    def __init__(self) -> None:
+        self.events = [type("E", (), {"device": 1, "eventData": 79})()]
+        self.shutdown = 0
+
+    def nvmlInit(self) -> None: ...
+    def nvmlShutdown(self) -> None:
+        self.shutdown += 1
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetIndex(self, handle: int) -> int:
+        return handle
+
+    def nvmlEventSetCreate(self) -> str:
+        return "set"
+
+    def nvmlEventSetFree(self, events: str) -> None: ...
+    def nvmlDeviceRegisterEvents(self, handle: int, kind: int, events: str) -> None: ...
+    def nvmlEventSetWait_v2(self, events: str, timeout_ms: int) -> object:
+        if not self.events:
+            raise self.NVMLError_Timeout()
+        return self.events.pop()
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> object:
+        return type("M", (), {"used": 40 << 30, "total": 80 << 30})()
+
+    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
+        return 60 + handle
+
+    def nvmlDeviceGetUUID(self, handle: int) -> str:
+        return f"GPU-{handle}"
+
+    def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
+        return 612_345  # mW
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: int) -> int:
+        return 700_000
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> object:
+        return type("U", (), {"gpu": 97})()
+
+
+def test_nvml_readings_and_xid_count() -> None:
+    fake = FakeNvml()
+    reader = NvmlReader(fake)
+    reader.open()
+    first, second = reader.read()
+    assert first.power_w == pytest.approx(612.345) and first.power_limit_w == 700.0
+    assert first.memory_used_bytes == 40 << 30 and first.utilization_percent == 97
+    assert (first.xid_errors, second.xid_errors, second.last_xid) == (0, 1, 79)
+    reader.close()
+    reader.close()
+    assert fake.shutdown == 1
