@@ -4,6 +4,8 @@ Prints one JSON object per line: {"name", "value", "unit"}.
 - ingest_single_msgs_per_second: one-sample messages (QoS 0) from publisher processes, counted
   in FleetState; every message must arrive (the loss is printed too and must be 0).
 - ingest_batched_samples_per_second: the same with batches of --batch samples per message.
+- *_per_cpu_second: the same counts divided by the CPU time the ingesting process used
+  (all of it on one core: asyncio), a figure less sensitive to other load on the machine.
 - ingest_to_decision_p99_ms: while --load-rate single messages/s flow in, a new power price
   is published every --price-period s from another process; the time from publishing a
   price to the guarded plan computed from it.  Plain: prices below break-even (re-plan,
@@ -153,7 +155,7 @@ def config(broker: Mosquitto, devices: int, directory: Path) -> dict[str, Any]:
     }
 
 
-async def wait_count(get: Any, target: int, idle_s: float = 3.0) -> tuple[float, float, int]:
+async def wait_count(get: Any, target: int, idle_s: float = 10.0) -> tuple[float, float, int]:
     """Wait until get() reaches target or stops growing; return (first, last change time, value)."""
     first = last = None
     seen = get()
@@ -184,6 +186,7 @@ async def run(args: argparse.Namespace, broker: Mosquitto, directory: Path) -> N
     # 1. single-sample messages, flat out, from --publishers processes
     per = args.messages // args.publishers
     before = sink.samples
+    cpu_before = time.process_time()
     procs = [
         ctx.Process(target=publish_singles, args=(broker.port, devices, per, 0.0, f"pub{i}"))
         for i in range(args.publishers)
@@ -194,18 +197,23 @@ async def run(args: argparse.Namespace, broker: Mosquitto, directory: Path) -> N
     for p in procs:
         p.join()
     sent = per * args.publishers
+    cpu_s = time.process_time() - cpu_before
     emit("ingest_single_msgs_per_second", (got - 1) / max(last - first, 1e-9), "msgs/s")
+    emit("ingest_single_msgs_per_cpu_second", got / cpu_s, "msgs/s")
     emit("ingest_single_lost_messages", sent - got, "msgs")
 
     # 2. batched samples
     batches = max(1, args.messages * 4 // args.batch)
     before = sink.samples
+    cpu_before = time.process_time()
     proc = ctx.Process(
         target=publish_batches, args=(broker.port, devices, batches, args.batch, "rack")
     )
     proc.start()
     first, last, got = await wait_count(lambda: sink.samples - before, batches * args.batch)
     proc.join()
+    cpu_s = time.process_time() - cpu_before
+    emit("ingest_batched_samples_per_cpu_second", got / cpu_s, "samples/s")
     emit(
         "ingest_batched_samples_per_second",
         (got - args.batch) / max(last - first, 1e-9),
