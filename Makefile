@@ -41,7 +41,7 @@ unit: $(STAMP) ## the test suite only
 
 test: $(STAMP) mosquitto lint unit ## everything CI runs: install, lint, the whole test suite
 
-bench: $(STAMP) ## every benchmark under bench/ (one JSON object per line)
+bench: $(STAMP) mosquitto ## every benchmark under bench/ (one JSON object per line)
 	@set -e; for script in bench/bench_*.py; do $(PY) $$script; done
 
 bench-ingest: $(STAMP) mosquitto ## MQTT ingest rate and price-to-decision latency (real mosquitto)

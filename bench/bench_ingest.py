@@ -7,9 +7,10 @@ Prints one JSON object per line: {"name", "value", "unit"}.
 - *_per_cpu_second: the same counts divided by the CPU time the ingesting process used
   (all of it on one core: asyncio), a figure less sensitive to other load on the machine.
 - ingest_to_decision_p99_ms: while --load-rate single messages/s flow in, a new power price
-  is published every --price-period s from another process; the time from publishing a
-  price to the guarded plan computed from it.  Plain: prices below break-even (re-plan,
-  nothing switches).  _fleet_flip: each price moves every device across break-even, so the
+  is published every --price-period s from another process (after one warm-up price the
+  fleet settles on); the time from publishing a price to the guarded plan computed from
+  it.  Plain: prices below break-even (re-plan, nothing switches).  _fleet_flip: every
+  --flip-period s a price moves every device across break-even, so the
   store's per-decision fsync'd writes and the reconciler's commands follow and delay the
   next tick (--store-dir /dev/shm takes the disk out).  A price replaced by the next one
   before any tick saw it is counted as superseded.
@@ -109,19 +110,27 @@ def publish_batches(port: int, devices: list[str], batches: int, size: int, name
 
 
 def publish_prices(port: int, count: int, period_s: float, flip: bool, out: Any) -> None:
-    """Publisher process: new prices (flip: alternately far above and below break-even)."""
+    """Publisher process: a warm-up price, then new prices (flip: across break-even each time)."""
     client = _connect(port, f"prices{int(flip)}")
-    sent = []
-    for i in range(count):
-        value = 2400.0 + i if flip and i % 2 == 0 else 10.0 + i / 1000 + 100 * flip
+
+    def send(value: float) -> float:
         start = datetime.now(UTC)
         body = {
             "usd_per_mwh": value,
             "interval_start": start.isoformat(),
             "interval_end": (start + timedelta(minutes=15)).isoformat(),
         }
-        sent.append((value, time.time()))
+        sent_at = time.time()
         client.publish(f"{PREFIX}/price/power", json.dumps(body).encode(), qos=1).wait_for_publish()
+        return sent_at
+
+    send(9.0 if not flip else 2399.0)  # warm-up: the fleet settles on it, not measured
+    time.sleep(max(3.0, period_s))
+    sent = []
+    for i in range(count):
+        spike = flip and i % 2 == 0
+        value = 2400.0 + i if spike else 10.0 + i / 1000 + 0.5 * flip
+        sent.append((value, send(value)))
         time.sleep(period_s)
     client.loop_stop()
     client.disconnect()
@@ -236,15 +245,19 @@ async def run(args: argparse.Namespace, broker: Mosquitto, directory: Path) -> N
         return guarded
 
     guard.apply = decide  # type: ignore[method-assign]
-    for flip, suffix in ((False, ""), (True, "_fleet_flip")):
+    phases = (
+        (False, "", args.prices, args.price_period),
+        (True, "_fleet_flip", args.flips, args.flip_period),
+    )
+    for flip, suffix, count, period in phases:
         queue = ctx.Queue()
-        load_count = int(args.load_rate * (args.prices * args.price_period + 2))
+        load_count = int(args.load_rate * (count * period + max(3.0, period) + 2))
         load = ctx.Process(
             target=publish_singles, args=(broker.port, devices, load_count, args.load_rate, "load")
         )
         prices = ctx.Process(
             target=publish_prices,
-            args=(broker.port, args.prices, args.price_period, flip, queue),
+            args=(broker.port, count, period, flip, queue),
         )
         load.start()
         await asyncio.sleep(0.5)
@@ -277,6 +290,8 @@ def main() -> None:
     parser.add_argument("--load-rate", type=float, default=5000.0)
     parser.add_argument("--prices", type=int, default=40)
     parser.add_argument("--price-period", type=float, default=0.5)
+    parser.add_argument("--flips", type=int, default=10)
+    parser.add_argument("--flip-period", type=float, default=3.0)
     parser.add_argument("--store-dir", type=Path, default=None, help="default: a temporary dir")
     args = parser.parse_args()
     try:
