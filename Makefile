@@ -24,12 +24,12 @@ demo: $(STAMP) ## run the daemon on a simulated site replaying real ERCOT prices
 	$(VENV)/bin/wattmux demo $(DEMO_ARGS)
 
 mosquitto: ## make sure a mosquitto binary exists (the tests start their own broker)
-	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then :; \
+	@if { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } && command -v openssl >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing mosquitto with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl >/dev/null; \
 	else \
-		echo "mosquitto is missing: run 'sudo apt-get install mosquitto' (Debian/Ubuntu), then make test again"; exit 1; \
+		echo "mosquitto or openssl is missing: run 'sudo apt-get install mosquitto openssl' (Debian/Ubuntu), then make test again"; exit 1; \
 	fi
 
 lint: $(STAMP) ## ruff and mypy --strict on scheduler/ and drivers/
