@@ -50,19 +50,29 @@ log = logging.getLogger(__name__)
 
 
 def build_feeds(
-    config: WattmuxConfig, clock: Callable[[], float], client: httpx.AsyncClient | None = None
+    config: WattmuxConfig, clock: Callable[[], float], http: httpx.AsyncClient | None = None
 ) -> list[MarketFeed]:
-    """Market feeds named in [[market]]; the replay also brings the BTC days it covers."""
+    """Market feeds named in [[market]]; the replay also brings the BTC days it covers.
+
+    Live HTTP feeds share ``http``, which the caller owns and closes.
+    """
     feeds: list[MarketFeed] = []
-    http = client or httpx.AsyncClient()
     for entry in config.market:
+        if http is None and isinstance(
+            entry, BtcPriceConfig | MempoolNetworkConfig | BitcoindConfig | ErcotConfig
+        ):
+            raise ValueError(f"market driver {entry.driver!r} needs an HTTP client")
         if isinstance(entry, BtcPriceConfig):
+            assert http is not None
             feeds.append(BtcPriceFeed(entry, http, clock=clock))
         elif isinstance(entry, MempoolNetworkConfig):
+            assert http is not None
             feeds.append(MempoolNetworkFeed(entry, http, clock=clock))
         elif isinstance(entry, BitcoindConfig):
+            assert http is not None
             feeds.append(BitcoindFeed(entry, http, clock=clock))
         elif isinstance(entry, ErcotConfig):
+            assert http is not None
             feeds.append(ErcotRtmFeed(entry, http, clock=clock))
         elif isinstance(entry, TariffConfig):
             feeds.append(TariffFeed(entry, config.site.timezone, clock=clock))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiomqtt
 import pytest
@@ -246,3 +248,43 @@ async def test_refused_credentials_are_fatal_not_retried() -> None:
             await asyncio.wait_for(ingest.supervisor.run(), 10)
         assert ingest.supervisor.connections == 0
     del broker
+
+
+CHILD = """
+import asyncio, sys
+from drivers.telemetry.mqtt import MqttIngest, MqttOptions
+from tests.drivers.telemetry.test_mqtt import ListSink
+
+async def main():
+    options = MqttOptions(host="127.0.0.1", port=int(sys.argv[1]), prefix="wattmux/t", keepalive_seconds=5)
+    async with MqttIngest(options, ListSink(set())) as ingest:
+        await ingest.connected.wait()
+        print("up", flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_last_will_says_offline_when_the_daemon_dies(broker: Mosquitto) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, str(broker.port), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), 20) == b"up\n"
+        seen: list[bytes] = []
+        async with publisher(broker, "watcher") as watcher:
+            await watcher.subscribe(f"{PREFIX}/status", qos=1)
+            messages = aiter(watcher.messages)
+            seen.append(bytes((await asyncio.wait_for(anext(messages), 10)).payload))  # type: ignore[arg-type]
+            child.kill()  # no DISCONNECT: the broker publishes the will
+            seen.append(bytes((await asyncio.wait_for(anext(messages), 10)).payload))  # type: ignore[arg-type]
+        assert seen == [b"online", b"offline"]
+    finally:
+        if child.returncode is None:
+            child.kill()
+        await child.wait()
