@@ -1,6 +1,6 @@
 """A daemon running in-process over a small simulated site, for the deployment tests.
 
-The site lives in 127.80.0.0/16; the API listens on a free loopback port.  A
+The site lives in 127.80.<subnet>.1-12, the API on a free port of 127.80.<subnet>.254.  A
 few devices are made faulty and one extra feed always fails, so that the
 "trouble" series (unreachable devices, a source down) exist alongside the
 healthy ones.
@@ -23,7 +23,6 @@ from drivers.sim.site import SimSite
 from scheduler.config import WattmuxConfig, parse_config, pools_of
 from scheduler.daemon import Daemon, build_feeds
 from scheduler.model import Reading
-from tests.conftest import free_port
 
 MODELS = (("s19jpro", "S19j Pro", 4), ("s21", "S21", 6), ("s21xp", "S21 XP", 2))
 
@@ -70,7 +69,7 @@ def sim_config(tmp_path: Path, subnet: int, port: int, speed: float) -> WattmuxC
         "economics": {"pool_fee": 0.02},
         "guard": {"min_dwell_seconds": 0.0, "stale_price_seconds": 30.0},
         "store": {"path": str(tmp_path / "wattmux.sqlite")},
-        "api": {"listen": f"127.0.0.1:{free_port()}"},
+        "api": {"listen": f"127.80.{subnet}.254:{free_port_on(f'127.80.{subnet}.254')}"},
         "pools": [{"name": "main", "url": "stratum+tcp://main.pool.invalid:3333", "user": "w"}],
         "device_ranges": ranges,
         "market": [{"driver": "ercot-replay", "speed": speed}],
