@@ -4,7 +4,11 @@
 when missing) scores a unit file offline, without a running systemd, so this
 works in a container.  Both units must score an overall exposure <= 2.0; a
 copy of the daemon unit without its hardening must score worse, which shows
-the check can fail.
+the check can fail.  ``systemd-analyze verify`` (also offline) must find
+nothing to say about either unit, with ExecStart pointed at this checkout's
+virtualenv so the binary exists.  No systemd manager runs in the test
+environment, so the units are not started here; sd_notify is tested over a
+real socket in tests/scheduler/test_systemd.py.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +91,39 @@ def test_failsafe_unit_runs_the_failsafe_command() -> None:
         "/opt/wattmux/venv/bin/wattmux failsafe --config /etc/wattmux/wattmux.toml"
     ]
     assert "OnFailure" not in unit  # the dead-man path must not chain into itself
+
+
+def verify(directory: Path, *units: Path) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze verify`` on copies whose ExecStart points at this checkout's wattmux."""
+    assert ANALYZE is not None
+    copies = []
+    for unit in units:
+        copy = directory / unit.name
+        copy.write_text(unit.read_text().replace("/opt/wattmux/venv", sys.prefix))
+        copies.append(str(copy))
+    return subprocess.run(
+        [ANALYZE, "verify", "--man=no", *copies],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@needs_analyze
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    assert (Path(sys.prefix) / "bin" / "wattmux").exists()
+    result = verify(tmp_path, UNIT, FAILSAFE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", (
+        result.stdout + result.stderr
+    )
+
+
+@needs_analyze
+def test_verify_reports_a_misspelled_directive(tmp_path: Path) -> None:
+    broken = tmp_path / "src"
+    broken.mkdir()
+    (broken / UNIT.name).write_text(UNIT.read_text().replace("WatchdogSec=", "WatchdogSecs="))
+    result = verify(tmp_path, broken / UNIT.name, FAILSAFE)
+    assert "WatchdogSecs" in result.stdout + result.stderr
