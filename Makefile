@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit bench soak mosquitto clean
+.PHONY: help install demo test lint unit bench soak mosquitto clean prometheus bench-metrics
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ lint: $(STAMP) ## ruff and mypy --strict on scheduler/ and drivers/
 unit: $(STAMP) ## the test suite only
 	$(PY) -m pytest -q
 
-test: $(STAMP) mosquitto lint unit ## everything CI runs: install, lint, the whole test suite
+test: $(STAMP) mosquitto prometheus lint unit ## everything CI runs: install, lint, the whole test suite
 
 bench: $(STAMP) ## every benchmark under bench/ (one JSON object per line)
 	@set -e; for script in bench/bench_*.py; do $(PY) $$script; done
@@ -49,3 +49,15 @@ soak: $(STAMP) ## long-running tests (not part of make test)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+prometheus: ## make sure promtool and prometheus exist (Debian package; the tests start their own server)
+	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing prometheus (promtool) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else \
+		echo "prometheus/promtool missing: run 'sudo apt-get install prometheus' (Debian/Ubuntu), then make test again"; exit 1; \
+	fi
+
+bench-metrics: $(STAMP) ## /metrics render and HTTP scrape for 10,000 devices
+	$(PY) bench/bench_metrics.py

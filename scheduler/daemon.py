@@ -70,6 +70,9 @@ class Daemon:
         self.clock = clock
         self.state = FleetState(config.all_devices(), pool_fee=config.economics.pool_fee)
         self.metrics = Metrics(self.state, clock=clock)
+        self.metrics.watch_plan(self.current_plan)
+        self.metrics.site_power_cap.set(config.site.power_cap_kw * 1000)
+        self.metrics.stale_price_threshold.set(config.guard.stale_price_seconds)
         self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock)
         self.loop: ControlLoop | None = None
         self.ready = asyncio.Event()
