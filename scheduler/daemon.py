@@ -68,7 +68,11 @@ class Daemon:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.state = FleetState(config.all_devices(), pool_fee=config.economics.pool_fee)
+        self.state = FleetState(
+            config.all_devices(),
+            pool_fee=config.economics.pool_fee,
+            power_cap_w=config.site.power_cap_kw * 1000,
+        )
         self.metrics = Metrics(self.state, clock=clock)
         self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock)
         self.loop: ControlLoop | None = None
