@@ -76,6 +76,12 @@ class PolicyConfig(_Strict):
     wake_band_usd_per_mwh: float = Field(
         5.0, ge=0, description="max-margin: a sleeping device wakes below break-even - this"
     )
+    sleep_band_fraction: float = Field(
+        0.0, ge=0, le=10, description="max-margin: plus this fraction of break-even"
+    )
+    wake_band_fraction: float = Field(
+        0.0, ge=0, le=10, description="max-margin: plus this fraction of break-even"
+    )
     power_levels: list[float] = Field(
         default_factory=lambda: [1.0],
         min_length=1,

@@ -20,6 +20,7 @@ options that differ from the current workload.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +34,9 @@ REASON_BAND = "within_hysteresis"
 REASON_CAP = "power_cap"
 REASON_DR = "dr_event"
 HOURS_PER_DAY = 24.0
+# Sites this small get an exact knapsack (DP over power in EXACT_UNIT_W steps, rounded up).
+EXACT_MAX_DEVICES = 24
+EXACT_UNIT_W = 100.0
 
 
 def active_events(events: Iterable[Event], snapshot: Snapshot) -> list[Event]:
@@ -92,9 +96,19 @@ class MaxMarginPolicy:
         sleep_band_usd_per_mwh: float = 10.0,
         wake_band_usd_per_mwh: float = 5.0,
         power_levels: Sequence[float] = (1.0,),
+        sleep_band_fraction: float = 0.0,
+        wake_band_fraction: float = 0.0,
     ) -> None:
-        if sleep_band_usd_per_mwh < 0 or wake_band_usd_per_mwh < 0:
+        bands = (
+            sleep_band_usd_per_mwh,
+            wake_band_usd_per_mwh,
+            sleep_band_fraction,
+            wake_band_fraction,
+        )
+        if min(bands) < 0:
             raise ValueError("bands must be >= 0")
+        self.sleep_band_fraction = sleep_band_fraction
+        self.wake_band_fraction = wake_band_fraction
         if not power_levels or any(not 0.0 < level <= 1.5 for level in power_levels):
             raise ValueError(f"power levels must be in (0, 1.5], got {list(power_levels)}")
         self.sleep_band_usd_per_mwh = sleep_band_usd_per_mwh
@@ -108,6 +122,8 @@ class MaxMarginPolicy:
             sleep_band_usd_per_mwh=config.sleep_band_usd_per_mwh,
             wake_band_usd_per_mwh=config.wake_band_usd_per_mwh,
             power_levels=config.power_levels,
+            sleep_band_fraction=config.sleep_band_fraction,
+            wake_band_fraction=config.wake_band_fraction,
         )
 
     def plan(self, snapshot: Snapshot) -> Plan:
@@ -186,10 +202,14 @@ class MaxMarginPolicy:
             options.append(_Option(Workload.mine(pool, level), power_w, margin, margin))
         if current is None:
             return options
+        breakeven = revenue_per_level / device.nominal_power_w * 1e6
+        if running:
+            band = self.sleep_band_usd_per_mwh + self.sleep_band_fraction * breakeven
+        else:
+            band = self.wake_band_usd_per_mwh + self.wake_band_fraction * breakeven
         for option in options:
             if option.workload.is_running == running:
                 continue  # no warm-up between power levels, none between sleep and off
-            band = self.sleep_band_usd_per_mwh if running else self.wake_band_usd_per_mwh
             swing_w = (
                 abs(option.power_w - device.sleep_power_w)
                 if not running
@@ -211,6 +231,8 @@ class MaxMarginPolicy:
             total_w += cls.options[best].power_w * len(cls.device_ids)
         if limit_w is None or total_w <= limit_w:
             return free
+        if sum(len(c.device_ids) for c in classes) <= EXACT_MAX_DEVICES:
+            return _exact(classes, limit_w)
         return _greedy(classes, limit_w)
 
     def _reason(self, cls: _Class, index: int, best_free: int, limited_reason: str) -> str:
@@ -249,14 +271,15 @@ def _greedy(classes: list[_Class], limit_w: float) -> list[list[int]]:
             option = cls.options[index]
             if option.score_usd_per_hour <= cls.options[hull[-1]].score_usd_per_hour:
                 continue
-            while len(hull) >= 2 and _slope(cls, hull[-2], hull[-1]) <= _slope(
-                cls, hull[-1], index
+            while len(hull) >= 2 and _below(
+                _slope(cls, hull[-2], hull[-1]), _slope(cls, hull[-1], index)
             ):
                 hull.pop()
             hull.append(index)
         for a, b in itertools.pairwise(hull):
             slope = _slope(cls, a, b)
             if slope > 0:
+                slope = float(f"{slope:.9g}")  # collinear steps sort by class, then in order
                 steps.append(
                     (-slope, class_index, a, b, cls.options[b].power_w - cls.options[a].power_w)
                 )
@@ -272,7 +295,75 @@ def _greedy(classes: list[_Class], limit_w: float) -> list[list[int]]:
         counts[a] -= take
         counts[b] += take
         budget_w -= take * delta_w
+    _fill(classes, counts_all, budget_w)
     return counts_all
+
+
+def _fill(classes: list[_Class], counts_all: list[list[int]], budget_w: float) -> None:
+    """Spend what the greedy left: repeatedly the single upgrade that gains most and still fits."""
+    for _ in range(64):
+        best: tuple[float, int, int, int, int] | None = None  # gain, class, from, to, count
+        for class_index, cls in enumerate(classes):
+            counts = counts_all[class_index]
+            for a, count in enumerate(counts):
+                if not count:
+                    continue
+                for b, option in enumerate(cls.options):
+                    delta_w = option.power_w - cls.options[a].power_w
+                    gain = option.score_usd_per_hour - cls.options[a].score_usd_per_hour
+                    if gain <= 0 or delta_w > budget_w:
+                        continue
+                    take = count if delta_w <= 0 else min(count, int(budget_w // delta_w))
+                    if best is None or gain * take > best[0]:
+                        best = (gain * take, class_index, a, b, take)
+        if best is None:
+            return
+        _, class_index, a, b, take = best
+        counts_all[class_index][a] -= take
+        counts_all[class_index][b] += take
+        budget_w -= take * (
+            classes[class_index].options[b].power_w - classes[class_index].options[a].power_w
+        )
+
+
+def _exact(classes: list[_Class], limit_w: float) -> list[list[int]]:
+    """Exact multiple-choice knapsack by DP; powers rounded up to EXACT_UNIT_W (never over the limit)."""
+    capacity = int(limit_w // EXACT_UNIT_W)
+    items = [(ci, cls) for ci, cls in enumerate(classes) for _ in cls.device_ids]
+    weights = [[math.ceil(o.power_w / EXACT_UNIT_W - 1e-9) for o in cls.options] for cls in classes]
+    minus_inf = -math.inf
+    best = [0.0] + [minus_inf] * capacity
+    picks: list[list[int]] = []
+    for class_index, cls in items:
+        new = [minus_inf] * (capacity + 1)
+        pick = [-1] * (capacity + 1)
+        for used, value in enumerate(best):
+            if value == minus_inf:
+                continue
+            for option_index, option in enumerate(cls.options):
+                total = used + weights[class_index][option_index]
+                if total <= capacity and value + option.score_usd_per_hour > new[total]:
+                    new[total] = value + option.score_usd_per_hour
+                    pick[total] = option_index
+        best = new
+        picks.append(pick)
+    counts_all = [[0] * len(cls.options) for cls in classes]
+    if max(best) == minus_inf:  # nothing fits: everyone at the lowest power
+        for class_index, cls in enumerate(classes):
+            lowest = min(range(len(cls.options)), key=lambda i: cls.options[i].power_w)
+            counts_all[class_index][lowest] = len(cls.device_ids)
+        return counts_all
+    used = max(range(capacity + 1), key=lambda w: best[w])
+    for (class_index, _), pick in zip(reversed(items), reversed(picks), strict=True):
+        option_index = pick[used]
+        counts_all[class_index][option_index] += 1
+        used -= weights[class_index][option_index]
+    return counts_all
+
+
+def _below(first: float, second: float) -> bool:
+    """True when first < second beyond float noise (collinear hull points are kept as steps)."""
+    return first < second - 1e-12 * max(abs(first), abs(second))
 
 
 def _slope(cls: _Class, a: int, b: int) -> float:
