@@ -71,16 +71,16 @@ class PolicyConfig(_Strict):
         5.0, ge=0, description="band around break-even: sleep above +band, wake below -band"
     )
     sleep_band_usd_per_mwh: float = Field(
-        10.0, ge=0, description="max-margin: a mining device sleeps above break-even + this"
+        0.0, ge=0, description="max-margin: a mining device sleeps above break-even + this"
     )
     wake_band_usd_per_mwh: float = Field(
-        5.0, ge=0, description="max-margin: a sleeping device wakes below break-even - this"
+        0.0, ge=0, description="max-margin: a sleeping device wakes below break-even - this"
     )
     sleep_band_fraction: float = Field(
-        0.0, ge=0, le=10, description="max-margin: plus this fraction of break-even"
+        0.14, ge=0, le=10, description="max-margin: plus this fraction of break-even"
     )
     wake_band_fraction: float = Field(
-        0.0, ge=0, le=10, description="max-margin: plus this fraction of break-even"
+        0.06, ge=0, le=10, description="max-margin: plus this fraction of break-even"
     )
     power_levels: list[float] = Field(
         default_factory=lambda: [1.0],

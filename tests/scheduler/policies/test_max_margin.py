@@ -29,7 +29,7 @@ def test_registered_and_built_from_config() -> None:
 
 
 def test_between_breakevens_only_the_inefficient_model_sleeps() -> None:
-    policy = MaxMarginPolicy(sleep_band_usd_per_mwh=0, wake_band_usd_per_mwh=0)
+    policy = MaxMarginPolicy(sleep_band_usd_per_mwh=0, wake_band_usd_per_mwh=0, sleep_band_fraction=0, wake_band_fraction=0)
     assert decide(policy, snapshot([S21, S19], 80.0)) == {
         "a": ("mine(main)", "price_below_breakeven"),
         "b": ("sleep", "price_above_breakeven"),
@@ -37,7 +37,7 @@ def test_between_breakevens_only_the_inefficient_model_sleeps() -> None:
 
 
 def test_bands_hold_the_current_workload_near_breakeven() -> None:
-    policy = MaxMarginPolicy(sleep_band_usd_per_mwh=10, wake_band_usd_per_mwh=10)
+    policy = MaxMarginPolicy(sleep_band_usd_per_mwh=10, wake_band_usd_per_mwh=10, sleep_band_fraction=0, wake_band_fraction=0)
     mining = {"a": Workload.mine("main")}
     asleep = {"a": Workload.sleep()}
     assert decide(policy, snapshot([S21], 105.0, mining))["a"] == ("mine(main)", "within_hysteresis")
@@ -128,7 +128,7 @@ def test_plan_is_within_one_percent_of_the_exact_solve(seed: int, size: tuple[in
     cap_w = rng.uniform(0.3, 0.9) * full_w
     snap = snapshot(devices, rng.uniform(10.0, 90.0), {d.id: Workload.mine("main") for d in devices})
     snap = Snapshot(**{**{f: getattr(snap, f) for f in snap.__dataclass_fields__}, "power_cap_w": cap_w})
-    policy = MaxMarginPolicy(sleep_band_usd_per_mwh=0, wake_band_usd_per_mwh=0, power_levels=levels)
+    policy = MaxMarginPolicy(sleep_band_usd_per_mwh=0, wake_band_usd_per_mwh=0, sleep_band_fraction=0, wake_band_fraction=0, power_levels=levels)
     plan = policy.plan(snap)
     by_id = {d.id: d for d in devices}
     economics = market_economics(snap)
