@@ -120,7 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="SQLite store path (default: a temporary file, removed at exit)",
     )
+    _add_backtest_parser(sub)
     return parser
+
+
+def _add_backtest_parser(sub: Any) -> None:
+    """The ``backtest`` subcommand (logic in scheduler/backtest_cli.py)."""
+    from scheduler.backtest_cli import add_arguments
+
+    backtest = sub.add_parser(
+        "backtest",
+        help="replay recorded power prices through a policy for a fleet; JSON with every baseline",
+        description=(
+            "Replays 15-minute ERCOT prices and daily BTC figures through a policy for the fleet "
+            "of a config file, with switching costs, and compares it with always-on, the naive "
+            "threshold on the last real-time price and the hindsight optimum."
+        ),
+    )
+    add_arguments(backtest)
 
 
 def _check_config(path: str) -> int:
@@ -192,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _asyncio_run(demo())
         return EXIT_OK
+    if args.command == "backtest":
+        from scheduler.backtest_cli import run_backtest_command
+
+        return run_backtest_command(args)
     return EXIT_FAILURE
 
 

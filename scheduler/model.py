@@ -224,6 +224,7 @@ class Snapshot:
     pool_fee: float = 0.0
     events: tuple[Event, ...] = ()
     current: Mapping[str, Workload] = field(default_factory=dict)
+    power_cap_w: float | None = None
 
     def market_age(self, name: str) -> float | None:
         """Age in seconds of one market input (see MARKET_INPUTS)."""
