@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-ui", action="store_true", help="plain log lines instead of the live screen"
     )
     demo.add_argument(
+        "--sim-port",
+        type=int,
+        default=4028,
+        metavar="PORT",
+        help="TCP port of every simulated miner's API (default 4028, the cgminer port)",
+    )
+    demo.add_argument(
         "--store",
         metavar="PATH",
         default=None,
@@ -200,14 +207,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run(args.config)
     if args.command == "demo":
-        from scheduler.demo import run_demo
+        from scheduler.demo import DemoError, run_demo
 
         async def demo() -> None:
             stop = asyncio.Event()
             _install_stop(stop)
             await run_demo(args, stop)
 
-        _asyncio_run(demo())
+        try:
+            _asyncio_run(demo())
+        except DemoError as exc:
+            print(f"wattmux demo: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
         return EXIT_OK
     if args.command == "backtest":
         from scheduler.backtest_cli import run_backtest_command
