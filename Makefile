@@ -62,6 +62,18 @@ prometheus: ## make sure promtool and prometheus exist (Debian package; the test
 bench-metrics: $(STAMP) ## /metrics render and HTTP scrape for 10,000 devices
 	$(PY) bench/bench_metrics.py
 
+.PHONY: slurm
+unit: slurm
+slurm: ## make sure Slurm and munge exist (the tests start their own one-host cluster)
+	@if command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing slurm-wlm, munge and slurmrestd with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			slurm-wlm munge slurmrestd >/dev/null; \
+	else \
+		echo "Slurm is missing: run 'sudo apt-get install slurm-wlm munge' (Debian/Ubuntu); the Slurm tests skip until then"; \
+	fi
+
 systemd-analyze: ## make sure systemd-analyze exists (scores the hardening of deploy/*.service offline)
 	@if command -v systemd-analyze >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-ui", action="store_true", help="plain log lines instead of the live screen"
     )
     demo.add_argument(
+        "--sim-port",
+        type=int,
+        default=4028,
+        metavar="PORT",
+        help="TCP port of every simulated miner's API (default 4028, the cgminer port)",
+    )
+    demo.add_argument(
         "--store",
         metavar="PATH",
         default=None,
@@ -130,7 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     failsafe.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML config file")
+    _add_backtest_parser(sub)
     return parser
+
+
+def _add_backtest_parser(sub: Any) -> None:
+    """The ``backtest`` subcommand (logic in scheduler/backtest_cli.py)."""
+    from scheduler.backtest_cli import add_arguments
+
+    backtest = sub.add_parser(
+        "backtest",
+        help="replay recorded power prices through a policy for a fleet; JSON with every baseline",
+        description=(
+            "Replays 15-minute ERCOT prices and daily BTC figures through a policy for the fleet "
+            "of a config file, with switching costs, and compares it with always-on, the naive "
+            "threshold on the last real-time price and the hindsight optimum."
+        ),
+    )
+    add_arguments(backtest)
 
 
 def _failsafe(path: str) -> int:
@@ -221,15 +245,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "failsafe":
         return _failsafe(args.config)
     if args.command == "demo":
-        from scheduler.demo import run_demo
+        from scheduler.demo import DemoError, run_demo
 
         async def demo() -> None:
             stop = asyncio.Event()
             _install_stop(stop)
             await run_demo(args, stop)
 
-        _asyncio_run(demo())
+        try:
+            _asyncio_run(demo())
+        except DemoError as exc:
+            print(f"wattmux demo: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
         return EXIT_OK
+    if args.command == "backtest":
+        from scheduler.backtest_cli import run_backtest_command
+
+        return run_backtest_command(args)
     return EXIT_FAILURE
 
 

@@ -70,6 +70,31 @@ class PolicyConfig(_Strict):
     hysteresis_usd_per_mwh: float = Field(
         5.0, ge=0, description="band around break-even: sleep above +band, wake below -band"
     )
+    sleep_band_usd_per_mwh: float = Field(
+        0.0, ge=0, description="max-margin: a mining device sleeps above break-even + this"
+    )
+    wake_band_usd_per_mwh: float = Field(
+        0.0, ge=0, description="max-margin: a sleeping device wakes below break-even - this"
+    )
+    sleep_band_fraction: float = Field(
+        0.14, ge=0, le=10, description="max-margin: plus this fraction of break-even"
+    )
+    wake_band_fraction: float = Field(
+        0.06, ge=0, le=10, description="max-margin: plus this fraction of break-even"
+    )
+    power_levels: list[float] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="max-margin: relative mining power levels a device may be set to",
+    )
+
+    @field_validator("power_levels")
+    @classmethod
+    def _levels_in_range(cls, value: list[float]) -> list[float]:
+        bad = [level for level in value if not 0.0 < level <= 1.5]
+        if bad:
+            raise ValueError(f"power levels must be in (0, 1.5], got {bad}")
+        return sorted(set(value))
 
 
 class GuardConfig(_Strict):

@@ -71,7 +71,11 @@ class Daemon:
         self.config = config
         self.notifier = notifier if notifier is not None else SystemdNotifier.from_environ()
         self.clock = clock
-        self.state = FleetState(config.all_devices(), pool_fee=config.economics.pool_fee)
+        self.state = FleetState(
+            config.all_devices(),
+            pool_fee=config.economics.pool_fee,
+            power_cap_w=config.site.power_cap_kw * 1000,
+        )
         self.metrics = Metrics(self.state, clock=clock)
         self.metrics.watch_plan(self.current_plan)
         self.metrics.site_power_cap.set(config.site.power_cap_kw * 1000)

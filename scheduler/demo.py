@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 import tempfile
 import time
@@ -36,7 +37,13 @@ def _address(offset: int) -> str:
     return f"127.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
 
 
-def demo_config(asics: int, speed: float, listen: str, store_path: Path) -> WattmuxConfig:
+class DemoError(Exception):
+    """The demo cannot start (for example a port is taken); the message says what to do."""
+
+
+def demo_config(
+    asics: int, speed: float, listen: str, store_path: Path, sim_port: int = SIM_PORT
+) -> WattmuxConfig:
     """The embedded demo site: a mixed fleet on 127.77.x.y, the ERCOT replay, short timers."""
     counts = [int(asics * share) for _, share in FLEET_MIX]
     counts[1] += asics - sum(counts)
@@ -53,7 +60,7 @@ def demo_config(asics: int, speed: float, listen: str, store_path: Path) -> Watt
                 "count": count,
                 "pools": ["main", "backup"],
                 "options": {
-                    "port": SIM_PORT,
+                    "port": sim_port,
                     "timeout_seconds": 2.0,
                     "confirm_timeout_seconds": 5.0,
                     "confirm_interval_seconds": 0.2,
@@ -219,35 +226,56 @@ async def _screen(
             await asyncio.wait_for(stop.wait(), 0.5)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Fail early, with a clear message, when the API address cannot be bound."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise DemoError(
+            f"cannot listen on {host}:{port} for the API and /metrics: {exc.strerror or exc}. "
+            "Pick another --listen HOST:PORT."
+        ) from exc
+
+
 async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Start the simulated site and the daemon; stop on Ctrl-C, at --duration or at the replay's end."""
     with _store_path(args.store) as store_path:
-        config = demo_config(args.asics, args.speed, args.listen, store_path)
+        config = demo_config(args.asics, args.speed, args.listen, store_path, args.sim_port)
         daemon = Daemon(config)
         replay = _replay(daemon)
         duration = args.duration or replay.duration_seconds() + 2.0
         ramp_seconds = min(30.0, 1500.0 / args.speed)
         print(
-            f"wattmux demo: starting {args.asics} simulated ASICs on {_address(0)}.. port {SIM_PORT}; "
+            f"wattmux demo: starting {args.asics} simulated ASICs on {_address(0)}.. port {args.sim_port}; "
             f"API and /metrics on http://{args.listen}; running {duration:.0f} s",
             file=sys.stderr,
         )
-        async with (
-            SimSite(
-                config.all_devices(),
-                list(pools_of(config).values()),
-                port=SIM_PORT,
-                ramp_seconds=ramp_seconds,
-                thermal_tau_seconds=ramp_seconds * 2,
-            ) as site,
-            asyncio.TaskGroup() as group,
-        ):
-            group.create_task(daemon.run(stop), name="daemon.run")
-            group.create_task(
-                _screen(daemon, site, args.speed, stop, sys.stdout, live=not args.no_ui),
-                name="demo.screen",
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), duration)
-            stop.set()
+        _check_listen(config.api.host, config.api.port)
+        site = SimSite(
+            config.all_devices(),
+            list(pools_of(config).values()),
+            port=args.sim_port,
+            ramp_seconds=ramp_seconds,
+            thermal_tau_seconds=ramp_seconds * 2,
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            raise DemoError(
+                f"cannot start the simulated miners: {exc}. Is another demo running? "
+                "Stop it or pick another --sim-port."
+            ) from exc
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(daemon.run(stop), name="daemon.run")
+                group.create_task(
+                    _screen(daemon, site, args.speed, stop, sys.stdout, live=not args.no_ui),
+                    name="demo.screen",
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), duration)
+                stop.set()
+        finally:
+            await site.stop()
         print("wattmux demo: stopped cleanly", file=sys.stderr)

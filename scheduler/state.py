@@ -26,9 +26,12 @@ from scheduler.model import (
 class FleetState:
     """Latest samples, reachability, market readings and events; snapshot() freezes a view."""
 
-    def __init__(self, devices: Iterable[Device], pool_fee: float = 0.0) -> None:
+    def __init__(
+        self, devices: Iterable[Device], pool_fee: float = 0.0, power_cap_w: float | None = None
+    ) -> None:
         self.devices: dict[str, Device] = {d.id: d for d in devices}
         self.pool_fee = pool_fee
+        self.power_cap_w = power_cap_w
         self.samples: dict[str, Sample] = {}
         self.status: dict[str, DeviceStatus] = {
             d: DeviceStatus(reachable=False, last_error="not polled yet") for d in self.devices
@@ -76,4 +79,5 @@ class FleetState:
             pool_fee=self.pool_fee,
             events=self.events,
             current=MappingProxyType({d: s.workload for d, s in samples.items()}),
+            power_cap_w=self.power_cap_w,
         )

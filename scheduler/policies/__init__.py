@@ -38,8 +38,12 @@ class UnknownPolicyError(LookupError):
 def builtin_policies() -> dict[str, PolicyFactory]:
     """The policies shipped with wattmux, by name."""
     from scheduler.policies.breakeven import BreakevenPolicy
+    from scheduler.policies.max_margin import MaxMarginPolicy
 
-    return {BreakevenPolicy.name: BreakevenPolicy.from_config}
+    return {
+        BreakevenPolicy.name: BreakevenPolicy.from_config,
+        MaxMarginPolicy.name: MaxMarginPolicy.from_config,
+    }
 
 
 def available_policies() -> dict[str, PolicyFactory]:
