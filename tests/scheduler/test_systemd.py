@@ -6,15 +6,18 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from drivers.sim.site import SimSite
+from scheduler.config import load_config, pools_of
 from scheduler.model import Reading
 from scheduler.systemd import SystemdHeartbeat, SystemdNotifier, notify_address, watchdog_seconds
-from tests.deploy.sim_daemon import sim_daemon, wait_ticks
+from tests.deploy.sim_daemon import free_port_on, sim_daemon, wait_ticks
 
 
 @pytest.fixture
@@ -143,3 +146,77 @@ async def test_daemon_is_ready_after_first_tick_and_pings_only_while_ticking(
         await wait_ticks(sim, ticks + 2)
         assert "WATCHDOG=1" in drain(sock)
     assert drain(sock)[-1] == "STOPPING=1\nSTATUS=stopping"
+
+
+async def test_wattmux_run_under_a_notify_socket(
+    tmp_path: Path, listener: tuple[str, socket.socket]
+) -> None:
+    """The real ``wattmux run`` process: READY=1, then WATCHDOG=1 per tick, STOPPING=1 on SIGTERM."""
+    path, sock = listener
+    port = free_port_on("127.80.9.1")
+    api = f"127.80.9.254:{free_port_on('127.80.9.254')}"
+    config = tmp_path / "wattmux.toml"
+    config.write_text(
+        f"""
+[site]
+name = "notify"
+power_cap_kw = 100.0
+
+[control]
+tick_seconds = 0.2
+
+[store]
+path = "{tmp_path / "store.sqlite"}"
+
+[api]
+listen = "{api}"
+
+[[pools]]
+name = "main"
+url = "stratum+tcp://main.pool.invalid:3333"
+user = "w"
+
+[[device_ranges]]
+id_prefix = "s21"
+model = "S21"
+first_address = "127.80.9.1"
+count = 2
+pools = ["main"]
+options = {{ port = {port}, timeout_seconds = 0.5 }}
+
+[[market]]
+driver = "static"
+power_price_usd_per_mwh = 30.0
+btc_price_usd = 60000.0
+difficulty = 86871474313762.0
+block_subsidy_btc = 3.125
+"""
+    )
+    parsed = load_config(config)
+    async with SimSite(parsed.all_devices(), list(pools_of(parsed).values()), port=port):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "scheduler.cli",
+            "run",
+            "--config",
+            str(config),
+            env={**os.environ, "NOTIFY_SOCKET": path},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        messages: list[str] = []
+        try:
+            for _ in range(300):
+                messages.extend(drain(sock))
+                if messages.count("WATCHDOG=1") >= 3:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            process.terminate()
+            _, err = await asyncio.wait_for(process.communicate(), 30)
+        messages.extend(drain(sock))
+    assert process.returncode == 0, err.decode()
+    assert messages[0].startswith("READY=1\nSTATUS=running"), messages
+    assert messages.count("WATCHDOG=1") >= 3
+    assert messages[-1] == "STOPPING=1\nSTATUS=stopping"
