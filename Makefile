@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit bench soak mosquitto clean prometheus bench-metrics
+.PHONY: help install demo test lint unit bench soak mosquitto clean prometheus bench-metrics systemd-analyze
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ lint: $(STAMP) ## ruff and mypy --strict on scheduler/ and drivers/
 unit: $(STAMP) ## the test suite only
 	$(PY) -m pytest -q
 
-test: $(STAMP) mosquitto prometheus lint unit ## everything CI runs: install, lint, the whole test suite
+test: $(STAMP) mosquitto prometheus systemd-analyze lint unit ## everything CI runs: install, lint, the whole test suite
 
 bench: $(STAMP) ## every benchmark under bench/ (one JSON object per line)
 	@set -e; for script in bench/bench_*.py; do $(PY) $$script; done
@@ -61,6 +61,7 @@ prometheus: ## make sure promtool and prometheus exist (Debian package; the test
 
 bench-metrics: $(STAMP) ## /metrics render and HTTP scrape for 10,000 devices
 	$(PY) bench/bench_metrics.py
+
 .PHONY: slurm
 unit: slurm
 slurm: ## make sure Slurm and munge exist (the tests start their own one-host cluster)
@@ -71,4 +72,13 @@ slurm: ## make sure Slurm and munge exist (the tests start their own one-host cl
 			slurm-wlm munge slurmrestd >/dev/null; \
 	else \
 		echo "Slurm is missing: run 'sudo apt-get install slurm-wlm munge' (Debian/Ubuntu); the Slurm tests skip until then"; \
+	fi
+
+systemd-analyze: ## make sure systemd-analyze exists (scores the hardening of deploy/*.service offline)
+	@if command -v systemd-analyze >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing systemd (systemd-analyze) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null; \
+	else \
+		echo "systemd-analyze is missing: run 'sudo apt-get install systemd', then make test again"; exit 1; \
 	fi

@@ -127,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="SQLite store path (default: a temporary file, removed at exit)",
     )
+    failsafe = sub.add_parser(
+        "failsafe",
+        help="put every configured device to sleep now, without the control loop (dead-man path)",
+        description=(
+            "Commands every device of the config to sleep and reads each back. systemd runs it "
+            "(wattmux-failsafe.service) when the daemon failed for good. Exit 0 when every "
+            "device confirmed, 1 when some did not, 2 on a config error."
+        ),
+    )
+    failsafe.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML config file")
     _add_backtest_parser(sub)
     return parser
 
@@ -145,6 +155,32 @@ def _add_backtest_parser(sub: Any) -> None:
         ),
     )
     add_arguments(backtest)
+
+
+def _failsafe(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    from scheduler.failsafe import FailsafeReport, curtail_all
+
+    reports: list[FailsafeReport] = []
+
+    async def main() -> None:
+        reports.append(await curtail_all(config))
+
+    _asyncio_run(main())
+    report = reports[0]
+    for outcome in report.failed:
+        print(f"{outcome.device_id}: {outcome.status.value}: {outcome.detail}", file=sys.stderr)
+    print(
+        f"failsafe: {len(report.outcomes) - len(report.failed)} of {len(report.outcomes)} "
+        "devices confirmed asleep"
+    )
+    return EXIT_FAILURE if report.failed else EXIT_OK
 
 
 def _check_config(path: str) -> int:
@@ -206,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "run":
         return _run(args.config)
+    if args.command == "failsafe":
+        return _failsafe(args.config)
     if args.command == "demo":
         from scheduler.demo import DemoError, run_demo
 

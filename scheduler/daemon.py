@@ -31,6 +31,7 @@ from scheduler.policies import create_policy
 from scheduler.reconciler import Reconciler
 from scheduler.state import FleetState
 from scheduler.store import Store
+from scheduler.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,10 @@ class Daemon:
         *,
         clock: Callable[[], float] = time.monotonic,
         feeds: Sequence[MarketFeed] | None = None,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self.config = config
+        self.notifier = notifier if notifier is not None else SystemdNotifier.from_environ()
         self.clock = clock
         self.state = FleetState(
             config.all_devices(),
@@ -140,7 +143,19 @@ class Daemon:
             self.config.policy.name,
             self.config.api.listen,
         )
-        await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
+        heartbeat = SystemdHeartbeat(self.notifier)
+        watchdog_s = watchdog_seconds()
+        if watchdog_s is not None and watchdog_s < 2 * self.config.control.tick_seconds:
+            log.warning(
+                "systemd WatchdogSec (%.0f s) is shorter than two ticks (%.1f s): expect restarts",
+                watchdog_s,
+                2 * self.config.control.tick_seconds,
+            )
+        self.loop.tick_listeners.append(heartbeat.tick_done)
+        try:
+            await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
+        finally:
+            heartbeat.stopping()
 
 
 def default_store_path(directory: Path) -> Path:

@@ -14,57 +14,36 @@ prometheus_client.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from scheduler.model import Device, Sample, WorkloadKind
+from scheduler.model import Device, WorkloadKind
 from scheduler.state import FleetState
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceFamily:
-    """One per-device gauge family: name, help text and the sample field it shows."""
+    """One per-device gauge family: name and help text."""
 
     name: str
     help: str
-    value: Callable[[Sample, float], float | None] | None  # None: rendered by a special case
 
 
-# Exposition order; ``value`` gets the sample and the scrape's monotonic time.
+# Exposition order.  The first three are constant per device state; the last four are
+# sample values (power, hash rate, temperature, age), in the order render() writes them.
 DEVICE_FAMILIES: Final[tuple[DeviceFamily, ...]] = (
+    DeviceFamily("wattmux_device_info", "Always 1; labels give the device's model and kind."),
+    DeviceFamily("wattmux_device_up", "1 if the device answered its last poll, else 0."),
     DeviceFamily(
-        "wattmux_device_info",
-        "Always 1; labels give the device's model and kind.",
-        None,
+        "wattmux_device_workload", "1 for the workload kind the device was last observed running."
     ),
-    DeviceFamily("wattmux_device_up", "1 if the device answered its last poll, else 0.", None),
-    DeviceFamily(
-        "wattmux_device_workload",
-        "1 for the workload kind the device was last observed running.",
-        None,
-    ),
-    DeviceFamily(
-        "wattmux_device_power_watts", "Power drawn by the device.", lambda s, _now: s.power_w
-    ),
-    DeviceFamily(
-        "wattmux_device_hashrate_hashes_per_second",
-        "Hash rate reported by the device.",
-        lambda s, _now: s.hashrate_hs,
-    ),
-    DeviceFamily(
-        "wattmux_device_temperature_celsius",
-        "Temperature reported by the device.",
-        lambda s, _now: s.temperature_c,
-    ),
-    DeviceFamily(
-        "wattmux_device_sample_age_seconds",
-        "Seconds since the device's last sample.",
-        lambda s, now: max(0.0, now - s.observed_at),
-    ),
+    DeviceFamily("wattmux_device_power_watts", "Power drawn by the device."),
+    DeviceFamily("wattmux_device_hashrate_hashes_per_second", "Hash rate reported by the device."),
+    DeviceFamily("wattmux_device_temperature_celsius", "Temperature reported by the device."),
+    DeviceFamily("wattmux_device_sample_age_seconds", "Seconds since the device's last sample."),
 )
 DEVICE_FAMILY_NAMES: Final = tuple(family.name for family in DEVICE_FAMILIES)
-_VALUE_FAMILIES: Final = tuple(f for f in DEVICE_FAMILIES if f.value is not None)
+_VALUE_FAMILIES: Final = DEVICE_FAMILIES[3:]
 _NON_FINITE: Final = {math.inf: "+Inf", -math.inf: "-Inf"}
 
 
@@ -116,6 +95,8 @@ class DeviceExposition:
     def __init__(self, state: FleetState) -> None:
         self._state = state
         self._lines: dict[str, _DeviceLines] = {}
+        self._order: list[_DeviceLines] = []
+        self._order_keys: set[str] = set()
 
     def _lines_of(self, device: Device) -> _DeviceLines:
         cached = self._lines.get(device.id)
@@ -124,18 +105,33 @@ class DeviceExposition:
             self._lines[device.id] = cached
         return cached
 
+    def _ordered(self) -> list[_DeviceLines]:
+        """The cached lines of every device, sorted by id; rebuilt when the device set changes."""
+        devices = self._state.devices
+        if self._order_keys != devices.keys() or any(
+            lines.device is not devices[lines.device.id] for lines in self._order
+        ):
+            self._order_keys = set(devices)
+            self._order = [self._lines_of(devices[device_id]) for device_id in sorted(devices)]
+        return self._order
+
     def render(self, now: float) -> str:
         """Return the text of every per-device family at monotonic time ``now``."""
-        state = self._state
-        samples = state.samples
-        status = state.status
+        return "".join(self.render_parts(now))
+
+    def render_parts(self, now: float) -> list[str]:
+        """The text of render() as a list of pieces (the caller joins them once)."""
+        samples = self._state.samples
+        status = self._state.status
         info: list[str] = []
         up: list[str] = []
         workload: list[str] = []
-        values: list[list[str]] = [[] for _ in _VALUE_FAMILIES]
-        getters = [family.value for family in _VALUE_FAMILIES]
-        for device_id in sorted(state.devices):
-            lines = self._lines_of(state.devices[device_id])
+        power: list[str] = []
+        hashrate: list[str] = []
+        temperature: list[str] = []
+        age: list[str] = []
+        for lines in self._ordered():
+            device_id = lines.device.id
             info.append(lines.info)
             device_status = status.get(device_id)
             sample = samples.get(device_id)
@@ -145,14 +141,32 @@ class DeviceExposition:
                 continue
             up.append(lines.up[1])
             workload.append(lines.workload[sample.workload.kind])
-            for out, prefix, getter in zip(values, lines.prefixes, getters, strict=True):
-                assert getter is not None
-                value = getter(sample, now)
-                if value is not None:
-                    out.append(f"{prefix}{format_value(value)}\n")
-        bodies = [info, up, workload, *values]
+            prefixes = lines.prefixes
+            # x - x == 0 holds for every finite float: repr() is then the exposition format.
+            value = sample.power_w
+            power.append(prefixes[0] + (repr(value) if value - value == 0 else format_value(value)))
+            value = sample.hashrate_hs
+            hashrate.append(
+                prefixes[1] + (repr(value) if value - value == 0 else format_value(value))
+            )
+            if sample.temperature_c is not None:
+                value = sample.temperature_c
+                temperature.append(
+                    prefixes[2] + (repr(value) if value - value == 0 else format_value(value))
+                )
+            value = now - sample.observed_at
+            age.append(prefixes[3] + (repr(value) if value > 0 else "0.0"))
         parts: list[str] = []
-        for family, body in zip(DEVICE_FAMILIES, bodies, strict=True):
-            parts.append(f"# HELP {family.name} {family.help}\n# TYPE {family.name} gauge\n")
+        for family, body in zip(DEVICE_FAMILIES[:3], (info, up, workload), strict=True):
+            parts.append(_header(family))
             parts.extend(body)
-        return "".join(parts)
+        for family, body in zip(_VALUE_FAMILIES, (power, hashrate, temperature, age), strict=True):
+            parts.append(_header(family))
+            if body:
+                parts.append("\n".join(body))
+                parts.append("\n")
+        return parts
+
+
+def _header(family: DeviceFamily) -> str:
+    return f"# HELP {family.name} {family.help}\n# TYPE {family.name} gauge\n"

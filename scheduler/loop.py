@@ -68,6 +68,7 @@ class ControlLoop:
         self.ticks = 0
         self._poll_semaphore = asyncio.Semaphore(poll_concurrency)
         self._feed_up: dict[str, bool] = {}
+        self.tick_listeners: list[Callable[[int], None]] = []  # called after each tick in run()
 
     async def poll_devices(self) -> None:
         """Read every device once (bounded concurrency); failures mark the device unreachable."""
@@ -156,6 +157,8 @@ class ControlLoop:
             await self.tick()
             if ready is not None:
                 ready.set()
+            for listener in self.tick_listeners:
+                listener(self.ticks)
             remaining = tick_seconds - (self.clock() - started)
             if remaining > 0:
                 with contextlib.suppress(TimeoutError):

@@ -276,5 +276,6 @@ class Metrics:
 
     def render(self) -> bytes:
         """Return the whole exposition: the registry, then the fast per-device families."""
-        devices = self.device_exposition.render(self._clock())
-        return generate_latest(self.registry) + devices.encode()
+        parts = self.device_exposition.render_parts(self._clock())
+        parts.insert(0, generate_latest(self.registry).decode())
+        return "".join(parts).encode()

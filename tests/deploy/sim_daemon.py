@@ -12,17 +12,19 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drivers.base import MarketFeed
 from drivers.errors import Unavailable
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
 from scheduler.config import WattmuxConfig, parse_config, pools_of
 from scheduler.daemon import Daemon, build_feeds
 from scheduler.model import Reading
+from scheduler.systemd import SystemdNotifier
 
 MODELS = (("s19jpro", "S19j Pro", 4), ("s21", "S21", 6), ("s21xp", "S21 XP", 2))
 
@@ -92,12 +94,19 @@ class SimDaemon:
 
 @contextlib.asynccontextmanager
 async def sim_daemon(
-    tmp_path: Path, subnet: int, *, faulty: int = 1, speed: float = 1500.0
+    tmp_path: Path,
+    subnet: int,
+    *,
+    faulty: int = 1,
+    speed: float = 1500.0,
+    extra_feeds: Sequence[MarketFeed] = (),
+    notifier: SystemdNotifier | None = None,
 ) -> AsyncIterator[SimDaemon]:
     """Run the daemon over the simulated site until the block ends; ``faulty`` miners close."""
     port = free_port_on(f"127.80.{subnet}.1")
     config = sim_config(tmp_path, subnet, port, speed)
-    daemon = Daemon(config, feeds=[*build_feeds(config, time.monotonic), BrokenFeed()])
+    feeds = [*build_feeds(config, time.monotonic), BrokenFeed(), *extra_feeds]
+    daemon = Daemon(config, feeds=feeds, notifier=notifier)
     stop = asyncio.Event()
     async with SimSite(config.all_devices(), list(pools_of(config).values()), port=port) as site:
         for miner in list(site.miners.values())[:faulty]:

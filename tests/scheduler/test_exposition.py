@@ -137,3 +137,18 @@ def test_format_value(value: float, text: str) -> None:
 
 def test_escape_label_value() -> None:
     assert escape_label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+
+
+def test_fast_path_follows_a_changed_device_set() -> None:
+    state = build_state()
+    exposition = DeviceExposition(state)
+    exposition.render(NOW)
+    state.devices["a-new"] = device("a-new", model="S19j Pro")
+    state.status["a-new"] = state.status["z-never-polled"]
+    state.devices["plain"] = device("plain", model="S21 XP")  # replaced in place
+    text = exposition.render(NOW)
+    assert 'wattmux_device_info{device="a-new",model="S19j Pro",kind="asic"} 1.0' in text
+    assert 'wattmux_device_info{device="plain",model="S21 XP",kind="asic"} 1.0' in text
+    assert text.count('wattmux_device_info{device="plain"') == 1
+    del state.devices["a-new"]
+    assert "a-new" not in exposition.render(NOW)
