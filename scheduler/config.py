@@ -21,11 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from drivers.asic.config import CgminerOptions
 from drivers.queues.slurm import SlurmOptions
+from drivers.queues.webhook import WebhookOptions
 from scheduler.hardware import MODELS
 from scheduler.model import TERA, Device, DeviceKind, Pool
 
 ENV_PREFIX = "WATTMUX_"
-QUEUE_DRIVERS = ("slurm",)
+QUEUE_DRIVERS = ("slurm", "webhook")
 
 
 class _Strict(BaseModel):
@@ -239,7 +240,7 @@ class ReplayPriceConfig(_Strict):
 MarketFeedConfig = Annotated[StaticMarketConfig | ReplayPriceConfig, Field(discriminator="driver")]
 
 
-QueueOptions = Annotated[SlurmOptions, Field(discriminator="driver")]
+QueueOptions = Annotated[SlurmOptions | WebhookOptions, Field(discriminator="driver")]
 
 
 class QueueConfig(_Strict):

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from drivers.base import MinerControl, QueueControl, TelemetrySource
 from drivers.queues.slurm import SlurmOptions, SlurmQueue, SlurmQueueSpec
+from drivers.queues.webhook import WebhookOptions, WebhookQueue
 from scheduler.config import QueueConfig, WattmuxConfig, pools_of
 from scheduler.model import QueueDemand
 
@@ -88,9 +89,14 @@ def build_queues(config: WattmuxConfig, clock: Callable[[], float] = time.monoto
         driver: QueueNodeDriver
         if isinstance(first, SlurmOptions):
             specs = {
-                q.name: SlurmQueueSpec(q.options.partition, q.preemption_allowed) for q in members
+                q.name: SlurmQueueSpec(q.options.partition, q.preemption_allowed)
+                for q in members
+                if isinstance(q.options, SlurmOptions)
             }
             driver = SlurmQueue(first, specs, pools, clock=clock)
+        elif isinstance(first, WebhookOptions):
+            preemption = {q.name: q.preemption_allowed for q in members}
+            driver = WebhookQueue(first, preemption, pools, clock=clock)
         else:  # pragma: no cover - the config union admits nothing else
             raise TypeError(f"no queue driver for {type(first).__name__}")
         name = ",".join(q.name for q in members)
