@@ -20,13 +20,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.asic.config import CgminerOptions
+from drivers.queues.kubernetes import KubernetesOptions
 from drivers.queues.slurm import SlurmOptions
 from drivers.queues.webhook import WebhookOptions
 from scheduler.hardware import MODELS
 from scheduler.model import TERA, Device, DeviceKind, Pool
 
 ENV_PREFIX = "WATTMUX_"
-QUEUE_DRIVERS = ("slurm", "webhook")
+QUEUE_DRIVERS = ("slurm", "webhook", "kubernetes")
 
 
 class _Strict(BaseModel):
@@ -240,7 +241,9 @@ class ReplayPriceConfig(_Strict):
 MarketFeedConfig = Annotated[StaticMarketConfig | ReplayPriceConfig, Field(discriminator="driver")]
 
 
-QueueOptions = Annotated[SlurmOptions | WebhookOptions, Field(discriminator="driver")]
+QueueOptions = Annotated[
+    SlurmOptions | WebhookOptions | KubernetesOptions, Field(discriminator="driver")
+]
 
 
 class QueueConfig(_Strict):

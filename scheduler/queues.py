@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from drivers.base import MinerControl, QueueControl, TelemetrySource
+from drivers.queues.kubernetes import KubernetesOptions, KubernetesQueue
 from drivers.queues.slurm import SlurmOptions, SlurmQueue, SlurmQueueSpec
 from drivers.queues.webhook import WebhookOptions, WebhookQueue
 from scheduler.config import QueueConfig, WattmuxConfig, pools_of
@@ -97,8 +98,9 @@ def build_queues(config: WattmuxConfig, clock: Callable[[], float] = time.monoto
         elif isinstance(first, WebhookOptions):
             preemption = {q.name: q.preemption_allowed for q in members}
             driver = WebhookQueue(first, preemption, pools, clock=clock)
-        else:  # pragma: no cover - the config union admits nothing else
-            raise TypeError(f"no queue driver for {type(first).__name__}")
+        elif isinstance(first, KubernetesOptions):
+            preemption = {q.name: q.preemption_allowed for q in members}
+            driver = KubernetesQueue(first, preemption, pools, clock=clock)
         name = ",".join(q.name for q in members)
         result.sources.append(PricedQueue(name, driver, {q.name: q for q in members}))
         for queue in members:
