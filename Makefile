@@ -61,3 +61,7 @@ slurm: ## make sure Slurm and munge exist (the tests start their own one-host cl
 	else \
 		echo "Slurm is missing: run 'sudo apt-get install slurm-wlm munge' (Debian/Ubuntu); the Slurm tests skip until then"; \
 	fi
+
+.PHONY: bench-gpu
+bench-gpu: $(STAMP) slurm ## GPU-node policy on 100/1000 nodes, and node switches on a real one-host Slurm
+	$(PY) bench/bench_gpu_queue.py
