@@ -122,11 +122,14 @@ class Daemon:
                     clock=self.clock,
                     queues=queues.sources,
                 )
-                if serve_api:
-                    async with serve(create_app(self), config.api.host, config.api.port):
+                try:
+                    if serve_api:
+                        async with serve(create_app(self), config.api.host, config.api.port):
+                            await self._run_loop(stop)
+                    else:
                         await self._run_loop(stop)
-                else:
-                    await self._run_loop(stop)
+                finally:
+                    await queues.aclose()
 
     async def _run_loop(self, stop: asyncio.Event) -> None:
         assert self.loop is not None

@@ -76,6 +76,12 @@ class Queues:
     per_node: dict[str, QueueNodeDriver] = field(default_factory=dict)
     sources: list[PricedQueue] = field(default_factory=list)
 
+    async def aclose(self) -> None:
+        """Close the drivers that hold an HTTP client (webhook, Kubernetes)."""
+        for source in self.sources:
+            if isinstance(source.driver, WebhookQueue | KubernetesQueue):
+                await source.driver.aclose()
+
 
 def build_queues(config: WattmuxConfig, clock: Callable[[], float] = time.monotonic) -> Queues:
     """One driver per distinct queue-driver configuration; each GPU node gets its queues' driver."""

@@ -77,6 +77,10 @@ async def test_gpu_nodes_mine_when_the_queue_is_empty_and_serve_jobs_when_they_a
             )
             others = [n for n in names if n != moved]
             assert all(sim.nodes[n].assigned.kind is WorkloadKind.MINE for n in others)
+            metrics = daemon.metrics.render().decode()
+            assert f'wattmux_gpu_node_ai_gpus_busy{{device="{moved}"}} 8.0' in metrics
+            assert 'wattmux_queue_rate_usd_per_gpu_hour{queue="train"} 1.8' in metrics
+            assert 'wattmux_devices{state="ai"} 1.0' in metrics
             lines = gpu_lines(daemon.state.snapshot(time.monotonic()))
             assert "AI   1 (8/24 GPUs busy)   mining   2" in lines[0]
 
