@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -99,3 +100,36 @@ async def test_gpu_nodes_mine_when_the_queue_is_empty_and_serve_jobs_when_they_a
     assert (str(moved), "ai(train)", "ai_demand") in decisions
     assert (others[0], "mine(main)", "queue_empty") in decisions
     assert (others[0], "ai(train)", "mining_below_cost") in decisions
+
+
+async def test_a_queue_that_cannot_be_reached_is_marked_down_and_earns_nothing(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.50.2.2", 0))
+        dead_url = f"http://127.50.2.2:{probe.getsockname()[1]}"
+    data: dict[str, Any] = {
+        "site": {"name": "gpu-down", "power_cap_kw": 100.0},
+        "control": {"tick_seconds": 0.1},
+        "guard": {"min_dwell_seconds": 0.0, "stale_price_seconds": 60.0},
+        "store": {"path": str(tmp_path / "wattmux.sqlite")},
+        "pools": [{"name": "main", "url": "stratum+tcp://main.pool.invalid:3333", "user": "w"}],
+        **gpu_config_entries(2, dead_url, ["main"]),
+    }
+    config = parse_config(data, "<gpu down>", environ={})
+    daemon = Daemon(config, feeds=[StaticMarketFeed(MARKET), PriceFeed(15.0)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop, serve_api=False))
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 10)
+        await eventually(lambda: daemon.loop is not None and daemon.loop.ticks >= 3)
+        metrics = daemon.metrics.render().decode()
+        assert 'wattmux_source_up{source="queue:train"} 0.0' in metrics
+        assert daemon.state.queues == {}
+        assert not any(status.reachable for status in daemon.state.status.values())
+        assert (
+            daemon.loop is not None and daemon.loop.reconciler.last_outcomes == {}
+        )  # nothing commanded
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
