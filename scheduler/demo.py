@@ -128,7 +128,7 @@ def render(daemon: Daemon, site: SimSite, started: float, speed: float) -> list[
     replay = _replay(daemon)
     economics = market_economics(snapshot)
     lines = [
-        f"wattmux demo: {len(snapshot.devices)} simulated ASICs, ERCOT HB_SOUTH 2024-08-19..21 "
+        f"wattmux demo: {sum(1 for d in snapshot.devices.values() if d.kind is DeviceKind.ASIC)} simulated ASICs, ERCOT HB_SOUTH 2024-08-19..21 "
         f"replayed at {speed:g}x  (running {time.monotonic() - started:5.1f} s)",
         f"market time  {replay.replay_time(daemon.clock()):%Y-%m-%d %H:%M %Z}  (ERCOT HB_SOUTH real-time)",
     ]
@@ -159,7 +159,14 @@ def render(daemon: Daemon, site: SimSite, started: float, speed: float) -> list[
             counts["mining"] += 1
         else:
             counts["asleep"] += 1
-    reported_kw = sum(s.power_w for s in snapshot.samples.values()) / 1000
+    reported_kw = (
+        sum(
+            s.power_w
+            for d, s in snapshot.samples.items()
+            if snapshot.devices[d].kind is DeviceKind.ASIC
+        )
+        / 1000
+    )
     plan = daemon.current_plan()
     margin = sum(a.expected_margin_usd_per_hour for a in plan.assignments) if plan else 0.0
     lines += [

@@ -99,6 +99,9 @@ def gpu_lines(snapshot: Snapshot) -> list[str]:
         else:
             counts["idle"] += 1
     total = sum(node.gpus for node in nodes)
+    power_kw = (
+        sum(s.power_w for d, s in snapshot.samples.items() if d in {n.id for n in nodes}) / 1000
+    )
     demand = snapshot.queues.get(QUEUE)
     queue_text = (
         f"{demand.pending_jobs} jobs / {demand.pending_gpus} GPUs pending, "
@@ -108,6 +111,6 @@ def gpu_lines(snapshot: Snapshot) -> list[str]:
     )
     return [
         f"gpu nodes    AI {counts['ai']:3d} ({busy}/{total} GPUs busy)   mining {counts['mining']:3d}   "
-        f"idle {counts['idle']:3d}   unreachable {counts['unreachable']:3d}",
+        f"idle {counts['idle']:3d}   unreachable {counts['unreachable']:3d}   ~{power_kw:,.1f} kW",
         f"ai queue     {queue_text}",
     ]
