@@ -130,6 +130,7 @@ class ControlLoop:
                 log.info("AI queue %s up again", source.name)
             self._feed_up[label] = True
             self.metrics.source_up.labels(source=label).set(1)
+            self.state.forget_queues(set(source.queue_names) - set(demands))
             self.state.observe_queues(demands)
 
         await _gather_all(fetch(source) for source in self.queues)
