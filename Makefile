@@ -82,3 +82,6 @@ systemd-analyze: ## make sure systemd-analyze exists (scores the hardening of de
 	else \
 		echo "systemd-analyze is missing: run 'sudo apt-get install systemd', then make test again"; exit 1; \
 	fi
+.PHONY: bench-gpu
+bench-gpu: $(STAMP) slurm ## GPU-node policy on 100/1000 nodes, and node switches on a real one-host Slurm
+	$(PY) bench/bench_gpu_queue.py

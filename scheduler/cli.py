@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of simulated ASICs (default 200)",
     )
     demo.add_argument(
+        "--gpus",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N simulated GPU nodes (8 GPUs each) behind a simulated AI job queue; they move "
+        "between AI work and mining by demand and price (default 0)",
+    )
+    demo.add_argument(
         "--duration",
         type=_positive_float,
         default=None,
@@ -238,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.log_level != "DEBUG":  # httpx logs every request at INFO: too much for queue polling
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "check-config":
         return _check_config(args.file)
     if args.command == "run":

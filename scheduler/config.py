@@ -20,10 +20,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.asic.config import CgminerOptions
+from drivers.queues.kubernetes import KubernetesOptions
+from drivers.queues.slurm import SlurmOptions
+from drivers.queues.webhook import WebhookOptions
 from scheduler.hardware import MODELS
 from scheduler.model import TERA, Device, DeviceKind, Pool
 
 ENV_PREFIX = "WATTMUX_"
+QUEUE_DRIVERS = ("slurm", "webhook", "kubernetes")
 
 
 class _Strict(BaseModel):
@@ -262,6 +266,63 @@ class ReplayPriceConfig(_Strict):
 MarketFeedConfig = Annotated[StaticMarketConfig | ReplayPriceConfig, Field(discriminator="driver")]
 
 
+QueueOptions = Annotated[
+    SlurmOptions | WebhookOptions | KubernetesOptions, Field(discriminator="driver")
+]
+
+
+class QueueConfig(_Strict):
+    """An AI job queue GPU nodes can serve, and what its work pays."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    pricing: Literal["contract", "spot"] = Field(
+        "contract", description="contract: the fixed rate below; spot: the rate the driver reports"
+    )
+    contract_rate_usd_per_gpu_hour: float | None = Field(None, ge=0, le=1000)
+    preemption_allowed: bool = Field(
+        False, description="running jobs may be requeued to free a node (their progress is lost)"
+    )
+    options: QueueOptions = Field(description="queue driver settings (driver = slurm, ...)")
+
+    @model_validator(mode="after")
+    def _rate(self) -> QueueConfig:
+        if self.pricing == "contract" and self.contract_rate_usd_per_gpu_hour is None:
+            raise ValueError("pricing = 'contract' needs contract_rate_usd_per_gpu_hour")
+        return self
+
+
+class GpuNodeConfig(_Strict):
+    """A GPU node that serves AI queues or mines as a preemptible job through its queue driver."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    node: str | None = Field(None, description="its name in the queue system; default: id")
+    gpus: int = Field(ge=1, le=1024)
+    queues: list[str] = Field(min_length=1, description="queue names it may serve")
+    pools: list[str] = Field(default_factory=list, description="pools its mining job may use")
+    mining_hashrate_ths: float = Field(gt=0, description="what its mining job hashes (TH/s)")
+    nominal_power_w: float = Field(gt=0, description="power with every GPU busy")
+    idle_power_w: float = Field(ge=0, description="power with no GPU busy (drained, idle)")
+
+    def devices(self) -> list[Device]:
+        """The one Device this entry describes (address = its name in the queue system)."""
+        return [
+            Device(
+                id=self.id,
+                kind=DeviceKind.GPU_NODE,
+                model=f"{self.gpus}xGPU",
+                driver="queue",
+                address=self.node or self.id,
+                port=0,
+                nominal_hashrate_hs=self.mining_hashrate_ths * TERA,
+                nominal_power_w=self.nominal_power_w,
+                sleep_power_w=self.idle_power_w,
+                pools=tuple(self.pools),
+                gpus=self.gpus,
+                queues=tuple(self.queues),
+            )
+        ]
+
+
 class WattmuxConfig(_Strict):
     """The whole configuration file."""
 
@@ -276,6 +337,33 @@ class WattmuxConfig(_Strict):
     devices: list[DeviceConfig] = Field(default_factory=list)
     device_ranges: list[DeviceRangeConfig] = Field(default_factory=list)
     market: list[MarketFeedConfig] = Field(default_factory=list)
+    queues: list[QueueConfig] = Field(default_factory=list)
+    gpu_nodes: list[GpuNodeConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _gpu_checks(self) -> WattmuxConfig:
+        queue_names = [q.name for q in self.queues]
+        errors = []
+        if len(set(queue_names)) != len(queue_names):
+            errors.append("queues: names must be unique")
+        pool_names = {p.name for p in self.pools}
+        for index, node in enumerate(self.gpu_nodes):
+            for queue in node.queues:
+                if queue not in queue_names:
+                    errors.append(f"gpu_nodes[{index}].queues: unknown queue {queue!r}")
+            for pool in node.pools:
+                if pool not in pool_names:
+                    errors.append(f"gpu_nodes[{index}].pools: unknown pool {pool!r}")
+            drivers = {
+                q.options.model_dump_json(exclude={"partition"})
+                for q in self.queues
+                if q.name in node.queues
+            }
+            if len(drivers) > 1:
+                errors.append(f"gpu_nodes[{index}].queues: all of a node's queues need one driver")
+        if errors:
+            raise ValueError("; ".join(errors[:20]))
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> WattmuxConfig:
@@ -308,6 +396,8 @@ class WattmuxConfig(_Strict):
         out: list[Device] = []
         for entry in (*self.devices, *self.device_ranges):
             out.extend(entry.devices())
+        for node in self.gpu_nodes:
+            out.extend(node.devices())
         return out
 
     def pool(self, name: str) -> PoolConfig:
@@ -351,7 +441,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("static", "ercot-replay", "cgminer"):
+        elif part in ("static", "ercot-replay", "cgminer", *QUEUE_DRIVERS):
             continue  # discriminator tags add nothing for the reader
         else:
             text += f".{part}" if text else str(part)

@@ -28,6 +28,7 @@ from scheduler.loop import ControlLoop
 from scheduler.metrics import Metrics
 from scheduler.model import Plan
 from scheduler.policies import create_policy
+from scheduler.queues import QueueNodeDriver, build_queues
 from scheduler.reconciler import Reconciler
 from scheduler.state import FleetState
 from scheduler.store import Store
@@ -109,7 +110,8 @@ class Daemon:
     async def run(self, stop: asyncio.Event, *, serve_api: bool = True) -> None:
         """Run until stop is set; the API listens while the loop runs."""
         config = self.config
-        drivers = self._drivers()
+        queues = build_queues(config, self.clock)
+        drivers: dict[str, CgminerDriver | QueueNodeDriver] = {**self._drivers(), **queues.per_node}
         with Store.open(config.store.path) as store:
             self.state.desired.update(
                 {d: w for d, w in store.desired().items() if d in self.state.devices}
@@ -128,12 +130,16 @@ class Daemon:
                     metrics=self.metrics,
                     poll_concurrency=config.control.poll_concurrency,
                     clock=self.clock,
+                    queues=queues.sources,
                 )
-                if serve_api:
-                    async with serve(create_app(self), config.api.host, config.api.port):
+                try:
+                    if serve_api:
+                        async with serve(create_app(self), config.api.host, config.api.port):
+                            await self._run_loop(stop)
+                    else:
                         await self._run_loop(stop)
-                else:
-                    await self._run_loop(stop)
+                finally:
+                    await queues.aclose()
 
     async def _run_loop(self, stop: asyncio.Event) -> None:
         assert self.loop is not None

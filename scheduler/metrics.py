@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from drivers.errors import DriverError
 from scheduler.economics import breakeven_usd_per_mwh, hashprice_usd_per_th_day
 from scheduler.exposition import DeviceExposition
+from scheduler.metrics_gpu import GpuQueueCollector
 from scheduler.model import MARKET_INPUTS, Device, MarketState, OutcomeStatus, Plan, WorkloadKind
 from scheduler.state import FleetState
 
@@ -215,6 +216,7 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.collector = FleetCollector(state, clock)
         self.registry.register(self.collector)
+        self.registry.register(GpuQueueCollector(state))
         self.decisions = Counter(
             "wattmux_decisions",
             "Assignment changes decided, by reason.",

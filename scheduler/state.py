@@ -16,6 +16,7 @@ from scheduler.model import (
     DeviceStatus,
     Event,
     MarketState,
+    QueueDemand,
     Reading,
     Sample,
     Snapshot,
@@ -39,6 +40,7 @@ class FleetState:
         self.market = MarketState()
         self.events: tuple[Event, ...] = ()
         self.desired: dict[str, Workload] = {}
+        self.queues: dict[str, QueueDemand] = {}
 
     def observe(self, sample: Sample) -> None:
         """Record a fresh sample; the device is reachable."""
@@ -57,6 +59,15 @@ class FleetState:
         if unknown:
             raise KeyError(f"unknown market inputs {sorted(unknown)}")
         self.market = dataclasses.replace(self.market, **readings)
+
+    def observe_queues(self, demands: Mapping[str, QueueDemand]) -> None:
+        """Record the latest demand of AI queues keyed by queue name."""
+        self.queues.update(demands)
+
+    def forget_queues(self, names: Iterable[str]) -> None:
+        """Drop the demand of queues that could not be read: unknown demand earns nothing."""
+        for name in names:
+            self.queues.pop(name, None)
 
     def set_events(self, events: Iterable[Event]) -> None:
         """Replace the set of known demand-response events."""
@@ -80,4 +91,5 @@ class FleetState:
             events=self.events,
             current=MappingProxyType({d: s.workload for d, s in samples.items()}),
             power_cap_w=self.power_cap_w,
+            queues=MappingProxyType(dict(self.queues)),
         )

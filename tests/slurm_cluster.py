@@ -167,7 +167,14 @@ class SlurmCluster:
 
     def sbatch(self, *args: str) -> str:
         """Submit a job; return its id."""
-        return self.command("sbatch", "--parsable", *args).strip().split(";")[0]
+        # Jobs write nothing into the working tree: output goes nowhere unless a test says where.
+        return (
+            self.command(
+                "sbatch", "--parsable", f"--chdir={self.directory}", "--output=/dev/null", *args
+            )
+            .strip()
+            .split(";")[0]
+        )
 
     def job_state(self, job_id: str) -> str:
         """The job's state (PENDING, RUNNING, ...), or '' once it has left squeue."""

@@ -101,24 +101,25 @@ def _decide(
         device, device.queues[0] if device.queues else "", economics, jobs, 0
     ).margin_usd_per_hour
     drain_share = cost.drain_seconds / horizon_seconds if horizon_seconds > 0 else 0.0
-    # (workload, value per hour over the horizon, switching cost, drain seconds, new AI GPUs)
-    options: list[tuple[Workload, float, float, float, int]] = []
+    # (workload, value per hour over the horizon, switching cost, drain seconds, new AI GPUs,
+    #  margin once switched): equal values go to the better margin once switched, then to current.
+    options: list[tuple[Workload, float, float, float, int, float]] = []
     for queue in device.queues:
         new = _new_gpus(device, jobs, queue, remaining)
         if queue_rate_usd_per_gpu_hour(economics, queue) is None:
             new = 0
         margin = ai_option_economics(device, queue, economics, jobs, new).margin_usd_per_hour
-        options.append((Workload.ai(queue), margin, 0.0, 0.0, new))
+        options.append((Workload.ai(queue), margin, 0.0, 0.0, new, margin))
     for workload in (*(Workload.mine(pool) for pool in device.pools), Workload.sleep()):
         steady = option_economics(device, workload, economics).margin_usd_per_hour
         if jobs:
             value = drain_share * running_margin + (1 - drain_share) * steady
             value -= cost.lost_progress_usd / horizon_h if horizon_h > 0 else 0.0
-            options.append((workload, value, cost.lost_progress_usd, cost.drain_seconds, 0))
+            options.append((workload, value, cost.lost_progress_usd, cost.drain_seconds, 0, steady))
         else:
-            options.append((workload, steady, 0.0, 0.0, 0))
-    best = max(options, key=lambda o: (o[1], o[0] == current))
-    workload, value, lost_usd, drain_s, new = best
+            options.append((workload, steady, 0.0, 0.0, 0, steady))
+    best = max(options, key=lambda o: (round(o[1], 9), round(o[5], 9), o[0] == current))
+    workload, value, lost_usd, drain_s, new, _ = best
     if workload.kind is WorkloadKind.AI and new == 0 and jobs:
         # Would leaving have won but for the progress a preemption loses?
         unpenalised = max(options, key=lambda o: o[1] + (o[2] / horizon_h if horizon_h else 0.0))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from drivers.errors import Fatal, MalformedReply, Rejected
+from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from drivers.queues.slurm import SlurmOptions, SlurmQueue, SlurmQueueSpec
 from drivers.queues.slurm_cli import SlurmCli, gpus_in, parse_records, parse_squeue_json
 from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
@@ -177,3 +177,15 @@ async def test_unknown_queue_and_off_are_rejected(slurm: SlurmCluster) -> None:
         await queue.apply(node, Workload.ai("inference"))
     with pytest.raises(Rejected, match="powered off"):
         await queue.apply(node, Workload.off())
+
+
+async def test_client_failures_are_classified() -> None:
+    cli = SlurmCli("slurm", timeout_seconds=0.3)
+    with pytest.raises(Unavailable, match="Unable to contact"):
+        await cli.run(
+            "sh", "-c", "echo 'Unable to contact slurm controller (connect failure)' >&2; exit 1"
+        )
+    with pytest.raises(Rejected, match="Invalid job id"):
+        await cli.run("sh", "-c", "echo 'scancel: error: Invalid job id specified' >&2; exit 1")
+    with pytest.raises(Timeout, match="no answer"):
+        await cli.run("sleep", "5")
