@@ -110,6 +110,9 @@ class GuardConfig(_Strict):
     stale_action: Literal["sleep", "hold"] = Field(
         "sleep", description="what to do when the power price is stale or missing"
     )
+    ramp_kw_per_minute: float | None = Field(
+        None, gt=0, description="most kW switched in any 60 s (safety and DR exempt); none: no limit"
+    )
 
 
 class StoreConfig(_Strict):

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from scheduler.config import PolicyConfig
 from scheduler.economics import MarketEconomics, market_economics
-from scheduler.model import TERA, Assignment, Device, Event, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.limits import site_limit_w
+from scheduler.model import TERA, Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
 
 REASON_BELOW = "price_below_breakeven"
 REASON_ABOVE = "price_above_breakeven"
@@ -41,34 +42,6 @@ HOURS_PER_DAY = 24.0
 # Sites this small get an exact knapsack (DP over power in EXACT_UNIT_W steps, rounded up).
 EXACT_MAX_DEVICES = 24
 EXACT_UNIT_W = 100.0
-
-
-def active_events(events: Iterable[Event], snapshot: Snapshot) -> list[Event]:
-    """The demand-response events in force at the snapshot's wall time."""
-    return [e for e in events if e.start <= snapshot.wall < e.end]
-
-
-def site_limit_w(snapshot: Snapshot) -> tuple[float | None, bool]:
-    """The power limit in force (cap and DR events) and whether a DR event sets it.
-
-    ``target_kw`` caps the site; ``reduction_kw`` takes that much off the site's
-    nominal full power (every device mining at stock).
-    """
-    limit = snapshot.power_cap_w
-    from_dr = False
-    nominal_w: float | None = None
-    for event in active_events(snapshot.events, snapshot):
-        candidates: list[float] = []
-        if event.target_kw is not None:
-            candidates.append(event.target_kw * 1000.0)
-        if event.reduction_kw is not None:
-            if nominal_w is None:
-                nominal_w = sum(d.nominal_power_w for d in snapshot.devices.values())
-            candidates.append(max(0.0, nominal_w - event.reduction_kw * 1000.0))
-        for value in candidates:
-            if limit is None or value < limit:
-                limit, from_dr = value, True
-    return limit, from_dr
 
 
 @dataclass(slots=True)
