@@ -304,10 +304,12 @@ def simulate_policy(
         lost_revenue = 0.0
         switches = 0
         for assignment in plan.assignments:
-            device = device_map.get(assignment.device_id)
             new = assignment.workload
             old = current.get(assignment.device_id)
-            if device is None or old is None or new == old or new.kind is WorkloadKind.AI:
+            if new is old or old is None or new == old or new.kind is WorkloadKind.AI:
+                continue
+            device = device_map.get(assignment.device_id)
+            if device is None:
                 continue
             switches += 1
             hashrate_ths += _hashrate_ths(device, new) - _hashrate_ths(device, old)

@@ -91,6 +91,10 @@ class MaxMarginPolicy:
         self.sleep_band_usd_per_mwh = sleep_band_usd_per_mwh
         self.wake_band_usd_per_mwh = wake_band_usd_per_mwh
         self.power_levels = tuple(sorted(set(power_levels)))
+        # id(device) -> (device, its facts): a memo only, checked by identity; results never depend on it.
+        self._static_keys: dict[int, tuple[Device, int]] = {}
+        self._facts_index: dict[tuple[object, ...], int] = {}
+        self._workloads: dict[tuple[str | None, float], Workload] = {}
 
     @classmethod
     def from_config(cls, config: PolicyConfig) -> MaxMarginPolicy:
@@ -131,13 +135,49 @@ class MaxMarginPolicy:
         return Plan(created_at=snapshot.now, assignments=tuple(assignments))
 
     def _classes(self, snapshot: Snapshot, economics: MarketEconomics) -> list[_Class]:
-        groups: dict[tuple[object, ...], _Class] = {}
-        keys: dict[tuple[object, ...], tuple[Device, Workload | None, str]] = {}
-        current_of = snapshot.current
+        """Group devices with the same facts, pools and current workload."""
+        groups: dict[tuple[int, tuple[object, ...]], _Class] = {}
+        firsts: dict[tuple[int, tuple[object, ...]], tuple[Device, Workload | None]] = {}
+        static = self._static_keys
+        facts_index = self._facts_index
+        if len(static) > 2 * len(snapshot.devices) + 1024:
+            static.clear()  # the fleet changed: drop entries of devices that are gone
+            facts_index.clear()
+        current_get = snapshot.current.get
+        workload_keys: dict[int, tuple[object, ...]] = {}  # id(workload) -> its value, this call
         for device in snapshot.devices.values():
+            entry = static.get(id(device))
+            if entry is None or entry[0] is not device:
+                facts = (
+                    device.nominal_power_w,
+                    device.nominal_hashrate_hs,
+                    device.sleep_power_w,
+                    device.pools,
+                )
+                index = facts_index.setdefault(facts, len(facts_index))
+                entry = static[id(device)] = (device, index)
             if not device.pools:
                 continue
-            current = current_of.get(device.id)
+            current = current_get(device.id)
+            value = workload_keys.get(id(current))
+            if value is None:
+                value = (
+                    ()
+                    if current is None
+                    else (current.kind, current.pool, current.power_level, current.queue)
+                )
+                if (
+                    len(workload_keys) < 256
+                ):  # shared objects (a plan's own) hit; distinct ones skip
+                    workload_keys[id(current)] = value
+            key = (entry[1], value)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Class()
+                firsts[key] = (device, current)
+            group.device_ids.append(device.id)
+        for key, group in groups.items():
+            device, current = firsts[key]
             pool = (
                 current.pool
                 if current is not None
@@ -145,20 +185,6 @@ class MaxMarginPolicy:
                 and current.pool in device.pools
                 else device.pools[0]
             )
-            key = (
-                device.nominal_power_w,
-                device.nominal_hashrate_hs,
-                device.sleep_power_w,
-                pool,
-                current,
-            )
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = _Class()
-                keys[key] = (device, current, pool)
-            group.device_ids.append(device.id)
-        for class_key, group in groups.items():
-            device, current, pool = keys[class_key]
             group.options = self._options(device, current, pool, economics)
         return list(groups.values())
 
@@ -172,11 +198,13 @@ class MaxMarginPolicy:
         )
         running = current is not None and current.is_running
         sleep_margin = -device.sleep_power_w / 1e6 * price
-        options = [_Option(Workload.sleep(), device.sleep_power_w, sleep_margin, sleep_margin)]
+        options = [
+            _Option(self._workload(None, 0.0), device.sleep_power_w, sleep_margin, sleep_margin)
+        ]
         for level in self.power_levels:
             power_w = device.nominal_power_w * level
             margin = revenue_per_level * level - power_w / 1e6 * price
-            options.append(_Option(Workload.mine(pool, level), power_w, margin, margin))
+            options.append(_Option(self._workload(pool, level), power_w, margin, margin))
         if current is None:
             return options
         breakeven = revenue_per_level / device.nominal_power_w * 1e6
@@ -194,6 +222,16 @@ class MaxMarginPolicy:
             )
             option.score_usd_per_hour -= band * swing_w / 1e6
         return options
+
+    def _workload(self, pool: str | None, level: float) -> Workload:
+        """The same immutable Workload object each call (sleep when pool is None): cheap to compare."""
+        key = (pool, level)
+        workload = self._workloads.get(key)
+        if workload is None:
+            workload = Workload.sleep() if pool is None else Workload.mine(pool, level)
+            if len(self._workloads) < 4096:
+                self._workloads[key] = workload
+        return workload
 
     @staticmethod
     def _solve(classes: list[_Class], limit_w: float | None) -> list[list[int]]:
