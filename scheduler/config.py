@@ -127,6 +127,10 @@ class PolicyConfig(_Strict):
         description="max-margin: relative mining power levels a device may be set to",
     )
 
+    pool_fees: dict[str, float] = Field(
+        default_factory=dict,
+        description="max-margin: fee per pool name (fraction); others pay [economics] pool_fee",
+    )
     schedule: list[ScheduleWindowConfig] = Field(
         default_factory=list, description="schedule policy: time-of-use windows"
     )
@@ -136,6 +140,14 @@ class PolicyConfig(_Strict):
     schedule_timezone: str | None = Field(
         None, description="zone of the schedule windows; default: [site] timezone"
     )
+
+    @field_validator("pool_fees")
+    @classmethod
+    def _fees_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: fee for name, fee in value.items() if not 0.0 <= fee < 1.0}
+        if bad:
+            raise ValueError(f"pool fees must be in [0, 1), got {bad}")
+        return value
 
     @field_validator("schedule_timezone")
     @classmethod

@@ -225,6 +225,7 @@ class Snapshot:
     events: tuple[Event, ...] = ()
     current: Mapping[str, Workload] = field(default_factory=dict)
     power_cap_w: float | None = None
+    pools_up: Mapping[str, bool] = field(default_factory=dict)  # pool name -> reachable; absent: up
 
     def market_age(self, name: str) -> float | None:
         """Age in seconds of one market input (see MARKET_INPUTS)."""

@@ -39,6 +39,11 @@ class FleetState:
         self.market = MarketState()
         self.events: tuple[Event, ...] = ()
         self.desired: dict[str, Workload] = {}
+        self.pools_up: dict[str, bool] = {}
+
+    def set_pool_up(self, pool: str, up: bool) -> None:
+        """Record whether a mining pool is reachable (policies fail over from pools that are down)."""
+        self.pools_up[pool] = up
 
     def observe(self, sample: Sample) -> None:
         """Record a fresh sample; the device is reachable."""
@@ -80,4 +85,5 @@ class FleetState:
             events=self.events,
             current=MappingProxyType({d: s.workload for d, s in samples.items()}),
             power_cap_w=self.power_cap_w,
+            pools_up=MappingProxyType(dict(self.pools_up)),
         )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.config import PolicyConfig
@@ -38,6 +38,9 @@ REASON_ABOVE = "price_above_breakeven"
 REASON_BAND = "within_hysteresis"
 REASON_CAP = "power_cap"
 REASON_DR = "dr_event"
+REASON_POOL_DOWN = "pool_down"
+REASON_POOLS_DOWN = "pools_down"
+REASON_POOL_FEE = "lower_pool_fee"
 HOURS_PER_DAY = 24.0
 # Sites this small get an exact knapsack (DP over power in EXACT_UNIT_W steps, rounded up).
 EXACT_MAX_DEVICES = 24
@@ -60,6 +63,7 @@ class _Class:
 
     device_ids: list[str] = field(default_factory=list)
     options: list[_Option] = field(default_factory=list)
+    pool_reason: str | None = None  # why mining options use another pool than the current one
 
 
 class MaxMarginPolicy:
@@ -75,6 +79,7 @@ class MaxMarginPolicy:
         power_levels: Sequence[float] = (1.0,),
         sleep_band_fraction: float = 0.14,
         wake_band_fraction: float = 0.06,
+        pool_fees: Mapping[str, float] | None = None,
     ) -> None:
         bands = (
             sleep_band_usd_per_mwh,
@@ -84,6 +89,7 @@ class MaxMarginPolicy:
         )
         if min(bands) < 0:
             raise ValueError("bands must be >= 0")
+        self.pool_fees = dict(pool_fees or {})
         self.sleep_band_fraction = sleep_band_fraction
         self.wake_band_fraction = wake_band_fraction
         if not power_levels or any(not 0.0 < level <= 1.5 for level in power_levels):
@@ -105,6 +111,7 @@ class MaxMarginPolicy:
             power_levels=config.power_levels,
             sleep_band_fraction=config.sleep_band_fraction,
             wake_band_fraction=config.wake_band_fraction,
+            pool_fees=config.pool_fees,
         )
 
     def plan(self, snapshot: Snapshot) -> Plan:
@@ -178,30 +185,64 @@ class MaxMarginPolicy:
             group.device_ids.append(device.id)
         for key, group in groups.items():
             device, current = firsts[key]
-            pool = (
-                current.pool
-                if current is not None
-                and current.kind is WorkloadKind.MINE
-                and current.pool in device.pools
-                else device.pools[0]
-            )
-            group.options = self._options(device, current, pool, economics)
+            pool, fee_factor, group.pool_reason = self._pool_choice(device, current, snapshot)
+            group.options = self._options(device, current, pool, fee_factor, economics)
         return list(groups.values())
 
+    def _pool_choice(
+        self, device: Device, current: Workload | None, snapshot: Snapshot
+    ) -> tuple[str | None, float, str | None]:
+        """(pool, revenue factor of its fee, reason for a change): lowest fee among pools that are up.
+
+        Ties keep the current pool, then the configured order.  None when every pool is down.
+        """
+        current_pool = (
+            current.pool if current is not None and current.kind is WorkloadKind.MINE else None
+        )
+        up = [p for p in device.pools if snapshot.pools_up.get(p, True)]
+        if not up:
+            return None, 1.0, REASON_POOLS_DOWN
+        default_fee = snapshot.pool_fee
+
+        def rank(pool: str) -> tuple[float, int, int]:
+            return (
+                self.pool_fees.get(pool, default_fee),
+                pool != current_pool,
+                device.pools.index(pool),
+            )
+
+        pool = min(up, key=rank)
+        fee = self.pool_fees.get(pool, default_fee)
+        factor = (1.0 - fee) / (1.0 - default_fee)
+        if current_pool is None or pool == current_pool:
+            return pool, factor, None
+        if current_pool not in up:
+            return pool, factor, REASON_POOL_DOWN
+        return pool, factor, REASON_POOL_FEE
+
     def _options(
-        self, device: Device, current: Workload | None, pool: str, economics: MarketEconomics
+        self,
+        device: Device,
+        current: Workload | None,
+        pool: str | None,
+        fee_factor: float,
+        economics: MarketEconomics,
     ) -> list[_Option]:
-        """Sleep first, then mining levels by rising power; scores carry the switching bands."""
+        """Sleep first, then mining levels by rising power (none without a pool); scores carry the bands."""
         price = economics.power_price_usd_per_mwh
         revenue_per_level = (
-            device.nominal_hashrate_hs / TERA * economics.hashprice_usd_per_th_day / HOURS_PER_DAY
+            device.nominal_hashrate_hs
+            / TERA
+            * economics.hashprice_usd_per_th_day
+            / HOURS_PER_DAY
+            * fee_factor
         )
         running = current is not None and current.is_running
         sleep_margin = -device.sleep_power_w / 1e6 * price
         options = [
             _Option(self._workload(None, 0.0), device.sleep_power_w, sleep_margin, sleep_margin)
         ]
-        for level in self.power_levels:
+        for level in self.power_levels if pool is not None else ():
             power_w = device.nominal_power_w * level
             margin = revenue_per_level * level - power_w / 1e6 * price
             options.append(_Option(self._workload(pool, level), power_w, margin, margin))
@@ -255,9 +296,13 @@ class MaxMarginPolicy:
         if index != best_free and cls.options[best_free].power_w > option.power_w:
             return limited_reason
         best_real = max(range(len(cls.options)), key=lambda i: cls.options[i].margin_usd_per_hour)
+        if cls.pool_reason == REASON_POOLS_DOWN:
+            return REASON_POOLS_DOWN
         if index != best_real:
             return REASON_BAND
-        return REASON_ABOVE if option.workload.kind is WorkloadKind.SLEEP else REASON_BELOW
+        if option.workload.kind is WorkloadKind.SLEEP:
+            return REASON_ABOVE
+        return cls.pool_reason or REASON_BELOW
 
 
 def _rank(option: _Option) -> tuple[float, float]:
