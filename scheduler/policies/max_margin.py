@@ -97,9 +97,11 @@ class MaxMarginPolicy:
         self.sleep_band_usd_per_mwh = sleep_band_usd_per_mwh
         self.wake_band_usd_per_mwh = wake_band_usd_per_mwh
         self.power_levels = tuple(sorted(set(power_levels)))
-        # id(device) -> (device, its facts): a memo only, checked by identity; results never depend on it.
-        self._static_keys: dict[int, tuple[Device, int]] = {}
+        # Memo of id(device) -> index of its facts (-1: no pools).  _alive holds every device
+        # it has seen, so an id in it can never be reused by another object.
+        self._facts_of: dict[int, int] = {}
         self._facts_index: dict[tuple[object, ...], int] = {}
+        self._alive: list[Device] = []
         self._workloads: dict[tuple[str | None, float], Workload] = {}
 
     @classmethod
@@ -143,41 +145,32 @@ class MaxMarginPolicy:
 
     def _classes(self, snapshot: Snapshot, economics: MarketEconomics) -> list[_Class]:
         """Group devices with the same facts, pools and current workload."""
-        groups: dict[tuple[int, tuple[object, ...]], _Class] = {}
-        firsts: dict[tuple[int, tuple[object, ...]], tuple[Device, Workload | None]] = {}
-        static = self._static_keys
-        facts_index = self._facts_index
-        if len(static) > 2 * len(snapshot.devices) + 1024:
-            static.clear()  # the fleet changed: drop entries of devices that are gone
-            facts_index.clear()
+        groups: dict[tuple[int, int], _Class] = {}
+        firsts: dict[tuple[int, int], tuple[Device, Workload | None]] = {}
+        facts_of = self._facts_of
+        if len(facts_of) > 2 * len(snapshot.devices) + 1024:
+            self._forget()  # the fleet changed: drop entries of devices that are gone
         current_get = snapshot.current.get
-        workload_keys: dict[int, tuple[object, ...]] = {}  # id(workload) -> its value, this call
+        workload_ids: dict[int, int] = {}  # id(workload) -> index of its value, this call only
+        workload_values: dict[tuple[object, ...], int] = {}
         for device in snapshot.devices.values():
-            entry = static.get(id(device))
-            if entry is None or entry[0] is not device:
-                facts = (
-                    device.nominal_power_w,
-                    device.nominal_hashrate_hs,
-                    device.sleep_power_w,
-                    device.pools,
-                )
-                index = facts_index.setdefault(facts, len(facts_index))
-                entry = static[id(device)] = (device, index)
-            if not device.pools:
-                continue
+            index = facts_of.get(id(device))
+            if index is None:
+                index = self._remember(device)
+            if index < 0:
+                continue  # no pools: nothing to decide
             current = current_get(device.id)
-            value = workload_keys.get(id(current))
-            if value is None:
+            value_index = workload_ids.get(id(current))
+            if value_index is None:
                 value = (
                     ()
                     if current is None
                     else (current.kind, current.pool, current.power_level, current.queue)
                 )
-                if (
-                    len(workload_keys) < 256
-                ):  # shared objects (a plan's own) hit; distinct ones skip
-                    workload_keys[id(current)] = value
-            key = (entry[1], value)
+                value_index = workload_values.setdefault(value, len(workload_values))
+                if len(workload_ids) < 256:  # shared objects (a plan's own) hit; others skip
+                    workload_ids[id(current)] = value_index
+            key = (index, value_index)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Class()
@@ -188,6 +181,24 @@ class MaxMarginPolicy:
             pool, fee_factor, group.pool_reason = self._pool_choice(device, current, snapshot)
             group.options = self._options(device, current, pool, fee_factor, economics)
         return list(groups.values())
+
+    def _remember(self, device: Device) -> int:
+        """Index of the device's facts (power, hash rate, sleep power, pools); -1 without pools."""
+        facts = (
+            device.nominal_power_w,
+            device.nominal_hashrate_hs,
+            device.sleep_power_w,
+            device.pools,
+        )
+        index = self._facts_index.setdefault(facts, len(self._facts_index)) if device.pools else -1
+        self._facts_of[id(device)] = index
+        self._alive.append(device)
+        return index
+
+    def _forget(self) -> None:
+        self._facts_of.clear()
+        self._facts_index.clear()
+        self._alive.clear()
 
     def _pool_choice(
         self, device: Device, current: Workload | None, snapshot: Snapshot
