@@ -164,8 +164,8 @@ class MaxMarginPolicy:
             if value_index is None:
                 value = (
                     ()
-                    if current is None
-                    else (current.kind, current.pool, current.power_level, current.queue)
+                    if current is None  # id(kind): enum members are singletons, hashed in C
+                    else (id(current.kind), current.pool, current.power_level, current.queue)
                 )
                 value_index = workload_values.setdefault(value, len(workload_values))
                 if len(workload_ids) < 256:  # shared objects (a plan's own) hit; others skip
