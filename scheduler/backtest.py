@@ -31,7 +31,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -304,10 +303,12 @@ def simulate_policy(
         lost_revenue = 0.0
         switches = 0
         for assignment in plan.assignments:
-            device = device_map.get(assignment.device_id)
             new = assignment.workload
             old = current.get(assignment.device_id)
-            if device is None or old is None or new == old or new.kind is WorkloadKind.AI:
+            if new is old or old is None or new == old or new.kind is WorkloadKind.AI:
+                continue
+            device = device_map.get(assignment.device_id)
+            if device is None:
                 continue
             switches += 1
             hashrate_ths += _hashrate_ths(device, new) - _hashrate_ths(device, old)
@@ -513,44 +514,3 @@ def run_backtest(
         cap_violations=violations,
         breakeven_series=breakeven_series,
     )
-
-
-class PlotUnavailableError(RuntimeError):
-    """matplotlib is not installed (``pip install 'wattmux[plot]'``)."""
-
-
-def write_plot(report: BacktestReport, path: str | Path) -> None:
-    """PNG: price and break-even, site power, cumulative margin of the policy and baselines."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise PlotUnavailableError(
-            "--plot needs matplotlib, which is not installed: pip install 'wattmux[plot]'"
-        ) from exc
-    times = [interval.start for interval in report.trace.intervals]
-    figure, (price_ax, power_ax, margin_ax) = plt.subplots(3, 1, figsize=(12, 9), sharex=True)
-    price_ax.plot(
-        times, [i.rtm_usd_per_mwh for i in report.trace.intervals], lw=0.6, label="real-time price"
-    )
-    for model, series in report.breakeven_series.items():
-        price_ax.plot(times, series, lw=1.0, ls="--", label=f"break-even {model}")
-    price_ax.set_yscale("symlog", linthresh=100)
-    price_ax.set_ylabel("USD/MWh")
-    price_ax.legend(loc="upper left", fontsize=8)
-    power_ax.plot(
-        times, report.policy.power_series_kw, lw=0.6, label=f"{report.policy_name} site power"
-    )
-    power_ax.set_ylabel("kW")
-    power_ax.legend(loc="upper left", fontsize=8)
-    for result in (report.policy, report.always_on, report.naive, report.optimum):
-        label = report.policy_name if result is report.policy else result.name
-        margin_ax.plot(times, result.margin_series_usd, lw=1.0, label=label)
-    margin_ax.set_ylabel("cumulative margin, USD")
-    margin_ax.legend(loc="upper left", fontsize=8)
-    figure.suptitle(f"wattmux backtest: {report.policy_name}, info={report.info}")
-    figure.tight_layout()
-    figure.savefig(str(path), dpi=110)
-    plt.close(figure)

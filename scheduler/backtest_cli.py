@@ -15,12 +15,11 @@ from scheduler.backtest import (
     INFO_MODELS,
     BacktestError,
     BacktestReport,
-    PlotUnavailableError,
     SwitchingCosts,
     load_trace,
     run_backtest,
-    write_plot,
 )
+from scheduler.backtest_plot import PlotUnavailableError, write_plot
 from scheduler.config import ConfigError, load_config
 from scheduler.policies import UnknownPolicyError, create_policy
 

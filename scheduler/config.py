@@ -67,6 +67,45 @@ class EconomicsConfig(_Strict):
     pool_fee: float = Field(0.02, ge=0, lt=1, description="pool fee as a fraction (0.02 = 2%)")
 
 
+class ScheduleWindowConfig(_Strict):
+    """A recurring local-time window: sleep through it, or add a tariff charge to the power price."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="window name")
+    start: str = Field(description="local start HH:MM")
+    end: str = Field(description="local end HH:MM (before start: the window runs past midnight)")
+    weekdays: list[int] = Field(
+        default_factory=lambda: list(range(7)), description="0 = Monday ... 6 = Sunday"
+    )
+    months: list[int] = Field(default_factory=lambda: list(range(1, 13)), description="1..12")
+    action: Literal["sleep", "adder"] = Field("sleep", description="sleep, or add a charge")
+    adder_usd_per_mwh: float = Field(
+        0.0, ge=-1000, le=10_000, description="added to the power price in the window (adder)"
+    )
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        try:
+            datetime.strptime(value, "%H:%M")
+        except ValueError:
+            raise ValueError(f"expected HH:MM, got {value!r}") from None
+        return value
+
+    @field_validator("weekdays")
+    @classmethod
+    def _weekdays(cls, value: list[int]) -> list[int]:
+        if not value or any(not 0 <= day <= 6 for day in value):
+            raise ValueError(f"weekdays must be 0 (Monday) .. 6 (Sunday), got {value}")
+        return value
+
+    @field_validator("months")
+    @classmethod
+    def _months(cls, value: list[int]) -> list[int]:
+        if not value or any(not 1 <= month <= 12 for month in value):
+            raise ValueError(f"months must be 1..12, got {value}")
+        return value
+
+
 class PolicyConfig(_Strict):
     """Which policy decides and its knobs."""
 
@@ -92,6 +131,38 @@ class PolicyConfig(_Strict):
         description="max-margin: relative mining power levels a device may be set to",
     )
 
+    pool_fees: dict[str, float] = Field(
+        default_factory=dict,
+        description="max-margin: fee per pool name (fraction); others pay [economics] pool_fee",
+    )
+    schedule: list[ScheduleWindowConfig] = Field(
+        default_factory=list, description="schedule policy: time-of-use windows"
+    )
+    ercot_4cp: bool = Field(
+        False, description="schedule policy: sleep in ERCOT 4CP windows (Jun-Sep weekdays)"
+    )
+    schedule_timezone: str | None = Field(
+        None, description="zone of the schedule windows; default: [site] timezone"
+    )
+
+    @field_validator("pool_fees")
+    @classmethod
+    def _fees_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: fee for name, fee in value.items() if not 0.0 <= fee < 1.0}
+        if bad:
+            raise ValueError(f"pool fees must be in [0, 1), got {bad}")
+        return value
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _schedule_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
     @field_validator("power_levels")
     @classmethod
     def _levels_in_range(cls, value: list[float]) -> list[float]:
@@ -113,6 +184,11 @@ class GuardConfig(_Strict):
     )
     stale_action: Literal["sleep", "hold"] = Field(
         "sleep", description="what to do when the power price is stale or missing"
+    )
+    ramp_kw_per_minute: float | None = Field(
+        None,
+        gt=0,
+        description="most kW switched in any 60 s (safety and DR exempt); none: no limit",
     )
 
 
@@ -389,6 +465,12 @@ class WattmuxConfig(_Strict):
             errors.append("no devices: add [[devices]] or [[device_ranges]]")
         if errors:
             raise ValueError("; ".join(errors[:20]))
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_zone_from_site(self) -> WattmuxConfig:
+        if self.policy.schedule_timezone is None:
+            self.policy.schedule_timezone = self.site.timezone
         return self
 
     def all_devices(self) -> list[Device]:

@@ -255,6 +255,7 @@ class Snapshot:
     current: Mapping[str, Workload] = field(default_factory=dict)
     power_cap_w: float | None = None
     queues: Mapping[str, QueueDemand] = field(default_factory=dict)
+    pools_up: Mapping[str, bool] = field(default_factory=dict)  # pool name -> reachable; absent: up
 
     def market_age(self, name: str) -> float | None:
         """Age in seconds of one market input (see MARKET_INPUTS)."""

@@ -41,6 +41,11 @@ class FleetState:
         self.events: tuple[Event, ...] = ()
         self.desired: dict[str, Workload] = {}
         self.queues: dict[str, QueueDemand] = {}
+        self.pools_up: dict[str, bool] = {}
+
+    def set_pool_up(self, pool: str, up: bool) -> None:
+        """Record whether a mining pool is reachable (policies fail over from pools that are down)."""
+        self.pools_up[pool] = up
 
     def observe(self, sample: Sample) -> None:
         """Record a fresh sample; the device is reachable."""
@@ -92,4 +97,5 @@ class FleetState:
             current=MappingProxyType({d: s.workload for d, s in samples.items()}),
             power_cap_w=self.power_cap_w,
             queues=MappingProxyType(dict(self.queues)),
+            pools_up=MappingProxyType(dict(self.pools_up)),
         )

@@ -25,50 +25,26 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.config import PolicyConfig
 from scheduler.economics import MarketEconomics, market_economics
-from scheduler.model import TERA, Assignment, Device, Event, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.limits import site_limit_w
+from scheduler.model import TERA, Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
 
 REASON_BELOW = "price_below_breakeven"
 REASON_ABOVE = "price_above_breakeven"
 REASON_BAND = "within_hysteresis"
 REASON_CAP = "power_cap"
 REASON_DR = "dr_event"
+REASON_POOL_DOWN = "pool_down"
+REASON_POOLS_DOWN = "pools_down"
+REASON_POOL_FEE = "lower_pool_fee"
 HOURS_PER_DAY = 24.0
 # Sites this small get an exact knapsack (DP over power in EXACT_UNIT_W steps, rounded up).
 EXACT_MAX_DEVICES = 24
 EXACT_UNIT_W = 100.0
-
-
-def active_events(events: Iterable[Event], snapshot: Snapshot) -> list[Event]:
-    """The demand-response events in force at the snapshot's wall time."""
-    return [e for e in events if e.start <= snapshot.wall < e.end]
-
-
-def site_limit_w(snapshot: Snapshot) -> tuple[float | None, bool]:
-    """The power limit in force (cap and DR events) and whether a DR event sets it.
-
-    ``target_kw`` caps the site; ``reduction_kw`` takes that much off the site's
-    nominal full power (every device mining at stock).
-    """
-    limit = snapshot.power_cap_w
-    from_dr = False
-    nominal_w: float | None = None
-    for event in active_events(snapshot.events, snapshot):
-        candidates: list[float] = []
-        if event.target_kw is not None:
-            candidates.append(event.target_kw * 1000.0)
-        if event.reduction_kw is not None:
-            if nominal_w is None:
-                nominal_w = sum(d.nominal_power_w for d in snapshot.devices.values())
-            candidates.append(max(0.0, nominal_w - event.reduction_kw * 1000.0))
-        for value in candidates:
-            if limit is None or value < limit:
-                limit, from_dr = value, True
-    return limit, from_dr
 
 
 @dataclass(slots=True)
@@ -87,6 +63,7 @@ class _Class:
 
     device_ids: list[str] = field(default_factory=list)
     options: list[_Option] = field(default_factory=list)
+    pool_reason: str | None = None  # why mining options use another pool than the current one
 
 
 class MaxMarginPolicy:
@@ -102,6 +79,7 @@ class MaxMarginPolicy:
         power_levels: Sequence[float] = (1.0,),
         sleep_band_fraction: float = 0.14,
         wake_band_fraction: float = 0.06,
+        pool_fees: Mapping[str, float] | None = None,
     ) -> None:
         bands = (
             sleep_band_usd_per_mwh,
@@ -111,6 +89,7 @@ class MaxMarginPolicy:
         )
         if min(bands) < 0:
             raise ValueError("bands must be >= 0")
+        self.pool_fees = dict(pool_fees or {})
         self.sleep_band_fraction = sleep_band_fraction
         self.wake_band_fraction = wake_band_fraction
         if not power_levels or any(not 0.0 < level <= 1.5 for level in power_levels):
@@ -118,6 +97,12 @@ class MaxMarginPolicy:
         self.sleep_band_usd_per_mwh = sleep_band_usd_per_mwh
         self.wake_band_usd_per_mwh = wake_band_usd_per_mwh
         self.power_levels = tuple(sorted(set(power_levels)))
+        # Memo of id(device) -> index of its facts (-1: no pools).  _alive holds every device
+        # it has seen, so an id in it can never be reused by another object.
+        self._facts_of: dict[int, int] = {}
+        self._facts_index: dict[tuple[object, ...], int] = {}
+        self._alive: list[Device] = []
+        self._workloads: dict[tuple[str | None, float], Workload] = {}
 
     @classmethod
     def from_config(cls, config: PolicyConfig) -> MaxMarginPolicy:
@@ -128,6 +113,7 @@ class MaxMarginPolicy:
             power_levels=config.power_levels,
             sleep_band_fraction=config.sleep_band_fraction,
             wake_band_fraction=config.wake_band_fraction,
+            pool_fees=config.pool_fees,
         )
 
     def plan(self, snapshot: Snapshot) -> Plan:
@@ -158,52 +144,119 @@ class MaxMarginPolicy:
         return Plan(created_at=snapshot.now, assignments=tuple(assignments))
 
     def _classes(self, snapshot: Snapshot, economics: MarketEconomics) -> list[_Class]:
-        groups: dict[tuple[object, ...], _Class] = {}
-        keys: dict[tuple[object, ...], tuple[Device, Workload | None, str]] = {}
-        current_of = snapshot.current
+        """Group devices with the same facts, pools and current workload."""
+        groups: dict[tuple[int, int], _Class] = {}
+        firsts: dict[tuple[int, int], tuple[Device, Workload | None]] = {}
+        facts_of = self._facts_of
+        if len(facts_of) > 2 * len(snapshot.devices) + 1024:
+            self._forget()  # the fleet changed: drop entries of devices that are gone
+        current_get = snapshot.current.get
+        workload_ids: dict[int, int] = {}  # id(workload) -> index of its value, this call only
+        workload_values: dict[tuple[object, ...], int] = {}
         for device in snapshot.devices.values():
-            if not device.pools:
-                continue
-            current = current_of.get(device.id)
-            pool = (
-                current.pool
-                if current is not None
-                and current.kind is WorkloadKind.MINE
-                and current.pool in device.pools
-                else device.pools[0]
-            )
-            key = (
-                device.nominal_power_w,
-                device.nominal_hashrate_hs,
-                device.sleep_power_w,
-                pool,
-                current,
-            )
+            index = facts_of.get(id(device))
+            if index is None:
+                index = self._remember(device)
+            if index < 0:
+                continue  # no pools: nothing to decide
+            current = current_get(device.id)
+            value_index = workload_ids.get(id(current))
+            if value_index is None:
+                value = (
+                    ()
+                    if current is None  # id(kind): enum members are singletons, hashed in C
+                    else (id(current.kind), current.pool, current.power_level, current.queue)
+                )
+                value_index = workload_values.setdefault(value, len(workload_values))
+                if len(workload_ids) < 256:  # shared objects (a plan's own) hit; others skip
+                    workload_ids[id(current)] = value_index
+            key = (index, value_index)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Class()
-                keys[key] = (device, current, pool)
+                firsts[key] = (device, current)
             group.device_ids.append(device.id)
-        for class_key, group in groups.items():
-            device, current, pool = keys[class_key]
-            group.options = self._options(device, current, pool, economics)
+        for key, group in groups.items():
+            device, current = firsts[key]
+            pool, fee_factor, group.pool_reason = self._pool_choice(device, current, snapshot)
+            group.options = self._options(device, current, pool, fee_factor, economics)
         return list(groups.values())
 
+    def _remember(self, device: Device) -> int:
+        """Index of the device's facts (power, hash rate, sleep power, pools); -1 without pools."""
+        facts = (
+            device.nominal_power_w,
+            device.nominal_hashrate_hs,
+            device.sleep_power_w,
+            device.pools,
+        )
+        index = self._facts_index.setdefault(facts, len(self._facts_index)) if device.pools else -1
+        self._facts_of[id(device)] = index
+        self._alive.append(device)
+        return index
+
+    def _forget(self) -> None:
+        self._facts_of.clear()
+        self._facts_index.clear()
+        self._alive.clear()
+
+    def _pool_choice(
+        self, device: Device, current: Workload | None, snapshot: Snapshot
+    ) -> tuple[str | None, float, str | None]:
+        """(pool, revenue factor of its fee, reason for a change): lowest fee among pools that are up.
+
+        Ties keep the current pool, then the configured order.  None when every pool is down.
+        """
+        current_pool = (
+            current.pool if current is not None and current.kind is WorkloadKind.MINE else None
+        )
+        up = [p for p in device.pools if snapshot.pools_up.get(p, True)]
+        if not up:
+            return None, 1.0, REASON_POOLS_DOWN
+        default_fee = snapshot.pool_fee
+
+        def rank(pool: str) -> tuple[float, int, int]:
+            return (
+                self.pool_fees.get(pool, default_fee),
+                pool != current_pool,
+                device.pools.index(pool),
+            )
+
+        pool = min(up, key=rank)
+        fee = self.pool_fees.get(pool, default_fee)
+        factor = (1.0 - fee) / (1.0 - default_fee)
+        if current_pool is None or pool == current_pool:
+            return pool, factor, None
+        if current_pool not in up:
+            return pool, factor, REASON_POOL_DOWN
+        return pool, factor, REASON_POOL_FEE
+
     def _options(
-        self, device: Device, current: Workload | None, pool: str, economics: MarketEconomics
+        self,
+        device: Device,
+        current: Workload | None,
+        pool: str | None,
+        fee_factor: float,
+        economics: MarketEconomics,
     ) -> list[_Option]:
-        """Sleep first, then mining levels by rising power; scores carry the switching bands."""
+        """Sleep first, then mining levels by rising power (none without a pool); scores carry the bands."""
         price = economics.power_price_usd_per_mwh
         revenue_per_level = (
-            device.nominal_hashrate_hs / TERA * economics.hashprice_usd_per_th_day / HOURS_PER_DAY
+            device.nominal_hashrate_hs
+            / TERA
+            * economics.hashprice_usd_per_th_day
+            / HOURS_PER_DAY
+            * fee_factor
         )
         running = current is not None and current.is_running
         sleep_margin = -device.sleep_power_w / 1e6 * price
-        options = [_Option(Workload.sleep(), device.sleep_power_w, sleep_margin, sleep_margin)]
-        for level in self.power_levels:
+        options = [
+            _Option(self._workload(None, 0.0), device.sleep_power_w, sleep_margin, sleep_margin)
+        ]
+        for level in self.power_levels if pool is not None else ():
             power_w = device.nominal_power_w * level
             margin = revenue_per_level * level - power_w / 1e6 * price
-            options.append(_Option(Workload.mine(pool, level), power_w, margin, margin))
+            options.append(_Option(self._workload(pool, level), power_w, margin, margin))
         if current is None:
             return options
         breakeven = revenue_per_level / device.nominal_power_w * 1e6
@@ -221,6 +274,16 @@ class MaxMarginPolicy:
             )
             option.score_usd_per_hour -= band * swing_w / 1e6
         return options
+
+    def _workload(self, pool: str | None, level: float) -> Workload:
+        """The same immutable Workload object each call (sleep when pool is None): cheap to compare."""
+        key = (pool, level)
+        workload = self._workloads.get(key)
+        if workload is None:
+            workload = Workload.sleep() if pool is None else Workload.mine(pool, level)
+            if len(self._workloads) < 4096:
+                self._workloads[key] = workload
+        return workload
 
     @staticmethod
     def _solve(classes: list[_Class], limit_w: float | None) -> list[list[int]]:
@@ -244,9 +307,13 @@ class MaxMarginPolicy:
         if index != best_free and cls.options[best_free].power_w > option.power_w:
             return limited_reason
         best_real = max(range(len(cls.options)), key=lambda i: cls.options[i].margin_usd_per_hour)
+        if cls.pool_reason == REASON_POOLS_DOWN:
+            return REASON_POOLS_DOWN
         if index != best_real:
             return REASON_BAND
-        return REASON_ABOVE if option.workload.kind is WorkloadKind.SLEEP else REASON_BELOW
+        if option.workload.kind is WorkloadKind.SLEEP:
+            return REASON_ABOVE
+        return cls.pool_reason or REASON_BELOW
 
 
 def _rank(option: _Option) -> tuple[float, float]:
