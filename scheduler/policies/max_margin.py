@@ -31,7 +31,17 @@ from dataclasses import dataclass, field
 from scheduler.config import PolicyConfig
 from scheduler.economics import MarketEconomics, market_economics
 from scheduler.limits import site_limit_w
-from scheduler.model import TERA, Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.model import (
+    TERA,
+    Assignment,
+    Device,
+    DeviceKind,
+    Plan,
+    Snapshot,
+    Workload,
+    WorkloadKind,
+)
+from scheduler.policies.gpu_queue import plan_gpu_nodes
 
 REASON_BELOW = "price_below_breakeven"
 REASON_ABOVE = "price_above_breakeven"
@@ -141,6 +151,7 @@ class MaxMarginPolicy:
                     for device_id in cls.device_ids[start : start + count]
                 )
                 start += count
+        assignments.extend(plan_gpu_nodes(snapshot, economics))
         return Plan(created_at=snapshot.now, assignments=tuple(assignments))
 
     def _classes(self, snapshot: Snapshot, economics: MarketEconomics) -> list[_Class]:
@@ -190,7 +201,9 @@ class MaxMarginPolicy:
             device.sleep_power_w,
             device.pools,
         )
-        index = self._facts_index.setdefault(facts, len(self._facts_index)) if device.pools else -1
+        # GPU nodes are planned by gpu_queue (AI queues against mining), not by the knapsack.
+        plannable = bool(device.pools) and device.kind is DeviceKind.ASIC
+        index = self._facts_index.setdefault(facts, len(self._facts_index)) if plannable else -1
         self._facts_of[id(device)] = index
         self._alive.append(device)
         return index

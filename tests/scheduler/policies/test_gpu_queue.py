@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from scheduler.config import PolicyConfig
 from scheduler.economics import (
     ai_option_economics,
     market_economics,
@@ -21,6 +22,7 @@ from scheduler.model import (
     Snapshot,
     Workload,
 )
+from scheduler.policies import create_policy
 from scheduler.policies.breakeven import BreakevenPolicy
 from scheduler.policies.gpu_queue import plan_gpu_nodes
 from tests.scheduler.helpers import device, snapshot
@@ -169,6 +171,17 @@ def test_breakeven_plans_asics_and_gpu_nodes_together() -> None:
     snap = dataclasses.replace(base, queues={"train": demand(4)})
     plan = BreakevenPolicy().plan(snap).by_device()
     assert (str(plan["a"].workload), plan["a"].reason) == ("mine(main)", "price_below_breakeven")
+    assert (str(plan["g1"].workload), plan["g1"].reason) == ("ai(train)", "ai_demand")
+
+
+@pytest.mark.parametrize("name", ["breakeven", "max-margin", "demand-response", "schedule"])
+def test_every_builtin_policy_leaves_gpu_nodes_to_the_queue_decision(name: str) -> None:
+    asic = device("a", "S21")
+    node = gpu_node()
+    base = snapshot([asic, node], CHEAP, {"a": Workload.mine("main"), "g1": Workload.mine("main")})
+    snap = dataclasses.replace(base, queues={"train": demand(4)})
+    plan = create_policy(PolicyConfig(name=name)).plan(snap).by_device()
+    assert str(plan["a"].workload) == "mine(main)"
     assert (str(plan["g1"].workload), plan["g1"].reason) == ("ai(train)", "ai_demand")
 
 
