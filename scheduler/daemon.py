@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -42,11 +43,14 @@ from scheduler.loop import ControlLoop
 from scheduler.metrics import Metrics
 from scheduler.model import Plan
 from scheduler.policies import create_policy
+from scheduler.queues import QueueNodeDriver, build_queues
 from scheduler.reconciler import Reconciler
 from scheduler.state import FleetState
 from scheduler.store import Store
+from scheduler.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
 
 log = logging.getLogger(__name__)
+_Driver = TypeVar("_Driver")
 
 
 def build_feeds(
@@ -102,11 +106,20 @@ class Daemon:
         *,
         clock: Callable[[], float] = time.monotonic,
         feeds: Sequence[MarketFeed] | None = None,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self.config = config
+        self.notifier = notifier if notifier is not None else SystemdNotifier.from_environ()
         self.clock = clock
-        self.state = FleetState(config.all_devices(), pool_fee=config.economics.pool_fee)
+        self.state = FleetState(
+            config.all_devices(),
+            pool_fee=config.economics.pool_fee,
+            power_cap_w=config.site.power_cap_kw * 1000,
+        )
         self.metrics = Metrics(self.state, clock=clock)
+        self.metrics.watch_plan(self.current_plan)
+        self.metrics.site_power_cap.set(config.site.power_cap_kw * 1000)
+        self.metrics.stale_price_threshold.set(config.guard.stale_price_seconds)
         self.http = httpx.AsyncClient(headers={"User-Agent": "wattmux"})
         self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock, self.http)
         self.loop: ControlLoop | None = None
@@ -140,7 +153,7 @@ class Daemon:
                 per_device[device.id] = by_options[key]
         return per_device
 
-    def _polled(self, drivers: Mapping[str, CgminerDriver]) -> dict[str, CgminerDriver]:
+    def _polled(self, drivers: Mapping[str, _Driver]) -> dict[str, _Driver]:
         """Drivers the loop polls: all but the devices whose samples come over MQTT."""
         pushed = set(self.config.mqtt.push_devices) if self.config.mqtt else set()
         return {d: driver for d, driver in drivers.items() if d not in pushed}
@@ -148,7 +161,8 @@ class Daemon:
     async def run(self, stop: asyncio.Event, *, serve_api: bool = True) -> None:
         """Run until stop is set; the API listens while the loop runs."""
         config = self.config
-        drivers = self._drivers()
+        queues = build_queues(config, self.clock)
+        drivers: dict[str, CgminerDriver | QueueNodeDriver] = {**self._drivers(), **queues.per_node}
         with Store.open(config.store.path) as store:
             self.state.desired.update(
                 {d: w for d, w in store.desired().items() if d in self.state.devices}
@@ -167,16 +181,20 @@ class Daemon:
                     metrics=self.metrics,
                     poll_concurrency=config.control.poll_concurrency,
                     clock=self.clock,
+                    queues=queues.sources,
                     push_sample_max_age_seconds=(
                         config.mqtt.max_sample_age_seconds if config.mqtt else 60.0
                     ),
                 )
                 self.sink.wake = self.loop.wake
-                async with contextlib.AsyncExitStack() as inputs:
-                    inputs.push_async_callback(self.http.aclose)
-                    if self.ingest is not None:
-                        await inputs.enter_async_context(self.ingest)
-                    await self._serve(stop, serve_api)
+                try:
+                    async with contextlib.AsyncExitStack() as inputs:
+                        inputs.push_async_callback(self.http.aclose)
+                        if self.ingest is not None:
+                            await inputs.enter_async_context(self.ingest)
+                        await self._serve(stop, serve_api)
+                finally:
+                    await queues.aclose()
 
     async def _serve(self, stop: asyncio.Event, serve_api: bool) -> None:
         """Run the loop, with the API listening when asked."""
@@ -195,7 +213,19 @@ class Daemon:
             self.config.policy.name,
             self.config.api.listen,
         )
-        await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
+        heartbeat = SystemdHeartbeat(self.notifier)
+        watchdog_s = watchdog_seconds()
+        if watchdog_s is not None and watchdog_s < 2 * self.config.control.tick_seconds:
+            log.warning(
+                "systemd WatchdogSec (%.0f s) is shorter than two ticks (%.1f s): expect restarts",
+                watchdog_s,
+                2 * self.config.control.tick_seconds,
+            )
+        self.loop.tick_listeners.append(heartbeat.tick_done)
+        try:
+            await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
+        finally:
+            heartbeat.stopping()
 
 
 def default_store_path(directory: Path) -> Path:
