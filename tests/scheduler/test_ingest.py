@@ -134,6 +134,24 @@ async def test_pushed_samples_and_prices_drive_the_daemon(tmp_path: Path) -> Non
                 )
             rendered = daemon.metrics.render().decode()
             assert 'wattmux_ingest_rejected_total{reason="malformed"} 1.0' in rendered
+
+            # A demand-response event over MQTT: the site may draw 4 kW, so one S21 mines.
+            now = datetime.now(UTC)
+            event = {
+                "id": "ercot-eea-1",
+                "start": (now - timedelta(minutes=1)).isoformat(),
+                "end": (now + timedelta(hours=1)).isoformat(),
+                "target_kw": 4.0,
+            }
+            async with aiomqtt.Client(broker.host, broker.port, identifier="site-pub") as pub:
+                await pub.publish("wattmux/ing/events/dr", json.dumps(event).encode(), qos=1)
+
+            def reasons() -> list[str]:
+                plan = daemon.current_plan()
+                return sorted(a.reason for a in plan.assignments) if plan else []
+
+            await until(lambda: reasons().count("dr_event") == 2)
+            assert [e.id for e in daemon.state.events] == ["ercot-eea-1"]
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
