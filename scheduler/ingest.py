@@ -38,6 +38,12 @@ class FleetSink:
         self.samples += 1
         return True
 
+    def on_samples(self, samples: list[Sample]) -> list[Sample]:
+        """Record a batch of samples; return those of unknown devices."""
+        unknown = self.state.observe_many(samples)
+        self.samples += len(samples) - len(unknown)
+        return unknown
+
     def on_power_price(self, reading: Reading) -> None:
         """Record the power price and wake the loop so it decides on it now."""
         self.state.observe_market({"power_price_usd_per_mwh": reading})

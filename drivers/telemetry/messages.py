@@ -8,7 +8,6 @@ Every rejection raises ``MessageRejected`` with a machine-readable reason:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -120,28 +119,30 @@ class Decoder:
 
     def _sample(self, msg: SampleMessage, device_id: str, wall: float, mono: float) -> Sample:
         limits = self.limits
+        temperature = msg.temperature_c
         if not (
             0.0 <= msg.power_w <= limits.max_power_w
             and 0.0 <= msg.hashrate_hs <= limits.max_hashrate_hs
-            and math.isfinite(msg.ts)
-        ) or (
-            msg.temperature_c is not None
-            and not limits.min_temperature_c <= msg.temperature_c <= limits.max_temperature_c
+            and (
+                temperature is None
+                or limits.min_temperature_c <= temperature <= limits.max_temperature_c
+            )
         ):
             raise MessageRejected(device_id, "out_of_range", f"implausible sample {msg!r}")
-        age = wall - msg.ts
+        age = wall - msg.ts  # NaN and infinities cannot arrive: the JSON decoder refuses them
         if age > limits.max_sample_age_seconds:
             raise MessageRejected(device_id, "stale", f"sample {age:.0f} s old")
         if age < -limits.max_clock_skew_seconds:
             raise MessageRejected(device_id, "future", f"sample {-age:.1f} s in the future")
+        workload = self._workloads.get(msg.workload) or self._workload(device_id, msg.workload)
         return Sample(
-            device_id=device_id,
-            observed_at=mono - max(0.0, age),
-            workload=self._workload(device_id, msg.workload),
-            power_w=msg.power_w,
-            hashrate_hs=msg.hashrate_hs,
-            temperature_c=msg.temperature_c,
-            pool_url=msg.pool_url,
+            device_id,
+            mono - age if age > 0.0 else mono,
+            workload,
+            msg.power_w,
+            msg.hashrate_hs,
+            temperature,
+            msg.pool_url,
         )
 
     def sample(self, device_id: str, payload: bytes, wall: float, mono: float) -> Sample:

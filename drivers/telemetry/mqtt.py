@@ -89,6 +89,10 @@ class IngestSink(Protocol):
         """Take a sample; return False when the device is unknown."""
         ...
 
+    def on_samples(self, samples: list[Sample]) -> list[Sample]:
+        """Take a batch of samples; return those of unknown devices."""
+        ...
+
     def on_power_price(self, reading: Reading) -> None:
         """Take a power price."""
         ...
@@ -277,11 +281,10 @@ class MqttIngest:
                 samples, rejected = self.decoder.batch(
                     topic[len(self._batch) :], payload, self._wall(), self._clock()
                 )
-                for sample in samples:
-                    if not self.sink.on_sample(sample):
-                        self._reject(
-                            MessageRejected(sample.device_id, "unknown_device", "no such device")
-                        )
+                for sample in self.sink.on_samples(samples):
+                    self._reject(
+                        MessageRejected(sample.device_id, "unknown_device", "no such device")
+                    )
                 for problem in rejected:
                     self._reject(problem)
             elif topic.startswith(self._telemetry):

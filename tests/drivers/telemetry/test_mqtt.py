@@ -38,6 +38,9 @@ class ListSink:
         self.samples.append(sample)
         return True
 
+    def on_samples(self, samples: list[Sample]) -> list[Sample]:
+        return [s for s in samples if not self.on_sample(s)]
+
     def on_power_price(self, reading: Reading) -> None:
         self.prices.append(reading)
 
