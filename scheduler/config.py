@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.asic.config import CgminerOptions
+from drivers.gpu.config import GpuTelemetryOptions
 from drivers.market.btc_price import BtcPriceConfig
 from drivers.market.ercot import ErcotConfig
 from drivers.market.network import BitcoindConfig, MempoolNetworkConfig
@@ -438,6 +439,9 @@ class WattmuxConfig(_Strict):
     queues: list[QueueConfig] = Field(default_factory=list)
     gpu_nodes: list[GpuNodeConfig] = Field(default_factory=list)
     mqtt: MqttOptions | None = Field(None, description="MQTT ingest; absent: no MQTT")
+    gpu_telemetry: GpuTelemetryOptions | None = Field(
+        None, description="NVML / dcgm-exporter GPU readings; absent: none"
+    )
 
     @model_validator(mode="after")
     def _gpu_checks(self) -> WattmuxConfig:

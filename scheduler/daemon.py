@@ -37,6 +37,7 @@ from drivers.sim.prices import (
 from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api import create_app, serve
 from scheduler.config import ReplayPriceConfig, StaticMarketConfig, WattmuxConfig, pools_of
+from scheduler.gpu_telemetry import GpuTelemetry
 from scheduler.guard import Guard
 from scheduler.ingest import FleetSink
 from scheduler.loop import ControlLoop
@@ -130,6 +131,11 @@ class Daemon:
             if config.mqtt is not None
             else None
         )
+        self.gpu_telemetry = (
+            GpuTelemetry(config.gpu_telemetry, self.metrics, self.http)
+            if config.gpu_telemetry is not None
+            else None
+        )
 
     def current_plan(self) -> Plan | None:
         """The last guarded plan (None before the first tick)."""
@@ -192,6 +198,8 @@ class Daemon:
                         inputs.push_async_callback(self.http.aclose)
                         if self.ingest is not None:
                             await inputs.enter_async_context(self.ingest)
+                        if self.gpu_telemetry is not None:
+                            await inputs.enter_async_context(self.gpu_telemetry)
                         await self._serve(stop, serve_api)
                 finally:
                     await queues.aclose()
