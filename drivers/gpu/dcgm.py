@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,15 +11,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from drivers.errors import MalformedReply, Timeout, Unavailable
 
 # dcgm-exporter metric -> field of the per-GPU dict
-FIELDS: Mapping[str, str] = {
-    "DCGM_FI_DEV_POWER_USAGE": "power_w",
-    "DCGM_FI_DEV_GPU_TEMP": "temperature_c",
-    "DCGM_FI_DEV_GPU_UTIL": "utilization_percent",
-    "DCGM_FI_DEV_FB_USED": "memory_used_mib",
-    "DCGM_FI_DEV_FB_FREE": "memory_free_mib",
-    "DCGM_FI_DEV_XID_ERRORS": "last_xid",
-    "DCGM_FI_DEV_POWER_MGMT_LIMIT": "power_limit_w",
-}
+FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "DCGM_FI_DEV_POWER_USAGE": "power_w",
+        "DCGM_FI_DEV_GPU_TEMP": "temperature_c",
+        "DCGM_FI_DEV_GPU_UTIL": "utilization_percent",
+        "DCGM_FI_DEV_FB_USED": "memory_used_mib",
+        "DCGM_FI_DEV_FB_FREE": "memory_free_mib",
+        "DCGM_FI_DEV_XID_ERRORS": "last_xid",
+        "DCGM_FI_DEV_POWER_MGMT_LIMIT": "power_limit_w",
+    }
+)
 
 
 def parse_dcgm(text: str, source: str = "dcgm") -> dict[str, dict[str, float]]:

@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 import httpx
@@ -48,15 +49,17 @@ def _coingecko(body: Any) -> Any:
 
 
 # source -> (default URL, how to find the USD price in the JSON body)
-SOURCES: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
-    "mempool": ("https://mempool.space/api/v1/prices", _mempool),
-    "coinbase": ("https://api.coinbase.com/v2/prices/BTC-USD/spot", _coinbase),
-    "kraken": ("https://api.kraken.com/0/public/Ticker?pair=XBTUSD", _kraken),
-    "coingecko": (
-        "https://api.coingecko.com/api/v3/simple/price?ids=bitcoin&vs_currencies=usd",
-        _coingecko,
-    ),
-}
+SOURCES: Mapping[str, tuple[str, Callable[[Any], Any]]] = MappingProxyType(
+    {
+        "mempool": ("https://mempool.space/api/v1/prices", _mempool),
+        "coinbase": ("https://api.coinbase.com/v2/prices/BTC-USD/spot", _coinbase),
+        "kraken": ("https://api.kraken.com/0/public/Ticker?pair=XBTUSD", _kraken),
+        "coingecko": (
+            "https://api.coingecko.com/api/v3/simple/price?ids=bitcoin&vs_currencies=usd",
+            _coingecko,
+        ),
+    }
+)
 
 
 SourceName = Literal["mempool", "coinbase", "kraken", "coingecko"]
