@@ -16,7 +16,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from drivers.errors import MalformedReply, Rejected, Timeout, Unavailable
 
@@ -157,8 +157,8 @@ class _ReplyProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the request as soon as the connection is up."""
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(self._payload)
+        # uvloop's transports are not asyncio.Transport subclasses: cast, do not check.
+        cast(asyncio.WriteTransport, transport).write(self._payload)
 
     def data_received(self, data: bytes) -> None:
         """Collect reply bytes; finish at the NUL terminator."""
