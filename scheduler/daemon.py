@@ -105,7 +105,12 @@ class Daemon:
                 {d: w for d, w in store.desired().items() if d in self.state.devices}
             )
             async with Reconciler(
-                drivers, store, self.metrics, concurrency=config.control.command_concurrency
+                drivers,
+                store,
+                self.metrics,
+                concurrency=config.control.command_concurrency,
+                state=self.state,
+                clock=self.clock,
             ) as reconciler:
                 self.loop = ControlLoop(
                     state=self.state,

@@ -257,6 +257,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.command_retries = Counter(
+            "wattmux_command_retries",
+            "Commands sent again because the device did not confirm the last one.",
+            registry=self.registry,
+        )
+        self.devices_drifted = Gauge(
+            "wattmux_devices_drifted",
+            "Devices whose last command is not confirmed (retrying or backing off).",
+            registry=self.registry,
+        )
+        self.devices_drifted.set_function(lambda: len(state.drift))
+
     def render(self) -> bytes:
         """Return the whole registry in the Prometheus text format."""
         return generate_latest(self.registry)

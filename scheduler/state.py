@@ -36,6 +36,7 @@ class FleetState:
         self.market = MarketState()
         self.events: tuple[Event, ...] = ()
         self.desired: dict[str, Workload] = {}
+        self.drift: dict[str, Drift] = {}  # devices whose last command is not confirmed
 
     def observe(self, sample: Sample) -> None:
         """Record a fresh sample; the device is reachable."""
@@ -77,3 +78,15 @@ class FleetState:
             events=self.events,
             current=MappingProxyType({d: s.workload for d, s in samples.items()}),
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Drift:
+    """A device that did not confirm the workload it was commanded to (verify after write)."""
+
+    requested: Workload
+    observed: Workload | None
+    attempts: int
+    since: float
+    detail: str
+    retry_at: float | None = None  # monotonic time of the next try; None while one runs

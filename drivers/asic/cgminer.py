@@ -18,6 +18,7 @@ first: curtail sleep is idempotent, and the read-back decides.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -321,6 +322,14 @@ class CgminerDriver:
                     await self._curtail(device, "sleep")  # idempotent; the read-back decides
                 else:
                     await self._move(device, workload, await self._read(device))
+            except Unavailable as exc:
+                # No answer is not a no: the command may have landed.  Read back to know.
+                logger.info("%s: %s got no answer: %s", device.id, workload, exc)
+                outcome = await self._confirm(device, workload)
+                if outcome.status is OutcomeStatus.UNCONFIRMED:
+                    detail = f"command got no answer ({exc.message}); {outcome.detail}"
+                    return dataclasses.replace(outcome, detail=detail)
+                return outcome
             except DriverError as exc:
                 logger.info("%s: %s failed: %s", device.id, workload, exc)
                 return self._failed(device, workload, exc)

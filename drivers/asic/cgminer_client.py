@@ -125,6 +125,8 @@ class CgminerClient:
                 raw = await done
         except TimeoutError as exc:
             raise Timeout(source, f"no complete reply within {self.timeout_seconds:g} s") from exc
+        except _ClosedSilently as exc:
+            raise Unavailable(source, "closed without replying") from exc
         except OSError as exc:  # refused, reset, unreachable
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise Unavailable(source, f"cannot talk to {address}:{port}: {reason}") from exc
