@@ -159,7 +159,10 @@ async def test_apply_sends_nothing_when_already_there(site: SimSite, driver: Cgm
     device = site.devices[0]
     outcome = await driver.apply(device, Workload.mine("main"))
     assert outcome.status is OutcomeStatus.CONFIRMED
-    assert set(site.miners[device.id].command_counts) == {"summary+pools+stats+config+power", "config+pools"}
+    assert set(site.miners[device.id].command_counts) == {
+        "summary+pools+stats+config+power",
+        "config+pools",
+    }
 
 
 async def test_sleep_and_wake_are_confirmed(site: SimSite, driver: CgminerDriver) -> None:
