@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit bench soak mosquitto clean
+.PHONY: help install demo test lint unit bench soak mosquitto clean bench-asic
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test: $(STAMP) mosquitto lint unit ## everything CI runs: install, lint, the who
 
 bench: $(STAMP) ## every benchmark under bench/ (one JSON object per line)
 	@set -e; for script in bench/bench_*.py; do $(PY) $$script; done
+
+bench-asic: $(STAMP) ## poll and curtail 10,000 simulated miners (sim in its own process)
+	$(PY) bench/bench_asic.py $(BENCH_ASIC_ARGS)
 
 soak: $(STAMP) ## long-running tests (not part of make test)
 	$(PY) -m pytest -q -m soak --run-soak

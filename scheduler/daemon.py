@@ -10,6 +10,7 @@ from pathlib import Path
 
 from drivers.asic.cgminer import CgminerDriver
 from drivers.base import MarketFeed
+from drivers.limits import raise_open_files_limit
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.prices import (
     BtcDailyFeed,
@@ -99,6 +100,9 @@ class Daemon:
     async def run(self, stop: asyncio.Event, *, serve_api: bool = True) -> None:
         """Run until stop is set; the API listens while the loop runs."""
         config = self.config
+        raise_open_files_limit(
+            config.control.poll_concurrency + config.control.command_concurrency + 1024
+        )
         drivers = self._drivers()
         with Store.open(config.store.path) as store:
             self.state.desired.update(

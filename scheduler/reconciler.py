@@ -79,6 +79,9 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
         self.last_outcomes: dict[str, Outcome] = {}
         self.drift: dict[str, Drift] = state.drift if state is not None else {}
         self._wanted: dict[str, Workload] = {}
+        self.flush_seconds = 0.05
+        self._finished: list[tuple[int, datetime, Outcome]] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
         self._semaphore = asyncio.Semaphore(concurrency)
         self._tasks: asyncio.TaskGroup | None = None
 
@@ -98,14 +101,17 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
         for task in self.in_flight.values():
             task.cancel()
         assert self._tasks is not None
-        await self._tasks.__aexit__(exc_type, exc, tb)
-        self._tasks = None
+        try:
+            await self._tasks.__aexit__(exc_type, exc, tb)
+        finally:
+            self._tasks = None
+            self.flush()
 
     def reconcile(self, plan: Plan, snapshot: Snapshot) -> list[str]:
         """Start a command for every reachable device whose observed workload differs; return their ids."""
         if self._tasks is None:
             raise RuntimeError("Reconciler used outside 'async with'")
-        started = []
+        started: list[Assignment] = []
         for assignment in plan.assignments:
             device_id = assignment.device_id
             self._wanted[device_id] = assignment.workload
@@ -126,26 +132,54 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
                 and snapshot.now < drift.retry_at
             ):
                 continue  # backing off
+            started.append(assignment)
+        with self.store.batch():  # every intent on disk, in one transaction, before any command
+            intents = [self._begin(assignment) for assignment in started]
+        for assignment, intent_id in zip(started, intents, strict=True):
+            device_id = assignment.device_id
             self.in_flight[device_id] = self._tasks.create_task(
-                self._command(assignment, snapshot.devices[device_id]),
+                self._command(assignment, snapshot.devices[device_id], intent_id),
                 name=f"reconciler[{device_id}].apply",
             )
-            started.append(device_id)
-        return started
+        return [assignment.device_id for assignment in started]
+
+    def _begin(self, assignment: Assignment) -> int:
+        return self.store.begin_intent(
+            at=self.wall_clock(),
+            device_id=assignment.device_id,
+            workload=assignment.workload,
+            reason=assignment.reason,
+        )
+
+    def _finish(self, intent_id: int, outcome: Outcome) -> None:
+        """Queue an intent's end; queued ends are written together a moment later."""
+        self._finished.append((intent_id, self.wall_clock(), outcome))
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self.flush_seconds, self.flush)
+
+    def flush(self) -> None:
+        """Write every queued intent end in one transaction (an unwritten end stays open)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        finished, self._finished = self._finished, []
+        if not finished:
+            return
+        with self.store.batch():
+            for intent_id, at, outcome in finished:
+                self.store.finish_intent(
+                    intent_id, at=at, status=outcome.status.value, detail=outcome.detail
+                )
 
     async def wait_idle(self) -> None:
         """Wait until no command is in flight (tests and shutdown)."""
         while self.in_flight:
             await asyncio.wait(list(self.in_flight.values()))
+        self.flush()
 
-    async def _attempt(self, assignment: Assignment, device: Device) -> Outcome:
-        """Write the intent, apply once through the driver, record the outcome."""
-        intent_id = self.store.begin_intent(
-            at=self.wall_clock(),
-            device_id=device.id,
-            workload=assignment.workload,
-            reason=assignment.reason,
-        )
+    async def _attempt(self, assignment: Assignment, device: Device, intent_id: int) -> Outcome:
+        """Apply once through the driver (its intent already written); record the outcome."""
         if self.dry_run:
             outcome = Outcome(
                 device.id, assignment.workload, OutcomeStatus.SKIPPED, None, "dry-run"
@@ -153,14 +187,12 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
         else:
             async with self._semaphore:
                 outcome = await self.controls[device.id].apply(device, assignment.workload)
-        self.store.finish_intent(
-            intent_id, at=self.wall_clock(), status=outcome.status.value, detail=outcome.detail
-        )
+        self._finish(intent_id, outcome)
         self.metrics.commands.labels(outcome=outcome.status.value).inc()
         self.last_outcomes[device.id] = outcome
         return outcome
 
-    async def _command(self, assignment: Assignment, device: Device) -> Outcome:
+    async def _command(self, assignment: Assignment, device: Device, intent_id: int) -> Outcome:
         """Apply with verify-after-write; retry unconfirmed commands with backoff."""
         try:
             attempt = 0
@@ -170,7 +202,9 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
             )
             while True:
                 attempt += 1
-                outcome = await self._attempt(assignment, device)
+                if attempt > 1:
+                    intent_id = self._begin(assignment)
+                outcome = await self._attempt(assignment, device, intent_id)
                 if outcome.status in (OutcomeStatus.CONFIRMED, OutcomeStatus.SKIPPED):
                     if self.drift.pop(device.id, None) is not None:
                         log.info("%s: %s confirmed after drift", device.id, assignment.workload)

@@ -142,6 +142,7 @@ class Store:
         self._db = connection
         self._path = path
         self._lock = threading.Lock()
+        self._batching = False  # inside batch(): writes join its transaction
 
     @property
     def path(self) -> str:
@@ -226,8 +227,24 @@ class Store:
         self.close()
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group every write made inside into one committed transaction (fleet-wide changes)."""
+        if self._batching:
+            yield
+            return
+        with self._write():
+            self._batching = True
+            try:
+                yield
+            finally:
+                self._batching = False
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One committed write transaction; SQLite errors become StoreError."""
+        if self._batching:  # inside batch(): its transaction holds the lock
+            yield self._db
+            return
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")

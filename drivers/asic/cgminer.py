@@ -97,6 +97,7 @@ class CgminerDriver:
             timeout_seconds=options.timeout_seconds, concurrency=concurrency
         )
         self._locks: dict[str, asyncio.Lock] = {}
+        self._sessions: dict[str, tuple[str, float]] = {}  # device id -> (session id, last used)
 
     def _lock(self, device: Device) -> asyncio.Lock:
         return self._locks.setdefault(device.id, asyncio.Lock())
@@ -209,6 +210,15 @@ class CgminerDriver:
 
     async def _curtail(self, device: Device, action: str) -> None:
         """Run curtail <session>,<action> in a LuxOS session (taking over one left open)."""
+        kept = self._sessions.get(device.id)
+        if kept is not None and self._clock() - kept[1] < self._options.session_reuse_seconds:
+            try:
+                await self._command(device, "curtail", f"{kept[0]},{action}")
+            except Rejected:
+                self._sessions.pop(device.id, None)  # expired or taken over: log on again
+            else:
+                self._sessions[device.id] = (kept[0], self._clock())
+                return
         owned = True
         try:
             reply = await self._command(device, "logon")
@@ -222,10 +232,13 @@ class CgminerDriver:
         session_id = session_rows[0].get("SessionID") if session_rows else None
         if not isinstance(session_id, str) or not session_id:
             raise Rejected(device.id, "logon: no session granted and none open")
+        keep = owned and self._options.session_reuse_seconds > 0
         try:
             await self._command(device, "curtail", f"{session_id},{action}")
         finally:
-            if owned:
+            if keep:
+                self._sessions[device.id] = (session_id, self._clock())
+            elif owned:
                 try:
                     await self._command(device, "logoff", session_id)
                 except DriverError as exc:
@@ -325,6 +338,10 @@ class CgminerDriver:
             except Unavailable as exc:
                 # No answer is not a no: the command may have landed.  Read back to know.
                 logger.info("%s: %s got no answer: %s", device.id, workload, exc)
+                try:
+                    await self.observe(device)
+                except DriverError:
+                    return self._failed(device, workload, exc)  # reads fail too: unavailable
                 outcome = await self._confirm(device, workload)
                 if outcome.status is OutcomeStatus.UNCONFIRMED:
                     detail = f"command got no answer ({exc.message}); {outcome.detail}"

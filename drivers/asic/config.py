@@ -19,3 +19,12 @@ class CgminerOptions(BaseModel):
         30.0, gt=0, le=600, description="how long to read back before calling a command unconfirmed"
     )
     confirm_interval_seconds: float = Field(1.0, gt=0, le=60, description="read-back interval")
+    session_reuse_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description=(
+            "keep a LuxOS session this long for the next command instead of logging off "
+            "(0: log off after each command); keep it below the firmware's idle timeout"
+        ),
+    )

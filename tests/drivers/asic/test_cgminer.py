@@ -58,7 +58,7 @@ class FakeTime:
         await asyncio.sleep(0)
 
 
-def make_device(index: int, prefix: str = "127.78") -> Device:
+def make_device(index: int, prefix: str = "127.32") -> Device:
     return Device(
         id=f"asic-{index:04d}",
         kind=DeviceKind.ASIC,
