@@ -43,7 +43,7 @@ from drivers.asic.cgminer_parse import (
     same_url,
     section,
 )
-from drivers.asic.config import CgminerOptions
+from drivers.asic.config import CgminerFamilyOptions
 from drivers.errors import DriverError, Fatal, MalformedReply, Rejected, Unavailable
 from scheduler.model import Device, Outcome, OutcomeStatus, Pool, Sample, Workload, WorkloadKind
 
@@ -66,7 +66,9 @@ REQUIRED_SECTIONS = frozenset({"summary", "pools"})
 
 
 @dataclass(frozen=True, slots=True)
-class _Reading:
+class MinerReading:
+    """One full read of a miner: mode, pools, power, hash rate, temperature."""
+
     asleep: bool
     pool_url: str | None
     pools: tuple[PoolEntry, ...]
@@ -82,7 +84,7 @@ class CgminerDriver:
     def __init__(
         self,
         pools: Mapping[str, Pool],
-        options: CgminerOptions,
+        options: CgminerFamilyOptions,
         *,
         concurrency: int = 64,
         clock: Callable[[], float] = time.monotonic,
@@ -134,7 +136,7 @@ class CgminerDriver:
             found[name] = reply
         return found
 
-    async def _read(self, device: Device) -> _Reading:
+    async def _read(self, device: Device) -> MinerReading:
         sections = await self._sections(device)
         summary_rows = rows(sections["summary"], "SUMMARY")
         if not summary_rows:
@@ -148,7 +150,7 @@ class CgminerDriver:
             raise MalformedReply(device.id, "no power reading (POWER Watts, SUMMARY Power)")
         pools = parse_pools(rows(sections["pools"], "POOLS"))
         asleep = parse_curtailed(rows(sections["config"], "CONFIG"))
-        return _Reading(
+        return MinerReading(
             asleep=asleep,
             pool_url=None if asleep else current_pool_url(pools),
             pools=pools,
@@ -184,10 +186,12 @@ class CgminerDriver:
             pool_url=reading.pool_url,
         )
 
+    OBSERVE_COMMANDS = "config+pools"
+
     async def observe(self, device: Device) -> Workload:
         """Read only what shows the workload (config and pools): the cheap read-back."""
         try:
-            joined = await self._command(device, "config+pools")
+            joined = await self._command(device, self.OBSERVE_COMMANDS)
         except Rejected:  # firmware without joined commands
             return (await self.collect(device)).workload
         pools_reply = section(joined, "pools")
@@ -206,14 +210,24 @@ class CgminerDriver:
         url = current_pool_url(parse_pools(rows(pools_reply, "POOLS")))
         if url is None:
             raise MalformedReply(device.id, "awake but no pool is configured on the miner")
-        return Workload.mine(self._pool_name(device, url))
+        return self._mining(device, self._pool_name(device, url), joined)
+
+    def _mining(self, device: Device, pool_name: str, joined: Reply) -> Workload:
+        """The mining workload a read shows (subclasses add the power level)."""
+        return Workload.mine(pool_name)
 
     async def _curtail(self, device: Device, action: str) -> None:
-        """Run curtail <session>,<action> in a LuxOS session (taking over one left open)."""
+        """Run curtail <session>,<action> in a LuxOS session."""
+        await self._in_session(
+            device, lambda sid: self._command(device, "curtail", f"{sid},{action}")
+        )
+
+    async def _in_session(self, device: Device, body: Callable[[str], Awaitable[object]]) -> None:
+        """Run ``body(session_id)`` in a LuxOS session (kept, new, or taken over when one is open)."""
         kept = self._sessions.get(device.id)
         if kept is not None and self._clock() - kept[1] < self._options.session_reuse_seconds:
             try:
-                await self._command(device, "curtail", f"{kept[0]},{action}")
+                await body(kept[0])
             except Rejected:
                 self._sessions.pop(device.id, None)  # expired or taken over: log on again
             else:
@@ -234,7 +248,7 @@ class CgminerDriver:
             raise Rejected(device.id, "logon: no session granted and none open")
         keep = owned and self._options.session_reuse_seconds > 0
         try:
-            await self._command(device, "curtail", f"{session_id},{action}")
+            await body(session_id)
         finally:
             if keep:
                 self._sessions[device.id] = (session_id, self._clock())
@@ -257,7 +271,7 @@ class CgminerDriver:
                 raise MalformedReply(device.id, f"addpool accepted but {pool.url} is not listed")
         await self._command(device, "switchpool", str(entry.index))
 
-    async def _move(self, device: Device, workload: Workload, reading: _Reading) -> None:
+    async def _move(self, device: Device, workload: Workload, reading: MinerReading) -> None:
         """Send the commands that take the device from ``reading`` to ``workload``."""
         if workload.kind is WorkloadKind.SLEEP:
             if not reading.asleep:

@@ -7,12 +7,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class CgminerOptions(BaseModel):
-    """Connection settings for the cgminer API (TCP, one JSON command per connection)."""
+class CgminerFamilyOptions(BaseModel):
+    """Settings shared by every driver on the cgminer API (TCP, one JSON command per connection)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    driver: Literal["cgminer"] = "cgminer"
     port: int = Field(4028, ge=1, le=65535, description="API port on the miner")
     timeout_seconds: float = Field(3.0, gt=0, le=60, description="per-command deadline")
     confirm_timeout_seconds: float = Field(
@@ -27,4 +26,22 @@ class CgminerOptions(BaseModel):
             "keep a LuxOS session this long for the next command instead of logging off "
             "(0: log off after each command); keep it below the firmware's idle timeout"
         ),
+    )
+
+
+class CgminerOptions(CgminerFamilyOptions):
+    """A cgminer-API miner (bmminer, LuxOS without power targets, Whatsminer's cgminer port)."""
+
+    driver: Literal["cgminer"] = "cgminer"
+
+
+class LuxosOptions(CgminerFamilyOptions):
+    """A LuxOS miner: cgminer API plus sessions, curtail and power profiles."""
+
+    driver: Literal["luxos"] = "luxos"
+    power_tolerance: float = Field(
+        0.08,
+        gt=0,
+        lt=0.5,
+        description="measured power within this share of the target confirms a power level",
     )

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from drivers.sim.luxos import SimLuxos
 from drivers.sim.physics import CHIP_RISE_C, MinerPhysics
 from drivers.sim.tcp import ConnectionStats, Fault, SimTcpServer
 from scheduler.model import Device, Pool
@@ -53,7 +54,9 @@ Reply = dict[str, Any]
 DESCRIPTION = "cgminer 4.11.1 (wattmux sim)"
 BOARDS = 3
 FANS = 4
-REPORT_COMMANDS = frozenset({"summary", "pools", "stats", "version", "config", "power", "session"})
+REPORT_COMMANDS = frozenset(
+    {"summary", "pools", "stats", "version", "config", "power", "session", "profiles", "atm"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,8 @@ class SimMiner(SimTcpServer):
             "session": self._session,
             "curtail": self._curtail,
         }
+        self.luxos = SimLuxos(self)
+        self._handlers.update(self.luxos.handlers())
 
     # ---- physics -------------------------------------------------------------------------
 
@@ -396,7 +401,8 @@ class SimMiner(SimTcpServer):
         self._priority.append(index)
         return self._ok(55, f"Added pool {index}: '{fields[0].strip()}'")
 
-    def _session_valid(self, session_id: str) -> bool:
+    def session_valid(self, session_id: str) -> bool:
+        """True when ``session_id`` is the live session (and refresh it), as LuxOS does."""
         now = self._clock()
         if (
             self._session_id is not None
@@ -409,25 +415,25 @@ class SimMiner(SimTcpServer):
         return True
 
     def _logon(self, _parameter: str | None) -> Reply:
-        if self._session_valid(self._session_id or ""):
+        if self.session_valid(self._session_id or ""):
             return self._error(304, "Another session is active")
         self._session_id = f"{self._session_rng.getrandbits(32):08x}"
         self._session_used_at = self._clock()
         return self._ok(300, "Session created", "SESSION", [{"SessionID": self._session_id}])
 
     def _logoff(self, parameter: str | None) -> Reply:
-        if not self._session_valid((parameter or "").strip()):
+        if not self.session_valid((parameter or "").strip()):
             return self._error(45, "Access denied to 'logoff' command: invalid session")
         self._session_id = None
         return self._ok(301, "Session dropped")
 
     def _session(self, _parameter: str | None) -> Reply:
-        current = self._session_id if self._session_valid(self._session_id or "") else ""
+        current = self._session_id if self.session_valid(self._session_id or "") else ""
         return self._ok(302, "Session information", "SESSION", [{"SessionID": current}])
 
     def _curtail(self, parameter: str | None) -> Reply:
         session_id, _, action = (parameter or "").partition(",")
-        if not self._session_valid(session_id.strip()):
+        if not self.session_valid(session_id.strip()):
             return self._error(45, "Access denied to 'curtail' command: invalid session")
         action = action.strip().lower()
         if action not in ("sleep", "wakeup"):

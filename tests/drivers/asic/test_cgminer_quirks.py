@@ -21,7 +21,10 @@ POOLS = {"main": Pool("main", "stratum+tcp://main.example:3333", "site.w1")}
     ("raw", "expected"),
     [
         (b'{"STATS":[{"a":1}{"b":2}],"id":1}', {"STATS": [{"a": 1}, {"b": 2}], "id": 1}),
-        (b'{"STATS":[{"a":1,},{"b":[1,2,]}],"id":1}', {"STATS": [{"a": 1}, {"b": [1, 2]}], "id": 1}),
+        (
+            b'{"STATS":[{"a":1,},{"b":[1,2,]}],"id":1}',
+            {"STATS": [{"a": 1}, {"b": [1, 2]}], "id": 1},
+        ),
         (b'{"STATS":[{"t":nan,"u":-inf}],"id":1}', {"STATS": [{"t": None, "u": None}], "id": 1}),
         (b'{"Msg":"tab\there"}', {"Msg": "tab\there"}),
         (b'{"Msg":"nan stays text","v":1}', {"Msg": "nan stays text", "v": 1}),
@@ -58,7 +61,7 @@ async def serve_once(reply: bytes) -> tuple[asyncio.Server, int]:
 async def test_access_denied_and_privileged_errors_are_rejected(reply: bytes) -> None:
     server, port = await serve_once(reply)
     async with server:
-        with pytest.raises(Rejected, match="denied|invalid cmd"):
+        with pytest.raises(Rejected, match=r"denied|invalid cmd"):
             await CgminerClient(timeout_seconds=1.0).command("127.33.0.1", port, "ascset", "0")
 
 
