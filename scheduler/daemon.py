@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from drivers.asic.cgminer import CgminerDriver
+from drivers.asic.registry import create_asic_driver
 from drivers.base import MarketFeed
 from drivers.limits import raise_open_files_limit
 from drivers.market.static import StaticMarketFeed
@@ -87,7 +88,7 @@ class Daemon:
         for entry in (*self.config.devices, *self.config.device_ranges):
             key = entry.options.model_dump_json()
             if key not in by_options:
-                by_options[key] = CgminerDriver(
+                by_options[key] = create_asic_driver(
                     pools,
                     entry.options,
                     concurrency=max(self.config.control.poll_concurrency, 1),

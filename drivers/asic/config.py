@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
 class CgminerFamilyOptions(BaseModel):
@@ -45,3 +45,20 @@ class LuxosOptions(CgminerFamilyOptions):
         lt=0.5,
         description="measured power within this share of the target confirms a power level",
     )
+
+
+def _driver_tag(value: Any) -> str:
+    """The ``driver`` tag of raw or parsed options; ``cgminer`` when it is left out."""
+    tag = (
+        value.get("driver", "cgminer")
+        if isinstance(value, dict)
+        else getattr(value, "driver", None)
+    )
+    return tag if isinstance(tag, str) else "cgminer"
+
+
+AsicOptions = Annotated[
+    Annotated[CgminerOptions, Tag("cgminer")] | Annotated[LuxosOptions, Tag("luxos")],
+    Discriminator(_driver_tag),
+]
+"""Driver settings of one ASIC entry, chosen by its ``driver`` tag."""
