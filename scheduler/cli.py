@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="SQLite store path (default: a temporary file, removed at exit)",
     )
+    from scheduler.discovery import add_parser as add_discover
+
+    add_discover(sub)
     return parser
 
 
@@ -192,6 +195,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _asyncio_run(demo())
         return EXIT_OK
+    if args.command == "discover":
+        from scheduler.discovery import run_discover
+
+        status: list[int] = []
+
+        async def scan() -> None:
+            status.append(await run_discover(args))
+
+        _asyncio_run(scan())
+        return status[0]
     return EXIT_FAILURE
 
 

@@ -122,6 +122,7 @@ class SimMiner(SimTcpServer):
         self.session_timeout_seconds = session_timeout_seconds
         self.hashrate_unit: Literal["MHS", "GHS"] = "MHS"
         self.command_counts: Counter[str] = Counter()
+        self.version_extra: dict[str, str] = {}  # e.g. {"LUXminer": "2024.1.26"}
         self._clock = clock
         self._wall_clock = wall_clock
         rng = random.Random(zlib.crc32(device.id.encode()))
@@ -330,6 +331,7 @@ class SimMiner(SimTcpServer):
             "API": "3.7",
             "Miner": "sim",
             "Type": f"Antminer {self.device.model}",
+            **self.version_extra,
         }
         return self._ok(22, "CGMiner versions", "VERSION", [row])
 
