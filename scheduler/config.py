@@ -136,7 +136,8 @@ class _DeviceCommon(_Strict):
     sleep_power_w: float | None = Field(None, ge=0, description="default: model's")
     max_temperature_c: float | None = Field(None, gt=0, lt=150, description="default: model's")
     options: AsicOptions = Field(
-        default_factory=CgminerOptions, description="driver settings (driver = cgminer | luxos)"
+        default_factory=CgminerOptions,
+        description="driver settings (driver = cgminer | luxos | antminer)",
     )
 
     @field_validator("model")
@@ -326,7 +327,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("static", "ercot-replay", "cgminer", "luxos"):
+        elif part in ("static", "ercot-replay", "cgminer", "luxos", "antminer"):
             continue  # discriminator tags add nothing for the reader
         else:
             text += f".{part}" if text else str(part)

@@ -147,7 +147,7 @@ class CgminerDriver:
             raise MalformedReply(device.id, "SUMMARY has no MHS/GHS hash rate")
         power_w = parse_power_w(summary_rows[0], stats, rows(sections["power"], "POWER"))
         if power_w is None:
-            raise MalformedReply(device.id, "no power reading (POWER Watts, SUMMARY Power)")
+            power_w = self._missing_power_w(device, hashrate_hs)
         pools = parse_pools(rows(sections["pools"], "POOLS"))
         asleep = parse_curtailed(rows(sections["config"], "CONFIG"))
         return MinerReading(
@@ -159,6 +159,10 @@ class CgminerDriver:
             temperature_c=parse_chip_temperature_c(stats),
             observed_at=self._clock(),
         )
+
+    def _missing_power_w(self, device: Device, hashrate_hs: float) -> float:
+        """What to do when the firmware reports no power: here, refuse to guess."""
+        raise MalformedReply(device.id, "no power reading (POWER Watts, SUMMARY Power)")
 
     def _pool_name(self, device: Device, url: str) -> str:
         """Return the configured pool name for a URL (device's own pools first), else the URL."""

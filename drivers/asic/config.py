@@ -57,8 +57,22 @@ def _driver_tag(value: Any) -> str:
     return tag if isinstance(tag, str) else "cgminer"
 
 
+class AntminerOptions(CgminerFamilyOptions):
+    """Stock Antminer firmware: cgminer API for telemetry, web CGI (digest auth) for sleep."""
+
+    driver: Literal["antminer"] = "antminer"
+    web_port: int = Field(80, ge=1, le=65535, description="port of the miner's web interface")
+    web_username: str = Field("root", min_length=1, description="web interface user")
+    web_password: str = Field("root", description="web interface password")
+    confirm_timeout_seconds: float = Field(
+        60.0, gt=0, le=600, description="a work-mode change takes about 20 s to land"
+    )
+
+
 AsicOptions = Annotated[
-    Annotated[CgminerOptions, Tag("cgminer")] | Annotated[LuxosOptions, Tag("luxos")],
+    Annotated[CgminerOptions, Tag("cgminer")]
+    | Annotated[LuxosOptions, Tag("luxos")]
+    | Annotated[AntminerOptions, Tag("antminer")],
     Discriminator(_driver_tag),
 ]
 """Driver settings of one ASIC entry, chosen by its ``driver`` tag."""

@@ -11,8 +11,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from drivers.asic.antminer import AntminerDriver
 from drivers.asic.cgminer import CgminerDriver
-from drivers.asic.config import CgminerOptions, LuxosOptions
+from drivers.asic.config import AntminerOptions, CgminerOptions, LuxosOptions
 from drivers.asic.luxos import LuxosDriver
 from scheduler.model import Pool
 
@@ -31,18 +32,24 @@ CAPABILITIES: Mapping[str, Capabilities] = {
     # LuxOS-compatible curtail; pools through addpool/switchpool; no power targets.
     "cgminer": Capabilities(sleep=True, power_target=False, pool_switch=True, measured_power=True),
     "luxos": Capabilities(sleep=True, power_target=True, pool_switch=True, measured_power=True),
+    # Sleep through the web CGI; privileged cgminer commands are off by default; no power reading.
+    "antminer": Capabilities(
+        sleep=True, power_target=False, pool_switch=False, measured_power=False
+    ),
 }
 
 
 def create_asic_driver(
     pools: Mapping[str, Pool],
-    options: CgminerOptions | LuxosOptions,
+    options: CgminerOptions | LuxosOptions | AntminerOptions,
     *,
     concurrency: int,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> CgminerDriver:
     """The driver for one options block (one instance serves every device that shares it)."""
+    if isinstance(options, AntminerOptions):
+        return AntminerDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
     if isinstance(options, LuxosOptions):
         return LuxosDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
     return CgminerDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)

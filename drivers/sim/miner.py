@@ -162,6 +162,18 @@ class SimMiner(SimTcpServer):
         }
         self.luxos = SimLuxos(self)
         self._handlers.update(self.luxos.handlers())
+        self.reports_power = True
+
+    def become_stock_bmminer(self) -> None:
+        """Play stock Antminer firmware: no power reading, no LuxOS commands, no CONFIG mode."""
+        self.reports_power = False
+        for name in ("power", "logon", "logoff", "session", "curtail", *self.luxos.handlers()):
+            self._handlers.pop(name, None)
+        self._handlers["config"] = self._stock_config
+
+    def _stock_config(self, _parameter: str | None) -> Reply:
+        row = {"ASC Count": BOARDS, "Pool Count": len(self._pools), "Strategy": "Failover"}
+        return self._ok(33, "CGMiner config", "CONFIG", [row])
 
     # ---- physics -------------------------------------------------------------------------
 
@@ -263,8 +275,9 @@ class SimMiner(SimTcpServer):
             "Accepted": accepted,
             "Rejected": accepted // 500,
             "Hardware Errors": 0,
-            "Power": round(self.power_w(now)),
         }
+        if self.reports_power:
+            row["Power"] = round(self.power_w(now))
         return self._ok(11, "Summary", "SUMMARY", [row])
 
     def _power(self, _parameter: str | None) -> Reply:
@@ -452,7 +465,7 @@ class SimMiner(SimTcpServer):
                 return self._error(24, "Missing JSON 'command'")
             joined: Reply = {}
             for name in names:
-                if name in REPORT_COMMANDS:
+                if name in REPORT_COMMANDS and name in self._handlers:
                     joined[name] = [self._handlers[name](None)]
                 elif name in self._handlers:
                     joined[name] = [
