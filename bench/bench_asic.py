@@ -51,6 +51,13 @@ def emit(name: str, value: float, unit: str) -> None:
     print(json.dumps({"name": name, "value": round(value, 3), "unit": unit}), flush=True)
 
 
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU seconds of another process (the simulator), from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -129,13 +136,18 @@ async def measure(args: argparse.Namespace, directory: Path) -> None:
         reachable = sum(s.reachable for s in daemon.state.status.values())
         if reachable != args.miners:
             raise RuntimeError(f"only {reachable} of {args.miners} miners answered the poll")
-        polls, poll_cpu = [], []
+        polls: list[float] = []
+        poll_cpu: list[float] = []
+        poll_sim_cpu: list[float] = []
         for _ in range(args.polls):
             started, cpu_started = time.perf_counter(), time.process_time()
+            sim_started = cpu_seconds_of(sim.pid)
             await loop.poll_devices()
             polls.append(time.perf_counter() - started)
             poll_cpu.append(time.process_time() - cpu_started)
+            poll_sim_cpu.append(cpu_seconds_of(sim.pid) - sim_started)
         started, cpu_started = time.perf_counter(), time.process_time()
+        sim_started = cpu_seconds_of(sim.pid)
         daemon.state.observe_market(
             {"power_price_usd_per_mwh": Reading(SPIKE_USD_PER_MWH, time.monotonic(), "bench")}
         )
@@ -143,6 +155,7 @@ async def measure(args: argparse.Namespace, directory: Path) -> None:
         await loop.reconciler.wait_idle()
         curtail_seconds = time.perf_counter() - started
         curtail_cpu_seconds = time.process_time() - cpu_started
+        curtail_sim_cpu_seconds = cpu_seconds_of(sim.pid) - sim_started
         outcomes = loop.reconciler.last_outcomes.values()
         confirmed = sum(
             o.status is OutcomeStatus.CONFIRMED and o.requested.kind is WorkloadKind.SLEEP
@@ -157,8 +170,10 @@ async def measure(args: argparse.Namespace, directory: Path) -> None:
     size = f"{args.miners // 1000}k" if args.miners >= 1000 else str(args.miners)
     emit(f"poll_{size}_seconds", statistics.median(polls), "s")
     emit(f"poll_{size}_daemon_cpu_seconds", statistics.median(poll_cpu), "s")
+    emit(f"poll_{size}_simulator_cpu_seconds", statistics.median(poll_sim_cpu), "s")
     emit(f"curtail_{size}_seconds", curtail_seconds, "s")
     emit(f"curtail_{size}_daemon_cpu_seconds", curtail_cpu_seconds, "s")
+    emit(f"curtail_{size}_simulator_cpu_seconds", curtail_sim_cpu_seconds, "s")
     emit(f"curtail_{size}_confirmed", confirmed, "miners")
     emit("rss_bytes_per_device", (rss_after - rss_before) / args.miners, "bytes")
 

@@ -22,6 +22,8 @@ from scheduler.model import (
     Workload,
 )
 
+_REACHABLE = DeviceStatus(reachable=True)  # immutable, shared by every reachable device
+
 
 class FleetState:
     """Latest samples, reachability, market readings and events; snapshot() freezes a view."""
@@ -43,7 +45,7 @@ class FleetState:
         if sample.device_id not in self.devices:
             raise KeyError(f"unknown device {sample.device_id!r}")
         self.samples[sample.device_id] = sample
-        self.status[sample.device_id] = DeviceStatus(reachable=True)
+        self.status[sample.device_id] = _REACHABLE
 
     def mark_unreachable(self, device_id: str, error: str, at: float) -> None:
         """Record that a device could not be read; its last sample is kept but not trusted."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ class CgminerDriver:
             timeout_seconds=options.timeout_seconds, concurrency=concurrency
         )
         self._locks: dict[str, asyncio.Lock] = {}
+        self._workloads: dict[tuple[str, float], Workload] = {}
         self._sessions: dict[str, tuple[str, float]] = {}  # device id -> (session id, last used)
 
     def _lock(self, device: Device) -> asyncio.Lock:
@@ -160,6 +162,14 @@ class CgminerDriver:
             observed_at=self._clock(),
         )
 
+    def _shared_mine(self, pool_name: str, power_level: float = 1.0) -> Workload:
+        """One Workload object per (pool, level), shared by every sample (memory at 10k devices)."""
+        key = (pool_name, power_level)
+        workload = self._workloads.get(key)
+        if workload is None:
+            workload = self._workloads[key] = Workload.mine(pool_name, power_level)
+        return workload
+
     def _missing_power_w(self, device: Device, hashrate_hs: float) -> float:
         """What to do when the firmware reports no power: here, refuse to guess."""
         raise MalformedReply(device.id, "no power reading (POWER Watts, SUMMARY Power)")
@@ -179,7 +189,7 @@ class CgminerDriver:
         elif reading.pool_url is None:
             raise MalformedReply(device.id, "awake but no pool is configured on the miner")
         else:
-            workload = Workload.mine(self._pool_name(device, reading.pool_url))
+            workload = self._shared_mine(self._pool_name(device, reading.pool_url))
         return Sample(
             device_id=device.id,
             observed_at=reading.observed_at,
@@ -187,7 +197,7 @@ class CgminerDriver:
             power_w=reading.power_w,
             hashrate_hs=reading.hashrate_hs,
             temperature_c=reading.temperature_c,
-            pool_url=reading.pool_url,
+            pool_url=sys.intern(reading.pool_url) if reading.pool_url else None,
         )
 
     OBSERVE_COMMANDS = "config+pools"
