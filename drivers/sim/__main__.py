@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -51,7 +52,11 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.read(1) else None)
+    stdin = sys.stdin.fileno()
+    # A parent holding our stdin pipe stops us by closing it; stdin that cannot be
+    # watched (a file, /dev/null) leaves the signals only.
+    with contextlib.suppress(OSError):
+        loop.add_reader(stdin, lambda: stop.set() if not os.read(stdin, 1) else None)
     async with SimSite(devices, [pool], port=args.port, ramp_seconds=args.ramp_seconds):
         print(
             json.dumps(
