@@ -137,7 +137,7 @@ class _DeviceCommon(_Strict):
     max_temperature_c: float | None = Field(None, gt=0, lt=150, description="default: model's")
     options: AsicOptions = Field(
         default_factory=CgminerOptions,
-        description="driver settings (driver = cgminer | luxos | antminer)",
+        description="driver settings (driver = cgminer | luxos | antminer | braiins)",
     )
 
     @field_validator("model")
@@ -327,7 +327,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("static", "ercot-replay", "cgminer", "luxos", "antminer"):
+        elif part in ("static", "ercot-replay", "cgminer", "luxos", "antminer", "braiins"):
             continue  # discriminator tags add nothing for the reader
         else:
             text += f".{part}" if text else str(part)

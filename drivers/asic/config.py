@@ -69,10 +69,17 @@ class AntminerOptions(CgminerFamilyOptions):
     )
 
 
+class BraiinsOptions(CgminerFamilyOptions):
+    """Braiins OS, read only: telemetry over its cgminer-compatible API (control needs gRPC)."""
+
+    driver: Literal["braiins"] = "braiins"
+
+
 AsicOptions = Annotated[
     Annotated[CgminerOptions, Tag("cgminer")]
     | Annotated[LuxosOptions, Tag("luxos")]
-    | Annotated[AntminerOptions, Tag("antminer")],
+    | Annotated[AntminerOptions, Tag("antminer")]
+    | Annotated[BraiinsOptions, Tag("braiins")],
     Discriminator(_driver_tag),
 ]
 """Driver settings of one ASIC entry, chosen by its ``driver`` tag."""

@@ -2,7 +2,7 @@
 
 An address counts as a miner when it answers ``version`` on the API port with a
 cgminer-style reply.  The firmware is told apart by the VERSION keys it reports
-(``LUXminer`` -> luxos, anything else -> cgminer); the model comes from ``Type``
+(``LUXminer`` -> luxos, ``BOSminer`` -> braiins, anything else -> cgminer); the model comes from ``Type``
 (``Antminer S19j Pro`` -> ``S19j Pro``).  Short connect timeouts keep a /22 to
 seconds; progress is reported through a callback so the CLI can draw it.
 """
@@ -45,7 +45,7 @@ def hosts(network: str) -> list[str]:
 def identify(address: str, port: int, version_rows: Iterable[dict[str, object]]) -> FoundMiner:
     """Name the driver and model from VERSION rows."""
     row = next(iter(version_rows), {})
-    driver = "luxos" if "LUXminer" in row else "cgminer"
+    driver = "luxos" if "LUXminer" in row else "braiins" if "BOSminer" in row else "cgminer"
     kind = str(row.get("Type") or row.get("Model") or "unknown")
     model = next((kind[len(p) :] for p in MODEL_PREFIXES if kind.startswith(p)), kind)
     firmware = next(

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from drivers.asic.antminer import AntminerDriver
+from drivers.asic.braiins import BraiinsDriver
 from drivers.asic.cgminer import CgminerDriver
-from drivers.asic.config import AntminerOptions, CgminerOptions, LuxosOptions
+from drivers.asic.config import AntminerOptions, BraiinsOptions, CgminerOptions, LuxosOptions
 from drivers.asic.luxos import LuxosDriver
 from scheduler.model import Pool
 
@@ -36,18 +37,24 @@ CAPABILITIES: Mapping[str, Capabilities] = {
     "antminer": Capabilities(
         sleep=True, power_target=False, pool_switch=False, measured_power=False
     ),
+    # Read only until a gRPC client exists (see drivers/asic/braiins.py).
+    "braiins": Capabilities(
+        sleep=False, power_target=False, pool_switch=False, measured_power=True
+    ),
 }
 
 
 def create_asic_driver(
     pools: Mapping[str, Pool],
-    options: CgminerOptions | LuxosOptions | AntminerOptions,
+    options: CgminerOptions | LuxosOptions | AntminerOptions | BraiinsOptions,
     *,
     concurrency: int,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> CgminerDriver:
     """The driver for one options block (one instance serves every device that shares it)."""
+    if isinstance(options, BraiinsOptions):
+        return BraiinsDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
     if isinstance(options, AntminerOptions):
         return AntminerDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
     if isinstance(options, LuxosOptions):
