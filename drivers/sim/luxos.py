@@ -1,4 +1,7 @@
-"""LuxOS power profiles and ATM for the simulated miner: profiles, profileset, atm, atmset.
+"""LuxOS for the simulated miner: sessions, curtail, power profiles and ATM.
+
+Sessions: ``logon`` (one at a time, dropped after session_timeout_seconds idle),
+``logoff|sid``, ``session``; ``curtail|sid,sleep`` or ``sid,wakeup`` needs the session.
 
 Facts followed: profiles are per machine; ``profileset`` takes ``<session>,<profile>``
 where the profile is a name or a power selector like ``3000W`` (nearest profile by
@@ -10,6 +13,7 @@ Profiles are 4% power steps around the default: ``-16`` .. ``default`` .. ``+8``
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +34,11 @@ def profile_name(step: int) -> str:
 class SimLuxos:
     """Profile and ATM state of one simulated LuxOS miner."""
 
-    def __init__(self, miner: SimMiner) -> None:
+    def __init__(self, miner: SimMiner, session_seed: int) -> None:
         self.miner = miner
+        self._session_rng = random.Random(session_seed)
+        self._session_id: str | None = None
+        self._session_used_at = 0.0
         self.atm_enabled = True
         self.step = 0
         self.changes_with_atm_on = 0
@@ -39,11 +46,57 @@ class SimLuxos:
     def handlers(self) -> dict[str, Callable[[str | None], Reply]]:
         """The commands this adds to the miner."""
         return {
+            "logon": self._logon,
+            "logoff": self._logoff,
+            "session": self._session,
+            "curtail": self._curtail,
             "profiles": self._profiles,
             "profileset": self._profileset,
             "atm": self._atm,
             "atmset": self._atmset,
         }
+
+    def session_valid(self, session_id: str) -> bool:
+        """True when ``session_id`` is the live session (and refresh it), as LuxOS does."""
+        now = self.miner.physics.now(None)
+        if (
+            self._session_id is not None
+            and now - self._session_used_at >= self.miner.session_timeout_seconds
+        ):
+            self._session_id = None
+        if self._session_id is None or session_id != self._session_id:
+            return False
+        self._session_used_at = now
+        return True
+
+    def _logon(self, _parameter: str | None) -> Reply:
+        if self.session_valid(self._session_id or ""):
+            return self.miner._error(304, "Another session is active")
+        self._session_id = f"{self._session_rng.getrandbits(32):08x}"
+        self._session_used_at = self.miner.physics.now(None)
+        return self.miner._ok(300, "Session created", "SESSION", [{"SessionID": self._session_id}])
+
+    def _logoff(self, parameter: str | None) -> Reply:
+        if not self.session_valid((parameter or "").strip()):
+            return self.miner._error(45, "Access denied to 'logoff' command: invalid session")
+        self._session_id = None
+        return self.miner._ok(301, "Session dropped")
+
+    def _session(self, _parameter: str | None) -> Reply:
+        current = self._session_id if self.session_valid(self._session_id or "") else ""
+        return self.miner._ok(302, "Session information", "SESSION", [{"SessionID": current}])
+
+    def _curtail(self, parameter: str | None) -> Reply:
+        session_id, _, action = (parameter or "").partition(",")
+        if not self.session_valid(session_id.strip()):
+            return self.miner._error(45, "Access denied to 'curtail' command: invalid session")
+        action = action.strip().lower()
+        if action not in ("sleep", "wakeup"):
+            return self.miner._error(
+                305, f"Invalid curtail action '{action}' (expected sleep or wakeup)"
+            )
+        self.miner.set_asleep(action == "sleep")
+        return self.miner._ok(303, f"Curtail {action} accepted")
 
     def _watts(self, step: int) -> float:
         return self.miner.physics.mining_power_w * (1 + STEP_SHARE * step)
@@ -70,7 +123,7 @@ class SimLuxos:
 
     def _profileset(self, parameter: str | None) -> Reply:
         session_id, _, wanted = (parameter or "").partition(",")
-        if not self.miner.session_valid(session_id.strip()):
+        if not self.session_valid(session_id.strip()):
             return self.miner._error(45, "Access denied to 'profileset' command: invalid session")
         step = self._select(wanted.strip())
         if step is None:
@@ -88,7 +141,7 @@ class SimLuxos:
 
     def _atmset(self, parameter: str | None) -> Reply:
         session_id, _, settings = (parameter or "").partition(",")
-        if not self.miner.session_valid(session_id.strip()):
+        if not self.session_valid(session_id.strip()):
             return self.miner._error(45, "Access denied to 'atmset' command: invalid session")
         for pair in filter(None, (p.strip() for p in settings.split(","))):
             key, _, value = pair.partition("=")

@@ -126,7 +126,7 @@ class SimMiner(SimTcpServer):
         self._clock = clock
         self._wall_clock = wall_clock
         rng = random.Random(zlib.crc32(device.id.encode()))
-        self._session_rng = random.Random(rng.getrandbits(32))
+        session_seed = rng.getrandbits(32)
         self.physics = MinerPhysics(
             mining_hashrate_hs=device.nominal_hashrate_hs
             * (1 + noise_fraction * rng.uniform(-1, 1)),
@@ -142,8 +142,6 @@ class SimMiner(SimTcpServer):
         self._priority = list(range(len(self._pools)))
         self._asleep = False
         self.power_level = 1.0
-        self._session_id: str | None = None
-        self._session_used_at = 0.0
         self._handlers: dict[str, Callable[[str | None], Reply]] = {
             "summary": self._summary,
             "power": self._power,
@@ -155,19 +153,15 @@ class SimMiner(SimTcpServer):
             "enablepool": self._enablepool,
             "disablepool": self._disablepool,
             "addpool": self._addpool,
-            "logon": self._logon,
-            "logoff": self._logoff,
-            "session": self._session,
-            "curtail": self._curtail,
         }
-        self.luxos = SimLuxos(self)
+        self.luxos = SimLuxos(self, session_seed)
         self._handlers.update(self.luxos.handlers())
         self.reports_power = True
 
     def become_stock_bmminer(self) -> None:
         """Play stock Antminer firmware: no power reading, no LuxOS commands, no CONFIG mode."""
         self.reports_power = False
-        for name in ("power", "logon", "logoff", "session", "curtail", *self.luxos.handlers()):
+        for name in ("power", *self.luxos.handlers()):
             self._handlers.pop(name, None)
         self._handlers["config"] = self._stock_config
 
@@ -415,46 +409,6 @@ class SimMiner(SimTcpServer):
         index = len(self._pools) - 1
         self._priority.append(index)
         return self._ok(55, f"Added pool {index}: '{fields[0].strip()}'")
-
-    def session_valid(self, session_id: str) -> bool:
-        """True when ``session_id`` is the live session (and refresh it), as LuxOS does."""
-        now = self._clock()
-        if (
-            self._session_id is not None
-            and now - self._session_used_at >= self.session_timeout_seconds
-        ):
-            self._session_id = None
-        if self._session_id is None or session_id != self._session_id:
-            return False
-        self._session_used_at = now
-        return True
-
-    def _logon(self, _parameter: str | None) -> Reply:
-        if self.session_valid(self._session_id or ""):
-            return self._error(304, "Another session is active")
-        self._session_id = f"{self._session_rng.getrandbits(32):08x}"
-        self._session_used_at = self._clock()
-        return self._ok(300, "Session created", "SESSION", [{"SessionID": self._session_id}])
-
-    def _logoff(self, parameter: str | None) -> Reply:
-        if not self.session_valid((parameter or "").strip()):
-            return self._error(45, "Access denied to 'logoff' command: invalid session")
-        self._session_id = None
-        return self._ok(301, "Session dropped")
-
-    def _session(self, _parameter: str | None) -> Reply:
-        current = self._session_id if self.session_valid(self._session_id or "") else ""
-        return self._ok(302, "Session information", "SESSION", [{"SessionID": current}])
-
-    def _curtail(self, parameter: str | None) -> Reply:
-        session_id, _, action = (parameter or "").partition(",")
-        if not self.session_valid(session_id.strip()):
-            return self._error(45, "Access denied to 'curtail' command: invalid session")
-        action = action.strip().lower()
-        if action not in ("sleep", "wakeup"):
-            return self._error(305, f"Invalid curtail action '{action}' (expected sleep or wakeup)")
-        self.set_asleep(action == "sleep")
-        return self._ok(303, f"Curtail {action} accepted")
 
     def handle(self, command: str, parameter: str | None = None) -> Reply:
         """Answer one command (or a ``+``-joined set of report commands) without the network."""
