@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit bench soak mosquitto clean bench-asic
+.PHONY: help install demo test lint unit bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ lint: $(STAMP) ## ruff and mypy --strict on scheduler/ and drivers/
 unit: $(STAMP) ## the test suite only
 	$(PY) -m pytest -q
 
-test: $(STAMP) mosquitto lint unit ## everything CI runs: install, lint, the whole test suite
+test: $(STAMP) mosquitto prometheus systemd-analyze lint unit ## everything CI runs: install, lint, the whole test suite
 
 bench: $(STAMP) ## every benchmark under bench/ (one JSON object per line)
 	@set -e; for script in bench/bench_*.py; do $(PY) $$script; done
@@ -47,8 +47,47 @@ bench: $(STAMP) ## every benchmark under bench/ (one JSON object per line)
 bench-asic: $(STAMP) ## poll and curtail 10,000 simulated miners (sim in its own process)
 	$(PY) bench/bench_asic.py $(BENCH_ASIC_ARGS)
 
+bench-policy: $(STAMP) ## max-margin plan for 100,000 devices and the 10-month backtest for 1,000
+	$(PY) bench/bench_policy.py
+
 soak: $(STAMP) ## long-running tests (not part of make test)
 	$(PY) -m pytest -q -m soak --run-soak
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+prometheus: ## make sure promtool and prometheus exist (Debian package; the tests start their own server)
+	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing prometheus (promtool) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else \
+		echo "prometheus/promtool missing: run 'sudo apt-get install prometheus' (Debian/Ubuntu), then make test again"; exit 1; \
+	fi
+
+bench-metrics: $(STAMP) ## /metrics render and HTTP scrape for 10,000 devices
+	$(PY) bench/bench_metrics.py
+
+.PHONY: slurm
+unit: slurm
+slurm: ## make sure Slurm and munge exist (the tests start their own one-host cluster)
+	@if command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing slurm-wlm, munge and slurmrestd with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			slurm-wlm munge slurmrestd >/dev/null; \
+	else \
+		echo "Slurm is missing: run 'sudo apt-get install slurm-wlm munge' (Debian/Ubuntu); the Slurm tests skip until then"; \
+	fi
+
+systemd-analyze: ## make sure systemd-analyze exists (scores the hardening of deploy/*.service offline)
+	@if command -v systemd-analyze >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing systemd (systemd-analyze) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null; \
+	else \
+		echo "systemd-analyze is missing: run 'sudo apt-get install systemd', then make test again"; exit 1; \
+	fi
+.PHONY: bench-gpu
+bench-gpu: $(STAMP) slurm ## GPU-node policy on 100/1000 nodes, and node switches on a real one-host Slurm
+	$(PY) bench/bench_gpu_queue.py

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from scheduler.model import Device, Outcome, Reading, Sample, Workload
+from scheduler.model import Device, Outcome, QueueDemand, Reading, Sample, Workload
 
 
 @runtime_checkable
@@ -55,4 +55,17 @@ class MarketFeed(Protocol):
 
     async def fetch(self) -> dict[str, Reading]:
         """Return readings keyed by MarketState field name; raise DriverError on failure."""
+        ...
+
+
+@runtime_checkable
+class QueueControl(Protocol):
+    """An AI job queue (Slurm, Kubernetes, webhook): its demand, and GPU nodes moved in or out of it."""
+
+    async def demand(self) -> dict[str, QueueDemand]:
+        """Pending work per queue name; raise DriverError when the queue cannot be read."""
+        ...
+
+    async def apply(self, device: Device, workload: Workload) -> Outcome:
+        """Move a GPU node to ai(queue), mine(pool) (a preemptible job) or sleep; confirm by reading back."""
         ...

@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of simulated ASICs (default 200)",
     )
     demo.add_argument(
+        "--gpus",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N simulated GPU nodes (8 GPUs each) behind a simulated AI job queue; they move "
+        "between AI work and mining by demand and price (default 0)",
+    )
+    demo.add_argument(
         "--duration",
         type=_positive_float,
         default=None,
@@ -115,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-ui", action="store_true", help="plain log lines instead of the live screen"
     )
     demo.add_argument(
+        "--sim-port",
+        type=int,
+        default=4028,
+        metavar="PORT",
+        help="TCP port of every simulated miner's API (default 4028, the cgminer port)",
+    )
+    demo.add_argument(
         "--store",
         metavar="PATH",
         default=None,
@@ -123,7 +138,60 @@ def build_parser() -> argparse.ArgumentParser:
     from scheduler.discovery import add_parser as add_discover
 
     add_discover(sub)
+    failsafe = sub.add_parser(
+        "failsafe",
+        help="put every configured device to sleep now, without the control loop (dead-man path)",
+        description=(
+            "Commands every device of the config to sleep and reads each back. systemd runs it "
+            "(wattmux-failsafe.service) when the daemon failed for good. Exit 0 when every "
+            "device confirmed, 1 when some did not, 2 on a config error."
+        ),
+    )
+    failsafe.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML config file")
+    _add_backtest_parser(sub)
     return parser
+
+
+def _add_backtest_parser(sub: Any) -> None:
+    """The ``backtest`` subcommand (logic in scheduler/backtest_cli.py)."""
+    from scheduler.backtest_cli import add_arguments
+
+    backtest = sub.add_parser(
+        "backtest",
+        help="replay recorded power prices through a policy for a fleet; JSON with every baseline",
+        description=(
+            "Replays 15-minute ERCOT prices and daily BTC figures through a policy for the fleet "
+            "of a config file, with switching costs, and compares it with always-on, the naive "
+            "threshold on the last real-time price and the hindsight optimum."
+        ),
+    )
+    add_arguments(backtest)
+
+
+def _failsafe(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    from scheduler.failsafe import FailsafeReport, curtail_all
+
+    reports: list[FailsafeReport] = []
+
+    async def main() -> None:
+        reports.append(await curtail_all(config))
+
+    _asyncio_run(main())
+    report = reports[0]
+    for outcome in report.failed:
+        print(f"{outcome.device_id}: {outcome.status.value}: {outcome.detail}", file=sys.stderr)
+    print(
+        f"failsafe: {len(report.outcomes) - len(report.failed)} of {len(report.outcomes)} "
+        "devices confirmed asleep"
+    )
+    return EXIT_FAILURE if report.failed else EXIT_OK
 
 
 def _check_config(path: str) -> int:
@@ -181,19 +249,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.log_level != "DEBUG":  # httpx logs every request at INFO: too much for queue polling
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "check-config":
         return _check_config(args.file)
     if args.command == "run":
         return _run(args.config)
+    if args.command == "failsafe":
+        return _failsafe(args.config)
     if args.command == "demo":
-        from scheduler.demo import run_demo
+        from scheduler.demo import DemoError, run_demo
 
         async def demo() -> None:
             stop = asyncio.Event()
             _install_stop(stop)
             await run_demo(args, stop)
 
-        _asyncio_run(demo())
+        try:
+            _asyncio_run(demo())
+        except DemoError as exc:
+            print(f"wattmux demo: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
         return EXIT_OK
     if args.command == "discover":
         from scheduler.discovery import run_discover
@@ -205,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _asyncio_run(scan())
         return status[0]
+    if args.command == "backtest":
+        from scheduler.backtest_cli import run_backtest_command
+
+        return run_backtest_command(args)
     return EXIT_FAILURE
 
 

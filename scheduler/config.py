@@ -20,10 +20,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.asic.config import AsicOptions, CgminerOptions
+from drivers.queues.kubernetes import KubernetesOptions
+from drivers.queues.slurm import SlurmOptions
+from drivers.queues.webhook import WebhookOptions
 from scheduler.hardware import MODELS
 from scheduler.model import TERA, Device, DeviceKind, Pool
 
 ENV_PREFIX = "WATTMUX_"
+QUEUE_DRIVERS = ("slurm", "webhook", "kubernetes")
 
 
 class _Strict(BaseModel):
@@ -63,6 +67,45 @@ class EconomicsConfig(_Strict):
     pool_fee: float = Field(0.02, ge=0, lt=1, description="pool fee as a fraction (0.02 = 2%)")
 
 
+class ScheduleWindowConfig(_Strict):
+    """A recurring local-time window: sleep through it, or add a tariff charge to the power price."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="window name")
+    start: str = Field(description="local start HH:MM")
+    end: str = Field(description="local end HH:MM (before start: the window runs past midnight)")
+    weekdays: list[int] = Field(
+        default_factory=lambda: list(range(7)), description="0 = Monday ... 6 = Sunday"
+    )
+    months: list[int] = Field(default_factory=lambda: list(range(1, 13)), description="1..12")
+    action: Literal["sleep", "adder"] = Field("sleep", description="sleep, or add a charge")
+    adder_usd_per_mwh: float = Field(
+        0.0, ge=-1000, le=10_000, description="added to the power price in the window (adder)"
+    )
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        try:
+            datetime.strptime(value, "%H:%M")
+        except ValueError:
+            raise ValueError(f"expected HH:MM, got {value!r}") from None
+        return value
+
+    @field_validator("weekdays")
+    @classmethod
+    def _weekdays(cls, value: list[int]) -> list[int]:
+        if not value or any(not 0 <= day <= 6 for day in value):
+            raise ValueError(f"weekdays must be 0 (Monday) .. 6 (Sunday), got {value}")
+        return value
+
+    @field_validator("months")
+    @classmethod
+    def _months(cls, value: list[int]) -> list[int]:
+        if not value or any(not 1 <= month <= 12 for month in value):
+            raise ValueError(f"months must be 1..12, got {value}")
+        return value
+
+
 class PolicyConfig(_Strict):
     """Which policy decides and its knobs."""
 
@@ -70,6 +113,63 @@ class PolicyConfig(_Strict):
     hysteresis_usd_per_mwh: float = Field(
         5.0, ge=0, description="band around break-even: sleep above +band, wake below -band"
     )
+    sleep_band_usd_per_mwh: float = Field(
+        0.0, ge=0, description="max-margin: a mining device sleeps above break-even + this"
+    )
+    wake_band_usd_per_mwh: float = Field(
+        0.0, ge=0, description="max-margin: a sleeping device wakes below break-even - this"
+    )
+    sleep_band_fraction: float = Field(
+        0.14, ge=0, le=10, description="max-margin: plus this fraction of break-even"
+    )
+    wake_band_fraction: float = Field(
+        0.06, ge=0, le=10, description="max-margin: plus this fraction of break-even"
+    )
+    power_levels: list[float] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="max-margin: relative mining power levels a device may be set to",
+    )
+
+    pool_fees: dict[str, float] = Field(
+        default_factory=dict,
+        description="max-margin: fee per pool name (fraction); others pay [economics] pool_fee",
+    )
+    schedule: list[ScheduleWindowConfig] = Field(
+        default_factory=list, description="schedule policy: time-of-use windows"
+    )
+    ercot_4cp: bool = Field(
+        False, description="schedule policy: sleep in ERCOT 4CP windows (Jun-Sep weekdays)"
+    )
+    schedule_timezone: str | None = Field(
+        None, description="zone of the schedule windows; default: [site] timezone"
+    )
+
+    @field_validator("pool_fees")
+    @classmethod
+    def _fees_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: fee for name, fee in value.items() if not 0.0 <= fee < 1.0}
+        if bad:
+            raise ValueError(f"pool fees must be in [0, 1), got {bad}")
+        return value
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _schedule_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("power_levels")
+    @classmethod
+    def _levels_in_range(cls, value: list[float]) -> list[float]:
+        bad = [level for level in value if not 0.0 < level <= 1.5]
+        if bad:
+            raise ValueError(f"power levels must be in (0, 1.5], got {bad}")
+        return sorted(set(value))
 
 
 class GuardConfig(_Strict):
@@ -84,6 +184,11 @@ class GuardConfig(_Strict):
     )
     stale_action: Literal["sleep", "hold"] = Field(
         "sleep", description="what to do when the power price is stale or missing"
+    )
+    ramp_kw_per_minute: float | None = Field(
+        None,
+        gt=0,
+        description="most kW switched in any 60 s (safety and DR exempt); none: no limit",
     )
 
 
@@ -238,6 +343,63 @@ class ReplayPriceConfig(_Strict):
 MarketFeedConfig = Annotated[StaticMarketConfig | ReplayPriceConfig, Field(discriminator="driver")]
 
 
+QueueOptions = Annotated[
+    SlurmOptions | WebhookOptions | KubernetesOptions, Field(discriminator="driver")
+]
+
+
+class QueueConfig(_Strict):
+    """An AI job queue GPU nodes can serve, and what its work pays."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    pricing: Literal["contract", "spot"] = Field(
+        "contract", description="contract: the fixed rate below; spot: the rate the driver reports"
+    )
+    contract_rate_usd_per_gpu_hour: float | None = Field(None, ge=0, le=1000)
+    preemption_allowed: bool = Field(
+        False, description="running jobs may be requeued to free a node (their progress is lost)"
+    )
+    options: QueueOptions = Field(description="queue driver settings (driver = slurm, ...)")
+
+    @model_validator(mode="after")
+    def _rate(self) -> QueueConfig:
+        if self.pricing == "contract" and self.contract_rate_usd_per_gpu_hour is None:
+            raise ValueError("pricing = 'contract' needs contract_rate_usd_per_gpu_hour")
+        return self
+
+
+class GpuNodeConfig(_Strict):
+    """A GPU node that serves AI queues or mines as a preemptible job through its queue driver."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    node: str | None = Field(None, description="its name in the queue system; default: id")
+    gpus: int = Field(ge=1, le=1024)
+    queues: list[str] = Field(min_length=1, description="queue names it may serve")
+    pools: list[str] = Field(default_factory=list, description="pools its mining job may use")
+    mining_hashrate_ths: float = Field(gt=0, description="what its mining job hashes (TH/s)")
+    nominal_power_w: float = Field(gt=0, description="power with every GPU busy")
+    idle_power_w: float = Field(ge=0, description="power with no GPU busy (drained, idle)")
+
+    def devices(self) -> list[Device]:
+        """The one Device this entry describes (address = its name in the queue system)."""
+        return [
+            Device(
+                id=self.id,
+                kind=DeviceKind.GPU_NODE,
+                model=f"{self.gpus}xGPU",
+                driver="queue",
+                address=self.node or self.id,
+                port=0,
+                nominal_hashrate_hs=self.mining_hashrate_ths * TERA,
+                nominal_power_w=self.nominal_power_w,
+                sleep_power_w=self.idle_power_w,
+                pools=tuple(self.pools),
+                gpus=self.gpus,
+                queues=tuple(self.queues),
+            )
+        ]
+
+
 class WattmuxConfig(_Strict):
     """The whole configuration file."""
 
@@ -252,6 +414,33 @@ class WattmuxConfig(_Strict):
     devices: list[DeviceConfig] = Field(default_factory=list)
     device_ranges: list[DeviceRangeConfig] = Field(default_factory=list)
     market: list[MarketFeedConfig] = Field(default_factory=list)
+    queues: list[QueueConfig] = Field(default_factory=list)
+    gpu_nodes: list[GpuNodeConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _gpu_checks(self) -> WattmuxConfig:
+        queue_names = [q.name for q in self.queues]
+        errors = []
+        if len(set(queue_names)) != len(queue_names):
+            errors.append("queues: names must be unique")
+        pool_names = {p.name for p in self.pools}
+        for index, node in enumerate(self.gpu_nodes):
+            for queue in node.queues:
+                if queue not in queue_names:
+                    errors.append(f"gpu_nodes[{index}].queues: unknown queue {queue!r}")
+            for pool in node.pools:
+                if pool not in pool_names:
+                    errors.append(f"gpu_nodes[{index}].pools: unknown pool {pool!r}")
+            drivers = {
+                q.options.model_dump_json(exclude={"partition"})
+                for q in self.queues
+                if q.name in node.queues
+            }
+            if len(drivers) > 1:
+                errors.append(f"gpu_nodes[{index}].queues: all of a node's queues need one driver")
+        if errors:
+            raise ValueError("; ".join(errors[:20]))
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> WattmuxConfig:
@@ -279,11 +468,19 @@ class WattmuxConfig(_Strict):
             raise ValueError("; ".join(errors[:20]))
         return self
 
+    @model_validator(mode="after")
+    def _schedule_zone_from_site(self) -> WattmuxConfig:
+        if self.policy.schedule_timezone is None:
+            self.policy.schedule_timezone = self.site.timezone
+        return self
+
     def all_devices(self) -> list[Device]:
         """Every device of the site, ranges expanded."""
         out: list[Device] = []
         for entry in (*self.devices, *self.device_ranges):
             out.extend(entry.devices())
+        for node in self.gpu_nodes:
+            out.extend(node.devices())
         return out
 
     def pool(self, name: str) -> PoolConfig:
@@ -327,7 +524,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("static", "ercot-replay", "cgminer", "luxos", "antminer", "braiins"):
+        elif part in ("static", "ercot-replay", "cgminer", "luxos", "antminer", "braiins", *QUEUE_DRIVERS):
             continue  # discriminator tags add nothing for the reader
         else:
             text += f".{part}" if text else str(part)

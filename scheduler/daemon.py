@@ -30,9 +30,11 @@ from scheduler.loop import ControlLoop
 from scheduler.metrics import Metrics
 from scheduler.model import Plan
 from scheduler.policies import create_policy
+from scheduler.queues import QueueNodeDriver, build_queues
 from scheduler.reconciler import Reconciler
 from scheduler.state import FleetState
 from scheduler.store import Store
+from scheduler.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,20 @@ class Daemon:
         *,
         clock: Callable[[], float] = time.monotonic,
         feeds: Sequence[MarketFeed] | None = None,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self.config = config
+        self.notifier = notifier if notifier is not None else SystemdNotifier.from_environ()
         self.clock = clock
-        self.state = FleetState(config.all_devices(), pool_fee=config.economics.pool_fee)
+        self.state = FleetState(
+            config.all_devices(),
+            pool_fee=config.economics.pool_fee,
+            power_cap_w=config.site.power_cap_kw * 1000,
+        )
         self.metrics = Metrics(self.state, clock=clock)
+        self.metrics.watch_plan(self.current_plan)
+        self.metrics.site_power_cap.set(config.site.power_cap_kw * 1000)
+        self.metrics.stale_price_threshold.set(config.guard.stale_price_seconds)
         self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock)
         self.loop: ControlLoop | None = None
         self.ready = asyncio.Event()
@@ -104,36 +115,41 @@ class Daemon:
         raise_open_files_limit(
             config.control.poll_concurrency + config.control.command_concurrency + 1024
         )
-        drivers = self._drivers()
+        queues = build_queues(config, self.clock)
+        drivers: dict[str, CgminerDriver | QueueNodeDriver] = {**self._drivers(), **queues.per_node}
         with Store.open(config.store.path) as store:
             self.state.desired.update(
                 {d: w for d, w in store.desired().items() if d in self.state.devices}
             )
-            async with Reconciler(
-                drivers,
-                store,
-                self.metrics,
-                concurrency=config.control.command_concurrency,
-                state=self.state,
-                clock=self.clock,
-            ) as reconciler:
-                self.loop = ControlLoop(
+            try:  # queue clients close only after the reconciler's command tasks have ended
+                async with Reconciler(
+                    drivers,
+                    store,
+                    self.metrics,
+                    concurrency=config.control.command_concurrency,
                     state=self.state,
-                    telemetry=drivers,
-                    feeds=self.feeds,
-                    policy=create_policy(config.policy),
-                    guard=Guard(config.guard, power_cap_w=config.site.power_cap_kw * 1000),
-                    reconciler=reconciler,
-                    store=store,
-                    metrics=self.metrics,
-                    poll_concurrency=config.control.poll_concurrency,
                     clock=self.clock,
-                )
-                if serve_api:
-                    async with serve(create_app(self), config.api.host, config.api.port):
+                ) as reconciler:
+                    self.loop = ControlLoop(
+                        state=self.state,
+                        telemetry=drivers,
+                        feeds=self.feeds,
+                        policy=create_policy(config.policy),
+                        guard=Guard(config.guard, power_cap_w=config.site.power_cap_kw * 1000),
+                        reconciler=reconciler,
+                        store=store,
+                        metrics=self.metrics,
+                        poll_concurrency=config.control.poll_concurrency,
+                        clock=self.clock,
+                        queues=queues.sources,
+                    )
+                    if serve_api:
+                        async with serve(create_app(self), config.api.host, config.api.port):
+                            await self._run_loop(stop)
+                    else:
                         await self._run_loop(stop)
-                else:
-                    await self._run_loop(stop)
+            finally:
+                await queues.aclose()
 
     async def _run_loop(self, stop: asyncio.Event) -> None:
         assert self.loop is not None
@@ -143,7 +159,19 @@ class Daemon:
             self.config.policy.name,
             self.config.api.listen,
         )
-        await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
+        heartbeat = SystemdHeartbeat(self.notifier)
+        watchdog_s = watchdog_seconds()
+        if watchdog_s is not None and watchdog_s < 2 * self.config.control.tick_seconds:
+            log.warning(
+                "systemd WatchdogSec (%.0f s) is shorter than two ticks (%.1f s): expect restarts",
+                watchdog_s,
+                2 * self.config.control.tick_seconds,
+            )
+        self.loop.tick_listeners.append(heartbeat.tick_done)
+        try:
+            await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
+        finally:
+            heartbeat.stopping()
 
 
 def default_store_path(directory: Path) -> Path:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 import tempfile
 import time
@@ -18,9 +19,10 @@ from drivers.sim.prices import ErcotReplayFeed
 from drivers.sim.site import SimSite
 from scheduler.config import WattmuxConfig, parse_config, pools_of
 from scheduler.daemon import Daemon
+from scheduler.demo_gpu import NODE_POWER_W, gpu_config_entries, gpu_lines, sim_queue
 from scheduler.economics import market_economics
 from scheduler.hardware import MODELS
-from scheduler.model import WorkloadKind
+from scheduler.model import DeviceKind, WorkloadKind
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,20 @@ def _address(offset: int) -> str:
     return f"127.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
 
 
-def demo_config(asics: int, speed: float, listen: str, store_path: Path) -> WattmuxConfig:
-    """The embedded demo site: a mixed fleet on 127.77.x.y, the ERCOT replay, short timers."""
+class DemoError(Exception):
+    """The demo cannot start (for example a port is taken); the message says what to do."""
+
+
+def demo_config(
+    asics: int,
+    speed: float,
+    listen: str,
+    store_path: Path,
+    gpus: int = 0,
+    queue_url: str = "http://127.0.0.1:1",
+    sim_port: int = SIM_PORT,
+) -> WattmuxConfig:
+    """The embedded demo site: a mixed fleet on 127.77.x.y, GPU nodes if asked, the ERCOT replay."""
     counts = [int(asics * share) for _, share in FLEET_MIX]
     counts[1] += asics - sum(counts)
     ranges: list[dict[str, Any]] = []
@@ -53,7 +67,7 @@ def demo_config(asics: int, speed: float, listen: str, store_path: Path) -> Watt
                 "count": count,
                 "pools": ["main", "backup"],
                 "options": {
-                    "port": SIM_PORT,
+                    "port": sim_port,
                     "timeout_seconds": 2.0,
                     "confirm_timeout_seconds": 5.0,
                     "confirm_interval_seconds": 0.2,
@@ -64,8 +78,9 @@ def demo_config(asics: int, speed: float, listen: str, store_path: Path) -> Watt
     nominal_kw = (
         sum(MODELS[m].power_w * c for (m, _), c in zip(FLEET_MIX, counts, strict=True)) / 1000
     )
+    nominal_kw += gpus * NODE_POWER_W / 1000
     interval_seconds = 900.0 / speed
-    data = {
+    data: dict[str, Any] = {
         "site": {
             "name": "demo",
             "timezone": "America/Chicago",
@@ -92,6 +107,8 @@ def demo_config(asics: int, speed: float, listen: str, store_path: Path) -> Watt
         "device_ranges": ranges,
         "market": [{"driver": "ercot-replay", "speed": speed}],
     }
+    if gpus:
+        data.update(gpu_config_entries(gpus, queue_url, ["main", "backup"]))
     return parse_config(data, "<embedded demo config>", environ={})
 
 
@@ -117,7 +134,7 @@ def render(daemon: Daemon, site: SimSite, started: float, speed: float) -> list[
     replay = _replay(daemon)
     economics = market_economics(snapshot)
     lines = [
-        f"wattmux demo: {len(snapshot.devices)} simulated ASICs, ERCOT HB_SOUTH 2024-08-19..21 "
+        f"wattmux demo: {sum(1 for d in snapshot.devices.values() if d.kind is DeviceKind.ASIC)} simulated ASICs, ERCOT HB_SOUTH 2024-08-19..21 "
         f"replayed at {speed:g}x  (running {time.monotonic() - started:5.1f} s)",
         f"market time  {replay.replay_time(daemon.clock()):%Y-%m-%d %H:%M %Z}  (ERCOT HB_SOUTH real-time)",
     ]
@@ -139,14 +156,23 @@ def render(daemon: Daemon, site: SimSite, started: float, speed: float) -> list[
                 breakevens.append(f"{model} {economics.breakeven_usd_per_mwh(device):6.1f}")
         lines.append("break-even   " + "   ".join(breakevens) + "  USD/MWh")
     counts = {"mining": 0, "asleep": 0, "unreachable": 0}
-    for device_id in snapshot.devices:
+    for device_id, device in snapshot.devices.items():
+        if device.kind is DeviceKind.GPU_NODE:
+            continue
         if not snapshot.status[device_id].reachable:
             counts["unreachable"] += 1
         elif snapshot.current[device_id].kind is WorkloadKind.MINE:
             counts["mining"] += 1
         else:
             counts["asleep"] += 1
-    reported_kw = sum(s.power_w for s in snapshot.samples.values()) / 1000
+    reported_kw = (
+        sum(
+            s.power_w
+            for d, s in snapshot.samples.items()
+            if snapshot.devices[d].kind is DeviceKind.ASIC
+        )
+        / 1000
+    )
     plan = daemon.current_plan()
     margin = sum(a.expected_margin_usd_per_hour for a in plan.assignments) if plan else 0.0
     lines += [
@@ -155,6 +181,7 @@ def render(daemon: Daemon, site: SimSite, started: float, speed: float) -> list[
         f"machines     mining {counts['mining']:4d}   asleep {counts['asleep']:4d}   "
         f"unreachable {counts['unreachable']:4d}",
         f"margin       {margin:+10,.2f} USD/h expected by the plan",
+        *gpu_lines(snapshot),
         "last decisions:",
     ]
     lines += _decision_lines(daemon, limit=8)
@@ -196,7 +223,7 @@ async def _screen(
     daemon: Daemon, site: SimSite, speed: float, stop: asyncio.Event, out: TextIO, live: bool
 ) -> None:
     started = time.monotonic()
-    last_counts: tuple[int, int] | None = None
+    last_counts: tuple[int, int, str] | None = None
     while not stop.is_set():
         if daemon.ready.is_set():
             if live:
@@ -204,12 +231,20 @@ async def _screen(
                 out.flush()
             else:
                 snapshot = daemon.state.snapshot(daemon.clock())
-                mining = sum(1 for w in snapshot.current.values() if w.kind is WorkloadKind.MINE)
-                counts = (mining, len(snapshot.current) - mining)
+                asics = [
+                    w
+                    for d, w in snapshot.current.items()
+                    if snapshot.devices[d].kind is DeviceKind.ASIC
+                ]
+                mining = sum(1 for w in asics if w.kind is WorkloadKind.MINE)
+                gpu_text = "".join(
+                    "; GPU nodes: " + " ".join(line.split()[2:]) for line in gpu_lines(snapshot)[:1]
+                )
+                counts = (mining, len(asics) - mining, gpu_text)
                 if counts != last_counts:
                     price = snapshot.market.power_price_usd_per_mwh
                     log.info(
-                        "market %s price %s USD/MWh: %d mining, %d asleep",
+                        "market %s price %s USD/MWh: %d mining, %d asleep%s",
                         f"{_replay(daemon).replay_time(daemon.clock()):%Y-%m-%d %H:%M}",
                         f"{price.value:,.2f}" if price else "?",
                         *counts,
@@ -219,29 +254,77 @@ async def _screen(
             await asyncio.wait_for(stop.wait(), 0.5)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Fail early, with a clear message, when the API address cannot be bound."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise DemoError(
+            f"cannot listen on {host}:{port} for the API and /metrics: {exc.strerror or exc}. "
+            "Pick another --listen HOST:PORT."
+        ) from exc
+
+
 async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Start the simulated site and the daemon; stop on Ctrl-C, at --duration or at the replay's end."""
+    gpus = getattr(args, "gpus", 0)
     with _store_path(args.store) as store_path:
-        config = demo_config(args.asics, args.speed, args.listen, store_path)
-        daemon = Daemon(config)
-        replay = _replay(daemon)
-        duration = args.duration or replay.duration_seconds() + 2.0
-        ramp_seconds = min(30.0, 1500.0 / args.speed)
-        print(
-            f"wattmux demo: starting {args.asics} simulated ASICs on {_address(0)}.. port {SIM_PORT}; "
-            f"API and /metrics on http://{args.listen}; running {duration:.0f} s",
-            file=sys.stderr,
-        )
-        async with (
-            SimSite(
-                config.all_devices(),
-                list(pools_of(config).values()),
-                port=SIM_PORT,
-                ramp_seconds=ramp_seconds,
-                thermal_tau_seconds=ramp_seconds * 2,
-            ) as site,
-            asyncio.TaskGroup() as group,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            replays: list[ErcotReplayFeed] = []
+            queue_url = "http://127.0.0.1:1"
+            if gpus:
+                queue = sim_queue(
+                    gpus,
+                    args.speed,
+                    lambda: replays[0].replay_time().hour if replays else 0,
+                    time.monotonic,
+                )
+                queue_url = (await stack.enter_async_context(queue)).url
+            config = demo_config(
+                args.asics, args.speed, args.listen, store_path, gpus, queue_url, args.sim_port
+            )
+            daemon = Daemon(config)
+            replay = _replay(daemon)
+            replays.append(replay)
+            await _run_site(args, config, daemon, replay, stop)
+        print("wattmux demo: stopped cleanly", file=sys.stderr)
+
+
+async def _run_site(
+    args: argparse.Namespace,
+    config: WattmuxConfig,
+    daemon: Daemon,
+    replay: ErcotReplayFeed,
+    stop: asyncio.Event,
+) -> None:
+    duration = args.duration or replay.duration_seconds() + 2.0
+    ramp_seconds = min(30.0, 1500.0 / args.speed)
+    gpus = getattr(args, "gpus", 0)
+    print(
+        f"wattmux demo: starting {args.asics} simulated ASICs on {_address(0)}.. port {args.sim_port}"
+        + (f" and {gpus} simulated GPU nodes behind a webhook queue" if gpus else "")
+        + f"; API and /metrics on http://{args.listen}; running {duration:.0f} s",
+        file=sys.stderr,
+    )
+    asics = [d for d in config.all_devices() if d.kind is DeviceKind.ASIC]
+    _check_listen(config.api.host, config.api.port)
+    site = SimSite(
+        asics,
+        list(pools_of(config).values()),
+        port=args.sim_port,
+        ramp_seconds=ramp_seconds,
+        thermal_tau_seconds=ramp_seconds * 2,
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        raise DemoError(
+            f"cannot start the simulated miners: {exc}. Is another demo running? "
+            "Stop it or pick another --sim-port."
+        ) from exc
+    try:
+        async with asyncio.TaskGroup() as group:
             group.create_task(daemon.run(stop), name="daemon.run")
             group.create_task(
                 _screen(daemon, site, args.speed, stop, sys.stdout, live=not args.no_ui),
@@ -250,4 +333,5 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), duration)
             stop.set()
-        print("wattmux demo: stopped cleanly", file=sys.stderr)
+    finally:
+        await site.stop()

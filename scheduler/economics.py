@@ -15,10 +15,21 @@ when underclocked; this model errs on the side of mining less.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
-from scheduler.model import TERA, Device, DeviceKind, Snapshot, Workload, WorkloadKind
+from scheduler.model import (
+    TERA,
+    Device,
+    DeviceKind,
+    QueueDemand,
+    RunningJob,
+    Snapshot,
+    Workload,
+    WorkloadKind,
+)
+
+SECONDS_PER_HOUR = 3600.0
 
 SECONDS_PER_DAY = 86_400
 HOURS_PER_DAY = 24
@@ -79,6 +90,7 @@ class MarketEconomics:
 
     hashprice_usd_per_th_day: float
     power_price_usd_per_mwh: float
+    queues: Mapping[str, QueueDemand] = field(default_factory=dict)
 
     def breakeven_usd_per_mwh(self, device: Device) -> float:
         """Return the device's break-even power price (the same at any level, linear model)."""
@@ -114,19 +126,31 @@ def market_economics(snapshot: Snapshot) -> MarketEconomics | None:
     hashprice = hashprice_usd_per_th_day(
         difficulty, btc_price_usd, subsidy_btc, fees_btc, pool_fee=snapshot.pool_fee
     )
-    return MarketEconomics(hashprice_usd_per_th_day=hashprice, power_price_usd_per_mwh=power_price)
+    return MarketEconomics(
+        hashprice_usd_per_th_day=hashprice,
+        power_price_usd_per_mwh=power_price,
+        queues=dict(snapshot.queues),
+    )
 
 
 def option_economics(
-    device: Device, workload: Workload, economics: MarketEconomics
+    device: Device,
+    workload: Workload,
+    economics: MarketEconomics,
+    *,
+    jobs: tuple[RunningJob, ...] = (),
+    new_ai_gpus: int | None = None,
 ) -> OptionEconomics:
     """Revenue, power, cost and margin per hour of running workload on device.
 
     mine at level p: nominal hash rate and power both times p (linear model);
     sleep: the device's sleep power, no revenue; off: nothing either way.
-    AI work is not an option for an ASIC (ValueError); for GPU nodes AI revenue
-    is not modelled yet (ValueError too, so no invented number reaches a plan).
+    AI work is not an option for an ASIC (ValueError); for a GPU node see
+    ``ai_option_economics`` (``jobs`` running on it, ``new_ai_gpus`` of pending
+    work it would take; default: as many as the queue has pending, up to its GPUs).
     """
+    if workload.kind is WorkloadKind.AI and device.kind is DeviceKind.GPU_NODE:
+        return ai_option_economics(device, str(workload.queue), economics, jobs, new_ai_gpus)
     if workload.kind is WorkloadKind.MINE:
         hashrate_ths = device.nominal_hashrate_hs / TERA * workload.power_level
         power_w = device.nominal_power_w * workload.power_level
@@ -158,3 +182,87 @@ def price_options(
         device.id: [option_economics(device, option, economics) for option in device.options()]
         for device in devices
     }
+
+
+def gpu_node_power_w(device: Device, busy_gpus: int) -> float:
+    """Power of a GPU node with busy_gpus of its GPUs at work: idle (sleep) power plus a linear share."""
+    share = min(1.0, max(0, busy_gpus) / device.gpus) if device.gpus else 0.0
+    return device.sleep_power_w + (device.nominal_power_w - device.sleep_power_w) * share
+
+
+def queue_rate_usd_per_gpu_hour(economics: MarketEconomics, queue: str) -> float | None:
+    """What a GPU-hour of the queue's work pays; None when the queue is unknown or unpriced."""
+    demand = economics.queues.get(queue)
+    if demand is None or demand.rate_usd_per_gpu_hour is None:
+        return None
+    return demand.rate_usd_per_gpu_hour
+
+
+def ai_option_economics(
+    device: Device,
+    queue: str,
+    economics: MarketEconomics,
+    jobs: tuple[RunningJob, ...] = (),
+    new_ai_gpus: int | None = None,
+) -> OptionEconomics:
+    """A GPU node serving ``queue``: it earns only for GPUs that have work.
+
+    Revenue = the jobs already running on it (each at its own queue's rate)
+    plus ``new_ai_gpus`` of the queue's pending work at the queue's rate; a
+    queue with no work, or no rate, pays nothing while the node still draws
+    its idle power.
+    """
+    if device.kind is not DeviceKind.GPU_NODE:
+        raise ValueError(f"{device.id}: only a GPU node can serve AI work (ai({queue}))")
+    busy = sum(job.gpus for job in jobs)
+    rate = queue_rate_usd_per_gpu_hour(economics, queue)
+    if new_ai_gpus is None:
+        demand = economics.queues.get(queue)
+        new_ai_gpus = demand.pending_gpus if demand is not None else 0
+    new_ai_gpus = max(0, min(new_ai_gpus, device.gpus - busy)) if rate is not None else 0
+    revenue = (
+        sum((queue_rate_usd_per_gpu_hour(economics, job.queue) or 0.0) * job.gpus for job in jobs)
+        + (rate or 0.0) * new_ai_gpus
+    )
+    power_w = gpu_node_power_w(device, busy + new_ai_gpus)
+    cost = cost_usd_per_hour(power_w, economics.power_price_usd_per_mwh)
+    return OptionEconomics(
+        device_id=device.id,
+        workload=Workload.ai(queue),
+        revenue_usd_per_hour=revenue,
+        power_w=power_w,
+        cost_usd_per_hour=cost,
+        margin_usd_per_hour=revenue - cost,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchCost:
+    """What moving a GPU node off AI work costs: progress lost by preemption, and time to drain."""
+
+    lost_progress_usd: float
+    drain_seconds: float
+
+
+def switch_cost(
+    jobs: tuple[RunningJob, ...], economics: MarketEconomics, horizon_seconds: float
+) -> SwitchCost:
+    """Cost of taking a node away from its running AI jobs.
+
+    A job whose queue allows preemption is requeued: the GPU-hours it has run
+    since its start are lost (priced at its queue's rate; no checkpoint is
+    assumed).  A job that may not be preempted runs to its end: nothing is
+    lost, but the node is not free until then (its remaining time limit, or
+    the whole horizon when it has none).
+    """
+    lost_usd = 0.0
+    drain_s = 0.0
+    for job in jobs:
+        demand = economics.queues.get(job.queue)
+        if demand is not None and demand.preemption_allowed:
+            rate = demand.rate_usd_per_gpu_hour or 0.0
+            lost_usd += job.gpus * job.elapsed_seconds / SECONDS_PER_HOUR * rate
+        else:
+            remaining = horizon_seconds if job.remaining_seconds is None else job.remaining_seconds
+            drain_s = max(drain_s, min(horizon_seconds, remaining))
+    return SwitchCost(lost_progress_usd=lost_usd, drain_seconds=drain_s)

@@ -18,6 +18,7 @@ from scheduler.guard import Guard
 from scheduler.metrics import Metrics
 from scheduler.model import Assignment, Device, Plan
 from scheduler.policies import Policy
+from scheduler.queues import QueueSource
 from scheduler.reconciler import Reconciler
 from scheduler.state import FleetState
 from scheduler.store import Store
@@ -52,6 +53,7 @@ class ControlLoop:
         poll_concurrency: int = 64,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        queues: Sequence[QueueSource] = (),
     ) -> None:
         self.state = state
         self.telemetry = telemetry
@@ -68,6 +70,8 @@ class ControlLoop:
         self.ticks = 0
         self._poll_semaphore = asyncio.Semaphore(poll_concurrency)
         self._feed_up: dict[str, bool] = {}
+        self.tick_listeners: list[Callable[[int], None]] = []  # called after each tick in run()
+        self.queues = queues
 
     async def poll_devices(self) -> None:
         """Read every device once (bounded concurrency); failures mark the device unreachable."""
@@ -109,10 +113,33 @@ class ControlLoop:
 
         await _gather_all(fetch(feed) for feed in self.feeds)
 
+    async def poll_queues(self) -> None:
+        """Read every AI queue's demand; a failing queue is marked down and its demand forgotten."""
+
+        async def fetch(source: QueueSource) -> None:
+            label = f"queue:{source.name}"
+            try:
+                demands = await source.demand()
+            except DriverError as exc:
+                if self._feed_up.get(label, True):
+                    log.warning("AI queue %s down: %s", source.name, exc.message)
+                self._feed_up[label] = False
+                self.metrics.source_up.labels(source=label).set(0)
+                self.state.forget_queues(source.queue_names)
+                return
+            if not self._feed_up.get(label, True):
+                log.info("AI queue %s up again", source.name)
+            self._feed_up[label] = True
+            self.metrics.source_up.labels(source=label).set(1)
+            self.state.forget_queues(set(source.queue_names) - set(demands))
+            self.state.observe_queues(demands)
+
+        await _gather_all(fetch(source) for source in self.queues)
+
     async def tick(self) -> Plan:
         """Run one full control cycle and return the guarded plan."""
         started = self.clock()
-        await asyncio.gather(self.poll_devices(), self.poll_feeds())
+        await asyncio.gather(self.poll_devices(), self.poll_feeds(), self.poll_queues())
         snapshot = self.state.snapshot(self.clock(), self.wall_clock())
         plan = self.guard.apply(self.policy.plan(snapshot), snapshot)
         price = snapshot.market.power_price_usd_per_mwh
@@ -174,6 +201,8 @@ class ControlLoop:
             await self.tick()
             if ready is not None:
                 ready.set()
+            for listener in self.tick_listeners:
+                listener(self.ticks)
             remaining = tick_seconds - (self.clock() - started)
             if remaining > 0:
                 with contextlib.suppress(TimeoutError):

@@ -129,6 +129,8 @@ class Device:
     sleep_power_w: float = 15.0
     max_temperature_c: float = 85.0
     pools: tuple[str, ...] = ()
+    gpus: int = 0
+    queues: tuple[str, ...] = ()
 
     @property
     def efficiency_j_per_th(self) -> float:
@@ -136,9 +138,35 @@ class Device:
         return self.nominal_power_w / (self.nominal_hashrate_hs / TERA)
 
     def options(self) -> tuple[Workload, ...]:
-        """Workloads this device can be given (an ASIC cannot serve AI)."""
+        """Workloads this device can be given (an ASIC cannot serve AI; a GPU node serves its queues)."""
         mines = tuple(Workload.mine(pool) for pool in self.pools)
+        if self.kind is DeviceKind.GPU_NODE:
+            # A GPU node mines only through its queue driver, as a preemptible job.
+            return (*(Workload.ai(queue) for queue in self.queues), *mines, Workload.sleep())
         return (*mines, Workload.sleep())
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """An AI job running on a GPU node: a lease wattmux never breaks unless preemption is allowed."""
+
+    job_id: str
+    queue: str
+    gpus: int
+    elapsed_seconds: float
+    remaining_seconds: float | None = None  # from the job's time limit; None when unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDemand:
+    """Work waiting in one AI queue, and what a GPU-hour of it pays."""
+
+    queue: str
+    observed_at: float
+    pending_jobs: int
+    pending_gpus: int
+    rate_usd_per_gpu_hour: float | None = None  # spot rate from the driver, or the contract rate
+    preemption_allowed: bool = False  # running jobs may be requeued to free a node
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +183,7 @@ class Sample:
     # True when the firmware reports no power (stock Antminer) and power_w is the
     # nominal power scaled by the measured hash rate (sleep power when asleep).
     power_estimated: bool = False
+    jobs: tuple[RunningJob, ...] = ()  # AI jobs running on a GPU node
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +256,9 @@ class Snapshot:
     pool_fee: float = 0.0
     events: tuple[Event, ...] = ()
     current: Mapping[str, Workload] = field(default_factory=dict)
+    power_cap_w: float | None = None
+    queues: Mapping[str, QueueDemand] = field(default_factory=dict)
+    pools_up: Mapping[str, bool] = field(default_factory=dict)  # pool name -> reachable; absent: up
 
     def market_age(self, name: str) -> float | None:
         """Age in seconds of one market input (see MARKET_INPUTS)."""
@@ -241,6 +273,8 @@ class Assignment:
     workload: Workload
     reason: str
     expected_margin_usd_per_hour: float
+    switching_cost_usd: float = 0.0  # AI progress lost by preempting jobs to make this switch
+    drain_seconds: float = 0.0  # expected wait for running AI jobs before the switch completes
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from scheduler.model import (
     DeviceStatus,
     Event,
     MarketState,
+    QueueDemand,
     Reading,
     Sample,
     Snapshot,
@@ -28,9 +29,12 @@ _REACHABLE = DeviceStatus(reachable=True)  # immutable, shared by every reachabl
 class FleetState:
     """Latest samples, reachability, market readings and events; snapshot() freezes a view."""
 
-    def __init__(self, devices: Iterable[Device], pool_fee: float = 0.0) -> None:
+    def __init__(
+        self, devices: Iterable[Device], pool_fee: float = 0.0, power_cap_w: float | None = None
+    ) -> None:
         self.devices: dict[str, Device] = {d.id: d for d in devices}
         self.pool_fee = pool_fee
+        self.power_cap_w = power_cap_w
         self.samples: dict[str, Sample] = {}
         self.status: dict[str, DeviceStatus] = {
             d: DeviceStatus(reachable=False, last_error="not polled yet") for d in self.devices
@@ -39,6 +43,12 @@ class FleetState:
         self.events: tuple[Event, ...] = ()
         self.desired: dict[str, Workload] = {}
         self.drift: dict[str, Drift] = {}  # devices whose last command is not confirmed
+        self.queues: dict[str, QueueDemand] = {}
+        self.pools_up: dict[str, bool] = {}
+
+    def set_pool_up(self, pool: str, up: bool) -> None:
+        """Record whether a mining pool is reachable (policies fail over from pools that are down)."""
+        self.pools_up[pool] = up
 
     def observe(self, sample: Sample) -> None:
         """Record a fresh sample; the device is reachable."""
@@ -57,6 +67,15 @@ class FleetState:
         if unknown:
             raise KeyError(f"unknown market inputs {sorted(unknown)}")
         self.market = dataclasses.replace(self.market, **readings)
+
+    def observe_queues(self, demands: Mapping[str, QueueDemand]) -> None:
+        """Record the latest demand of AI queues keyed by queue name."""
+        self.queues.update(demands)
+
+    def forget_queues(self, names: Iterable[str]) -> None:
+        """Drop the demand of queues that could not be read: unknown demand earns nothing."""
+        for name in names:
+            self.queues.pop(name, None)
 
     def set_events(self, events: Iterable[Event]) -> None:
         """Replace the set of known demand-response events."""
@@ -79,6 +98,9 @@ class FleetState:
             pool_fee=self.pool_fee,
             events=self.events,
             current=MappingProxyType({d: s.workload for d, s in samples.items()}),
+            power_cap_w=self.power_cap_w,
+            queues=MappingProxyType(dict(self.queues)),
+            pools_up=MappingProxyType(dict(self.pools_up)),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ def test_demo_sleeps_in_the_spike_wakes_after_and_stops_cleanly_on_ctrl_c() -> N
     # 5000x: the 2024-08-19 evening spike (above every break-even from 19:00) arrives after ~14 s.
     command = [
         sys.executable, "-m", "scheduler.cli", "demo", "--asics", "20", "--speed", "5000",
-        "--no-ui", "--listen", f"127.0.0.1:{free_port()}",
+        "--no-ui", "--listen", f"127.0.0.1:{free_port()}", "--sim-port", str(free_port("127.77.0.1")),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: list[tuple[float, int, int]] = []
@@ -50,3 +51,15 @@ def test_demo_sleeps_in_the_spike_wakes_after_and_stops_cleanly_on_ctrl_c() -> N
     assert min(p for p, _ in spike) > 100  # asleep only when power cost more than mining earned
     assert seen[-1][1] == 20, f"the fleet did not wake after the spike:\n{text}"
     assert "Traceback" not in text
+
+
+def test_demo_says_clearly_when_its_port_is_taken() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "demo", "--no-ui", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

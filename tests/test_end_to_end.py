@@ -148,7 +148,9 @@ async def test_spike_sleeps_every_asic_within_two_ticks_and_cheap_power_wakes_th
 
     async with httpx.AsyncClient(base_url=running.base_url) as http:
         await eventually(
-            lambda: all(str(w) == "sleep" for w in running.daemon.state.snapshot(0).current.values())
+            lambda: all(
+                str(w) == "sleep" for w in running.daemon.state.snapshot(0).current.values()
+            )
         )
         metrics = (await http.get("/metrics")).text
         devices = metric_samples(metrics, "wattmux_devices")

@@ -38,8 +38,16 @@ class UnknownPolicyError(LookupError):
 def builtin_policies() -> dict[str, PolicyFactory]:
     """The policies shipped with wattmux, by name."""
     from scheduler.policies.breakeven import BreakevenPolicy
+    from scheduler.policies.demand_response import DemandResponsePolicy
+    from scheduler.policies.max_margin import MaxMarginPolicy
+    from scheduler.policies.schedule import SchedulePolicy
 
-    return {BreakevenPolicy.name: BreakevenPolicy.from_config}
+    return {
+        BreakevenPolicy.name: BreakevenPolicy.from_config,
+        MaxMarginPolicy.name: MaxMarginPolicy.from_config,
+        DemandResponsePolicy.name: DemandResponsePolicy.from_config,
+        SchedulePolicy.name: SchedulePolicy.from_config,
+    }
 
 
 def available_policies() -> dict[str, PolicyFactory]:

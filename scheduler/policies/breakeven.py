@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from scheduler.config import PolicyConfig
 from scheduler.economics import MarketEconomics, market_economics, option_economics
-from scheduler.model import Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.model import Assignment, Device, DeviceKind, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.policies.gpu_queue import plan_gpu_nodes
 
 REASON_BELOW = "price_below_breakeven"
 REASON_ABOVE = "price_above_breakeven"
@@ -39,8 +40,10 @@ class BreakevenPolicy:
         assignments = tuple(
             self._decide(device, snapshot.current.get(device.id), economics)
             for device in snapshot.devices.values()
-            if device.pools
+            if device.pools and device.kind is DeviceKind.ASIC
         )
+        # GPU nodes weigh AI queues against mining (scheduler/policies/gpu_queue.py).
+        assignments += tuple(plan_gpu_nodes(snapshot, economics))
         return Plan(created_at=snapshot.now, assignments=assignments)
 
     def _decide(

@@ -14,7 +14,9 @@ S21 = device("a", "S21")
 S19 = device("b", "S19j Pro")  # break-even ~60 USD/MWh
 
 
-def plan_for(price: float, current: dict[str, Workload] | None = None, band: float = 5.0) -> dict[str, tuple[str, str]]:
+def plan_for(
+    price: float, current: dict[str, Workload] | None = None, band: float = 5.0
+) -> dict[str, tuple[str, str]]:
     policy = BreakevenPolicy(hysteresis_usd_per_mwh=band)
     plan = policy.plan(snapshot([S21, S19], price, current))
     return {a.device_id: (str(a.workload), a.reason) for a in plan.assignments}

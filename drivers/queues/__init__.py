@@ -1,0 +1,1 @@
+"""AI job queue drivers: Slurm, Kubernetes, webhook."""

@@ -1,0 +1,89 @@
+"""The dead-man path: ``wattmux failsafe`` sleeps every simulated miner it can reach, over real TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from drivers.sim.miner import Fault
+from drivers.sim.site import SimSite
+from scheduler.config import load_config, pools_of
+from scheduler.failsafe import FAILSAFE_REASON, curtail_all
+from scheduler.store import Store
+from tests.deploy.sim_daemon import free_port_on
+
+
+def write_config(tmp_path: Path, subnet: int, port: int, store: Path) -> Path:
+    path = tmp_path / "wattmux.toml"
+    path.write_text(
+        f"""
+[site]
+name = "failsafe"
+power_cap_kw = 100.0
+
+[store]
+path = "{store}"
+
+[[pools]]
+name = "main"
+url = "stratum+tcp://main.pool.invalid:3333"
+user = "w"
+
+[[device_ranges]]
+id_prefix = "s21"
+model = "S21"
+first_address = "127.80.{subnet}.1"
+count = 4
+pools = ["main"]
+options = {{ port = {port}, timeout_seconds = 0.5, confirm_timeout_seconds = 2.0, confirm_interval_seconds = 0.05 }}
+"""
+    )
+    return path
+
+
+async def test_curtail_all_sleeps_reachable_miners_and_reports_the_rest(tmp_path: Path) -> None:
+    port = free_port_on("127.80.5.1")
+    config = load_config(write_config(tmp_path, 5, port, tmp_path / "store.sqlite"))
+    async with SimSite(config.all_devices(), list(pools_of(config).values()), port=port) as site:
+        miners = list(site.miners.values())
+        miners[0].fault = Fault.CLOSE
+        assert not any(m.asleep for m in miners)
+        report = await curtail_all(config)
+        assert all(m.asleep for m in miners[1:])
+        assert not miners[0].asleep
+    assert len(report.outcomes) == 4
+    assert [o.device_id for o in report.failed] == ["s21-001"]
+    with Store.open(tmp_path / "store.sqlite") as store:
+        commands = store.audit(kind="command", limit=100)
+        assert {(r.device_id, r.reason, r.outcome) for r in commands} == {
+            ("s21-001", FAILSAFE_REASON, report.failed[0].status.value),
+            ("s21-002", FAILSAFE_REASON, "confirmed"),
+            ("s21-003", FAILSAFE_REASON, "confirmed"),
+            ("s21-004", FAILSAFE_REASON, "confirmed"),
+        }
+        assert {str(w) for w in store.desired().values()} == {"sleep"}
+
+
+async def test_cli_failsafe_works_without_a_usable_store(tmp_path: Path) -> None:
+    port = free_port_on("127.80.6.1")
+    broken_store = tmp_path / "a-directory"
+    broken_store.mkdir()  # a directory cannot be opened as the SQLite store
+    path = write_config(tmp_path, 6, port, broken_store)
+    config = load_config(path)
+    async with SimSite(config.all_devices(), list(pools_of(config).values()), port=port) as site:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "scheduler.cli",
+            "failsafe",
+            "--config",
+            str(path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert all(m.asleep for m in site.miners.values())
+    assert "4 of 4 devices confirmed asleep" in out.decode()
+    assert "without the store" in err.decode()
