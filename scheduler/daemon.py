@@ -9,7 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from drivers.asic.cgminer import CgminerDriver
+from drivers.asic.registry import create_asic_driver
 from drivers.base import MarketFeed
+from drivers.limits import raise_open_files_limit
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.prices import (
     BtcDailyFeed,
@@ -97,7 +99,7 @@ class Daemon:
         for entry in (*self.config.devices, *self.config.device_ranges):
             key = entry.options.model_dump_json()
             if key not in by_options:
-                by_options[key] = CgminerDriver(
+                by_options[key] = create_asic_driver(
                     pools,
                     entry.options,
                     concurrency=max(self.config.control.poll_concurrency, 1),
@@ -110,36 +112,44 @@ class Daemon:
     async def run(self, stop: asyncio.Event, *, serve_api: bool = True) -> None:
         """Run until stop is set; the API listens while the loop runs."""
         config = self.config
+        raise_open_files_limit(
+            config.control.poll_concurrency + config.control.command_concurrency + 1024
+        )
         queues = build_queues(config, self.clock)
         drivers: dict[str, CgminerDriver | QueueNodeDriver] = {**self._drivers(), **queues.per_node}
         with Store.open(config.store.path) as store:
             self.state.desired.update(
                 {d: w for d, w in store.desired().items() if d in self.state.devices}
             )
-            async with Reconciler(
-                drivers, store, self.metrics, concurrency=config.control.command_concurrency
-            ) as reconciler:
-                self.loop = ControlLoop(
+            try:  # queue clients close only after the reconciler's command tasks have ended
+                async with Reconciler(
+                    drivers,
+                    store,
+                    self.metrics,
+                    concurrency=config.control.command_concurrency,
                     state=self.state,
-                    telemetry=drivers,
-                    feeds=self.feeds,
-                    policy=create_policy(config.policy),
-                    guard=Guard(config.guard, power_cap_w=config.site.power_cap_kw * 1000),
-                    reconciler=reconciler,
-                    store=store,
-                    metrics=self.metrics,
-                    poll_concurrency=config.control.poll_concurrency,
                     clock=self.clock,
-                    queues=queues.sources,
-                )
-                try:
+                ) as reconciler:
+                    self.loop = ControlLoop(
+                        state=self.state,
+                        telemetry=drivers,
+                        feeds=self.feeds,
+                        policy=create_policy(config.policy),
+                        guard=Guard(config.guard, power_cap_w=config.site.power_cap_kw * 1000),
+                        reconciler=reconciler,
+                        store=store,
+                        metrics=self.metrics,
+                        poll_concurrency=config.control.poll_concurrency,
+                        clock=self.clock,
+                        queues=queues.sources,
+                    )
                     if serve_api:
                         async with serve(create_app(self), config.api.host, config.api.port):
                             await self._run_loop(stop)
                     else:
                         await self._run_loop(stop)
-                finally:
-                    await queues.aclose()
+            finally:
+                await queues.aclose()
 
     async def _run_loop(self, stop: asyncio.Event) -> None:
         assert self.loop is not None
