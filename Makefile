@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-ingest
+.PHONY: help install demo test lint unit bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test: $(STAMP) mosquitto prometheus systemd-analyze lint unit ## everything CI r
 
 bench: $(STAMP) mosquitto ## every benchmark under bench/ (one JSON object per line)
 	@set -e; for script in bench/bench_*.py; do $(PY) $$script; done
+
+bench-asic: $(STAMP) ## poll and curtail 10,000 simulated miners (sim in its own process)
+	$(PY) bench/bench_asic.py $(BENCH_ASIC_ARGS)
 
 bench-policy: $(STAMP) ## max-margin plan for 100,000 devices and the 10-month backtest for 1,000
 	$(PY) bench/bench_policy.py

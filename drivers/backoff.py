@@ -1,11 +1,11 @@
-"""Capped full-jitter backoff and the one reconnect supervisor every driver uses.
+"""Capped exponential backoff with full jitter: the one retry-delay rule every part uses.
 
-``Backoff`` computes delays (``uniform(0, min(cap, base * 2**attempt))``),
-honouring a server's Retry-After when one was given.  ``Supervisor`` runs a
-connection coroutine, sleeps a backoff delay when it fails with ``Unavailable``
-and tries again; a ``Fatal`` error (configuration, authentication) stops it,
-because retrying in a loop cannot help.  The clock, the sleep and the random
-source are injected so tests fire the timers directly instead of sleeping.
+``Backoff`` is the rule (stateless): the delay before retry ``attempt`` is uniform in
+``[0, min(cap, base * 2**(attempt-1))]``, and never shorter than a Retry-After the
+server named (capped too).  ``RetryGate`` (polled feeds) and ``Supervisor`` (one
+reconnect loop for long-lived connections) count the failures.  A ``Fatal`` error
+(configuration, authentication) stops the supervisor: retrying cannot help.  The
+clock, the sleep and the random source are injected so tests fire timers directly.
 """
 
 from __future__ import annotations
@@ -25,14 +25,13 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Backoff:
-    """Delays for consecutive failures: full jitter up to base * 2**n, capped; reset on success."""
+    """Delay before retry ``attempt`` (1-based): uniform in [0, min(cap, base * 2**(attempt-1))]."""
 
     base_seconds: float = 1.0
     cap_seconds: float = 60.0
-    rng: Callable[[], float] = field(default=random.random)
-    failures: int = 0
+    rng: random.Random = field(default_factory=random.Random, compare=False)
 
     def __post_init__(self) -> None:
         """Reject a backoff that could spin or never come back."""
@@ -41,19 +40,17 @@ class Backoff:
                 f"backoff needs 0 < base ({self.base_seconds}) <= cap ({self.cap_seconds})"
             )
 
-    def next_delay(self, retry_after_seconds: float | None = None) -> float:
-        """Count one failure and return how long to wait before the next try."""
-        ceiling = min(self.cap_seconds, self.base_seconds * 2.0 ** min(self.failures, 62))
-        self.failures += 1
-        delay = self.rng() * ceiling
+    def ceiling_seconds(self, attempt: int) -> float:
+        """The largest delay the given attempt may wait."""
+        exponent = min(max(0, attempt - 1), 62)
+        return float(min(self.cap_seconds, self.base_seconds * 2.0**exponent))
+
+    def delay_seconds(self, attempt: int, retry_after_seconds: float | None = None) -> float:
+        """A jittered delay for the given attempt; at least the server's Retry-After (capped)."""
+        delay = self.rng.uniform(0.0, self.ceiling_seconds(attempt))
         if retry_after_seconds is not None:
-            # The server named a time: never earlier than it asked, never past the cap.
             delay = max(delay, min(retry_after_seconds, self.cap_seconds))
         return delay
-
-    def reset(self) -> None:
-        """Forget past failures (after a success)."""
-        self.failures = 0
 
 
 class RetryGate:
@@ -62,6 +59,7 @@ class RetryGate:
     def __init__(self, backoff: Backoff, clock: Callable[[], float] = time.monotonic) -> None:
         self.backoff = backoff
         self._clock = clock
+        self.failures = 0
         self.not_before: float = float("-inf")
 
     def ready(self) -> bool:
@@ -74,13 +72,14 @@ class RetryGate:
 
     def failed(self, retry_after_seconds: float | None = None) -> float:
         """Record a failure; return the delay before the next attempt."""
-        delay = self.backoff.next_delay(retry_after_seconds)
+        self.failures += 1
+        delay = self.backoff.delay_seconds(self.failures, retry_after_seconds)
         self.not_before = self._clock() + delay
         return delay
 
     def succeeded(self) -> None:
         """Record a success: the next attempt may come at once."""
-        self.backoff.reset()
+        self.failures = 0
         self.not_before = float("-inf")
 
 
@@ -113,6 +112,7 @@ class Supervisor:
         self._sleep = sleep
         self._on_state = on_state
         self.state = SupervisorState.IDLE
+        self.failures = 0
         self.connections = 0
         self.last_error: DriverError | None = None
 
@@ -125,7 +125,7 @@ class Supervisor:
     def connected(self) -> None:
         """Called by the connection coroutine once it is up: resets the backoff."""
         self.connections += 1
-        self.backoff.reset()
+        self.failures = 0
         self._set(SupervisorState.CONNECTED)
         if self.last_error is not None:
             log.info("%s connected again", self.name)
@@ -148,7 +148,10 @@ class Supervisor:
                 if self.last_error is None:
                     log.warning("%s down: %s", self.name, error.message)
                 self.last_error = error
-                delay = self.backoff.next_delay(getattr(error, "retry_after_seconds", None))
+                self.failures += 1
+                delay = self.backoff.delay_seconds(
+                    self.failures, getattr(error, "retry_after_seconds", None)
+                )
                 self._set(SupervisorState.BACKING_OFF)
                 await self._sleep(delay)
         finally:

@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="SQLite store path (default: a temporary file, removed at exit)",
     )
+    from scheduler.discovery import add_parser as add_discover
+
+    add_discover(sub)
     failsafe = sub.add_parser(
         "failsafe",
         help="put every configured device to sleep now, without the control loop (dead-man path)",
@@ -268,6 +271,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wattmux demo: {exc}", file=sys.stderr)
             return EXIT_FAILURE
         return EXIT_OK
+    if args.command == "discover":
+        from scheduler.discovery import run_discover
+
+        status: list[int] = []
+
+        async def scan() -> None:
+            status.append(await run_discover(args))
+
+        _asyncio_run(scan())
+        return status[0]
     if args.command == "backtest":
         from scheduler.backtest_cli import run_backtest_command
 

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from drivers.asic.config import CgminerOptions
+from drivers.asic.config import AsicOptions, CgminerOptions
 from drivers.gpu.config import GpuTelemetryOptions
 from drivers.market.btc_price import BtcPriceConfig
 from drivers.market.ercot import ErcotConfig
@@ -254,8 +254,9 @@ class _DeviceCommon(_Strict):
     nominal_power_w: float | None = Field(None, gt=0, description="default: model's")
     sleep_power_w: float | None = Field(None, ge=0, description="default: model's")
     max_temperature_c: float | None = Field(None, gt=0, lt=150, description="default: model's")
-    options: CgminerOptions = Field(
-        default_factory=CgminerOptions, description="driver settings (driver = cgminer)"
+    options: AsicOptions = Field(
+        default_factory=CgminerOptions,
+        description="driver settings (driver = cgminer | luxos | antminer | braiins)",
     )
 
     @field_validator("model")
@@ -559,7 +560,16 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("static", "ercot-replay", "cgminer", *QUEUE_DRIVERS, *LIVE_MARKET_DRIVERS):
+        elif part in (
+            "static",
+            "ercot-replay",
+            "cgminer",
+            "luxos",
+            "antminer",
+            "braiins",
+            *QUEUE_DRIVERS,
+            *LIVE_MARKET_DRIVERS,
+        ):
             continue  # discriminator tags add nothing for the reader
         else:
             text += f".{part}" if text else str(part)

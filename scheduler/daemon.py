@@ -13,7 +13,9 @@ from typing import TypeVar
 import httpx
 
 from drivers.asic.cgminer import CgminerDriver
+from drivers.asic.registry import create_asic_driver
 from drivers.base import MarketFeed
+from drivers.limits import raise_open_files_limit
 from drivers.market.btc_price import BtcPriceConfig, BtcPriceFeed
 from drivers.market.ercot import ErcotConfig, ErcotRtmFeed
 from drivers.market.network import (
@@ -149,7 +151,7 @@ class Daemon:
         for entry in (*self.config.devices, *self.config.device_ranges):
             key = entry.options.model_dump_json()
             if key not in by_options:
-                by_options[key] = CgminerDriver(
+                by_options[key] = create_asic_driver(
                     pools,
                     entry.options,
                     concurrency=max(self.config.control.poll_concurrency, 1),
@@ -167,33 +169,41 @@ class Daemon:
     async def run(self, stop: asyncio.Event, *, serve_api: bool = True) -> None:
         """Run until stop is set; the API listens while the loop runs."""
         config = self.config
+        raise_open_files_limit(
+            config.control.poll_concurrency + config.control.command_concurrency + 1024
+        )
         queues = build_queues(config, self.clock)
         drivers: dict[str, CgminerDriver | QueueNodeDriver] = {**self._drivers(), **queues.per_node}
         with Store.open(config.store.path) as store:
             self.state.desired.update(
                 {d: w for d, w in store.desired().items() if d in self.state.devices}
             )
-            async with Reconciler(
-                drivers, store, self.metrics, concurrency=config.control.command_concurrency
-            ) as reconciler:
-                self.loop = ControlLoop(
+            try:  # queue clients close only after the reconciler's command tasks have ended
+                async with Reconciler(
+                    drivers,
+                    store,
+                    self.metrics,
+                    concurrency=config.control.command_concurrency,
                     state=self.state,
-                    telemetry=self._polled(drivers),
-                    feeds=self.feeds,
-                    policy=create_policy(config.policy),
-                    guard=Guard(config.guard, power_cap_w=config.site.power_cap_kw * 1000),
-                    reconciler=reconciler,
-                    store=store,
-                    metrics=self.metrics,
-                    poll_concurrency=config.control.poll_concurrency,
                     clock=self.clock,
-                    queues=queues.sources,
-                    push_sample_max_age_seconds=(
-                        config.mqtt.max_sample_age_seconds if config.mqtt else 60.0
-                    ),
-                )
-                self.sink.wake = self.loop.wake
-                try:
+                ) as reconciler:
+                    self.loop = ControlLoop(
+                        state=self.state,
+                        telemetry=self._polled(drivers),
+                        feeds=self.feeds,
+                        policy=create_policy(config.policy),
+                        guard=Guard(config.guard, power_cap_w=config.site.power_cap_kw * 1000),
+                        reconciler=reconciler,
+                        store=store,
+                        metrics=self.metrics,
+                        poll_concurrency=config.control.poll_concurrency,
+                        clock=self.clock,
+                        queues=queues.sources,
+                        push_sample_max_age_seconds=(
+                            config.mqtt.max_sample_age_seconds if config.mqtt else 60.0
+                        ),
+                    )
+                    self.sink.wake = self.loop.wake
                     async with contextlib.AsyncExitStack() as inputs:
                         inputs.push_async_callback(self.http.aclose)
                         if self.ingest is not None:
@@ -201,8 +211,8 @@ class Daemon:
                         if self.gpu_telemetry is not None:
                             await inputs.enter_async_context(self.gpu_telemetry)
                         await self._serve(stop, serve_api)
-                finally:
-                    await queues.aclose()
+            finally:
+                await queues.aclose()
 
     async def _serve(self, stop: asyncio.Event, serve_api: bool) -> None:
         """Run the loop, with the API listening when asked."""

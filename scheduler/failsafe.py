@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from drivers.asic.cgminer import CgminerDriver
+from drivers.asic.registry import create_asic_driver
 from drivers.errors import DriverError
 from scheduler.config import WattmuxConfig, pools_of
 from scheduler.model import Device, Outcome, OutcomeStatus, Workload
@@ -48,7 +49,7 @@ async def curtail_all(
     pools = pools_of(config)
     targets: list[tuple[Device, CgminerDriver]] = []
     for entry in (*config.devices, *config.device_ranges):
-        driver = CgminerDriver(
+        driver = create_asic_driver(  # the entry's firmware personality (LuxOS, stock, ...)
             pools, entry.options, concurrency=max(config.control.command_concurrency, 1)
         )
         targets.extend((device, driver) for device in entry.devices())

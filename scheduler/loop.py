@@ -168,7 +168,25 @@ class ControlLoop:
         self.metrics.tick_duration.observe(self.clock() - started)
         return plan
 
+    def react(self) -> Plan:
+        """Decide now on what FleetState already holds (a price message woke us): no poll.
+
+        Snapshot -> policy -> guard -> reconcile, as in tick(), without reading the
+        devices first; the reconciler only commands devices a poll has read.
+        """
+        snapshot = self.state.snapshot(self.clock(), self.wall_clock())
+        plan = self.guard.apply(self.policy.plan(snapshot), snapshot)
+        price = snapshot.market.power_price_usd_per_mwh
+        self._record_decisions(plan, price.value if price else None)
+        self.reconciler.reconcile(plan, snapshot)
+        self.plan = plan
+        return plan
+
     def _record_decisions(self, plan: Plan, power_price_usd_per_mwh: float | None) -> None:
+        with self.store.batch():  # one transaction for a fleet-wide change, not one per device
+            self._record_changed(plan, power_price_usd_per_mwh)
+
+    def _record_changed(self, plan: Plan, power_price_usd_per_mwh: float | None) -> None:
         at = self.wall_clock()
         for assignment in plan.assignments:
             previous = self.state.desired.get(assignment.device_id)

@@ -259,6 +259,17 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.command_retries = Counter(
+            "wattmux_command_retries",
+            "Commands sent again because the device did not confirm the last one.",
+            registry=self.registry,
+        )
+        self.devices_drifted = Gauge(
+            "wattmux_devices_drifted",
+            "Devices whose last command is not confirmed (retrying or backing off).",
+            registry=self.registry,
+        )
+        self.devices_drifted.set_function(lambda: len(state.drift))
         self.site_power_cap = Gauge(
             "wattmux_site_power_cap_watts",
             "Configured site power cap.",

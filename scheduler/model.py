@@ -180,6 +180,9 @@ class Sample:
     hashrate_hs: float
     temperature_c: float | None = None
     pool_url: str | None = None
+    # True when the firmware reports no power (stock Antminer) and power_w is the
+    # nominal power scaled by the measured hash rate (sleep power when asleep).
+    power_estimated: bool = False
     jobs: tuple[RunningJob, ...] = ()  # AI jobs running on a GPU node
 
 

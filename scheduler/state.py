@@ -23,6 +23,8 @@ from scheduler.model import (
     Workload,
 )
 
+_REACHABLE = DeviceStatus(reachable=True)  # immutable, shared by every reachable device
+
 
 class FleetState:
     """Latest samples, reachability, market readings and events; snapshot() freezes a view."""
@@ -40,6 +42,7 @@ class FleetState:
         self.market = MarketState()
         self.events: tuple[Event, ...] = ()
         self.desired: dict[str, Workload] = {}
+        self.drift: dict[str, Drift] = {}  # devices whose last command is not confirmed
         self.queues: dict[str, QueueDemand] = {}
         self.pools_up: dict[str, bool] = {}
 
@@ -52,7 +55,7 @@ class FleetState:
         if sample.device_id not in self.devices:
             raise KeyError(f"unknown device {sample.device_id!r}")
         self.samples[sample.device_id] = sample
-        self.status[sample.device_id] = DeviceStatus(reachable=True)
+        self.status[sample.device_id] = _REACHABLE
 
     def observe_many(self, samples: Iterable[Sample]) -> list[Sample]:
         """Record many fresh samples (an MQTT batch); return the ones of unknown devices."""
@@ -112,3 +115,15 @@ class FleetState:
             queues=MappingProxyType(dict(self.queues)),
             pools_up=MappingProxyType(dict(self.pools_up)),
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Drift:
+    """A device that did not confirm the workload it was commanded to (verify after write)."""
+
+    requested: Workload
+    observed: Workload | None
+    attempts: int
+    since: float
+    detail: str
+    retry_at: float | None = None  # monotonic time of the next try; None while one runs

@@ -1,301 +1,75 @@
-"""Async client and driver for the cgminer-family API (bmminer, Whatsminer, LuxOS).
+"""Driver for the cgminer-family API (bmminer, Whatsminer, LuxOS): collect, apply, confirm.
 
-Protocol: one TCP connection per command; the client writes
-``{"command": ..., "parameter": ...}`` and the miner answers one JSON document,
-usually NUL-terminated, then closes.  Report commands are joined with ``+``
-so a single connection reads all telemetry; the reply is keyed by command name,
-each value the command's own reply wrapped in a one-element list.
-
-Where each Sample field comes from:
-
-    hash rate    SUMMARY[0] "MHS 5s", "GHS 5s", "MHS av" or "GHS av" (first present; to H/s)
-    power        POWER[0] "Watts" (LuxOS), else SUMMARY[0] "Power" (Whatsminer), else a
-                 "Power" in STATS; no reading at all is a MalformedReply, never a guess
-    temperature  the hottest chip sensor: STATS "temp_chipN" ("60-58-73-74" strings or
-                 numbers), else bmminer's "temp2_N"; None when the firmware reports none
-    pool         the POOLS entry with "Stratum Active", else the best-priority live one
-    asleep       CONFIG[0] "CurtailMode" == "Sleep" (LuxOS); firmware without the field
-                 is read as awake
+Telemetry reads every report command joined with ``+`` in one connection
+(see drivers/asic/cgminer_parse.py for where each Sample field comes from);
+firmware without joined commands is read one command at a time.
 
 Sleep and wake follow LuxOS: ``logon`` returns SESSION[0].SessionID, then
 ``curtail`` with ``<session>,sleep`` or ``<session>,wakeup``, then ``logoff``.
 Pool moves use cgminer's ``addpool`` and ``switchpool`` (which also enables the pool).
+
+Verify after write: apply() never trusts an accepted command.  It reads the
+device back (``config+pools`` only, the cheapest read that shows the workload)
+every confirm_interval_seconds until the device reports the requested
+workload or confirm_timeout_seconds pass.  Sleep is sent without a read
+first: curtail sleep is idempotent, and the read-back decides.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
+import dataclasses
 import logging
-import math
-import os
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from drivers.asic.config import CgminerOptions
-from drivers.errors import DriverError, Fatal, MalformedReply, Rejected, Timeout, Unavailable
+from drivers.asic.cgminer_client import (
+    CgminerClient,
+    Reply,
+    decode_reply,
+    raise_for_status,
+    status_entry,
+)
+from drivers.asic.cgminer_parse import (
+    PoolEntry,
+    current_pool_url,
+    parse_chip_temperature_c,
+    parse_curtailed,
+    parse_hashrate_hs,
+    parse_pools,
+    parse_power_w,
+    rows,
+    same_url,
+    section,
+)
+from drivers.asic.config import CgminerFamilyOptions
+from drivers.errors import DriverError, Fatal, MalformedReply, Rejected, Unavailable
 from scheduler.model import Device, Outcome, OutcomeStatus, Pool, Sample, Workload, WorkloadKind
+
+__all__ = [
+    "CgminerClient",
+    "CgminerDriver",
+    "current_pool_url",
+    "decode_reply",
+    "parse_chip_temperature_c",
+    "parse_hashrate_hs",
+    "parse_pools",
+    "rows",
+    "same_url",
+]
 
 logger = logging.getLogger(__name__)
 
-Reply = dict[str, Any]
-
-MAX_REPLY_BYTES = 1024 * 1024
 TELEMETRY_COMMANDS = ("summary", "pools", "stats", "config", "power")
 REQUIRED_SECTIONS = frozenset({"summary", "pools"})
-HASHRATE_FIELDS = (("MHS 5s", 1e6), ("GHS 5s", 1e9), ("MHS av", 1e6), ("GHS av", 1e9))
-
-
-# ---- client ---------------------------------------------------------------------------------
-
-
-def decode_reply(raw: bytes, source: str) -> Reply:
-    """Decode one reply (NUL already stripped) into a JSON object or raise MalformedReply."""
-    text = raw.decode("utf-8", errors="replace").strip()
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        try:  # some bmminer builds omit the comma between STATS objects: "}{"
-            value = json.loads(text.replace("}{", "},{"))
-        except json.JSONDecodeError:
-            raise MalformedReply(source, f"reply is not JSON ({exc.msg} at {exc.pos})") from exc
-    if not isinstance(value, dict):
-        raise MalformedReply(source, f"reply is a JSON {type(value).__name__}, not an object")
-    return value
-
-
-def status_entry(reply: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """Return the STATUS block of a reply (a list in cgminer, inline in Whatsminer)."""
-    status = reply.get("STATUS")
-    if isinstance(status, list) and status and isinstance(status[0], dict):
-        return status[0]
-    if isinstance(status, str):
-        return reply
-    return None
-
-
-def raise_for_status(reply: Mapping[str, Any], source: str, command: str) -> None:
-    """Raise Rejected when the reply's STATUS is E (error) or F (fatal)."""
-    entry = status_entry(reply)
-    if entry is not None and entry.get("STATUS") in ("E", "F"):
-        message = entry.get("Msg", "error")
-        raise Rejected(source, f"{command}: {message} (code {entry.get('Code')})")
-
-
-class CgminerClient:
-    """Sends one command per TCP connection and decodes the (NUL-terminated) JSON reply."""
-
-    def __init__(
-        self,
-        *,
-        timeout_seconds: float = 3.0,
-        max_reply_bytes: int = MAX_REPLY_BYTES,
-        concurrency: int | None = None,
-    ) -> None:
-        self.timeout_seconds = timeout_seconds
-        self.max_reply_bytes = max_reply_bytes
-        self._slots = asyncio.BoundedSemaphore(concurrency) if concurrency else None
-
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        if self._slots is None:
-            yield
-        else:
-            async with self._slots:
-                yield
-
-    async def command(
-        self,
-        address: str,
-        port: int,
-        command: str,
-        parameter: str | None = None,
-        *,
-        source: str | None = None,
-    ) -> Reply:
-        """Run one command; raise Timeout, Unavailable, MalformedReply or Rejected on failure."""
-        source = source or f"{address}:{port}"
-        request: Reply = {"command": command}
-        if parameter is not None:
-            request["parameter"] = parameter
-        async with self._slot():
-            raw = await self._exchange(address, port, json.dumps(request).encode(), source)
-        reply = decode_reply(raw, source)
-        if "+" not in command and status_entry(reply) is None:
-            raise MalformedReply(source, f"{command}: reply has no STATUS")
-        raise_for_status(reply, source, command)
-        return reply
-
-    async def _exchange(self, address: str, port: int, payload: bytes, source: str) -> bytes:
-        try:
-            async with asyncio.timeout(self.timeout_seconds):
-                reader, writer = await asyncio.open_connection(address, port)
-                try:
-                    writer.write(payload)
-                    await writer.drain()
-                    return await self._read_reply(reader, source)
-                finally:
-                    writer.close()
-                    with contextlib.suppress(ConnectionError, OSError):
-                        await writer.wait_closed()
-        except TimeoutError as exc:
-            raise Timeout(source, f"no complete reply within {self.timeout_seconds:g} s") from exc
-        except OSError as exc:  # refused, reset, unreachable
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise Unavailable(source, f"cannot talk to {address}:{port}: {reason}") from exc
-
-    async def _read_reply(self, reader: asyncio.StreamReader, source: str) -> bytes:
-        buffer = bytearray()
-        while True:
-            chunk = await reader.read(65536)
-            if not chunk:
-                break
-            end = chunk.find(b"\x00")
-            buffer += chunk if end < 0 else chunk[:end]
-            if len(buffer) > self.max_reply_bytes:
-                raise MalformedReply(source, f"reply larger than {self.max_reply_bytes} bytes")
-            if end >= 0:
-                if not buffer:
-                    raise MalformedReply(source, "empty reply")
-                return bytes(buffer)
-        if not buffer:
-            raise Unavailable(source, "closed without replying")
-        return bytes(buffer)
-
-
-# ---- parsing --------------------------------------------------------------------------------
-
-
-def section(reply: Mapping[str, Any], name: str) -> Reply | None:
-    """Return one command's reply from a joined reply (unwrapping cgminer's one-element list)."""
-    value = reply.get(name)
-    if isinstance(value, list) and value:
-        value = value[0]
-    return value if isinstance(value, dict) else None
-
-
-def rows(reply: Mapping[str, Any] | None, key: str) -> list[Reply]:
-    """Return the dict rows under ``key`` (SUMMARY, POOLS, STATS, ...), [] when absent."""
-    value = reply.get(key) if reply is not None else None
-    return [row for row in value if isinstance(row, dict)] if isinstance(value, list) else []
-
-
-def _number(value: Any) -> float | None:
-    """Return a finite number from an int, float or numeric string ("13,623.31" too); else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        value = value.replace(",", "")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def parse_hashrate_hs(summary: Mapping[str, Any]) -> float | None:
-    """Return the hash rate in H/s from a SUMMARY row (MHS or GHS fields)."""
-    for field, scale in HASHRATE_FIELDS:
-        value = _number(summary.get(field))
-        if value is not None:
-            return value * scale
-    return None
-
-
-def parse_power_w(
-    summary: Mapping[str, Any], stats: list[Reply], power: list[Reply]
-) -> float | None:
-    """Return input power in W from POWER Watts, SUMMARY Power or a STATS Power."""
-    candidates = [row.get("Watts") for row in power[:1]] + [summary.get("Power")]
-    candidates += [row.get("Power") for row in stats]
-    for candidate in candidates:
-        value = _number(candidate)
-        if value is not None and value >= 0:
-            return value
-    return None
-
-
-def parse_chip_temperature_c(stats: list[Reply]) -> float | None:
-    """Return the hottest chip sensor in Celsius from STATS rows, ignoring 0 and NaN."""
-    for prefix in ("temp_chip", "temp2_"):
-        readings: list[float] = []
-        for row in stats:
-            for key, value in row.items():
-                if not key.startswith(prefix) or not key[len(prefix) :].isdigit():
-                    continue
-                parts = value.split("-") if isinstance(value, str) else [value]
-                readings += [v for v in map(_number, parts) if v is not None and v > 0]
-        if readings:
-            return max(readings)
-    return None
 
 
 @dataclass(frozen=True, slots=True)
-class PoolEntry:
-    """One row of the miner's pool list."""
+class MinerReading:
+    """One full read of a miner: mode, pools, power, hash rate, temperature."""
 
-    index: int
-    url: str
-    status: str
-    priority: int
-    active: bool
-
-
-def parse_pools(pool_rows: list[Reply]) -> tuple[PoolEntry, ...]:
-    """Return the POOLS rows that carry a URL."""
-    entries = []
-    for position, row in enumerate(pool_rows):
-        url = row.get("URL")
-        if not isinstance(url, str) or not url:
-            continue
-        index = _number(row.get("POOL"))
-        priority = _number(row.get("Priority"))
-        active = row.get("Stratum Active")
-        entries.append(
-            PoolEntry(
-                index=int(index) if index is not None else position,
-                url=url,
-                status=str(row.get("Status", "")),
-                priority=int(priority) if priority is not None else position,
-                active=active is True or str(active).lower() in ("true", "y", "yes"),
-            )
-        )
-    return tuple(entries)
-
-
-def current_pool_url(pools: tuple[PoolEntry, ...]) -> str | None:
-    """Return the pool hashing now: Stratum Active, else the best-priority enabled (live first)."""
-    active = [p for p in pools if p.active]
-    enabled = [p for p in pools if p.status != "Disabled"]
-    ranked = sorted(active or enabled, key=lambda p: (p.status != "Alive", p.priority))
-    return ranked[0].url if ranked else None
-
-
-def parse_curtailed(config_rows: list[Reply]) -> bool:
-    """Return True when CONFIG says the hashboards are curtailed to sleep (LuxOS)."""
-    mode = config_rows[0].get("CurtailMode") if config_rows else None
-    return isinstance(mode, str) and mode.strip().lower() == "sleep"
-
-
-def same_url(a: str, b: str) -> bool:
-    """Compare pool URLs ignoring case, outer space, a trailing slash and a missing scheme."""
-
-    def parts(url: str) -> tuple[str, str]:
-        scheme, sep, rest = url.strip().lower().rstrip("/").rpartition("://")
-        return (scheme if sep else "", rest)
-
-    (scheme_a, rest_a), (scheme_b, rest_b) = parts(a), parts(b)
-    return rest_a == rest_b and (scheme_a == scheme_b or not scheme_a or not scheme_b)
-
-
-# ---- driver ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Reading:
     asleep: bool
     pool_url: str | None
     pools: tuple[PoolEntry, ...]
@@ -311,7 +85,7 @@ class CgminerDriver:
     def __init__(
         self,
         pools: Mapping[str, Pool],
-        options: CgminerOptions,
+        options: CgminerFamilyOptions,
         *,
         concurrency: int = 64,
         clock: Callable[[], float] = time.monotonic,
@@ -326,6 +100,8 @@ class CgminerDriver:
             timeout_seconds=options.timeout_seconds, concurrency=concurrency
         )
         self._locks: dict[str, asyncio.Lock] = {}
+        self._workloads: dict[tuple[str, float], Workload] = {}
+        self._sessions: dict[str, tuple[str, float]] = {}  # device id -> (session id, last used)
 
     def _lock(self, device: Device) -> asyncio.Lock:
         return self._locks.setdefault(device.id, asyncio.Lock())
@@ -362,7 +138,7 @@ class CgminerDriver:
             found[name] = reply
         return found
 
-    async def _read(self, device: Device) -> _Reading:
+    async def _read(self, device: Device) -> MinerReading:
         sections = await self._sections(device)
         summary_rows = rows(sections["summary"], "SUMMARY")
         if not summary_rows:
@@ -373,10 +149,10 @@ class CgminerDriver:
             raise MalformedReply(device.id, "SUMMARY has no MHS/GHS hash rate")
         power_w = parse_power_w(summary_rows[0], stats, rows(sections["power"], "POWER"))
         if power_w is None:
-            raise MalformedReply(device.id, "no power reading (POWER Watts, SUMMARY Power)")
+            power_w = self._missing_power_w(device, hashrate_hs)
         pools = parse_pools(rows(sections["pools"], "POOLS"))
         asleep = parse_curtailed(rows(sections["config"], "CONFIG"))
-        return _Reading(
+        return MinerReading(
             asleep=asleep,
             pool_url=None if asleep else current_pool_url(pools),
             pools=pools,
@@ -385,6 +161,18 @@ class CgminerDriver:
             temperature_c=parse_chip_temperature_c(stats),
             observed_at=self._clock(),
         )
+
+    def _shared_mine(self, pool_name: str, power_level: float = 1.0) -> Workload:
+        """One Workload object per (pool, level), shared by every sample (memory at 10k devices)."""
+        key = (pool_name, power_level)
+        workload = self._workloads.get(key)
+        if workload is None:
+            workload = self._workloads[key] = Workload.mine(pool_name, power_level)
+        return workload
+
+    def _missing_power_w(self, device: Device, hashrate_hs: float) -> float:
+        """What to do when the firmware reports no power: here, refuse to guess."""
+        raise MalformedReply(device.id, "no power reading (POWER Watts, SUMMARY Power)")
 
     def _pool_name(self, device: Device, url: str) -> str:
         """Return the configured pool name for a URL (device's own pools first), else the URL."""
@@ -401,7 +189,7 @@ class CgminerDriver:
         elif reading.pool_url is None:
             raise MalformedReply(device.id, "awake but no pool is configured on the miner")
         else:
-            workload = Workload.mine(self._pool_name(device, reading.pool_url))
+            workload = self._shared_mine(self._pool_name(device, reading.pool_url))
         return Sample(
             device_id=device.id,
             observed_at=reading.observed_at,
@@ -409,11 +197,56 @@ class CgminerDriver:
             power_w=reading.power_w,
             hashrate_hs=reading.hashrate_hs,
             temperature_c=reading.temperature_c,
-            pool_url=reading.pool_url,
+            pool_url=sys.intern(reading.pool_url) if reading.pool_url else None,
         )
 
+    OBSERVE_COMMANDS = "config+pools"
+
+    async def observe(self, device: Device) -> Workload:
+        """Read only what shows the workload (config and pools): the cheap read-back."""
+        try:
+            joined = await self._command(device, self.OBSERVE_COMMANDS)
+        except Rejected:  # firmware without joined commands
+            return (await self.collect(device)).workload
+        pools_reply = section(joined, "pools")
+        if pools_reply is None:
+            raise MalformedReply(device.id, "reply has no pools section")
+        raise_for_status(pools_reply, device.id, "pools")
+        config_reply = section(joined, "config")
+        entry = status_entry(config_reply) if config_reply is not None else None
+        asleep = (
+            entry is not None
+            and entry.get("STATUS") not in ("E", "F")
+            and parse_curtailed(rows(config_reply, "CONFIG"))
+        )
+        if asleep:
+            return Workload.sleep()
+        url = current_pool_url(parse_pools(rows(pools_reply, "POOLS")))
+        if url is None:
+            raise MalformedReply(device.id, "awake but no pool is configured on the miner")
+        return self._mining(device, self._pool_name(device, url), joined)
+
+    def _mining(self, device: Device, pool_name: str, joined: Reply) -> Workload:
+        """The mining workload a read shows (subclasses add the power level)."""
+        return Workload.mine(pool_name)
+
     async def _curtail(self, device: Device, action: str) -> None:
-        """Run curtail <session>,<action> in a LuxOS session (taking over one left open)."""
+        """Run curtail <session>,<action> in a LuxOS session."""
+        await self._in_session(
+            device, lambda sid: self._command(device, "curtail", f"{sid},{action}")
+        )
+
+    async def _in_session(self, device: Device, body: Callable[[str], Awaitable[object]]) -> None:
+        """Run ``body(session_id)`` in a LuxOS session (kept, new, or taken over when one is open)."""
+        kept = self._sessions.get(device.id)
+        if kept is not None and self._clock() - kept[1] < self._options.session_reuse_seconds:
+            try:
+                await body(kept[0])
+            except Rejected:
+                self._sessions.pop(device.id, None)  # expired or taken over: log on again
+            else:
+                self._sessions[device.id] = (kept[0], self._clock())
+                return
         owned = True
         try:
             reply = await self._command(device, "logon")
@@ -427,10 +260,13 @@ class CgminerDriver:
         session_id = session_rows[0].get("SessionID") if session_rows else None
         if not isinstance(session_id, str) or not session_id:
             raise Rejected(device.id, "logon: no session granted and none open")
+        keep = owned and self._options.session_reuse_seconds > 0
         try:
-            await self._command(device, "curtail", f"{session_id},{action}")
+            await body(session_id)
         finally:
-            if owned:
+            if keep:
+                self._sessions[device.id] = (session_id, self._clock())
+            elif owned:
                 try:
                     await self._command(device, "logoff", session_id)
                 except DriverError as exc:
@@ -449,7 +285,7 @@ class CgminerDriver:
                 raise MalformedReply(device.id, f"addpool accepted but {pool.url} is not listed")
         await self._command(device, "switchpool", str(entry.index))
 
-    async def _move(self, device: Device, workload: Workload, reading: _Reading) -> None:
+    async def _move(self, device: Device, workload: Workload, reading: MinerReading) -> None:
         """Send the commands that take the device from ``reading`` to ``workload``."""
         if workload.kind is WorkloadKind.SLEEP:
             if not reading.asleep:
@@ -490,7 +326,7 @@ class CgminerDriver:
         error: DriverError | None = None
         while True:
             try:
-                observed, error = (await self.collect(device)).workload, None
+                observed, error = await self.observe(device), None
             except DriverError as exc:
                 error = exc
             if observed is not None and error is None and self._matches(requested, observed):
@@ -523,7 +359,22 @@ class CgminerDriver:
             return Outcome(device.id, workload, OutcomeStatus.REJECTED, detail=refusal)
         async with self._lock(device):
             try:
-                await self._move(device, workload, await self._read(device))
+                if workload.kind is WorkloadKind.SLEEP:
+                    await self._curtail(device, "sleep")  # idempotent; the read-back decides
+                else:
+                    await self._move(device, workload, await self._read(device))
+            except Unavailable as exc:
+                # No answer is not a no: the command may have landed.  Read back to know.
+                logger.info("%s: %s got no answer: %s", device.id, workload, exc)
+                try:
+                    await self.observe(device)
+                except DriverError:
+                    return self._failed(device, workload, exc)  # reads fail too: unavailable
+                outcome = await self._confirm(device, workload)
+                if outcome.status is OutcomeStatus.UNCONFIRMED:
+                    detail = f"command got no answer ({exc.message}); {outcome.detail}"
+                    return dataclasses.replace(outcome, detail=detail)
+                return outcome
             except DriverError as exc:
                 logger.info("%s: %s failed: %s", device.id, workload, exc)
                 return self._failed(device, workload, exc)

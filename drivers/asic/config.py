@@ -2,20 +2,84 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
-class CgminerOptions(BaseModel):
-    """Connection settings for the cgminer API (TCP, one JSON command per connection)."""
+class CgminerFamilyOptions(BaseModel):
+    """Settings shared by every driver on the cgminer API (TCP, one JSON command per connection)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    driver: Literal["cgminer"] = "cgminer"
     port: int = Field(4028, ge=1, le=65535, description="API port on the miner")
     timeout_seconds: float = Field(3.0, gt=0, le=60, description="per-command deadline")
     confirm_timeout_seconds: float = Field(
         30.0, gt=0, le=600, description="how long to read back before calling a command unconfirmed"
     )
     confirm_interval_seconds: float = Field(1.0, gt=0, le=60, description="read-back interval")
+    session_reuse_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description=(
+            "keep a LuxOS session this long for the next command instead of logging off "
+            "(0: log off after each command); keep it below the firmware's idle timeout"
+        ),
+    )
+
+
+class CgminerOptions(CgminerFamilyOptions):
+    """A cgminer-API miner (bmminer, LuxOS without power targets, Whatsminer's cgminer port)."""
+
+    driver: Literal["cgminer"] = "cgminer"
+
+
+class LuxosOptions(CgminerFamilyOptions):
+    """A LuxOS miner: cgminer API plus sessions, curtail and power profiles."""
+
+    driver: Literal["luxos"] = "luxos"
+    power_tolerance: float = Field(
+        0.08,
+        gt=0,
+        lt=0.5,
+        description="measured power within this share of the target confirms a power level",
+    )
+
+
+def _driver_tag(value: Any) -> str:
+    """The ``driver`` tag of raw or parsed options; ``cgminer`` when it is left out."""
+    tag = (
+        value.get("driver", "cgminer")
+        if isinstance(value, dict)
+        else getattr(value, "driver", None)
+    )
+    return tag if isinstance(tag, str) else "cgminer"
+
+
+class AntminerOptions(CgminerFamilyOptions):
+    """Stock Antminer firmware: cgminer API for telemetry, web CGI (digest auth) for sleep."""
+
+    driver: Literal["antminer"] = "antminer"
+    web_port: int = Field(80, ge=1, le=65535, description="port of the miner's web interface")
+    web_username: str = Field("root", min_length=1, description="web interface user")
+    web_password: str = Field("root", description="web interface password")
+    confirm_timeout_seconds: float = Field(
+        60.0, gt=0, le=600, description="a work-mode change takes about 20 s to land"
+    )
+
+
+class BraiinsOptions(CgminerFamilyOptions):
+    """Braiins OS, read only: telemetry over its cgminer-compatible API (control needs gRPC)."""
+
+    driver: Literal["braiins"] = "braiins"
+
+
+AsicOptions = Annotated[
+    Annotated[CgminerOptions, Tag("cgminer")]
+    | Annotated[LuxosOptions, Tag("luxos")]
+    | Annotated[AntminerOptions, Tag("antminer")]
+    | Annotated[BraiinsOptions, Tag("braiins")],
+    Discriminator(_driver_tag),
+]
+"""Driver settings of one ASIC entry, chosen by its ``driver`` tag."""

@@ -33,11 +33,7 @@ a seed derived from the device id, so runs are reproducible.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import enum
 import json
-import math
 import random
 import time
 import zlib
@@ -46,53 +42,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from drivers.sim.luxos import SimLuxos
+from drivers.sim.physics import CHIP_RISE_C, MinerPhysics
+from drivers.sim.tcp import ConnectionStats, Fault, SimTcpServer
 from scheduler.model import Device, Pool
+
+__all__ = ["ConnectionStats", "Fault", "SimMiner", "SimState"]
 
 Reply = dict[str, Any]
 
 DESCRIPTION = "cgminer 4.11.1 (wattmux sim)"
-MAX_REQUEST_BYTES = 64 * 1024
-REQUEST_TIMEOUT_SECONDS = 10.0
-CHIP_RISE_C = 45.0  # chip temperature above ambient at full hash rate
-IDLE_RISE_C = 3.0  # above ambient with hashboards asleep (controller and PSU still on)
-PCB_SHARE = 0.7  # PCB rise as a share of the chip rise
 BOARDS = 3
 FANS = 4
-SENSOR_SPREAD = (
-    0.30,
-    0.33,
-    0.02,
-    0.0,
-)  # four sensors per board, below the hottest by a share of the rise
-REPORT_COMMANDS = frozenset({"summary", "pools", "stats", "version", "config", "power", "session"})
-
-
-class Fault(enum.StrEnum):
-    """Misbehaviour a test can inject into one miner."""
-
-    CLOSE = "close"  # accept, then close without replying
-    GARBAGE = "garbage"  # reply with broken JSON, NUL-terminated
-    HANG = "hang"  # accept, never answer
-    SLOW = "slow"  # answer after fault_delay_seconds
-
-
-@dataclass(slots=True)
-class ConnectionStats:
-    """Connections being served now, the most served at once, and the total accepted."""
-
-    active: int = 0
-    peak: int = 0
-    total: int = 0
-
-    def opened(self) -> None:
-        """Count a connection that was just accepted."""
-        self.active += 1
-        self.total += 1
-        self.peak = max(self.peak, self.active)
-
-    def closed(self) -> None:
-        """Count a connection that is no longer being served."""
-        self.active -= 1
+REPORT_COMMANDS = frozenset(
+    {"summary", "pools", "stats", "version", "config", "power", "session", "profiles", "atm"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,19 +79,6 @@ class _SimPool:
     alive: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class _Segment:
-    """A linear ramp from the values at ``start`` to the targets, then flat."""
-
-    start: float
-    hashrate_from_hs: float
-    hashrate_to_hs: float
-    power_from_w: float
-    power_to_w: float
-    temperature_from_c: float
-    hashes_before: float
-
-
 def _split_escaped(text: str) -> list[str]:
     """Split on commas, honouring cgminer's backslash escapes (a backslash quotes the next char)."""
     parts: list[str] = []
@@ -148,7 +99,7 @@ def _split_escaped(text: str) -> list[str]:
     return parts
 
 
-class SimMiner:
+class SimMiner(SimTcpServer):
     """One simulated ASIC: physics, pools, a LuxOS-style session, and a TCP API server."""
 
     def __init__(
@@ -166,47 +117,31 @@ class SimMiner:
         connection_stats: ConnectionStats | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(device.address, port, connection_stats)
         self.device = device
-        self.address = device.address
-        self.ramp_seconds = ramp_seconds
-        self.thermal_tau_seconds = thermal_tau_seconds
-        self.ambient_c = ambient_c
         self.session_timeout_seconds = session_timeout_seconds
-        self.fault: Fault | None = None
-        self.fault_delay_seconds = 1.0
-        self.nul_terminator = True
         self.hashrate_unit: Literal["MHS", "GHS"] = "MHS"
-        self.connections = ConnectionStats()
-        self.site_connections = connection_stats
         self.command_counts: Counter[str] = Counter()
-        self._requested_port = port
+        self.version_extra: dict[str, str] = {}  # e.g. {"LUXminer": "2024.1.26"}
         self._clock = clock
         self._wall_clock = wall_clock
         rng = random.Random(zlib.crc32(device.id.encode()))
-        self._session_rng = random.Random(rng.getrandbits(32))
-        self._mining_hashrate_hs = device.nominal_hashrate_hs * (
-            1 + noise_fraction * rng.uniform(-1, 1)
+        session_seed = rng.getrandbits(32)
+        self.physics = MinerPhysics(
+            mining_hashrate_hs=device.nominal_hashrate_hs
+            * (1 + noise_fraction * rng.uniform(-1, 1)),
+            mining_power_w=device.nominal_power_w * (1 + noise_fraction * rng.uniform(-1, 1)),
+            sleep_power_w=device.sleep_power_w,
+            board_offsets_c=[noise_fraction * 100 * rng.uniform(-1, 1) for _ in range(BOARDS)],
+            ramp_seconds=ramp_seconds,
+            thermal_tau_seconds=thermal_tau_seconds,
+            ambient_c=ambient_c,
+            clock=clock,
         )
-        self._mining_power_w = device.nominal_power_w * (1 + noise_fraction * rng.uniform(-1, 1))
-        self._sleep_power_w = device.sleep_power_w
-        self._board_offsets_c = [noise_fraction * 100 * rng.uniform(-1, 1) for _ in range(BOARDS)]
         self._pools = [_SimPool(p.url, p.user, p.password) for p in pools]
         self._priority = list(range(len(self._pools)))
         self._asleep = False
-        self._session_id: str | None = None
-        self._session_used_at = 0.0
-        self._started_at = clock()
-        self._segment = _Segment(
-            start=self._started_at,
-            hashrate_from_hs=self._mining_hashrate_hs,
-            hashrate_to_hs=self._mining_hashrate_hs,
-            power_from_w=self._mining_power_w,
-            power_to_w=self._mining_power_w,
-            temperature_from_c=self._temperature_target_c(self._mining_hashrate_hs),
-            hashes_before=0.0,
-        )
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.power_level = 1.0
         self._handlers: dict[str, Callable[[str | None], Reply]] = {
             "summary": self._summary,
             "power": self._power,
@@ -218,102 +153,45 @@ class SimMiner:
             "enablepool": self._enablepool,
             "disablepool": self._disablepool,
             "addpool": self._addpool,
-            "logon": self._logon,
-            "logoff": self._logoff,
-            "session": self._session,
-            "curtail": self._curtail,
         }
+        self.luxos = SimLuxos(self, session_seed)
+        self._handlers.update(self.luxos.handlers())
+        self.reports_power = True
+
+    def become_stock_bmminer(self) -> None:
+        """Play stock Antminer firmware: no power reading, no LuxOS commands, no CONFIG mode."""
+        self.reports_power = False
+        for name in ("power", *self.luxos.handlers()):
+            self._handlers.pop(name, None)
+        self._handlers["config"] = self._stock_config
+
+    def _stock_config(self, _parameter: str | None) -> Reply:
+        row = {"ASC Count": BOARDS, "Pool Count": len(self._pools), "Strategy": "Failover"}
+        return self._ok(33, "CGMiner config", "CONFIG", [row])
 
     # ---- physics -------------------------------------------------------------------------
 
-    def _now(self, at: float | None) -> float:
-        return self._clock() if at is None else at
-
-    def _progress(self, now: float) -> float:
-        """Fraction of the current ramp done at ``now`` (1.0 once finished)."""
-        elapsed = max(0.0, now - self._segment.start)
-        if self.ramp_seconds <= 0:
-            return 1.0
-        return min(1.0, elapsed / self.ramp_seconds)
-
     def hashrate_hs(self, at: float | None = None) -> float:
         """Hash rate in H/s at ``at`` (default: now)."""
-        seg, share = self._segment, self._progress(self._now(at))
-        return seg.hashrate_from_hs + (seg.hashrate_to_hs - seg.hashrate_from_hs) * share
+        return self.physics.hashrate_hs(at)
 
     def power_w(self, at: float | None = None) -> float:
         """Input power in W at ``at`` (default: now)."""
-        seg, share = self._segment, self._progress(self._now(at))
-        return seg.power_from_w + (seg.power_to_w - seg.power_from_w) * share
-
-    def _hashes(self, now: float) -> float:
-        """Hashes done since start: the integral of the piecewise-linear hash rate."""
-        seg = self._segment
-        elapsed = max(0.0, now - seg.start)
-        ramp = self.ramp_seconds
-        h0, h1 = seg.hashrate_from_hs, seg.hashrate_to_hs
-        if ramp <= 0:
-            return seg.hashes_before + h1 * elapsed
-        if elapsed <= ramp:
-            return seg.hashes_before + h0 * elapsed + (h1 - h0) * elapsed**2 / (2 * ramp)
-        return seg.hashes_before + (h0 + h1) * ramp / 2 + h1 * (elapsed - ramp)
-
-    def _temperature_target_c(self, hashrate_hs: float) -> float:
-        load = hashrate_hs / self._mining_hashrate_hs if self._mining_hashrate_hs > 0 else 0.0
-        return self.ambient_c + IDLE_RISE_C + (CHIP_RISE_C - IDLE_RISE_C) * load
+        return self.physics.power_w(at)
 
     def chip_temperature_c(self, at: float | None = None) -> float:
-        """Average chip temperature (before per-board offsets), a first-order lag of the load."""
-        now = self._now(at)
-        seg, tau, ramp = self._segment, self.thermal_tau_seconds, self.ramp_seconds
-        if tau <= 0:
-            return self._temperature_target_c(self.hashrate_hs(now))
-        elapsed = max(0.0, now - seg.start)
-        start_c = seg.temperature_from_c
-        end_target_c = self._temperature_target_c(seg.hashrate_to_hs)
-        if ramp > 0:
-            # Exact response of y' = (a + b t - y) / tau to the linear target during the ramp.
-            a = self._temperature_target_c(seg.hashrate_from_hs)
-            b = (end_target_c - a) / ramp
-            span = min(elapsed, ramp)
-            start_c = a + b * (span - tau) + (start_c - a + b * tau) * math.exp(-span / tau)
-            elapsed -= span
-        return end_target_c + (start_c - end_target_c) * math.exp(-elapsed / tau)
-
-    def _board_temperatures_c(self, now: float) -> list[tuple[list[int], list[int]]]:
-        """Per board: (chip sensors, PCB sensors) in whole degrees, as firmware reports them."""
-        chip_c = self.chip_temperature_c(now)
-        boards = []
-        for offset in self._board_offsets_c:
-            hottest_chip = chip_c + offset
-            hottest_pcb = self.ambient_c + PCB_SHARE * (chip_c - self.ambient_c) + offset
-            boards.append(
-                (
-                    [
-                        round(hottest_chip - s * (hottest_chip - self.ambient_c))
-                        for s in SENSOR_SPREAD
-                    ],
-                    [
-                        round(hottest_pcb - s * (hottest_pcb - self.ambient_c))
-                        for s in SENSOR_SPREAD
-                    ],
-                )
-            )
-        return boards
+        """Average chip temperature (before per-board offsets) at ``at`` (default: now)."""
+        return self.physics.chip_temperature_c(at)
 
     def _retarget(self, asleep: bool) -> None:
-        """Start a ramp from the present values towards sleep or full mining."""
-        now = self._clock()
-        self._segment = _Segment(
-            start=now,
-            hashrate_from_hs=self.hashrate_hs(now),
-            hashrate_to_hs=0.0 if asleep else self._mining_hashrate_hs,
-            power_from_w=self.power_w(now),
-            power_to_w=self._sleep_power_w if asleep else self._mining_power_w,
-            temperature_from_c=self.chip_temperature_c(now),
-            hashes_before=self._hashes(now),
-        )
+        self.physics.retarget(0.0 if asleep else self.power_level)
         self._asleep = asleep
+
+    def set_power_level(self, power_level: float) -> None:
+        """Run at a share of stock power (power targets); takes effect now when awake."""
+        self.power_level = power_level
+        if not self._asleep:
+            self.physics.retarget(power_level)
 
     def set_asleep(self, asleep: bool) -> None:
         """Put the miner to sleep or wake it, as curtail would (test and demo helper)."""
@@ -340,14 +218,16 @@ class SimMiner:
 
     def state(self, at: float | None = None) -> SimState:
         """Everything a client can observe, at ``at`` (default: now)."""
-        now = self._now(at)
+        now = self.physics.now(at)
         active = self.active_pool_index()
         return SimState(
             asleep=self._asleep,
             active_pool_url=None if active is None else self._pools[active].url,
             power_w=self.power_w(now),
             hashrate_hs=self.hashrate_hs(now),
-            chip_temperature_c=float(max(max(chip) for chip, _ in self._board_temperatures_c(now))),
+            chip_temperature_c=float(
+                max(max(chip) for chip, _ in self.physics.board_temperatures_c(now))
+            ),
         )
 
     # ---- replies -------------------------------------------------------------------------
@@ -376,8 +256,8 @@ class SimMiner:
 
     def _summary(self, _parameter: str | None) -> Reply:
         now = self._clock()
-        elapsed = max(0.0, now - self._started_at)
-        hashes = self._hashes(now)
+        elapsed = max(0.0, now - self.physics.started_at)
+        hashes = self.physics.hashes(now)
         average_hs = hashes / elapsed if elapsed > 0 else self.hashrate_hs(now)
         unit, scale = (self.hashrate_unit, 1e6 if self.hashrate_unit == "MHS" else 1e9)
         accepted = int(hashes / (65536 * 2**32))
@@ -389,8 +269,9 @@ class SimMiner:
             "Accepted": accepted,
             "Rejected": accepted // 500,
             "Hardware Errors": 0,
-            "Power": round(self.power_w(now)),
         }
+        if self.reports_power:
+            row["Power"] = round(self.power_w(now))
         return self._ok(11, "Summary", "SUMMARY", [row])
 
     def _power(self, _parameter: str | None) -> Reply:
@@ -425,14 +306,16 @@ class SimMiner:
             "Type": f"Antminer {self.device.model}",
         }
         hashrate_ghs = self.hashrate_hs(now) / 1e9
-        thermal_load = (self.chip_temperature_c(now) - self.ambient_c) / CHIP_RISE_C
+        thermal_load = (self.chip_temperature_c(now) - self.physics.ambient_c) / CHIP_RISE_C
         fan_rpm = round(1500 + 4500 * min(1.0, max(0.0, thermal_load)))
         detail: Reply = {
             "STATS": 0,
             "ID": "BTM_SOC0",
-            "Elapsed": int(max(0.0, now - self._started_at)),
+            "Elapsed": int(max(0.0, now - self.physics.started_at)),
             "GHS 5s": round(hashrate_ghs, 2),
-            "GHS av": round(self._hashes(now) / max(1e-9, now - self._started_at) / 1e9, 2),
+            "GHS av": round(
+                self.physics.hashes(now) / max(1e-9, now - self.physics.started_at) / 1e9, 2
+            ),
             "miner_count": BOARDS,
             "fan_num": FANS,
             "temp_num": BOARDS,
@@ -441,7 +324,7 @@ class SimMiner:
         }
         for fan in range(1, FANS + 1):
             detail[f"fan{fan}"] = fan_rpm + 30 * fan
-        for board, (chip, pcb) in enumerate(self._board_temperatures_c(now), start=1):
+        for board, (chip, pcb) in enumerate(self.physics.board_temperatures_c(now), start=1):
             detail[f"temp{board}"] = max(pcb)
             detail[f"temp2_{board}"] = max(chip)
             detail[f"temp_pcb{board}"] = "-".join(str(v) for v in pcb)
@@ -455,6 +338,7 @@ class SimMiner:
             "API": "3.7",
             "Miner": "sim",
             "Type": f"Antminer {self.device.model}",
+            **self.version_extra,
         }
         return self._ok(22, "CGMiner versions", "VERSION", [row])
 
@@ -526,45 +410,6 @@ class SimMiner:
         self._priority.append(index)
         return self._ok(55, f"Added pool {index}: '{fields[0].strip()}'")
 
-    def _session_valid(self, session_id: str) -> bool:
-        now = self._clock()
-        if (
-            self._session_id is not None
-            and now - self._session_used_at >= self.session_timeout_seconds
-        ):
-            self._session_id = None
-        if self._session_id is None or session_id != self._session_id:
-            return False
-        self._session_used_at = now
-        return True
-
-    def _logon(self, _parameter: str | None) -> Reply:
-        if self._session_valid(self._session_id or ""):
-            return self._error(304, "Another session is active")
-        self._session_id = f"{self._session_rng.getrandbits(32):08x}"
-        self._session_used_at = self._clock()
-        return self._ok(300, "Session created", "SESSION", [{"SessionID": self._session_id}])
-
-    def _logoff(self, parameter: str | None) -> Reply:
-        if not self._session_valid((parameter or "").strip()):
-            return self._error(45, "Access denied to 'logoff' command: invalid session")
-        self._session_id = None
-        return self._ok(301, "Session dropped")
-
-    def _session(self, _parameter: str | None) -> Reply:
-        current = self._session_id if self._session_valid(self._session_id or "") else ""
-        return self._ok(302, "Session information", "SESSION", [{"SessionID": current}])
-
-    def _curtail(self, parameter: str | None) -> Reply:
-        session_id, _, action = (parameter or "").partition(",")
-        if not self._session_valid(session_id.strip()):
-            return self._error(45, "Access denied to 'curtail' command: invalid session")
-        action = action.strip().lower()
-        if action not in ("sleep", "wakeup"):
-            return self._error(305, f"Invalid curtail action '{action}' (expected sleep or wakeup)")
-        self.set_asleep(action == "sleep")
-        return self._ok(303, f"Curtail {action} accepted")
-
     def handle(self, command: str, parameter: str | None = None) -> Reply:
         """Answer one command (or a ``+``-joined set of report commands) without the network."""
         self.command_counts[command] += 1
@@ -574,7 +419,7 @@ class SimMiner:
                 return self._error(24, "Missing JSON 'command'")
             joined: Reply = {}
             for name in names:
-                if name in REPORT_COMMANDS:
+                if name in REPORT_COMMANDS and name in self._handlers:
                     joined[name] = [self._handlers[name](None)]
                 elif name in self._handlers:
                     joined[name] = [
@@ -603,33 +448,9 @@ class SimMiner:
         parameter = request.get("parameter")
         return self.handle(command, None if parameter is None else str(parameter))
 
-    # ---- server --------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        """The TCP port the API listens on (the bound one when started with port 0)."""
-        if self._server is None or not self._server.sockets:
-            return self._requested_port
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def start(self) -> None:
-        """Listen on address:port (idempotent)."""
-        if self._server is None:
-            self._server = await asyncio.start_server(
-                self._serve, self.address, self._requested_port
-            )
-
-    async def stop(self) -> None:
-        """Stop listening and drop connections being served, hung ones included (idempotent)."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
+    def respond(self, raw: bytes) -> bytes:
+        """Answer one raw request (the TCP base class frames and sends it)."""
+        return json.dumps(self.handle_request(raw)).encode()
 
     async def __aenter__(self) -> SimMiner:
         await self.start()
@@ -637,66 +458,3 @@ class SimMiner:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
-
-    def _count(self, opened: bool) -> None:
-        for stats in (self.connections, self.site_connections):
-            if stats is None:
-                continue
-            if opened:
-                stats.opened()
-            else:
-                stats.closed()
-
-    async def _read_request(self, reader: asyncio.StreamReader) -> bytes:
-        """Read until the bytes form a JSON document, EOF, the size cap or the idle deadline."""
-        buffer = b""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
-                while len(buffer) < MAX_REQUEST_BYTES:
-                    chunk = await reader.read(4096)
-                    if not chunk:
-                        break
-                    buffer += chunk
-                    try:
-                        json.loads(buffer)
-                    except (UnicodeDecodeError, json.JSONDecodeError):
-                        continue
-                    break
-        return buffer
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        self._count(opened=True)
-        counted = True
-        try:
-            fault = self.fault
-            request = await self._read_request(reader)
-            if fault is Fault.CLOSE:
-                return  # read, then close cleanly (no reset) without a word
-            if fault is Fault.HANG:
-                await asyncio.get_running_loop().create_future()
-            if fault is Fault.SLOW:
-                await asyncio.sleep(self.fault_delay_seconds)
-            if fault is Fault.GARBAGE:
-                payload = b'{"STATUS":[{"STATUS":"S","When":17,"Code":11,"Msg":"Summ'
-            else:
-                payload = json.dumps(self.handle_request(request)).encode()
-            if self.nul_terminator:
-                payload += b"\x00"
-            # Served once the reply is ready: a client waiting for it still holds its slot.
-            self._count(opened=False)
-            counted = False
-            writer.write(payload)
-            await writer.drain()
-        except (ConnectionError, OSError):
-            pass  # the client went away; nothing to answer
-        finally:
-            if counted:
-                self._count(opened=False)
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
-            if task is not None:
-                self._tasks.discard(task)

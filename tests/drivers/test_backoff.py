@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -11,22 +12,32 @@ from drivers.errors import Fatal, Unavailable
 from drivers.market.http import RateLimited, retry_after_seconds
 
 
-def test_full_jitter_is_capped_and_resets() -> None:
-    top = Backoff(1.0, 8.0, rng=lambda: 0.999999)
-    assert [round(top.next_delay(), 3) for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
-    top.reset()
-    assert round(top.next_delay(), 3) == 1.0
-    bottom = Backoff(1.0, 8.0, rng=lambda: 0.0)
-    assert bottom.next_delay() == 0.0
-    assert bottom.next_delay(retry_after_seconds=5) == 5.0
-    assert bottom.next_delay(retry_after_seconds=500) == 8.0  # never past the cap
+class Fixed(random.Random):
+    """A random source whose uniform() returns a fixed fraction of the range."""
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__(0)
+        self.fraction = fraction
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.fraction
+
+
+def test_full_jitter_is_capped() -> None:
+    top = Backoff(1.0, 8.0, rng=Fixed(1.0))
+    assert [top.delay_seconds(n) for n in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert top.ceiling_seconds(10_000) == 8.0
+    bottom = Backoff(1.0, 8.0, rng=Fixed(0.0))
+    assert bottom.delay_seconds(1) == 0.0
+    assert bottom.delay_seconds(1, retry_after_seconds=5) == 5.0
+    assert bottom.delay_seconds(1, retry_after_seconds=500) == 8.0  # never past the cap
     with pytest.raises(ValueError):
         Backoff(10.0, 1.0)
 
 
 def test_retry_gate_holds_back_until_the_delay_passed() -> None:
     now = [0.0]
-    gate = RetryGate(Backoff(2.0, 60.0, rng=lambda: 0.5), clock=lambda: now[0])
+    gate = RetryGate(Backoff(2.0, 60.0, rng=Fixed(0.5)), clock=lambda: now[0])
     assert gate.ready()
     assert gate.failed() == 1.0
     assert not gate.ready() and gate.wait_seconds() == 1.0
@@ -36,7 +47,7 @@ def test_retry_gate_holds_back_until_the_delay_passed() -> None:
     now[0] = 30.0
     assert not gate.ready()
     gate.succeeded()
-    assert gate.ready()
+    assert gate.ready() and gate.failures == 0
 
 
 def test_retry_after_header_forms() -> None:
@@ -69,7 +80,7 @@ async def test_supervisor_backs_off_reconnects_and_stops_on_fatal() -> None:
         raise outcome
 
     supervisor = Supervisor(
-        "x", connect, Backoff(1.0, 10.0, rng=lambda: 0.5), sleep=sleep, on_state=states.append
+        "x", connect, Backoff(1.0, 10.0, rng=Fixed(0.5)), sleep=sleep, on_state=states.append
     )
     with pytest.raises(Fatal):
         await supervisor.run()

@@ -58,7 +58,7 @@ class FakeTime:
         await asyncio.sleep(0)
 
 
-def make_device(index: int, prefix: str = "127.78") -> Device:
+def make_device(index: int, prefix: str = "127.32") -> Device:
     return Device(
         id=f"asic-{index:04d}",
         kind=DeviceKind.ASIC,
@@ -159,7 +159,10 @@ async def test_apply_sends_nothing_when_already_there(site: SimSite, driver: Cgm
     device = site.devices[0]
     outcome = await driver.apply(device, Workload.mine("main"))
     assert outcome.status is OutcomeStatus.CONFIRMED
-    assert set(site.miners[device.id].command_counts) == {"summary+pools+stats+config+power"}
+    assert set(site.miners[device.id].command_counts) == {
+        "summary+pools+stats+config+power",
+        "config+pools",
+    }
 
 
 async def test_sleep_and_wake_are_confirmed(site: SimSite, driver: CgminerDriver) -> None:

@@ -1,0 +1,193 @@
+"""Async client for the cgminer-family API: one command per TCP connection, JSON reply.
+
+The client writes ``{"command": ..., "parameter": ...}``; the miner answers one
+JSON document, usually NUL-terminated (some builds omit the NUL and just
+close), then closes.  Replies are decoded leniently where firmware is known to
+be sloppy (bmminer: ``}{`` with no comma between STATS objects, trailing commas,
+bare ``nan``/``inf``) and strictly everywhere else.  A STATUS of ``E`` or ``F``
+(including cgminer's "Access denied" for privileged commands) raises Rejected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, cast
+
+from drivers.errors import MalformedReply, Rejected, Timeout, Unavailable
+
+Reply = dict[str, Any]
+
+MAX_REPLY_BYTES = 1024 * 1024
+
+
+# Repairs for known firmware slips, tried in order only when strict parsing fails.
+_REPAIRS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"}\s*{"), "},{"),  # bmminer stats: no comma between objects
+    (re.compile(r",\s*([}\]])"), r"\1"),  # trailing comma before } or ]
+    (re.compile(r"(?<=[:\[,])\s*-?(?:nan|inf)\b", re.IGNORECASE), "null"),  # bare nan / inf
+)
+
+
+def decode_reply(raw: bytes, source: str) -> Reply:
+    """Decode one reply (NUL already stripped) into a JSON object or raise MalformedReply."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        value = json.loads(text, strict=False)  # strict=False: raw control chars in strings
+    except json.JSONDecodeError as exc:
+        repaired = text
+        for pattern, replacement in _REPAIRS:
+            repaired = pattern.sub(replacement, repaired)
+        try:
+            value = json.loads(repaired, strict=False)
+        except json.JSONDecodeError:
+            raise MalformedReply(source, f"reply is not JSON ({exc.msg} at {exc.pos})") from exc
+    if not isinstance(value, dict):
+        raise MalformedReply(source, f"reply is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def status_entry(reply: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Return the STATUS block of a reply (a list in cgminer, inline in Whatsminer)."""
+    status = reply.get("STATUS")
+    if isinstance(status, list) and status and isinstance(status[0], dict):
+        return status[0]
+    if isinstance(status, str):
+        return reply
+    return None
+
+
+def raise_for_status(reply: Mapping[str, Any], source: str, command: str) -> None:
+    """Raise Rejected when the reply's STATUS is E (error) or F (fatal)."""
+    entry = status_entry(reply)
+    if entry is not None and entry.get("STATUS") in ("E", "F"):
+        message = entry.get("Msg", "error")
+        raise Rejected(source, f"{command}: {message} (code {entry.get('Code')})")
+
+
+class CgminerClient:
+    """Sends one command per TCP connection and decodes the (NUL-terminated) JSON reply."""
+
+    def __init__(
+        self,
+        *,
+        timeout_seconds: float = 3.0,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+        concurrency: int | None = None,
+    ) -> None:
+        self.timeout_seconds = timeout_seconds
+        self.max_reply_bytes = max_reply_bytes
+        self._slots = asyncio.BoundedSemaphore(concurrency) if concurrency else None
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self._slots is None:
+            yield
+        else:
+            async with self._slots:
+                yield
+
+    async def command(
+        self,
+        address: str,
+        port: int,
+        command: str,
+        parameter: str | None = None,
+        *,
+        source: str | None = None,
+    ) -> Reply:
+        """Run one command; raise Timeout, Unavailable, MalformedReply or Rejected on failure."""
+        source = source or f"{address}:{port}"
+        request: Reply = {"command": command}
+        if parameter is not None:
+            request["parameter"] = parameter
+        async with self._slot():
+            raw = await self._exchange(address, port, json.dumps(request).encode(), source)
+        reply = decode_reply(raw, source)
+        if "+" not in command and status_entry(reply) is None:
+            raise MalformedReply(source, f"{command}: reply has no STATUS")
+        raise_for_status(reply, source, command)
+        return reply
+
+    async def _exchange(self, address: str, port: int, payload: bytes, source: str) -> bytes:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bytes] = loop.create_future()
+        transport: asyncio.BaseTransport | None = None
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                transport, _ = await loop.create_connection(
+                    lambda: _ReplyProtocol(payload, done, self.max_reply_bytes), address, port
+                )
+                raw = await done
+        except TimeoutError as exc:
+            raise Timeout(source, f"no complete reply within {self.timeout_seconds:g} s") from exc
+        except _ClosedSilently as exc:
+            raise Unavailable(source, "closed without replying") from exc
+        except OSError as exc:  # refused, reset, unreachable
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise Unavailable(source, f"cannot talk to {address}:{port}: {reason}") from exc
+        except _ReplyTooLarge as exc:
+            raise MalformedReply(source, f"reply larger than {self.max_reply_bytes} bytes") from exc
+        finally:
+            if transport is not None:
+                transport.close()
+        if not raw:
+            raise MalformedReply(source, "empty reply")
+        return raw
+
+
+class _ReplyTooLarge(Exception):
+    """The reply passed max_reply_bytes (internal; becomes MalformedReply)."""
+
+
+class _ClosedSilently(OSError):
+    """The miner closed without a byte (internal; becomes Unavailable)."""
+
+
+class _ReplyProtocol(asyncio.Protocol):
+    """Writes the request, collects bytes up to the NUL (or EOF), resolves ``done``."""
+
+    def __init__(self, payload: bytes, done: asyncio.Future[bytes], limit: int) -> None:
+        self._payload = payload
+        self._done = done
+        self._limit = limit
+        self._buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send the request as soon as the connection is up."""
+        # uvloop's transports are not asyncio.Transport subclasses: cast, do not check.
+        cast(asyncio.WriteTransport, transport).write(self._payload)
+
+    def data_received(self, data: bytes) -> None:
+        """Collect reply bytes; finish at the NUL terminator."""
+        if self._done.done():
+            return
+        end = data.find(b"\x00")
+        self._buffer += data if end < 0 else data[:end]
+        if len(self._buffer) > self._limit:
+            self._done.set_exception(_ReplyTooLarge())
+        elif end >= 0:
+            self._done.set_result(bytes(self._buffer))
+
+    def eof_received(self) -> bool | None:
+        """A reply without NUL ends at EOF."""
+        self._finish()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Finish with what arrived, or fail when nothing did."""
+        if exc is not None and not self._done.done() and not self._buffer:
+            self._done.set_exception(exc)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._done.done():
+            return
+        if self._buffer:
+            self._done.set_result(bytes(self._buffer))
+        else:
+            self._done.set_exception(_ClosedSilently(0, "closed without replying"))

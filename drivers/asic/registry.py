@@ -1,0 +1,62 @@
+"""Which ASIC driver class serves which ``driver`` tag, and what each firmware can do.
+
+Capability flags are per firmware personality (a table, not branches): the
+reconciler and the API can ask before asking a device for something it cannot do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from drivers.asic.antminer import AntminerDriver
+from drivers.asic.braiins import BraiinsDriver
+from drivers.asic.cgminer import CgminerDriver
+from drivers.asic.config import AntminerOptions, BraiinsOptions, CgminerOptions, LuxosOptions
+from drivers.asic.luxos import LuxosDriver
+from scheduler.model import Pool
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a firmware personality can be asked to do and what it reports."""
+
+    sleep: bool
+    power_target: bool
+    pool_switch: bool
+    measured_power: bool
+
+
+CAPABILITIES: Mapping[str, Capabilities] = {
+    # LuxOS-compatible curtail; pools through addpool/switchpool; no power targets.
+    "cgminer": Capabilities(sleep=True, power_target=False, pool_switch=True, measured_power=True),
+    "luxos": Capabilities(sleep=True, power_target=True, pool_switch=True, measured_power=True),
+    # Sleep through the web CGI; privileged cgminer commands are off by default; no power reading.
+    "antminer": Capabilities(
+        sleep=True, power_target=False, pool_switch=False, measured_power=False
+    ),
+    # Read only until a gRPC client exists (see drivers/asic/braiins.py).
+    "braiins": Capabilities(
+        sleep=False, power_target=False, pool_switch=False, measured_power=True
+    ),
+}
+
+
+def create_asic_driver(
+    pools: Mapping[str, Pool],
+    options: CgminerOptions | LuxosOptions | AntminerOptions | BraiinsOptions,
+    *,
+    concurrency: int,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> CgminerDriver:
+    """The driver for one options block (one instance serves every device that shares it)."""
+    if isinstance(options, BraiinsOptions):
+        return BraiinsDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
+    if isinstance(options, AntminerOptions):
+        return AntminerDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
+    if isinstance(options, LuxosOptions):
+        return LuxosDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
+    return CgminerDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)

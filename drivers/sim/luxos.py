@@ -1,0 +1,151 @@
+"""LuxOS for the simulated miner: sessions, curtail, power profiles and ATM.
+
+Sessions: ``logon`` (one at a time, dropped after session_timeout_seconds idle),
+``logoff|sid``, ``session``; ``curtail|sid,sleep`` or ``sid,wakeup`` needs the session.
+
+Facts followed: profiles are per machine; ``profileset`` takes ``<session>,<profile>``
+where the profile is a name or a power selector like ``3000W`` (nearest profile by
+power); ``atmset`` takes ``<session>,enabled=true|false``.  The simulator refuses a
+profile change while ATM (the automatic tuner) is on, so a client that forgets to
+turn ATM off first is caught; a real miner would let ATM move the profile again.
+Profiles are 4% power steps around the default: ``-16`` .. ``default`` .. ``+8``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from drivers.sim.miner import SimMiner
+
+Reply = dict[str, Any]
+
+STEP_SHARE = 0.04
+PROFILE_STEPS = range(-16, 9)
+
+
+def profile_name(step: int) -> str:
+    """The simulator's name for a profile step (0 is ``default``)."""
+    return "default" if step == 0 else f"{step:+d}"
+
+
+class SimLuxos:
+    """Profile and ATM state of one simulated LuxOS miner."""
+
+    def __init__(self, miner: SimMiner, session_seed: int) -> None:
+        self.miner = miner
+        self._session_rng = random.Random(session_seed)
+        self._session_id: str | None = None
+        self._session_used_at = 0.0
+        self.atm_enabled = True
+        self.step = 0
+        self.changes_with_atm_on = 0
+
+    def handlers(self) -> dict[str, Callable[[str | None], Reply]]:
+        """The commands this adds to the miner."""
+        return {
+            "logon": self._logon,
+            "logoff": self._logoff,
+            "session": self._session,
+            "curtail": self._curtail,
+            "profiles": self._profiles,
+            "profileset": self._profileset,
+            "atm": self._atm,
+            "atmset": self._atmset,
+        }
+
+    def session_valid(self, session_id: str) -> bool:
+        """True when ``session_id`` is the live session (and refresh it), as LuxOS does."""
+        now = self.miner.physics.now(None)
+        if (
+            self._session_id is not None
+            and now - self._session_used_at >= self.miner.session_timeout_seconds
+        ):
+            self._session_id = None
+        if self._session_id is None or session_id != self._session_id:
+            return False
+        self._session_used_at = now
+        return True
+
+    def _logon(self, _parameter: str | None) -> Reply:
+        if self.session_valid(self._session_id or ""):
+            return self.miner._error(304, "Another session is active")
+        self._session_id = f"{self._session_rng.getrandbits(32):08x}"
+        self._session_used_at = self.miner.physics.now(None)
+        return self.miner._ok(300, "Session created", "SESSION", [{"SessionID": self._session_id}])
+
+    def _logoff(self, parameter: str | None) -> Reply:
+        if not self.session_valid((parameter or "").strip()):
+            return self.miner._error(45, "Access denied to 'logoff' command: invalid session")
+        self._session_id = None
+        return self.miner._ok(301, "Session dropped")
+
+    def _session(self, _parameter: str | None) -> Reply:
+        current = self._session_id if self.session_valid(self._session_id or "") else ""
+        return self.miner._ok(302, "Session information", "SESSION", [{"SessionID": current}])
+
+    def _curtail(self, parameter: str | None) -> Reply:
+        session_id, _, action = (parameter or "").partition(",")
+        if not self.session_valid(session_id.strip()):
+            return self.miner._error(45, "Access denied to 'curtail' command: invalid session")
+        action = action.strip().lower()
+        if action not in ("sleep", "wakeup"):
+            return self.miner._error(
+                305, f"Invalid curtail action '{action}' (expected sleep or wakeup)"
+            )
+        self.miner.set_asleep(action == "sleep")
+        return self.miner._ok(303, f"Curtail {action} accepted")
+
+    def _watts(self, step: int) -> float:
+        return self.miner.physics.mining_power_w * (1 + STEP_SHARE * step)
+
+    def _profiles(self, _parameter: str | None) -> Reply:
+        rows = [
+            {
+                "Profile Name": profile_name(step),
+                "Watts": round(self._watts(step)),
+                "Hashrate": round(
+                    self.miner.physics.mining_hashrate_hs * (1 + STEP_SHARE * step) / 1e12, 1
+                ),
+                "IsDefault": step == 0,
+            }
+            for step in PROFILE_STEPS
+        ]
+        return self.miner._ok(327, "Profiles", "PROFILES", rows)
+
+    def _select(self, wanted: str) -> int | None:
+        if wanted.endswith("W") and wanted[:-1].isdigit():
+            watts = float(wanted[:-1])
+            return min(PROFILE_STEPS, key=lambda step: abs(self._watts(step) - watts))
+        return next((step for step in PROFILE_STEPS if profile_name(step) == wanted), None)
+
+    def _profileset(self, parameter: str | None) -> Reply:
+        session_id, _, wanted = (parameter or "").partition(",")
+        if not self.session_valid(session_id.strip()):
+            return self.miner._error(45, "Access denied to 'profileset' command: invalid session")
+        step = self._select(wanted.strip())
+        if step is None:
+            return self.miner._error(322, f"Invalid profile '{wanted.strip()}'")
+        if self.atm_enabled:
+            self.changes_with_atm_on += 1
+            return self.miner._error(323, "ATM is enabled: disable it before setting a profile")
+        self.step = step
+        self.miner.set_power_level(1 + STEP_SHARE * step)
+        row = {"Board": 0, "FrequencyStep": 5, "Profile": profile_name(step), "VoltageStep": 0.05}
+        return self.miner._ok(321, "Profile Set", "PROFILE", [row])
+
+    def _atm(self, _parameter: str | None) -> Reply:
+        return self.miner._ok(339, "ATM configuration", "ATM", [{"Enabled": self.atm_enabled}])
+
+    def _atmset(self, parameter: str | None) -> Reply:
+        session_id, _, settings = (parameter or "").partition(",")
+        if not self.session_valid(session_id.strip()):
+            return self.miner._error(45, "Access denied to 'atmset' command: invalid session")
+        for pair in filter(None, (p.strip() for p in settings.split(","))):
+            key, _, value = pair.partition("=")
+            if key != "enabled" or value not in ("true", "false"):
+                return self.miner._error(341, f"Invalid ATM setting '{pair}'")
+            self.atm_enabled = value == "true"
+        return self.miner._ok(340, "ATM configuration updated")

@@ -1,0 +1,43 @@
+"""The driver tag in the config picks the personality; capability flags are per firmware."""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.asic.cgminer import CgminerDriver
+from drivers.asic.luxos import LuxosDriver
+from drivers.asic.registry import CAPABILITIES, create_asic_driver
+from scheduler.config import ConfigError, parse_config, pools_of
+
+
+def config(options: dict[str, object]) -> dict[str, object]:
+    return {
+        "site": {"name": "t", "power_cap_kw": 100.0},
+        "pools": [{"name": "main", "url": "stratum+tcp://main.example:3333", "user": "w"}],
+        "devices": [
+            {
+                "id": "a",
+                "model": "S21",
+                "address": "127.35.0.1",
+                "pools": ["main"],
+                "options": options,
+            }
+        ],
+    }
+
+
+def test_luxos_options_build_a_luxos_driver() -> None:
+    parsed = parse_config(config({"driver": "luxos", "power_tolerance": 0.05}), environ={})
+    entry = parsed.devices[0]
+    assert parsed.all_devices()[0].driver == "luxos"
+    driver = create_asic_driver(pools_of(parsed), entry.options, concurrency=4)
+    assert isinstance(driver, LuxosDriver)
+    plain = parse_config(config({}), environ={})
+    driver = create_asic_driver(pools_of(plain), plain.devices[0].options, concurrency=4)
+    assert type(driver) is CgminerDriver
+    assert CAPABILITIES["luxos"].power_target and not CAPABILITIES["cgminer"].power_target
+
+
+def test_an_unknown_driver_names_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.options"):
+        parse_config(config({"driver": "avalon"}), environ={})
