@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -220,11 +219,17 @@ class ControlLoop:
                 ready.set()
             for listener in self.tick_listeners:
                 listener(self.ticks)
-            remaining = tick_seconds - (self.clock() - started)
-            if remaining > 0:
-                with contextlib.suppress(TimeoutError):
+            # Until the next tick: a pushed price or DR event (wake) is decided on at once
+            # with react(), without polling the devices again.
+            while (remaining := tick_seconds - (self.clock() - started)) > 0:
+                try:
                     await asyncio.wait_for(_first_of(stop, self.wake), remaining)
-            self.wake.clear()
+                except TimeoutError:
+                    break
+                if stop.is_set():
+                    break
+                self.wake.clear()
+                self.react()
 
 
 async def _first_of(*events: asyncio.Event) -> None:
