@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic
+.PHONY: help install demo test lint unit bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,12 +24,12 @@ demo: $(STAMP) ## run the daemon on a simulated site replaying real ERCOT prices
 	$(VENV)/bin/wattmux demo $(DEMO_ARGS)
 
 mosquitto: ## make sure a mosquitto binary exists (the tests start their own broker)
-	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then :; \
+	@if { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } && command -v openssl >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing mosquitto with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl >/dev/null; \
 	else \
-		echo "mosquitto is missing: run 'sudo apt-get install mosquitto' (Debian/Ubuntu), then make test again"; exit 1; \
+		echo "mosquitto or openssl is missing: run 'sudo apt-get install mosquitto openssl' (Debian/Ubuntu), then make test again"; exit 1; \
 	fi
 
 lint: $(STAMP) ## ruff and mypy --strict on scheduler/ and drivers/
@@ -41,7 +41,7 @@ unit: $(STAMP) ## the test suite only
 
 test: $(STAMP) mosquitto prometheus systemd-analyze lint unit ## everything CI runs: install, lint, the whole test suite
 
-bench: $(STAMP) ## every benchmark under bench/ (one JSON object per line)
+bench: $(STAMP) mosquitto ## every benchmark under bench/ (one JSON object per line)
 	@set -e; for script in bench/bench_*.py; do $(PY) $$script; done
 
 bench-asic: $(STAMP) ## poll and curtail 10,000 simulated miners (sim in its own process)
@@ -49,6 +49,10 @@ bench-asic: $(STAMP) ## poll and curtail 10,000 simulated miners (sim in its own
 
 bench-policy: $(STAMP) ## max-margin plan for 100,000 devices and the 10-month backtest for 1,000
 	$(PY) bench/bench_policy.py
+
+bench-ingest: $(STAMP) mosquitto ## MQTT ingest rate and price-to-decision latency (real mosquitto)
+	$(PY) bench/bench_decode.py
+	$(PY) bench/bench_ingest.py
 
 soak: $(STAMP) ## long-running tests (not part of make test)
 	$(PY) -m pytest -q -m soak --run-soak

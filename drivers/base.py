@@ -68,4 +68,12 @@ class QueueControl(Protocol):
 
     async def apply(self, device: Device, workload: Workload) -> Outcome:
         """Move a GPU node to ai(queue), mine(pool) (a preemptible job) or sleep; confirm by reading back."""
+
+
+@runtime_checkable
+class ReportsSources(Protocol):
+    """Optional capability of a feed combining several upstream sources: each one's state."""
+
+    def up(self) -> dict[str, bool]:
+        """Whether each upstream source's last poll succeeded."""
         ...

@@ -20,14 +20,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.asic.config import AsicOptions, CgminerOptions
+from drivers.gpu.config import GpuTelemetryOptions
+from drivers.market.btc_price import BtcPriceConfig
+from drivers.market.ercot import ErcotConfig
+from drivers.market.network import BitcoindConfig, MempoolNetworkConfig
+from drivers.market.tariff import TariffConfig
 from drivers.queues.kubernetes import KubernetesOptions
 from drivers.queues.slurm import SlurmOptions
 from drivers.queues.webhook import WebhookOptions
+from drivers.telemetry.mqtt import MqttOptions
 from scheduler.hardware import MODELS
 from scheduler.model import TERA, Device, DeviceKind, Pool
 
 ENV_PREFIX = "WATTMUX_"
 QUEUE_DRIVERS = ("slurm", "webhook", "kubernetes")
+
+LIVE_MARKET_DRIVERS = ("btc-price", "mempool-network", "bitcoind", "ercot-rtm", "tariff")
 
 
 class _Strict(BaseModel):
@@ -190,6 +198,12 @@ class GuardConfig(_Strict):
         gt=0,
         description="most kW switched in any 60 s (safety and DR exempt); none: no limit",
     )
+    max_input_age_seconds: dict[
+        Literal["btc_price_usd", "difficulty", "block_subsidy_btc", "fees_btc_per_block"], float
+    ] = Field(
+        default_factory=dict,
+        description="other market inputs that, older than this or missing, trigger stale_action",
+    )
 
 
 class StoreConfig(_Strict):
@@ -340,7 +354,16 @@ class ReplayPriceConfig(_Strict):
         return value
 
 
-MarketFeedConfig = Annotated[StaticMarketConfig | ReplayPriceConfig, Field(discriminator="driver")]
+MarketFeedConfig = Annotated[
+    StaticMarketConfig
+    | ReplayPriceConfig
+    | BtcPriceConfig
+    | MempoolNetworkConfig
+    | BitcoindConfig
+    | ErcotConfig
+    | TariffConfig,
+    Field(discriminator="driver"),
+]
 
 
 QueueOptions = Annotated[
@@ -416,6 +439,10 @@ class WattmuxConfig(_Strict):
     market: list[MarketFeedConfig] = Field(default_factory=list)
     queues: list[QueueConfig] = Field(default_factory=list)
     gpu_nodes: list[GpuNodeConfig] = Field(default_factory=list)
+    mqtt: MqttOptions | None = Field(None, description="MQTT ingest; absent: no MQTT")
+    gpu_telemetry: GpuTelemetryOptions | None = Field(
+        None, description="NVML / dcgm-exporter GPU readings; absent: none"
+    )
 
     @model_validator(mode="after")
     def _gpu_checks(self) -> WattmuxConfig:
@@ -440,6 +467,15 @@ class WattmuxConfig(_Strict):
                 errors.append(f"gpu_nodes[{index}].queues: all of a node's queues need one driver")
         if errors:
             raise ValueError("; ".join(errors[:20]))
+        return self
+
+    @model_validator(mode="after")
+    def _mqtt_checks(self) -> WattmuxConfig:
+        if self.mqtt is not None:
+            known = {d.id for d in self.all_devices()}
+            unknown = [d for d in self.mqtt.push_devices if d not in known]
+            if unknown:
+                raise ValueError(f"mqtt.push_devices: unknown device ids {unknown[:10]}")
         return self
 
     @model_validator(mode="after")
@@ -524,7 +560,16 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("static", "ercot-replay", "cgminer", "luxos", "antminer", "braiins", *QUEUE_DRIVERS):
+        elif part in (
+            "static",
+            "ercot-replay",
+            "cgminer",
+            "luxos",
+            "antminer",
+            "braiins",
+            *QUEUE_DRIVERS,
+            *LIVE_MARKET_DRIVERS,
+        ):
             continue  # discriminator tags add nothing for the reader
         else:
             text += f".{part}" if text else str(part)

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+import httpx
 
 from drivers.asic.cgminer import CgminerDriver
 from drivers.asic.registry import create_asic_driver
 from drivers.base import MarketFeed
 from drivers.limits import raise_open_files_limit
+from drivers.market.btc_price import BtcPriceConfig, BtcPriceFeed
+from drivers.market.ercot import ErcotConfig, ErcotRtmFeed
+from drivers.market.network import (
+    BitcoindConfig,
+    BitcoindFeed,
+    MempoolNetworkConfig,
+    MempoolNetworkFeed,
+)
 from drivers.market.static import StaticMarketFeed
+from drivers.market.tariff import TariffConfig, TariffFeed
 from drivers.sim.prices import (
     BtcDailyFeed,
     ErcotReplayFeed,
@@ -23,9 +36,12 @@ from drivers.sim.prices import (
     load_ercot_csv,
     parse_local_time,
 )
+from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api import create_app, serve
 from scheduler.config import ReplayPriceConfig, StaticMarketConfig, WattmuxConfig, pools_of
+from scheduler.gpu_telemetry import GpuTelemetry
 from scheduler.guard import Guard
+from scheduler.ingest import FleetSink
 from scheduler.loop import ControlLoop
 from scheduler.metrics import Metrics
 from scheduler.model import Plan
@@ -37,13 +53,37 @@ from scheduler.store import Store
 from scheduler.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
 
 log = logging.getLogger(__name__)
+_Driver = TypeVar("_Driver")
 
 
-def build_feeds(config: WattmuxConfig, clock: Callable[[], float]) -> list[MarketFeed]:
-    """Market feeds named in [[market]]; the replay also brings the BTC days it covers."""
+def build_feeds(
+    config: WattmuxConfig, clock: Callable[[], float], http: httpx.AsyncClient | None = None
+) -> list[MarketFeed]:
+    """Market feeds named in [[market]]; the replay also brings the BTC days it covers.
+
+    Live HTTP feeds share ``http``, which the caller owns and closes.
+    """
     feeds: list[MarketFeed] = []
     for entry in config.market:
-        if isinstance(entry, StaticMarketConfig):
+        if http is None and isinstance(
+            entry, BtcPriceConfig | MempoolNetworkConfig | BitcoindConfig | ErcotConfig
+        ):
+            raise ValueError(f"market driver {entry.driver!r} needs an HTTP client")
+        if isinstance(entry, BtcPriceConfig):
+            assert http is not None
+            feeds.append(BtcPriceFeed(entry, http, clock=clock))
+        elif isinstance(entry, MempoolNetworkConfig):
+            assert http is not None
+            feeds.append(MempoolNetworkFeed(entry, http, clock=clock))
+        elif isinstance(entry, BitcoindConfig):
+            assert http is not None
+            feeds.append(BitcoindFeed(entry, http, clock=clock))
+        elif isinstance(entry, ErcotConfig):
+            assert http is not None
+            feeds.append(ErcotRtmFeed(entry, http, clock=clock))
+        elif isinstance(entry, TariffConfig):
+            feeds.append(TariffFeed(entry, config.site.timezone, clock=clock))
+        elif isinstance(entry, StaticMarketConfig):
             values = {
                 name: value
                 for name, value in entry.model_dump(exclude={"driver"}).items()
@@ -83,9 +123,21 @@ class Daemon:
         self.metrics.watch_plan(self.current_plan)
         self.metrics.site_power_cap.set(config.site.power_cap_kw * 1000)
         self.metrics.stale_price_threshold.set(config.guard.stale_price_seconds)
-        self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock)
+        self.http = httpx.AsyncClient(headers={"User-Agent": "wattmux"})
+        self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock, self.http)
         self.loop: ControlLoop | None = None
         self.ready = asyncio.Event()
+        self.sink = FleetSink(self.state, self.metrics)
+        self.ingest = (
+            MqttIngest(config.mqtt, self.sink, site=config.site.name, clock=clock)
+            if config.mqtt is not None
+            else None
+        )
+        self.gpu_telemetry = (
+            GpuTelemetry(config.gpu_telemetry, self.metrics, self.http)
+            if config.gpu_telemetry is not None
+            else None
+        )
 
     def current_plan(self) -> Plan | None:
         """The last guarded plan (None before the first tick)."""
@@ -108,6 +160,11 @@ class Daemon:
             for device in entry.devices():
                 per_device[device.id] = by_options[key]
         return per_device
+
+    def _polled(self, drivers: Mapping[str, _Driver]) -> dict[str, _Driver]:
+        """Drivers the loop polls: all but the devices whose samples come over MQTT."""
+        pushed = set(self.config.mqtt.push_devices) if self.config.mqtt else set()
+        return {d: driver for d, driver in drivers.items() if d not in pushed}
 
     async def run(self, stop: asyncio.Event, *, serve_api: bool = True) -> None:
         """Run until stop is set; the API listens while the loop runs."""
@@ -132,7 +189,7 @@ class Daemon:
                 ) as reconciler:
                     self.loop = ControlLoop(
                         state=self.state,
-                        telemetry=drivers,
+                        telemetry=self._polled(drivers),
                         feeds=self.feeds,
                         policy=create_policy(config.policy),
                         guard=Guard(config.guard, power_cap_w=config.site.power_cap_kw * 1000),
@@ -142,14 +199,29 @@ class Daemon:
                         poll_concurrency=config.control.poll_concurrency,
                         clock=self.clock,
                         queues=queues.sources,
+                        push_sample_max_age_seconds=(
+                            config.mqtt.max_sample_age_seconds if config.mqtt else 60.0
+                        ),
                     )
-                    if serve_api:
-                        async with serve(create_app(self), config.api.host, config.api.port):
-                            await self._run_loop(stop)
-                    else:
-                        await self._run_loop(stop)
+                    self.sink.wake = self.loop.wake
+                    async with contextlib.AsyncExitStack() as inputs:
+                        inputs.push_async_callback(self.http.aclose)
+                        if self.ingest is not None:
+                            await inputs.enter_async_context(self.ingest)
+                        if self.gpu_telemetry is not None:
+                            await inputs.enter_async_context(self.gpu_telemetry)
+                        await self._serve(stop, serve_api)
             finally:
                 await queues.aclose()
+
+    async def _serve(self, stop: asyncio.Event, serve_api: bool) -> None:
+        """Run the loop, with the API listening when asked."""
+        if serve_api:
+            api = self.config.api
+            async with serve(create_app(self), api.host, api.port):
+                await self._run_loop(stop)
+        else:
+            await self._run_loop(stop)
 
     async def _run_loop(self, stop: asyncio.Event) -> None:
         assert self.loop is not None

@@ -25,7 +25,7 @@ from scheduler.economics import market_economics, option_economics
 from scheduler.limits import site_limit_w
 from scheduler.model import Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
 
-SAFETY_REASONS = frozenset({"stale_price", "thermal", "power_cap", "dr_event"})
+SAFETY_REASONS = frozenset({"stale_price", "stale_input", "thermal", "power_cap", "dr_event"})
 RAMP_WINDOW_SECONDS = 60.0
 
 
@@ -61,8 +61,14 @@ class Guard:
 
     def _stale_price(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
         age = snapshot.market_age("power_price_usd_per_mwh")
+        reason = "stale_price"
         if age is not None and age <= self.config.stale_price_seconds:
-            return
+            reason = "stale_input"
+            if all(
+                (a := snapshot.market_age(name)) is not None and a <= limit
+                for name, limit in self.config.max_input_age_seconds.items()
+            ):
+                return
         for device_id, device in snapshot.devices.items():
             if self.config.stale_action == "sleep":
                 workload: Workload | None = Workload.sleep()
@@ -72,7 +78,7 @@ class Guard:
                 assigned.pop(device_id, None)
                 continue
             # Without a trusted price the margin is unknown; 0.0 is reported, never used to decide.
-            assigned[device_id] = Assignment(device.id, workload, "stale_price", 0.0)
+            assigned[device_id] = Assignment(device.id, workload, reason, 0.0)
 
     def _thermal(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
         for device_id, sample in snapshot.samples.items():

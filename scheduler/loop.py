@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -12,9 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from drivers.base import MarketFeed, TelemetrySource
+from drivers.base import MarketFeed, ReportsSources, TelemetrySource
 from drivers.errors import DriverError
 from scheduler.guard import Guard
+from scheduler.ingest import expire_pushed_sample
 from scheduler.metrics import Metrics
 from scheduler.model import Assignment, Device, Plan
 from scheduler.policies import Policy
@@ -54,6 +54,7 @@ class ControlLoop:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         queues: Sequence[QueueSource] = (),
+        push_sample_max_age_seconds: float = 60.0,
     ) -> None:
         self.state = state
         self.telemetry = telemetry
@@ -72,11 +73,18 @@ class ControlLoop:
         self._feed_up: dict[str, bool] = {}
         self.tick_listeners: list[Callable[[int], None]] = []  # called after each tick in run()
         self.queues = queues
+        self.wake = asyncio.Event()  # set by push inputs (MQTT price, DR event): tick now
+        self.push_sample_max_age_seconds = push_sample_max_age_seconds
 
     async def poll_devices(self) -> None:
         """Read every device once (bounded concurrency); failures mark the device unreachable."""
 
         async def poll(device: Device) -> None:
+            if device.id not in self.telemetry:  # pushed over MQTT: only expire old samples
+                expire_pushed_sample(
+                    self.state, device.id, self.push_sample_max_age_seconds, self.clock()
+                )
+                return
             async with self._poll_semaphore:
                 try:
                     sample = await self.telemetry[device.id].collect(device)
@@ -100,6 +108,7 @@ class ControlLoop:
             try:
                 readings = await feed.fetch()
             except DriverError as exc:
+                self._source_states(feed)
                 if self._feed_up.get(feed.name, True):
                     log.warning("market feed %s down: %s", feed.name, exc.message)
                 self._feed_up[feed.name] = False
@@ -110,6 +119,7 @@ class ControlLoop:
             self._feed_up[feed.name] = True
             self.metrics.source_up.labels(source=feed.name).set(1)
             self.state.observe_market(readings)
+            self._source_states(feed)
 
         await _gather_all(fetch(feed) for feed in self.feeds)
 
@@ -135,6 +145,12 @@ class ControlLoop:
             self.state.observe_queues(demands)
 
         await _gather_all(fetch(source) for source in self.queues)
+
+    def _source_states(self, feed: MarketFeed) -> None:
+        """Export wattmux_source_up{source="<feed>.<upstream>"} for feeds that combine sources."""
+        if isinstance(feed, ReportsSources):
+            for source, up in feed.up().items():
+                self.metrics.source_up.labels(source=f"{feed.name}.{source}").set(1 if up else 0)
 
     async def tick(self) -> Plan:
         """Run one full control cycle and return the guarded plan."""
@@ -203,10 +219,27 @@ class ControlLoop:
                 ready.set()
             for listener in self.tick_listeners:
                 listener(self.ticks)
-            remaining = tick_seconds - (self.clock() - started)
-            if remaining > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), remaining)
+            # Until the next tick: a pushed price or DR event (wake) is decided on at once
+            # with react(), without polling the devices again.
+            while (remaining := tick_seconds - (self.clock() - started)) > 0:
+                try:
+                    await asyncio.wait_for(_first_of(stop, self.wake), remaining)
+                except TimeoutError:
+                    break
+                if stop.is_set():
+                    break
+                self.wake.clear()
+                self.react()
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Return as soon as any of the events is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _gather_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:

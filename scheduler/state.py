@@ -57,6 +57,19 @@ class FleetState:
         self.samples[sample.device_id] = sample
         self.status[sample.device_id] = _REACHABLE
 
+    def observe_many(self, samples: Iterable[Sample]) -> list[Sample]:
+        """Record many fresh samples (an MQTT batch); return the ones of unknown devices."""
+        reachable = DeviceStatus(reachable=True)
+        devices, latest, status = self.devices, self.samples, self.status
+        unknown = []
+        for sample in samples:
+            if sample.device_id in devices:
+                latest[sample.device_id] = sample
+                status[sample.device_id] = reachable
+            else:
+                unknown.append(sample)
+        return unknown
+
     def mark_unreachable(self, device_id: str, error: str, at: float) -> None:
         """Record that a device could not be read; its last sample is kept but not trusted."""
         self.status[device_id] = DeviceStatus(reachable=False, last_error=error, last_error_at=at)

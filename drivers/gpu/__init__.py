@@ -1,0 +1,1 @@
+"""GPU node telemetry: NVML on the node, or a dcgm-exporter scrape."""
