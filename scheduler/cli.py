@@ -115,11 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-ui", action="store_true", help="plain log lines instead of the live screen"
     )
     demo.add_argument(
+        "--token",
+        metavar="VALUE",
+        default=None,
+        help="admin bearer token for the API (default: a fresh one, printed at start)",
+    )
+    demo.add_argument(
         "--store",
         metavar="PATH",
         default=None,
         help="SQLite store path (default: a temporary file, removed at exit)",
     )
+    from scheduler.client import add_client_commands
+
+    add_client_commands(sub)
     return parser
 
 
@@ -180,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "check-config":
         return _check_config(args.file)
+    if getattr(args, "client_command", None) is not None:
+        from scheduler.client import run_client_command
+
+        return run_client_command(args)
     if args.command == "run":
         return _run(args.config)
     if args.command == "demo":

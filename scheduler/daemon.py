@@ -22,15 +22,20 @@ from drivers.sim.prices import (
     parse_local_time,
 )
 from scheduler.api import create_app, serve
+from scheduler.api_routes import security_from_config
 from scheduler.config import ReplayPriceConfig, StaticMarketConfig, WattmuxConfig, pools_of
-from scheduler.guard import Guard
+from scheduler.control import (
+    ControlledGuard,
+    ControlledPolicy,
+    ControlledReconciler,
+    ControlService,
+)
 from scheduler.loop import ControlLoop
 from scheduler.metrics import Metrics
 from scheduler.model import Plan
-from scheduler.policies import create_policy
-from scheduler.reconciler import Reconciler
+from scheduler.policies import available_policies, create_policy
 from scheduler.state import FleetState
-from scheduler.store import Store
+from scheduler.store import ControlStore
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,17 @@ class Daemon:
         self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock)
         self.loop: ControlLoop | None = None
         self.ready = asyncio.Event()
+        self.control: ControlService | None = None
+
+    def readiness(self) -> dict[str, bool]:
+        """Ready = config loaded, store open, a power price and a device read, one reconcile done."""
+        return {
+            "config": True,
+            "store": self.control is not None,
+            "inputs": self.state.market.power_price_usd_per_mwh is not None
+            and any(s.reachable for s in self.state.status.values()),
+            "reconciled": self.ready.is_set(),
+        }
 
     def current_plan(self) -> Plan | None:
         """The last guarded plan (None before the first tick)."""
@@ -100,19 +116,33 @@ class Daemon:
         """Run until stop is set; the API listens while the loop runs."""
         config = self.config
         drivers = self._drivers()
-        with Store.open(config.store.path) as store:
+        create_policy(config.policy)  # an unknown policy name fails here, before anything runs
+        with ControlStore.open(config.store.path) as store:
             self.state.desired.update(
                 {d: w for d, w in store.desired().items() if d in self.state.devices}
             )
-            async with Reconciler(
-                drivers, store, self.metrics, concurrency=config.control.command_concurrency
+            control = ControlService(
+                store,
+                self.state.devices,
+                default_policy=config.policy.name,
+                policies=list(available_policies()),
+            )
+            self.control = control
+            guard = ControlledGuard(config.guard, power_cap_w=config.site.power_cap_kw * 1000)
+            guard.control = control
+            async with ControlledReconciler(
+                drivers,
+                store,
+                self.metrics,
+                concurrency=config.control.command_concurrency,
+                control=control,
             ) as reconciler:
                 self.loop = ControlLoop(
                     state=self.state,
                     telemetry=drivers,
                     feeds=self.feeds,
-                    policy=create_policy(config.policy),
-                    guard=Guard(config.guard, power_cap_w=config.site.power_cap_kw * 1000),
+                    policy=ControlledPolicy(control, available_policies(), config.policy),
+                    guard=guard,
                     reconciler=reconciler,
                     store=store,
                     metrics=self.metrics,
@@ -120,7 +150,14 @@ class Daemon:
                     clock=self.clock,
                 )
                 if serve_api:
-                    async with serve(create_app(self), config.api.host, config.api.port):
+                    tls = config.api
+                    async with serve(
+                        create_app(self, security_from_config(config)),
+                        config.api.host,
+                        config.api.port,
+                        tls_cert_file=str(tls.tls_cert_file) if tls.tls_cert_file else None,
+                        tls_key_file=str(tls.tls_key_file) if tls.tls_key_file else None,
+                    ):
                         await self._run_loop(stop)
                 else:
                     await self._run_loop(stop)

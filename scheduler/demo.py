@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from drivers.sim.prices import ErcotReplayFeed
 from drivers.sim.site import SimSite
+from scheduler.auth import hash_token, new_token
 from scheduler.config import WattmuxConfig, parse_config, pools_of
 from scheduler.daemon import Daemon
 from scheduler.economics import market_economics
@@ -36,7 +37,13 @@ def _address(offset: int) -> str:
     return f"127.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
 
 
-def demo_config(asics: int, speed: float, listen: str, store_path: Path) -> WattmuxConfig:
+def demo_config(
+    asics: int,
+    speed: float,
+    listen: str,
+    store_path: Path,
+    tokens: list[dict[str, str]] | None = None,
+) -> WattmuxConfig:
     """The embedded demo site: a mixed fleet on 127.77.x.y, the ERCOT replay, short timers."""
     counts = [int(asics * share) for _, share in FLEET_MIX]
     counts[1] += asics - sum(counts)
@@ -80,7 +87,7 @@ def demo_config(asics: int, speed: float, listen: str, store_path: Path) -> Watt
             "stale_action": "sleep",
         },
         "store": {"path": str(store_path)},
-        "api": {"listen": listen},
+        "api": {"listen": listen, "tokens": tokens or []},
         "pools": [
             {"name": "main", "url": "stratum+tcp://main.pool.invalid:3333", "user": "demo.worker"},
             {
@@ -222,7 +229,9 @@ async def _screen(
 async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Start the simulated site and the daemon; stop on Ctrl-C, at --duration or at the replay's end."""
     with _store_path(args.store) as store_path:
-        config = demo_config(args.asics, args.speed, args.listen, store_path)
+        token = getattr(args, "token", None) or new_token()
+        admin = [{"name": "demo-admin", "role": "admin", "sha256": hash_token(token)}]
+        config = demo_config(args.asics, args.speed, args.listen, store_path, admin)
         daemon = Daemon(config)
         replay = _replay(daemon)
         duration = args.duration or replay.duration_seconds() + 2.0
@@ -230,6 +239,11 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
         print(
             f"wattmux demo: starting {args.asics} simulated ASICs on {_address(0)}.. port {SIM_PORT}; "
             f"API and /metrics on http://{args.listen}; running {duration:.0f} s",
+            file=sys.stderr,
+        )
+        print(
+            f"wattmux demo: admin token {token}\n"
+            f"  export WATTMUX_TOKEN={token} WATTMUX_URL=http://{args.listen}; wattmux status",
             file=sys.stderr,
         )
         async with (

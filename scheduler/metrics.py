@@ -256,6 +256,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.api_rejected = Counter(
+            "wattmux_api_rejected",
+            "API requests refused before reaching a handler, by HTTP status.",
+            ["status"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """Return the whole registry in the Prometheus text format."""
