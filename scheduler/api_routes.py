@@ -65,6 +65,7 @@ class Problem(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "body is not JSON"},
     401: {"model": Problem, "description": "missing or invalid bearer token"},
     403: {"model": Problem, "description": "the token's role may not do this"},
     413: {"model": Problem, "description": "request body too large"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -327,6 +328,7 @@ def add_client_commands(sub: Any) -> None:
 def run_client_command(args: argparse.Namespace) -> int:
     """Run a client subcommand; API failures print one line and map to an exit code."""
     command: Callable[[argparse.Namespace], int] = args.client_command
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     try:
         return command(args)
     except ApiFailure as exc:

@@ -157,3 +157,21 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_duration(text)
+
+
+def test_demo_takes_a_given_token_or_prints_a_fresh_one(tmp_path: Path) -> None:
+    from scheduler.cli import build_parser
+    from scheduler.demo import demo_config
+
+    args = build_parser().parse_args(["demo", "--token", "given-token"])
+    assert args.token == "given-token"
+    assert build_parser().parse_args(["demo"]).token is None
+    config = demo_config(
+        4,
+        1500.0,
+        "127.70.8.1:9470",
+        tmp_path / "s.sqlite",
+        [{"name": "demo-admin", "role": "admin", "sha256": hash_token("given-token")}],
+    )
+    [entry] = config.api.tokens
+    assert entry.role == "admin" and entry.sha256 == hash_token("given-token")
