@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit bench soak mosquitto clean
+.PHONY: help install demo test lint unit bench bench-api soak mosquitto clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test: $(STAMP) mosquitto lint unit ## everything CI runs: install, lint, the who
 
 bench: $(STAMP) ## every benchmark under bench/ (one JSON object per line)
 	@set -e; for script in bench/bench_*.py; do $(PY) $$script; done
+
+bench-api: $(STAMP) ## API latency: a read, a durable audited change, an audited refusal
+	$(PY) bench/bench_api.py
 
 soak: $(STAMP) ## long-running tests (not part of make test)
 	$(PY) -m pytest -q -m soak --run-soak
