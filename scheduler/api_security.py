@@ -112,7 +112,12 @@ class SecurityMiddleware:
                 self._audit(scope, state, int(message["status"]), "rejected")
             await send(message)
 
-        await self.app(scope, replay, auditing_send)
+        try:
+            await self.app(scope, replay, auditing_send)
+        except Exception as exc:
+            if mutating and not state.get(AUDITED):
+                self._audit(scope, state, 500, f"error: {type(exc).__name__}")
+            raise
 
     def _check(
         self, scope: Scope, state: dict[str, Any], needed: Role, mutating: bool

@@ -377,3 +377,19 @@ async def test_config_route_hides_secrets(view: ControlledView, tmp_path: Path) 
         text = (await client.get("/v1/config")).text
     assert hash_token("t") not in text and '"ops"' in text
     assert '"password"' not in text
+
+
+async def test_a_change_that_crashes_is_audited_as_an_error(
+    view: ControlledView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert view.control is not None
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(view.control, "set_mode", broken)
+    async with client_for(build_app(view, TOKENS), TOKENS.header(Role.ADMIN)) as client:
+        with pytest.raises(RuntimeError):
+            await client.put("/v1/mode", json={"mode": "paused"})
+    [row] = view.control.store.api_audit()
+    assert (row.status_code, row.result, row.principal) == (500, "error: RuntimeError", "admin-1")

@@ -268,3 +268,16 @@ async def test_recovery_reads_back_and_never_resends(
     assert outcomes == {done: "confirmed", lost: "unconfirmed"}
     records = {r.id: r for r in store.audit(kind="command")}
     assert "not resent" in records[lost].detail
+
+
+def test_daemon_is_not_ready_before_it_runs(tmp_path: Path) -> None:
+    from scheduler.daemon import Daemon
+    from tests.scheduler.api_fixtures import small_config
+
+    daemon = Daemon(small_config(tmp_path), feeds=[])
+    assert daemon.readiness() == {
+        "config": True,
+        "store": False,
+        "inputs": False,
+        "reconciled": False,
+    }
