@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,6 +88,13 @@ Duration = Annotated[
 class OverrideRequest(_Body):
     """Pin a device to a workload for a while."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"workload": "sleep", "duration_seconds": 7200, "note": "fan noise"}]
+        },
+    )
+
     workload: str = Field(min_length=1, max_length=100, description="e.g. sleep or mine(main)")
     duration_seconds: Duration
     note: str = Field("", max_length=200, description="why (kept in the audit log)")
@@ -102,12 +109,21 @@ class ModeRequest(_Body):
 class CurtailRequest(_Body):
     """Hold the site at target_kw (null: everything asleep) for duration_seconds."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"target_kw": 500, "duration_seconds": 1800}]},
+    )
+
     target_kw: float | None = Field(ge=0, le=1e7, allow_inf_nan=False)
     duration_seconds: Duration
 
 
 class PolicyRequest(_Body):
     """Select an installed policy."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "breakeven"}]}
+    )
 
     name: str = Field(min_length=1, max_length=64)
 
@@ -291,6 +307,11 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
             raise HTTPException(503, "the store is not open yet")
         return service
 
+    example_device = min(view.state.devices, default="s21-001")
+
+    def device_path() -> Any:
+        return Path(min_length=1, max_length=64, examples=[example_device], description="device id")
+
     def effective_cap_kw(event: Curtail | None) -> float:
         cap = view.config.site.power_cap_kw
         if event is None:
@@ -410,7 +431,9 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
         tags=["control"],
         responses={**ERRORS, **NOT_FOUND},
     )
-    async def put_override(device_id: str, body: OverrideRequest, request: Request) -> OverrideView:
+    async def put_override(
+        body: OverrideRequest, request: Request, device_id: str = device_path()
+    ) -> OverrideView:
         """Pin a device to a workload until the duration ends (safety rules still apply)."""
         row = control().put_override(
             device_id, body.workload, body.duration_seconds, body.note, _actor(request)
@@ -424,7 +447,7 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
         tags=["control"],
         responses={**ERRORS, **NOT_FOUND},
     )
-    async def delete_override(device_id: str, request: Request) -> OverrideView:
+    async def delete_override(request: Request, device_id: str = device_path()) -> OverrideView:
         """End a device's override; the policy decides again."""
         row = control().delete_override(device_id, _actor(request))
         request.state.audited = True
@@ -483,7 +506,7 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
         "/v1/policy",
         response_model=PolicyView,
         tags=["control"],
-        responses={**ERRORS, 422: {"model": Problem, "description": "unknown policy"}},
+        responses=ERRORS,
     )
     async def put_policy(body: PolicyRequest, request: Request) -> PolicyView:
         """Select an installed policy (admin)."""
@@ -505,6 +528,9 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
 
     @app.exception_handler(ControlRejected)
     async def rejected(_request: Request, exc: ControlRejected) -> JSONResponse:
+        if exc.status_code == 422:  # the shape of FastAPI's own validation errors
+            error = {"loc": ["body", exc.field or ""], "msg": exc.message, "type": "value_error"}
+            return JSONResponse({"detail": [error]}, status_code=422)
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
 

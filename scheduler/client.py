@@ -100,7 +100,14 @@ def call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
             detail = response.json().get("detail", response.text)
         except (ValueError, AttributeError):
             detail = response.text
-        if not isinstance(detail, str):
+        if isinstance(detail, list):  # validation errors: name each field and problem
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}"
+                if isinstance(e, dict)
+                else str(e)
+                for e in detail
+            )
+        elif not isinstance(detail, str):
             detail = json.dumps(detail)
         hint = " (set WATTMUX_TOKEN or --token)" if response.status_code == 401 else ""
         raise ApiFailure(

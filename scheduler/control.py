@@ -55,10 +55,11 @@ class Mode(enum.StrEnum):
 class ControlRejected(Exception):
     """A control change that cannot be made; ``status_code`` is the HTTP answer."""
 
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(self, status_code: int, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +181,7 @@ class ControlService:
         """Select an installed policy by name; return (before, after)."""
         if name not in self.policies:
             raise ControlRejected(
-                422, f"unknown policy {name!r}; installed: {', '.join(self.policies)}"
+                422, f"unknown policy {name!r}; installed: {', '.join(self.policies)}", "name"
             )
         before = self.policy_name
         audit = self._audit(actor, json.dumps(before), json.dumps(name))
@@ -199,10 +200,11 @@ class ControlService:
         try:
             workload = Workload.parse(workload_text)
         except ValueError as exc:
-            raise ControlRejected(422, str(exc)) from None
+            raise ControlRejected(422, str(exc), "workload") from None
         if workload not in device.options():
             options = ", ".join(str(w) for w in device.options())
-            raise ControlRejected(422, f"{device_id} cannot run {workload}; its options: {options}")
+            message = f"{device_id} cannot run {workload}; its options: {options}"
+            raise ControlRejected(422, message, "workload")
         now = self.wall_clock()
         row = OverrideRow(
             device_id=device_id,

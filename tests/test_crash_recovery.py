@@ -225,7 +225,9 @@ class CrashRun:
         )
 
     def where(self, cycle: int) -> str:
-        return f"(seed {self.seed}, cycle {cycle})"
+        """Where a failure happened, with the end of the daemons' log (only built on failure)."""
+        log = (self.tmp_path / "daemon.log").read_text(errors="replace")[-4000:]
+        return f"(seed {self.seed}, cycle {cycle})\n--- daemon log (end) ---\n{log}"
 
     def wait_ready(self, http: httpx.Client, daemon: subprocess.Popen[bytes], cycle: int) -> None:
         def ready() -> bool:
