@@ -362,7 +362,13 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
             ),
         )
 
-    @app.get("/v1/decisions", response_model=DecisionsPage, tags=["audit"], responses=ERRORS)
+    @app.get(
+        "/v1/decisions",
+        response_model=DecisionsPage,
+        tags=["audit"],
+        operation_id="decisions",
+        responses=ERRORS,
+    )
     async def decisions(
         device: Annotated[str | None, Query(max_length=64)] = None,
         reason: Annotated[str | None, Query(max_length=64)] = None,
@@ -425,11 +431,26 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
         """Overrides in force."""
         return [_override_view(row) for row in control().overrides()]
 
+    # OpenAPI links: what a client (and the stateful fuzzer) can do next with an answer.
+    override_links = {
+        "links": {
+            "EndOverride": {
+                "operationId": "delete_override",
+                "parameters": {"device_id": "$response.body#/device"},
+            },
+            "DecisionsOfDevice": {
+                "operationId": "decisions",
+                "parameters": {"device": "$response.body#/device"},
+            },
+        }
+    }
+
     @app.put(
         "/v1/overrides/{device_id}",
         response_model=OverrideView,
         tags=["control"],
-        responses={**ERRORS, **NOT_FOUND},
+        operation_id="put_override",
+        responses={**ERRORS, **NOT_FOUND, 200: override_links},
     )
     async def put_override(
         body: OverrideRequest, request: Request, device_id: str = device_path()
@@ -445,6 +466,7 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
         "/v1/overrides/{device_id}",
         response_model=OverrideView,
         tags=["control"],
+        operation_id="delete_override",
         responses={**ERRORS, **NOT_FOUND},
     )
     async def delete_override(request: Request, device_id: str = device_path()) -> OverrideView:
@@ -477,7 +499,15 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
         """The curtail event in force, if any."""
         return curtail_view(control().curtail())
 
-    @app.put("/v1/curtail", response_model=CurtailView, tags=["control"], responses=ERRORS)
+    curtail_links = {"links": {"EndCurtail": {"operationId": "delete_curtail"}}}
+
+    @app.put(
+        "/v1/curtail",
+        response_model=CurtailView,
+        tags=["control"],
+        operation_id="put_curtail",
+        responses={**ERRORS, 200: curtail_links},
+    )
     async def put_curtail(body: CurtailRequest, request: Request) -> CurtailView:
         """Hold the site at or below target_kw (never lifts the site cap) for a while."""
         event = control().set_curtail(body.target_kw, body.duration_seconds, _actor(request))
@@ -488,6 +518,7 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
         "/v1/curtail",
         response_model=CurtailView,
         tags=["control"],
+        operation_id="delete_curtail",
         responses={**ERRORS, **NOT_FOUND},
     )
     async def delete_curtail(request: Request) -> CurtailView:

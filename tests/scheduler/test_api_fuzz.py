@@ -42,6 +42,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers=ADMIN)
 
 
 SEEN: dict[str, set[int]] = {}
+SEQUENCES: dict[str, set[int]] = {}
 
 
 @schema.parametrize()
@@ -69,3 +70,30 @@ def test_fuzzing_reached_the_handlers() -> None:
     ):
         assert 200 in SEEN[operation], (operation, SEEN[operation])
     assert 422 in SEEN["PUT /v1/overrides/{device_id}"] | SEEN["PUT /v1/curtail"]
+
+
+class ApiStateMachine(schema.as_state_machine()):  # type: ignore[misc]
+    """Sequences of calls following the OpenAPI links (set an override, then end it, ...)."""
+
+    def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+        return {"headers": ADMIN}
+
+    def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+        case.validate_response(response, checks=CHECKS)
+        operation = f"{case.method.upper()} {case.operation.path}"
+        SEQUENCES.setdefault(operation, set()).add(response.status_code)
+
+
+TestApiSequences = ApiStateMachine.TestCase
+TestApiSequences.settings = settings(
+    max_examples=15,
+    stateful_step_count=6,
+    derandomize=True,  # the same sequences every run: a failure always reproduces
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def test_sequences_followed_the_links() -> None:
+    """The state machine above ended overrides it had set (device id taken from the answer)."""
+    assert 200 in SEQUENCES.get("DELETE /v1/overrides/{device_id}", set()), SEQUENCES
