@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest
+.PHONY: help install demo test lint unit bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest bench-api
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,8 @@ bench-policy: $(STAMP) ## max-margin plan for 100,000 devices and the 10-month b
 bench-ingest: $(STAMP) mosquitto ## MQTT ingest rate and price-to-decision latency (real mosquitto)
 	$(PY) bench/bench_decode.py
 	$(PY) bench/bench_ingest.py
+bench-api: $(STAMP) ## API latency: a read, a durable audited change, an audited refusal
+	$(PY) bench/bench_api.py
 
 soak: $(STAMP) ## long-running tests (not part of make test)
 	$(PY) -m pytest -q -m soak --run-soak

@@ -1,9 +1,11 @@
-"""HTTP API (FastAPI): health, devices, market, current plan and /metrics; ``serve`` runs it.
+"""HTTP API (FastAPI): health, fleet, plan, market, decisions, operator control; ``serve`` runs it.
 
 Handlers are ``async def`` on purpose: they run on the daemon's event loop,
 the same thread that writes FleetState, so a request never reads the state
-half-way through an update.  Read-only for now; every value comes from the
-ApiView the daemon passes in.
+half-way through an update.  Every route but /healthz needs a bearer token
+(scheduler.auth.ROUTE_ROLES; checked by scheduler.api_security before routing).
+Changes go through scheduler.control, which commits each with its audit row
+before the answer is sent.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Generator
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -22,6 +24,9 @@ from pydantic import BaseModel, Field
 from scheduler.metrics import Metrics, hashprice_from_market
 from scheduler.model import MARKET_INPUTS, TERA, Plan, Reading
 from scheduler.state import FleetState
+
+if TYPE_CHECKING:
+    from scheduler.api_routes import ApiSecurity, ControlView
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +169,17 @@ def plan_view(plan: Plan | None) -> list[AssignmentView]:
     ]
 
 
-def create_app(view: ApiView) -> FastAPI:
-    """Build the FastAPI application reading from ``view``."""
+def create_app(view: ControlView, security: ApiSecurity) -> FastAPI:
+    """Build the FastAPI application reading from ``view``, every route behind ``security``."""
+    from scheduler.api_routes import add_control_routes, secure
+
     app = FastAPI(
         title="wattmux",
         summary="Schedules mining ASICs and GPU nodes by power price and network economics.",
         version="0.1.0",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.get("/healthz", response_model=Health, tags=["health"])
@@ -202,6 +212,8 @@ def create_app(view: ApiView) -> FastAPI:
         """Return the Prometheus metrics in the text exposition format."""
         return Response(content=view.metrics.render(), media_type=view.metrics.content_type)
 
+    add_control_routes(app, view)
+    secure(app, view, security)
     return app
 
 
@@ -241,7 +253,13 @@ def bound_port(server: uvicorn.Server) -> int:
 
 @contextlib.asynccontextmanager
 async def serve(
-    app: FastAPI, host: str, port: int, *, shutdown_timeout_seconds: int = 5
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout_seconds: int = 5,
+    tls_cert_file: str | None = None,
+    tls_key_file: str | None = None,
 ) -> AsyncIterator[uvicorn.Server]:
     """Run the app under uvicorn as a task while the block runs; stop it on exit.
 
@@ -255,6 +273,8 @@ async def serve(
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=shutdown_timeout_seconds,
+        ssl_certfile=tls_cert_file,
+        ssl_keyfile=tls_key_file,
     )
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="api.serve")

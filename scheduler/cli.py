@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="TCP port of every simulated miner's API (default 4028, the cgminer port)",
     )
     demo.add_argument(
+        "--token",
+        metavar="VALUE",
+        default=None,
+        help="admin bearer token for the API (default: a fresh one, printed at start)",
+    )
+    demo.add_argument(
         "--store",
         metavar="PATH",
         default=None,
@@ -149,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     failsafe.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML config file")
     _add_backtest_parser(sub)
+    from scheduler.client import add_client_commands
+
+    add_client_commands(sub)
     return parser
 
 
@@ -253,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "check-config":
         return _check_config(args.file)
+    if getattr(args, "client_command", None) is not None:
+        from scheduler.client import run_client_command
+
+        return run_client_command(args)
     if args.command == "run":
         return _run(args.config)
     if args.command == "failsafe":

@@ -212,10 +212,40 @@ class StoreConfig(_Strict):
     path: Path = Field(Path("/var/lib/wattmux/wattmux.sqlite"), description="SQLite file")
 
 
+class ApiTokenConfig(_Strict):
+    """One API bearer token: a name for the audit log, a role and the token's hash (never the token)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="who holds it (audit log)")
+    role: Literal["viewer", "operator", "admin"] = Field(description="what it may do")
+    sha256: str = Field(
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="hash printed by `wattmux token new` (sha256:<64 hex>)",
+    )
+
+
 class ApiConfig(_Strict):
     """HTTP API and /metrics listener."""
 
     listen: str = Field("127.0.0.1:9470", description="HOST:PORT for the API and /metrics")
+    tokens: list[ApiTokenConfig] = Field(
+        default_factory=list, description="bearer tokens; every route but /healthz needs one"
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate: serve HTTPS")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    max_body_bytes: int = Field(16384, ge=256, le=1048576, description="largest request body")
+    mutations_per_minute: float = Field(
+        60.0, gt=0, le=60000, description="changes allowed per token and minute (then 429)"
+    )
+    mutation_burst: int = Field(20, ge=1, le=10000, description="changes allowed at once")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        names = [token.name for token in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("tokens: names must be unique")
+        return self
 
     @field_validator("listen")
     @classmethod

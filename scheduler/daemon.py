@@ -38,18 +38,23 @@ from drivers.sim.prices import (
 )
 from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api import create_app, serve
+from scheduler.api_routes import security_from_config
 from scheduler.config import ReplayPriceConfig, StaticMarketConfig, WattmuxConfig, pools_of
+from scheduler.control import (
+    ControlledGuard,
+    ControlledPolicy,
+    ControlledReconciler,
+    ControlService,
+)
 from scheduler.gpu_telemetry import GpuTelemetry
-from scheduler.guard import Guard
 from scheduler.ingest import FleetSink
 from scheduler.loop import ControlLoop
 from scheduler.metrics import Metrics
 from scheduler.model import Plan
-from scheduler.policies import create_policy
+from scheduler.policies import available_policies, create_policy
 from scheduler.queues import QueueNodeDriver, build_queues
-from scheduler.reconciler import Reconciler
 from scheduler.state import FleetState
-from scheduler.store import Store
+from scheduler.store import ControlStore
 from scheduler.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
 
 log = logging.getLogger(__name__)
@@ -138,6 +143,17 @@ class Daemon:
             if config.gpu_telemetry is not None
             else None
         )
+        self.control: ControlService | None = None
+
+    def readiness(self) -> dict[str, bool]:
+        """Ready = config loaded, store open, a power price and a device read, one reconcile done."""
+        return {
+            "config": True,
+            "store": self.control is not None,
+            "inputs": self.state.market.power_price_usd_per_mwh is not None
+            and any(s.reachable for s in self.state.status.values()),
+            "reconciled": self.ready.is_set(),
+        }
 
     def current_plan(self) -> Plan | None:
         """The last guarded plan (None before the first tick)."""
@@ -172,27 +188,38 @@ class Daemon:
         raise_open_files_limit(
             config.control.poll_concurrency + config.control.command_concurrency + 1024
         )
+        create_policy(config.policy)  # an unknown policy name fails here, before anything runs
         queues = build_queues(config, self.clock)
         drivers: dict[str, CgminerDriver | QueueNodeDriver] = {**self._drivers(), **queues.per_node}
-        with Store.open(config.store.path) as store:
+        with ControlStore.open(config.store.path) as store:
             self.state.desired.update(
                 {d: w for d, w in store.desired().items() if d in self.state.devices}
             )
+            control = ControlService(
+                store,
+                self.state.devices,
+                default_policy=config.policy.name,
+                policies=list(available_policies()),
+            )
+            self.control = control
+            guard = ControlledGuard(config.guard, power_cap_w=config.site.power_cap_kw * 1000)
+            guard.control = control
             try:  # queue clients close only after the reconciler's command tasks have ended
-                async with Reconciler(
+                async with ControlledReconciler(
                     drivers,
                     store,
                     self.metrics,
                     concurrency=config.control.command_concurrency,
                     state=self.state,
                     clock=self.clock,
+                    control=control,
                 ) as reconciler:
                     self.loop = ControlLoop(
                         state=self.state,
                         telemetry=self._polled(drivers),
                         feeds=self.feeds,
-                        policy=create_policy(config.policy),
-                        guard=Guard(config.guard, power_cap_w=config.site.power_cap_kw * 1000),
+                        policy=ControlledPolicy(control, available_policies(), config.policy),
+                        guard=guard,
                         reconciler=reconciler,
                         store=store,
                         metrics=self.metrics,
@@ -218,7 +245,13 @@ class Daemon:
         """Run the loop, with the API listening when asked."""
         if serve_api:
             api = self.config.api
-            async with serve(create_app(self), api.host, api.port):
+            async with serve(
+                create_app(self, security_from_config(self.config)),
+                api.host,
+                api.port,
+                tls_cert_file=str(api.tls_cert_file) if api.tls_cert_file else None,
+                tls_key_file=str(api.tls_key_file) if api.tls_key_file else None,
+            ):
                 await self._run_loop(stop)
         else:
             await self._run_loop(stop)

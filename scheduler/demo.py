@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from drivers.sim.prices import ErcotReplayFeed
 from drivers.sim.site import SimSite
+from scheduler.auth import hash_token, new_token
 from scheduler.config import WattmuxConfig, parse_config, pools_of
 from scheduler.daemon import Daemon
 from scheduler.demo_gpu import NODE_POWER_W, gpu_config_entries, gpu_lines, sim_queue
@@ -47,9 +48,11 @@ def demo_config(
     speed: float,
     listen: str,
     store_path: Path,
+    *,
     gpus: int = 0,
     queue_url: str = "http://127.0.0.1:1",
     sim_port: int = SIM_PORT,
+    tokens: list[dict[str, str]] | None = None,
 ) -> WattmuxConfig:
     """The embedded demo site: a mixed fleet on 127.77.x.y, GPU nodes if asked, the ERCOT replay."""
     counts = [int(asics * share) for _, share in FLEET_MIX]
@@ -95,7 +98,7 @@ def demo_config(
             "stale_action": "sleep",
         },
         "store": {"path": str(store_path)},
-        "api": {"listen": listen},
+        "api": {"listen": listen, "tokens": tokens or []},
         "pools": [
             {"name": "main", "url": "stratum+tcp://main.pool.invalid:3333", "user": "demo.worker"},
             {
@@ -270,6 +273,8 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Start the simulated site and the daemon; stop on Ctrl-C, at --duration or at the replay's end."""
     gpus = getattr(args, "gpus", 0)
     with _store_path(args.store) as store_path:
+        token = getattr(args, "token", None) or new_token()
+        admin = [{"name": "demo-admin", "role": "admin", "sha256": hash_token(token)}]
         async with contextlib.AsyncExitStack() as stack:
             replays: list[ErcotReplayFeed] = []
             queue_url = "http://127.0.0.1:1"
@@ -282,12 +287,19 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
                 )
                 queue_url = (await stack.enter_async_context(queue)).url
             config = demo_config(
-                args.asics, args.speed, args.listen, store_path, gpus, queue_url, args.sim_port
+                args.asics,
+                args.speed,
+                args.listen,
+                store_path,
+                gpus=gpus,
+                queue_url=queue_url,
+                sim_port=args.sim_port,
+                tokens=admin,
             )
             daemon = Daemon(config)
             replay = _replay(daemon)
             replays.append(replay)
-            await _run_site(args, config, daemon, replay, stop)
+            await _run_site(args, config, daemon, replay, stop, token)
         print("wattmux demo: stopped cleanly", file=sys.stderr)
 
 
@@ -297,6 +309,7 @@ async def _run_site(
     daemon: Daemon,
     replay: ErcotReplayFeed,
     stop: asyncio.Event,
+    token: str,
 ) -> None:
     duration = args.duration or replay.duration_seconds() + 2.0
     ramp_seconds = min(30.0, 1500.0 / args.speed)
@@ -305,6 +318,11 @@ async def _run_site(
         f"wattmux demo: starting {args.asics} simulated ASICs on {_address(0)}.. port {args.sim_port}"
         + (f" and {gpus} simulated GPU nodes behind a webhook queue" if gpus else "")
         + f"; API and /metrics on http://{args.listen}; running {duration:.0f} s",
+        file=sys.stderr,
+    )
+    print(
+        f"wattmux demo: admin token {token}\n"
+        f"  export WATTMUX_TOKEN={token} WATTMUX_URL=http://{args.listen}; wattmux status",
         file=sys.stderr,
     )
     asics = [d for d in config.all_devices() if d.kind is DeviceKind.ASIC]

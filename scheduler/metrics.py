@@ -258,6 +258,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.api_rejected = Counter(
+            "wattmux_api_rejected",
+            "API requests refused before reaching a handler, by HTTP status.",
+            ["status"],
+            registry=self.registry,
+        )
 
         self.command_retries = Counter(
             "wattmux_command_retries",

@@ -58,6 +58,35 @@ _MIGRATIONS: tuple[str, ...] = (
         at TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE overrides (
+        device_id TEXT PRIMARY KEY,
+        workload TEXT NOT NULL,
+        until TEXT NOT NULL,
+        note TEXT NOT NULL,
+        by TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE TABLE api_audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        role TEXT NOT NULL,
+        remote TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        before TEXT NOT NULL,
+        after TEXT NOT NULL,
+        result TEXT NOT NULL,
+        status_code INTEGER NOT NULL
+    );
+    CREATE INDEX api_audit_at ON api_audit (at);
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -150,7 +179,7 @@ class Store:
         return self._path
 
     @classmethod
-    def open(cls, path: Path | str) -> Store:
+    def open(cls, path: Path | str) -> Self:
         """Open (creating the file and its directory if needed) and migrate the database."""
         name = str(path)
         if name != MEMORY:
@@ -352,33 +381,53 @@ class Store:
         return {row["device_id"]: Workload.parse(row["workload"]) for row in rows}
 
     def audit(
-        self, *, limit: int = 100, device_id: str | None = None, kind: str | None = None
+        self,
+        *,
+        limit: int = 100,
+        device_id: str | None = None,
+        kind: str | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
     ) -> list[AuditRecord]:
-        """Decisions and commands, newest first, optionally for one device or one kind."""
+        """Decisions and commands, newest first; filter by device, kind, reason, [since, until)."""
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
         kinds = tuple(AuditKind) if kind is None else (AuditKind(kind),)
+        conditions: list[str] = []
+        filters: list[Any] = []
+        for column, value in (("device_id = ?", device_id), ("reason = ?", reason)):
+            if value is not None:
+                conditions.append(column)
+                filters.append(value)
+        if since is not None:
+            conditions.append("at >= ?")
+            filters.append(_to_text(since))
+        if until is not None:
+            conditions.append("at < ?")
+            filters.append(_to_text(until))
+        where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
         parts: list[str] = []
         params: list[Any] = []
-        device_filter = "" if device_id is None else " WHERE device_id = ?"
         if AuditKind.DECISION in kinds:
             parts.append(
                 "SELECT 'decision' AS kind, id, seq, at, device_id, workload, reason,"
                 " NULL AS status, '' AS detail, previous, expected_margin_usd_per_hour,"
-                f" NULL AS finished_at FROM decisions{device_filter}"
+                f" NULL AS finished_at FROM decisions{where}"
             )
-            if device_id is not None:
-                params.append(device_id)
+            params.extend(filters)
         if AuditKind.COMMAND in kinds:
             parts.append(
                 "SELECT 'command' AS kind, id, seq, at, device_id, workload, reason,"
                 " status, COALESCE(detail, '') AS detail, NULL AS previous,"
-                f" NULL AS expected_margin_usd_per_hour, finished_at FROM intents{device_filter}"
+                f" NULL AS expected_margin_usd_per_hour, finished_at FROM intents{where}"
             )
-            if device_id is not None:
-                params.append(device_id)
-        sql = " UNION ALL ".join(parts) + " ORDER BY at DESC, seq DESC LIMIT ?"
-        params.append(limit)
+            params.extend(filters)
+        sql = " UNION ALL ".join(parts) + " ORDER BY at DESC, seq DESC LIMIT ? OFFSET ?"
+        params.extend((limit, offset))
         return [self._audit_record(row) for row in self._read(sql, tuple(params))]
 
     @staticmethod
@@ -401,3 +450,158 @@ class Store:
             expected_margin_usd_per_hour=row["expected_margin_usd_per_hour"],
             finished_at=None if row["finished_at"] is None else _from_text(row["finished_at"]),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ApiAuditEntry:
+    """One mutating API request: who, from where, what it changed (before -> after), result."""
+
+    at: datetime
+    principal: str
+    role: str
+    remote: str
+    method: str
+    path: str
+    before: str
+    after: str
+    result: str
+    status_code: int
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideRow:
+    """A device pinned to a workload until a wall time, by an API principal."""
+
+    device_id: str
+    workload: Workload
+    until: datetime
+    note: str
+    by: str
+    at: datetime
+
+
+def _insert_api_audit(db: sqlite3.Connection, entry: ApiAuditEntry) -> int:
+    """Insert one API audit row inside an open transaction; return its id."""
+    cursor = db.execute(
+        "INSERT INTO api_audit (at, principal, role, remote, method, path, before, after,"
+        " result, status_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            _to_text(entry.at),
+            entry.principal,
+            entry.role,
+            entry.remote,
+            entry.method,
+            entry.path,
+            entry.before,
+            entry.after,
+            entry.result,
+            entry.status_code,
+        ),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+class ControlStore(Store):
+    """The Store plus operator state (overrides, settings) and the API audit log.
+
+    Every change made through the API is committed in one transaction with
+    its audit row, so an acknowledged change is never without its record.
+    """
+
+    def record_api_audit(self, entry: ApiAuditEntry) -> int:
+        """Durably append an audit row for a request that changed nothing (denied, invalid)."""
+        with self._write() as db:
+            return _insert_api_audit(db, entry)
+
+    def put_override(self, row: OverrideRow, audit: ApiAuditEntry) -> None:
+        """Pin a device (replacing its earlier override) and audit it, in one transaction."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO overrides (device_id, workload, until, note, by, at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
+                " workload = excluded.workload, until = excluded.until, note = excluded.note,"
+                " by = excluded.by, at = excluded.at",
+                (
+                    row.device_id,
+                    str(row.workload),
+                    _to_text(row.until),
+                    row.note,
+                    row.by,
+                    _to_text(row.at),
+                ),
+            )
+            _insert_api_audit(db, audit)
+
+    def delete_override(self, device_id: str, audit: ApiAuditEntry | None) -> bool:
+        """Remove a device's override (auditing it when audit is given); True if one existed."""
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM overrides WHERE device_id = ?", (device_id,))
+            if audit is not None:
+                _insert_api_audit(db, audit)
+            return cursor.rowcount > 0
+
+    def overrides(self) -> list[OverrideRow]:
+        """Every stored override, by device id."""
+        rows = self._read(
+            "SELECT device_id, workload, until, note, by, at FROM overrides ORDER BY device_id"
+        )
+        return [
+            OverrideRow(
+                device_id=row["device_id"],
+                workload=Workload.parse(row["workload"]),
+                until=_from_text(row["until"]),
+                note=row["note"],
+                by=row["by"],
+                at=_from_text(row["at"]),
+            )
+            for row in rows
+        ]
+
+    def put_setting(
+        self, key: str, value: str | None, at: datetime, audit: ApiAuditEntry | None
+    ) -> None:
+        """Set (or with None, clear) a setting and audit it, in one transaction."""
+        with self._write() as db:
+            if value is None:
+                db.execute("DELETE FROM settings WHERE key = ?", (key,))
+            else:
+                db.execute(
+                    "INSERT INTO settings (key, value, at) VALUES (?, ?, ?) ON CONFLICT (key)"
+                    " DO UPDATE SET value = excluded.value, at = excluded.at",
+                    (key, value, _to_text(at)),
+                )
+            if audit is not None:
+                _insert_api_audit(db, audit)
+
+    def settings(self) -> dict[str, str]:
+        """Every stored setting."""
+        return {row["key"]: row["value"] for row in self._read("SELECT key, value FROM settings")}
+
+    def api_audit(self, *, limit: int = 100, offset: int = 0) -> list[ApiAuditEntry]:
+        """API audit rows, newest first."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        rows = self._read(
+            "SELECT * FROM api_audit ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset)
+        )
+        return [
+            ApiAuditEntry(
+                at=_from_text(row["at"]),
+                principal=row["principal"],
+                role=row["role"],
+                remote=row["remote"],
+                method=row["method"],
+                path=row["path"],
+                before=row["before"],
+                after=row["after"],
+                result=row["result"],
+                status_code=row["status_code"],
+                id=row["id"],
+            )
+            for row in rows
+        ]
+
+    def integrity_check(self) -> str:
+        """The result of ``PRAGMA integrity_check`` (``ok`` when the file is sound)."""
+        return "; ".join(str(row[0]) for row in self._read("PRAGMA integrity_check"))

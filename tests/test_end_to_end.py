@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
+from scheduler.auth import hash_token, new_token
 from scheduler.config import WattmuxConfig, parse_config, pools_of
 from scheduler.daemon import Daemon
 from scheduler.model import Reading
@@ -31,6 +32,8 @@ MARKET = {
     "fees_btc_per_block": 0.0,
 }
 CHEAP = 20.0
+TOKEN = new_token()
+AUTH = {"authorization": f"Bearer {TOKEN}"}
 SPIKE = 2450.22
 
 
@@ -61,7 +64,10 @@ def site_config(tmp_path: Path, first_address: str, count: int, port: int) -> Wa
         "economics": {"pool_fee": 0.0},
         "guard": {"min_dwell_seconds": 0.0, "stale_price_seconds": 60.0},
         "store": {"path": str(tmp_path / "wattmux.sqlite")},
-        "api": {"listen": f"127.0.0.1:{free_port()}"},
+        "api": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "tokens": [{"name": "e2e", "role": "viewer", "sha256": hash_token(TOKEN)}],
+        },
         "pools": [
             {"name": "main", "url": "stratum+tcp://main.pool.invalid:3333", "user": "w"},
             {"name": "backup", "url": "stratum+tcp://backup.pool.invalid:3333", "user": "w"},
@@ -146,7 +152,7 @@ async def test_spike_sleeps_every_asic_within_two_ticks_and_cheap_power_wakes_th
     await eventually(lambda: all(m.asleep for m in miners))
     assert loop.ticks - ticks_at_change <= 2
 
-    async with httpx.AsyncClient(base_url=running.base_url) as http:
+    async with httpx.AsyncClient(base_url=running.base_url, headers=AUTH) as http:
         await eventually(
             lambda: all(
                 str(w) == "sleep" for w in running.daemon.state.snapshot(0).current.values()
@@ -213,7 +219,7 @@ async def test_miners_that_fail_are_counted_and_never_commanded(running: Running
     await eventually(lambda: loop.ticks >= ticks + 3)  # the daemon keeps going
     assert not closing.asleep and not garbage.asleep and not hanging.asleep
 
-    async with httpx.AsyncClient(base_url=running.base_url) as http:
+    async with httpx.AsyncClient(base_url=running.base_url, headers=AUTH) as http:
         metrics = (await http.get("/metrics")).text
         errors = metric_samples(metrics, "wattmux_poll_errors_total")
         assert errors[(("reason", "unavailable"),)] >= 1  # closed without replying

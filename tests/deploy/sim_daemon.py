@@ -21,12 +21,14 @@ from drivers.base import MarketFeed
 from drivers.errors import Unavailable
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
+from scheduler.auth import hash_token, new_token
 from scheduler.config import WattmuxConfig, parse_config, pools_of
 from scheduler.daemon import Daemon, build_feeds
 from scheduler.model import Reading
 from scheduler.systemd import SystemdNotifier
 
 MODELS = (("s19jpro", "S19j Pro", 4), ("s21", "S21", 6), ("s21xp", "S21 XP", 2))
+SCRAPE_TOKEN = new_token()  # a viewer token, as a Prometheus server would hold one
 
 
 class BrokenFeed:
@@ -71,7 +73,12 @@ def sim_config(tmp_path: Path, subnet: int, port: int, speed: float) -> WattmuxC
         "economics": {"pool_fee": 0.02},
         "guard": {"min_dwell_seconds": 0.0, "stale_price_seconds": 30.0},
         "store": {"path": str(tmp_path / "wattmux.sqlite")},
-        "api": {"listen": f"127.80.{subnet}.254:{free_port_on(f'127.80.{subnet}.254')}"},
+        "api": {
+            "listen": f"127.80.{subnet}.254:{free_port_on(f'127.80.{subnet}.254')}",
+            "tokens": [
+                {"name": "prometheus", "role": "viewer", "sha256": hash_token(SCRAPE_TOKEN)}
+            ],
+        },
         "pools": [{"name": "main", "url": "stratum+tcp://main.pool.invalid:3333", "user": "w"}],
         "device_ranges": ranges,
         "market": [{"driver": "ercot-replay", "speed": speed}],
@@ -90,6 +97,10 @@ class SimDaemon:
     @property
     def base_url(self) -> str:
         return f"http://{self.config.api.listen}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
 
 
 @contextlib.asynccontextmanager

@@ -44,8 +44,18 @@ def test_rules_pass_promtool_check_rules() -> None:
     assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
 
 
-def test_scrape_config_passes_promtool_check_config() -> None:
-    result = promtool("check", "config", "prometheus.yml")
+def test_scrape_config_passes_promtool_check_config(tmp_path: Path) -> None:
+    # The shipped config points at the token file of a site controller; check it in a copy of
+    # the folder laid out as on such a host, with a token file where the config expects one.
+    shutil.copytree(DEPLOY, tmp_path / "prometheus")
+    config = tmp_path / "prometheus" / "prometheus.yml"
+    text = config.read_text()
+    assert "credentials_file: /etc/prometheus/wattmux.token" in text
+    (tmp_path / "wattmux.token").write_text("token\n")
+    config.write_text(
+        text.replace("/etc/prometheus/wattmux.token", str(tmp_path / "wattmux.token"))
+    )
+    result = promtool("check", "config", "prometheus.yml", cwd=tmp_path / "prometheus")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

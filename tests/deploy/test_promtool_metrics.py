@@ -45,7 +45,7 @@ def test_promtool_reports_a_bad_exposition() -> None:
 async def test_live_daemon_metrics_have_no_promtool_findings(tmp_path: Path) -> None:
     async with (
         sim_daemon(tmp_path, subnet=1) as sim,
-        httpx.AsyncClient(base_url=sim.base_url) as http,
+        httpx.AsyncClient(base_url=sim.base_url, headers=sim.headers) as http,
     ):
         await wait_ticks(sim, 4)
         text = (await http.get("/metrics")).text

@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.deploy.sim_daemon import sim_daemon, wait_ticks
+from tests.deploy.sim_daemon import SCRAPE_TOKEN, sim_daemon, wait_ticks
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
@@ -122,11 +122,14 @@ async def prometheus(tmp_path: Path, target: str) -> AsyncIterator[httpx.AsyncCl
     assert PROMETHEUS is not None
     rules = tmp_path / "wattmux.rules.yml"
     shutil.copy(RULES, rules)
+    token_file = tmp_path / "wattmux.token"
+    token_file.write_text(SCRAPE_TOKEN + "\n")
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         f"rule_files:\n  - {rules}\n"
         "scrape_configs:\n  - job_name: wattmux\n    scrape_timeout: 1s\n"
+        f"    authorization:\n      type: Bearer\n      credentials_file: {token_file}\n"
         f"    static_configs:\n      - targets: ['{target}']\n"
     )
     port = free_port(ADDRESS)

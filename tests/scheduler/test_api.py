@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.api import bound_port, create_app, serve
+from scheduler.api import bound_port, serve
+from scheduler.auth import Role
 from scheduler.metrics import Metrics
 from scheduler.model import (
     TERA,
@@ -39,6 +39,14 @@ from scheduler.model import (
     Workload,
 )
 from scheduler.state import FleetState
+from scheduler.store import MEMORY, ControlStore
+from tests.scheduler.api_fixtures import (
+    ControlledView,
+    Tokens,
+    build_app,
+    make_control,
+    small_config,
+)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "api.json"
 UPDATE_GOLDEN = os.environ.get("WATTMUX_UPDATE_GOLDEN") == "1"
@@ -81,25 +89,22 @@ def build_state() -> FleetState:
     return state
 
 
-@dataclass
-class FakeView:
-    """What the daemon hands the API, with a settable plan and clock."""
-
-    state: FleetState
-    metrics: Metrics
-    plan: Plan | None = None
-    now: list[float] = field(default_factory=lambda: [NOW])
-
-    def current_plan(self) -> Plan | None:
-        return self.plan
-
-    def clock(self) -> float:
-        return self.now[0]
+FakeView = ControlledView
 
 
 def make_view() -> FakeView:
     state = build_state()
-    return FakeView(state=state, metrics=Metrics(state, clock=lambda: NOW))
+    store = ControlStore.open(MEMORY)
+    return FakeView(
+        state=state,
+        metrics=Metrics(state, clock=lambda: NOW),
+        config=small_config(Path("/nonexistent")),
+        control=make_control(store, state),
+    )
+
+
+TOKENS = Tokens()
+ADMIN = TOKENS.header(Role.ADMIN)
 
 
 def sample_plan() -> Plan:
@@ -119,9 +124,11 @@ def view() -> FakeView:
 
 @pytest.fixture
 async def client(view: FakeView) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(view)
+    app = build_app(view, TOKENS)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://wattmux.test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://wattmux.test", headers=ADMIN
+    ) as client:
         yield client
 
 
@@ -260,11 +267,11 @@ async def test_golden_comparison_catches_a_changed_value(
 
 def http_client() -> httpx.AsyncClient:
     # trust_env=False: never route loopback requests through a proxy from the environment
-    return httpx.AsyncClient(trust_env=False, timeout=5.0)
+    return httpx.AsyncClient(trust_env=False, timeout=5.0, headers=ADMIN)
 
 
 async def test_serve_over_real_http_and_stop_cleanly(view: FakeView) -> None:
-    app: FastAPI = create_app(view)
+    app: FastAPI = build_app(view, TOKENS)
     handlers_before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     async with serve(app, "127.0.0.1", 0) as server:
         port = bound_port(server)
@@ -285,7 +292,7 @@ async def test_serve_over_real_http_and_stop_cleanly(view: FakeView) -> None:
 
 async def test_serve_stops_when_the_body_raises(view: FakeView) -> None:
     with pytest.raises(LookupError):
-        async with serve(create_app(view), "127.0.0.1", 0) as server:
+        async with serve(build_app(view, TOKENS), "127.0.0.1", 0) as server:
             port = bound_port(server)
             raise LookupError("boom")
     with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
@@ -298,5 +305,5 @@ async def test_serve_on_busy_port_raises_oserror(view: FakeView) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=re.escape(f"127.0.0.1:{port}")):
-            async with serve(create_app(view), "127.0.0.1", port):
+            async with serve(build_app(view, TOKENS), "127.0.0.1", port):
                 pytest.fail("serve() started on a port that was in use")

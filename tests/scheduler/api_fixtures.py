@@ -1,0 +1,104 @@
+"""A view of a small fleet with a real ControlStore, tokens per role, and app builders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scheduler.api import create_app
+from scheduler.api_routes import ApiSecurity
+from scheduler.auth import Authenticator, RateLimiter, Role, TokenEntry, hash_token, new_token
+from scheduler.config import WattmuxConfig, parse_config
+from scheduler.control import ControlService
+from scheduler.metrics import Metrics
+from scheduler.model import Plan
+from scheduler.policies import available_policies
+from scheduler.state import FleetState
+from scheduler.store import ControlStore
+
+NOW = 5000.0
+WALL = datetime(2024, 8, 20, 19, 30, tzinfo=UTC)
+
+
+def small_config(tmp_path: Path, **api: Any) -> WattmuxConfig:
+    data: dict[str, Any] = {
+        "site": {"name": "t", "power_cap_kw": 100.0},
+        "store": {"path": str(tmp_path / "w.sqlite")},
+        "api": {"listen": "127.70.0.1:9470", **api},
+        "pools": [{"name": "main", "url": "stratum+tcp://main.pool.invalid:3333", "user": "w"}],
+        "devices": [
+            {"id": f"m{i}", "model": "S21 Pro", "address": f"127.70.0.{20 + i}", "pools": ["main"]}
+            for i in (1, 2, 3)
+        ],
+    }
+    return parse_config(data, "<test>", environ={})
+
+
+@dataclass
+class Tokens:
+    """One token per role, plus their authenticator."""
+
+    by_role: dict[Role, str] = field(default_factory=lambda: {role: new_token() for role in Role})
+
+    def authenticator(self) -> Authenticator:
+        return Authenticator(
+            TokenEntry(f"{role.label}-1", role, hash_token(token))
+            for role, token in self.by_role.items()
+        )
+
+    def header(self, role: Role) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.by_role[role]}"}
+
+
+@dataclass
+class ControlledView:
+    """What the daemon gives the API: state, metrics, plan, clock, config, control."""
+
+    state: FleetState
+    metrics: Metrics
+    config: WattmuxConfig
+    control: ControlService | None
+    plan: Plan | None = None
+    now: list[float] = field(default_factory=lambda: [NOW])
+    ready: dict[str, bool] = field(
+        default_factory=lambda: {"config": True, "store": True, "inputs": True, "reconciled": True}
+    )
+
+    def current_plan(self) -> Plan | None:
+        return self.plan
+
+    def clock(self) -> float:
+        return self.now[0]
+
+    def readiness(self) -> dict[str, bool]:
+        return dict(self.ready)
+
+
+def make_control(
+    store: ControlStore, state: FleetState, wall: Callable[[], datetime] = lambda: WALL
+) -> ControlService:
+    return ControlService(
+        store,
+        state.devices,
+        default_policy="breakeven",
+        policies=list(available_policies()),
+        wall_clock=wall,
+    )
+
+
+def build_app(
+    view: ControlledView,
+    tokens: Tokens,
+    *,
+    per_minute: float = 600.0,
+    burst: int = 100,
+    max_body_bytes: int = 4096,
+    clock: Callable[[], float] | None = None,
+) -> Any:
+    limiter = RateLimiter(per_minute=per_minute, burst=burst)
+    if clock is not None:
+        limiter.clock = clock
+    return create_app(view, ApiSecurity(tokens.authenticator(), limiter, max_body_bytes))
