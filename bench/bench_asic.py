@@ -8,11 +8,13 @@ line: {"name", "value", "unit"}.
                            summary+pools+stats+config+power joined in one connection each)
     curtail_10k_seconds    from a power-price reading landing in FleetState to the last
                            miner's sleep being read back (intent written, logon, curtail,
-                           logoff, config+pools read-back, intent closed, per miner)
+                           config+pools read-back, intent closed, per miner: three
+                           connections; the session is kept, not logged off, by default)
     rss_bytes_per_device   resident memory growth of this process per device, from before
                            the configuration is parsed to after the first poll
 
-Usage: python bench/bench_asic.py [--miners 10000] [--concurrency 1000] [--polls 3]
+Usage: python bench/bench_asic.py [--miners 10000] [--concurrency 250] [--polls 3]
+                                   [--session-reuse-seconds 50]
 """
 
 from __future__ import annotations
@@ -181,11 +183,17 @@ async def measure(args: argparse.Namespace, directory: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--miners", type=int, default=10_000)
-    parser.add_argument("--concurrency", type=int, default=1000)
+    parser.add_argument(
+        "--concurrency", type=int, default=250,
+        help="poll and command concurrency (more sockets at once costs memory, not speed)",
+    )  # fmt: skip
     parser.add_argument("--polls", type=int, default=3)
     parser.add_argument(
-        "--session-reuse-seconds", type=float, default=0.0,
-        help="LuxOS session reuse (0: logon/logoff around every curtail)",
+        "--session-reuse-seconds", type=float, default=50.0,
+        help=(
+            "LuxOS session reuse, below the firmware's 60 s idle timeout "
+            "(0: logon/logoff around every curtail)"
+        ),
     )  # fmt: skip
     args = parser.parse_args()
     raise_open_files_limit(args.concurrency * 2 + 1024)

@@ -8,6 +8,7 @@ between levels), for example ``WATTMUX_GUARD__MIN_DWELL_SECONDS=60`` or
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import tomllib
@@ -348,9 +349,14 @@ class DeviceRangeConfig(_DeviceCommon):
     def devices(self) -> list[Device]:
         """One Device per address."""
         width = max(3, len(str(self.count)))
-        return [
-            self._device(f"{self.id_prefix}-{i + 1:0{width}d}", str(self.first_address + i))
-            for i in range(self.count)
+        first = self._device(f"{self.id_prefix}-{1:0{width}d}", str(self.first_address))
+        # replace() shares the model, driver, pools tuple and nominal floats of the first
+        # Device: one copy per range, not per device (memory at 10,000 devices).
+        return [first] + [
+            dataclasses.replace(
+                first, id=f"{self.id_prefix}-{i + 1:0{width}d}", address=str(self.first_address + i)
+            )
+            for i in range(1, self.count)
         ]
 
 

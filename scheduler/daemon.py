@@ -49,6 +49,7 @@ from scheduler.control import (
 from scheduler.gpu_telemetry import GpuTelemetry
 from scheduler.ingest import FleetSink
 from scheduler.loop import ControlLoop
+from scheduler.memory import heap_trimmer
 from scheduler.metrics import Metrics
 from scheduler.model import Plan
 from scheduler.policies import available_policies, create_policy
@@ -273,6 +274,7 @@ class Daemon:
                 2 * self.config.control.tick_seconds,
             )
         self.loop.tick_listeners.append(heartbeat.tick_done)
+        self.loop.tick_listeners.append(heap_trimmer())  # freed poll memory back to the OS
         try:
             await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
         finally:

@@ -11,11 +11,10 @@ bare ``nan``/``inf``) and strictly everywhere else.  A STATUS of ``E`` or ``F``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 from drivers.errors import MalformedReply, Rejected, Timeout, Unavailable
@@ -83,14 +82,6 @@ class CgminerClient:
         self.max_reply_bytes = max_reply_bytes
         self._slots = asyncio.BoundedSemaphore(concurrency) if concurrency else None
 
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        if self._slots is None:
-            yield
-        else:
-            async with self._slots:
-                yield
-
     async def command(
         self,
         address: str,
@@ -105,8 +96,12 @@ class CgminerClient:
         request: Reply = {"command": command}
         if parameter is not None:
             request["parameter"] = parameter
-        async with self._slot():
-            raw = await self._exchange(address, port, json.dumps(request).encode(), source)
+        payload = json.dumps(request).encode()
+        if self._slots is None:
+            raw = await self._exchange(address, port, payload, source)
+        else:  # the semaphore directly: no context-manager object per command (10k at once)
+            async with self._slots:
+                raw = await self._exchange(address, port, payload, source)
         reply = decode_reply(raw, source)
         if "+" not in command and status_entry(reply) is None:
             raise MalformedReply(source, f"{command}: reply has no STATUS")

@@ -96,7 +96,9 @@ class SimLuxos:
                 305, f"Invalid curtail action '{action}' (expected sleep or wakeup)"
             )
         self.miner.set_asleep(action == "sleep")
-        return self.miner._ok(303, f"Curtail {action} accepted")
+        # LuxOS answers that the command was sent, not the state reached: a read-back decides.
+        performed = "sleep mode" if action == "sleep" else "wake up"
+        return self.miner._ok(335, "Curtailment command sent", "CURTAIL", [{"Action": performed}])
 
     def _watts(self, step: int) -> float:
         return self.miner.physics.mining_power_w * (1 + STEP_SHARE * step)

@@ -61,6 +61,8 @@ class BreakevenPolicy:
         if mine:
             pool = current.pool if mining_now and current and current.pool in device.pools else None
             workload = Workload.mine(pool or device.pools[0])
+            if current is not None and current == workload:
+                workload = current  # the driver's shared object: no copy per device
             reason = REASON_BAND if in_band else REASON_BELOW
         else:
             workload = Workload.sleep()

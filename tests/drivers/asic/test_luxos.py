@@ -143,3 +143,44 @@ async def test_recorded_luxos_replies_drive_a_profile_change_and_a_refused_curta
         assert seen == {"logon": 1, "atmset": 2, "profileset": 1, "logoff": 1}
         with pytest.raises(Rejected, match="Access denied"):
             await driver.sleep(device)
+
+
+async def test_the_simulated_curtail_reply_says_only_that_the_command_was_sent(
+    site: SimSite,
+) -> None:
+    """LuxOS answers curtail with code 335 "Curtailment command sent": no state in it."""
+    device = site.devices[0]
+    client = LuxosDriver(POOLS, OPTIONS)._client
+    logon = await client.command(device.address, device.port, "logon")
+    session_id = logon["SESSION"][0]["SessionID"]
+    reply = await client.command(device.address, device.port, "curtail", f"{session_id},sleep")
+    assert reply["STATUS"][0]["Code"] == 335
+    assert reply["STATUS"][0]["Msg"] == "Curtailment command sent"
+    assert reply["CURTAIL"] == [{"Action": "sleep mode"}]
+
+
+async def test_an_accepted_curtail_that_does_not_sleep_is_unconfirmed(site: SimSite) -> None:
+    device = site.devices[0]
+    miner = site.miners[device.id]
+    miner.set_asleep = lambda _asleep: None  # type: ignore[method-assign]  # accepts, ignores
+    outcome = await LuxosDriver(POOLS, OPTIONS).apply(device, Workload.sleep())
+    assert outcome.status is OutcomeStatus.UNCONFIRMED
+    assert miner.command_counts["curtail"] == 1  # one command; the read-backs decide
+
+
+async def test_a_kept_session_makes_a_curtail_two_connections(site: SimSite) -> None:
+    """With session reuse: logon once, then each command is curtail plus one read-back."""
+    device = site.devices[0]
+    miner = site.miners[device.id]
+    options = OPTIONS.model_copy(update={"session_reuse_seconds": 30.0})
+    driver = LuxosDriver(POOLS, options)
+    asleep = await driver.apply(device, Workload.sleep())
+    assert asleep.status is OutcomeStatus.CONFIRMED
+    awake = await driver.apply(device, Workload.mine("main"))
+    assert awake.status is OutcomeStatus.CONFIRMED
+    before = miner.connections.total
+    again = await driver.apply(device, Workload.sleep())
+    assert again.status is OutcomeStatus.CONFIRMED
+    assert miner.command_counts.get("logoff", 0) == 0
+    assert miner.command_counts["logon"] == 1
+    assert miner.connections.total - before == 2  # curtail sleep, config+pools read-back
