@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
+from itertools import compress, repeat
+from operator import attrgetter
 
 from scheduler.config import PolicyConfig
 from scheduler.economics import MarketEconomics, market_economics
@@ -197,45 +200,65 @@ class MaxMarginPolicy:
             and last.currents == currents
         ):
             return last.groups
-        groups = self._regroup(snapshot)
+        groups = self._regroup(snapshot, devices)
         has_gpu_nodes = any(d.kind is DeviceKind.GPU_NODE for d in devices)
         self._grouping = _Grouping(devices, current_ids, currents, groups, has_gpu_nodes)
         return groups
 
-    def _regroup(self, snapshot: Snapshot) -> list[tuple[list[str], Device, Workload | None]]:
-        """Group devices with the same facts, pools and current workload."""
-        groups: dict[tuple[int, int], _Class] = {}
-        firsts: dict[tuple[int, int], tuple[Device, Workload | None]] = {}
+    def _regroup(
+        self, snapshot: Snapshot, devices: list[Device]
+    ) -> list[tuple[list[str], Device, Workload | None]]:
+        """Group devices with the same facts, pools and current workload.
+
+        Column by column with C loops (map, zip, dict.fromkeys), in the devices' order: a
+        device's key is (index of its facts, kind value, pool, power level, queue of its current
+        workload; None for each without one).  Devices without pools (index -1) are left out.
+        """
         facts_of = self._facts_of
-        if len(facts_of) > 2 * len(snapshot.devices) + 1024:
+        if len(facts_of) > 2 * len(devices) + 1024:
             self._forget()  # the fleet changed: drop entries of devices that are gone
-        current_get = snapshot.current.get
-        workload_ids: dict[int, int] = {}  # id(workload) -> index of its value, this call only
-        workload_values: dict[tuple[object, ...], int] = {}
-        for device in snapshot.devices.values():
-            index = facts_of.get(id(device))
-            if index is None:
-                index = self._remember(device)
-            if index < 0:
-                continue  # no pools: nothing to decide
-            current = current_get(device.id)
-            value_index = workload_ids.get(id(current))
-            if value_index is None:
-                value = (
-                    ()
-                    if current is None  # id(kind): enum members are singletons, hashed in C
-                    else (id(current.kind), current.pool, current.power_level, current.queue)
-                )
-                value_index = workload_values.setdefault(value, len(workload_values))
-                if len(workload_ids) < 256:  # shared objects (a plan's own) hit; others skip
-                    workload_ids[id(current)] = value_index
-            key = (index, value_index)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = _Class()
-                firsts[key] = (device, current)
-            group.device_ids.append(device.id)
-        return [(group.device_ids, *firsts[key]) for key, group in groups.items()]
+        facts = list(map(facts_of.get, map(id, devices)))
+        if None in facts:
+            for position, device in enumerate(devices):
+                if facts[position] is None:
+                    facts[position] = self._remember(device)
+        ids = list(map(_ID_OF, devices))
+        currents = list(map(snapshot.current.get, ids))
+        nones = repeat(None)
+        kinds = map(
+            getattr, map(getattr, currents, repeat("kind"), nones), repeat("_value_"), nones
+        )
+        keys = list(
+            zip(
+                facts,
+                kinds,  # the enum's value: hashed in C, unlike the member
+                map(getattr, currents, repeat("pool"), nones),
+                map(getattr, currents, repeat("power_level"), nones),
+                map(getattr, currents, repeat("queue"), nones),
+                strict=True,
+            )
+        )
+        order = list(dict.fromkeys(keys))
+        first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
+        if len(order) == 1:
+            members = [ids]
+        else:
+            code_of = {key: code for code, key in enumerate(order)}
+            codes = list(map(code_of.__getitem__, keys))
+            if len(order) <= 16:  # one C pass per class
+                members = [
+                    list(compress(ids, map(code.__eq__, codes))) for code in range(len(order))
+                ]
+            else:
+                members = [[] for _ in order]
+                appends = [member.append for member in members]
+                for code, device_id in zip(codes, ids, strict=True):
+                    appends[code](device_id)
+        return [
+            (member, devices[first[key]], currents[first[key]])
+            for key, member in zip(order, members, strict=True)
+            if key[0] is not None and key[0] >= 0  # no pools: nothing to decide
+        ]
 
     def _remember(self, device: Device) -> int:
         """Index of the device's facts (power, hash rate, sleep power, pools); -1 without pools."""
@@ -392,29 +415,27 @@ _ASSIGNMENT_SETTERS: tuple[Callable[[Assignment, object], None], ...] | None = (
 )
 
 
+_ID_OF = attrgetter("id")
+
+
 def _append_assignments(
     out: list[Assignment], device_ids: Sequence[str], workload: Workload, reason: str, margin: float
 ) -> None:
     """Append Assignment(device_id, workload, reason, margin) for each id, built fast.
 
     Equal to calling the frozen dataclass's __init__, which sets each field through
-    object.__setattr__; here the slots are filled directly (about twice as fast).
+    object.__setattr__ in Python; here each slot is filled for all ids by a loop in C (about
+    twice as fast).
     """
     if _ASSIGNMENT_SETTERS is None:
         out.extend(Assignment(d, workload, reason, margin) for d in device_ids)
         return
-    set_id, set_workload, set_reason, set_margin, set_cost, set_drain = _ASSIGNMENT_SETTERS
-    new = object.__new__
-    append = out.append
-    for device_id in device_ids:
-        assignment = new(Assignment)
-        set_id(assignment, device_id)
-        set_workload(assignment, workload)
-        set_reason(assignment, reason)
-        set_margin(assignment, margin)
-        set_cost(assignment, 0.0)
-        set_drain(assignment, 0.0)
-        append(assignment)
+    count = len(device_ids)
+    built = list(map(object.__new__, repeat(Assignment, count)))
+    values = (device_ids, *(repeat(v, count) for v in (workload, reason, margin, 0.0, 0.0)))
+    for setter, column in zip(_ASSIGNMENT_SETTERS, values, strict=True):
+        deque(map(setter, built, column), maxlen=0)  # one pass in C per field
+    out.extend(built)
 
 
 def _rank(option: _Option) -> tuple[float, float]:
