@@ -346,6 +346,10 @@ def simulate_policy(
             changed = True
         if changed:
             last_workloads = list(map(current.get, device_ids))
+        # Free this plan's assignments now, before the next plan allocates its own: objects that
+        # live on across a plan are moved to the oldest generation, and the garbage collector
+        # then walks the whole heap (the trace included) every few hundred intervals.
+        del plan, assignments, workloads
         if power_w > power_cap_w + 1e-6:
             violations += 1
         revenue = hashrate_ths * revenue_per_th_hour * INTERVAL_HOURS - lost_revenue
