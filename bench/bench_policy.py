@@ -2,11 +2,13 @@
 
 Prints one JSON object per line: {"name", "value", "unit"}.
 Usage: python bench/bench_policy.py [--devices 100000] [--backtest-devices 1000] [--repeat 5]
+       [--only plan|backtest]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -108,30 +110,51 @@ def bench_plan(devices: int, repeat: int) -> None:
             }
         )
 
-    def measure(fresh_policy: bool) -> tuple[list[float], list[float], int]:
+    gc_ms = [0.0]
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:  # type: ignore[type-arg]
+        if phase == "start":
+            gc_started[0] = time.process_time()
+        else:
+            gc_ms[0] += (time.process_time() - gc_started[0]) * 1000
+
+    def measure(fresh_policy: bool) -> tuple[list[float], list[float], list[float], int]:
         policy = MaxMarginPolicy()
         policy.plan(fresh_snapshot(-1))  # the daemon's first tick (imports, memo of facts)
-        times, cpu_times = [], []
+        times, cpu_times, gc_times = [], [], []
         assigned = 0
         for index in range(repeat):
             snapshot = fresh_snapshot(index)
             if fresh_policy:
                 policy = MaxMarginPolicy()
+            gc_ms[0] = 0.0
             started, cpu_started = time.perf_counter(), time.process_time()
             plan = policy.plan(snapshot)  # type: ignore[arg-type]
             times.append((time.perf_counter() - started) * 1000)
             cpu_times.append((time.process_time() - cpu_started) * 1000)
+            gc_times.append(gc_ms[0])
             assigned = len(plan.assignments)
-        return times, cpu_times, assigned
+        return times, cpu_times, gc_times, assigned
 
     # Steady state: the same policy object every tick (devices and workloads unchanged).
-    times, cpu_times, assigned = measure(fresh_policy=False)
+    gc.callbacks.append(on_gc)
+    times, cpu_times, gc_times, assigned = measure(fresh_policy=False)
     assert assigned == devices
     emit(f"plan_{devices // 1000}k_devices_ms", statistics.median(times), "ms")
     # CPU time of the same calls: on a shared machine wall time includes waiting for a core.
     emit(f"plan_{devices // 1000}k_devices_cpu_ms", statistics.median(cpu_times), "ms")
+    # CPU time of CPython's garbage collector inside those calls (a full collection walks the
+    # whole heap, 100,000 devices and their workloads included, when one falls in a call).
+    emit(f"plan_{devices // 1000}k_devices_gc_ms", statistics.median(gc_times), "ms")
+    emit(
+        f"plan_{devices // 1000}k_devices_without_gc_cpu_ms",
+        statistics.median(c - g for c, g in zip(cpu_times, gc_times, strict=True)),
+        "ms",
+    )
     # A new policy object every call: devices grouped from scratch (first tick, fleet changed).
-    times, cpu_times, assigned = measure(fresh_policy=True)
+    times, cpu_times, _, assigned = measure(fresh_policy=True)
+    gc.callbacks.remove(on_gc)
     assert assigned == devices
     emit(f"plan_{devices // 1000}k_devices_cold_ms", statistics.median(times), "ms")
     emit(f"plan_{devices // 1000}k_devices_cold_cpu_ms", statistics.median(cpu_times), "ms")
