@@ -2,11 +2,13 @@
 
 Prints one JSON object per line: {"name", "value", "unit"}.
 Usage: python bench/bench_policy.py [--devices 100000] [--backtest-devices 1000] [--repeat 5]
+       [--only plan|backtest]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -78,22 +80,84 @@ def bench_plan(devices: int, repeat: int) -> None:
                 name: Reading(value, 0.0, "bench"),
             }
         )
-    snapshot = state.snapshot(1.0)
-    current = {d: Workload.mine("main") for d in state.devices}
-    snapshot = type(snapshot)(
-        **{**{f: getattr(snapshot, f) for f in snapshot.__dataclass_fields__}, "current": current}
-    )
-    policy = MaxMarginPolicy()
-    times, cpu_times = [], []
-    for _ in range(repeat):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        plan = policy.plan(snapshot)
-        times.append((time.perf_counter() - started) * 1000)
-        cpu_times.append((time.process_time() - cpu_started) * 1000)
-    assert len(plan.assignments) == devices
+    base = state.snapshot(1.0)
+    fields = base.__dataclass_fields__
+
+    def fresh_snapshot(repeat_index: int) -> object:
+        # As in the daemon: every tick a new snapshot whose current workloads are new (equal)
+        # objects from telemetry, and a power price that moved.
+        current = {d: Workload.mine("main") for d in state.devices}
+        market = base.market
+        price = Reading(45.0 + 0.01 * repeat_index, 0.0, "bench")
+        market = type(market)(
+            **{
+                f: getattr(market, f)
+                for f in (
+                    "btc_price_usd",
+                    "difficulty",
+                    "block_subsidy_btc",
+                    "fees_btc_per_block",
+                )
+            },
+            power_price_usd_per_mwh=price,
+        )
+        return type(base)(
+            **{
+                **{f: getattr(base, f) for f in fields},
+                "current": current,
+                "market": market,
+                "now": 1.0 + repeat_index,
+            }
+        )
+
+    gc_ms = [0.0]
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:  # type: ignore[type-arg]
+        if phase == "start":
+            gc_started[0] = time.process_time()
+        else:
+            gc_ms[0] += (time.process_time() - gc_started[0]) * 1000
+
+    def measure(fresh_policy: bool) -> tuple[list[float], list[float], list[float], int]:
+        policy = MaxMarginPolicy()
+        policy.plan(fresh_snapshot(-1))  # the daemon's first tick (imports, memo of facts)
+        times, cpu_times, gc_times = [], [], []
+        assigned = 0
+        for index in range(repeat):
+            snapshot = fresh_snapshot(index)
+            if fresh_policy:
+                policy = MaxMarginPolicy()
+            gc_ms[0] = 0.0
+            started, cpu_started = time.perf_counter(), time.process_time()
+            plan = policy.plan(snapshot)  # type: ignore[arg-type]
+            times.append((time.perf_counter() - started) * 1000)
+            cpu_times.append((time.process_time() - cpu_started) * 1000)
+            gc_times.append(gc_ms[0])
+            assigned = len(plan.assignments)
+        return times, cpu_times, gc_times, assigned
+
+    # Steady state: the same policy object every tick (devices and workloads unchanged).
+    gc.callbacks.append(on_gc)
+    times, cpu_times, gc_times, assigned = measure(fresh_policy=False)
+    assert assigned == devices
     emit(f"plan_{devices // 1000}k_devices_ms", statistics.median(times), "ms")
     # CPU time of the same calls: on a shared machine wall time includes waiting for a core.
     emit(f"plan_{devices // 1000}k_devices_cpu_ms", statistics.median(cpu_times), "ms")
+    # CPU time of CPython's garbage collector inside those calls (a full collection walks the
+    # whole heap, 100,000 devices and their workloads included, when one falls in a call).
+    emit(f"plan_{devices // 1000}k_devices_gc_ms", statistics.median(gc_times), "ms")
+    emit(
+        f"plan_{devices // 1000}k_devices_without_gc_cpu_ms",
+        statistics.median(c - g for c, g in zip(cpu_times, gc_times, strict=True)),
+        "ms",
+    )
+    # A new policy object every call: devices grouped from scratch (first tick, fleet changed).
+    times, cpu_times, _, assigned = measure(fresh_policy=True)
+    gc.callbacks.remove(on_gc)
+    assert assigned == devices
+    emit(f"plan_{devices // 1000}k_devices_cold_ms", statistics.median(times), "ms")
+    emit(f"plan_{devices // 1000}k_devices_cold_cpu_ms", statistics.median(cpu_times), "ms")
 
 
 def bench_backtest(devices: int) -> None:
@@ -114,9 +178,12 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--backtest-devices", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", choices=("plan", "backtest"), help="run one of the two")
     args = parser.parse_args()
-    bench_plan(args.devices, args.repeat)
-    bench_backtest(args.backtest_devices)
+    if args.only != "backtest":
+        bench_plan(args.devices, args.repeat)
+    if args.only != "plan":
+        bench_backtest(args.backtest_devices)
 
 
 if __name__ == "__main__":

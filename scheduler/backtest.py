@@ -28,9 +28,11 @@ dwell rule does not bind, and plans that exceed the cap are counted in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date
+from itertools import compress, count
+from operator import attrgetter, is_not
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -259,6 +261,10 @@ def _hashrate_ths(device: Device, workload: Workload) -> float:
     return 0.0
 
 
+_workload_of = attrgetter("workload")
+_device_id_of = attrgetter("device_id")
+
+
 def simulate_policy(
     policy: Policy,
     devices: Sequence[Device],
@@ -285,6 +291,9 @@ def simulate_policy(
     cumulative = 0.0
     total = len(trace.intervals)
     step = max(1, total // 100)
+    last_ids: list[str] = []  # device ids of the last plan, in its order
+    last_workloads: list[Workload | None] = []  # current workload of each, after that plan
+    unique = True
     for index, interval in enumerate(trace.intervals):
         now = index * INTERVAL_SECONDS
         snapshot = Snapshot(
@@ -302,8 +311,24 @@ def simulate_policy(
         revenue_per_th_hour = hashprices[index] / 24.0
         lost_revenue = 0.0
         switches = 0
-        for assignment in plan.assignments:
-            new = assignment.workload
+        assignments = plan.assignments
+        workloads = list(map(_workload_of, assignments))
+        device_ids = list(map(_device_id_of, assignments))
+        if device_ids != last_ids:  # another set or order of devices: compare with current
+            last_ids = device_ids
+            last_workloads = list(map(current.get, device_ids))
+            unique = len(set(device_ids)) == len(device_ids)
+        # Only assignments whose workload object changed can switch (C-level scan, identity);
+        # a plan naming a device twice is walked in full, in order.
+        positions: Iterable[int] = (
+            compress(count(), map(is_not, workloads, last_workloads))
+            if unique
+            else range(len(assignments))
+        )
+        changed = False
+        for position in positions:
+            assignment = assignments[position]
+            new = workloads[position]
             old = current.get(assignment.device_id)
             if new is old or old is None or new == old or new.kind is WorkloadKind.AI:
                 continue
@@ -318,6 +343,13 @@ def simulate_policy(
                     _hashrate_ths(device, new) * revenue_per_th_hour * costs.wake_seconds / 3600.0
                 )
             current[assignment.device_id] = new
+            changed = True
+        if changed:
+            last_workloads = list(map(current.get, device_ids))
+        # Free this plan's assignments now, before the next plan allocates its own: objects that
+        # live on across a plan are moved to the oldest generation, and the garbage collector
+        # then walks the whole heap (the trace included) every few hundred intervals.
+        del plan, assignments, workloads
         if power_w > power_cap_w + 1e-6:
             violations += 1
         revenue = hashrate_ths * revenue_per_th_hour * INTERVAL_HOURS - lost_revenue

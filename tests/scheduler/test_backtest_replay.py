@@ -1,0 +1,72 @@
+"""The backtester's replay settles each assignment in plan order, whatever objects a policy returns."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from scheduler.backtest import SwitchingCosts, load_trace, simulate_policy
+from scheduler.config import load_config
+from scheduler.model import Assignment, Plan, Snapshot, Workload
+from tests.scheduler.test_backtest import BTC, FLEETS, PRICES
+
+SLEEP = Workload.sleep()
+MINE = Workload.mine("main")
+
+
+class Flapping:
+    """Names device 0 twice per plan (sleep, then mine): two switches every interval."""
+
+    name = "flapping"
+
+    def plan(self, snapshot: Snapshot) -> Plan:
+        """Every device mines (new equal objects each call); device 0 first sleeps, then mines."""
+        ids = sorted(snapshot.devices)
+        assignments = [
+            Assignment(ids[0], SLEEP, "test", 0.0),
+            Assignment(ids[0], MINE, "test", 0.0),
+        ]
+        assignments += [Assignment(i, Workload.mine("main"), "test", 0.0) for i in ids[1:]]
+        return Plan(created_at=snapshot.now, assignments=tuple(assignments))
+
+
+class Alternating:
+    """Every device sleeps on even intervals and mines on odd ones (the same objects)."""
+
+    name = "alternating"
+
+    def plan(self, snapshot: Snapshot) -> Plan:
+        """All devices the same workload."""
+        workload = SLEEP if int(snapshot.now // 900) % 2 == 0 else MINE
+        return Plan(
+            created_at=snapshot.now,
+            assignments=tuple(Assignment(i, workload, "test", 0.0) for i in snapshot.devices),
+        )
+
+
+def _run(policy: object, devices: int = 3) -> tuple[int, float]:
+    config = load_config(FLEETS / "s21.toml")
+    config.device_ranges[0].count = devices
+    trace = load_trace(PRICES, BTC, date(2024, 8, 19), date(2024, 8, 19))
+    result, _ = simulate_policy(
+        policy,  # type: ignore[arg-type]
+        config.all_devices(),
+        trace,
+        info="realtime",
+        costs=SwitchingCosts(),
+        pool_fee=config.economics.pool_fee,
+        power_cap_w=config.site.power_cap_kw * 1000.0,
+    )
+    return result.switches, result.energy_mwh
+
+
+def test_a_device_named_twice_switches_twice_per_interval() -> None:
+    switches, _ = _run(Flapping())
+    assert switches == 2 * 96  # sleep then wake, each of the 96 intervals; the others never switch
+
+
+def test_every_change_of_workload_is_counted() -> None:
+    switches, energy_mwh = _run(Alternating())
+    assert switches == 3 * 96  # 3 devices, every interval (the first one sleeps them)
+    s21_kw, sleep_kw = 3.5, 0.015  # deploy/fleets/s21.toml's model facts (models table)
+    expected_mwh = 3 * 48 * (s21_kw + sleep_kw) * 0.25 / 1000
+    assert abs(energy_mwh - expected_mwh) < 1e-3 * expected_mwh
