@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from scheduler.api import bound_port, create_app, serve
+from scheduler.api_routes import ApiSecurity
+from scheduler.auth import Authenticator, RateLimiter, Role, TokenEntry, hash_token, new_token
 from scheduler.metrics import Metrics
 from scheduler.model import TERA, Device, DeviceKind, Plan, Reading, Sample, Workload
 from scheduler.state import FleetState
@@ -95,9 +97,15 @@ class View:
 async def scrape_over_http(view: View, scrapes: int) -> tuple[list[float], int]:
     timings: list[float] = []
     size = 0
-    async with serve(create_app(view), "127.80.0.1", 0) as server:
+    token = new_token()  # /metrics needs a viewer token, as Prometheus holds one
+    security = ApiSecurity(
+        authenticator=Authenticator([TokenEntry("bench", Role.VIEWER, hash_token(token))]),
+        limiter=RateLimiter(per_minute=60.0, burst=10),
+    )
+    async with serve(create_app(view, security), "127.80.0.1", 0) as server:
         url = f"http://127.80.0.1:{bound_port(server)}/metrics"
-        async with httpx.AsyncClient(timeout=30) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(timeout=30, headers=headers) as client:
             await client.get(url)  # warm-up
             for _ in range(scrapes):
                 started = time.perf_counter()
