@@ -30,11 +30,11 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from drivers.errors import DriverError, Fatal, MalformedReply, Rejected, Timeout, Unavailable
+from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
+from drivers.queues.confirm import confirm_by_reading_back
 from scheduler.model import (
     Device,
     Outcome,
-    OutcomeStatus,
     Pool,
     QueueDemand,
     RunningJob,
@@ -300,26 +300,17 @@ class KubernetesQueue:
                 raise
 
     async def _confirm(self, device: Device, workload: Workload) -> Outcome:
-        deadline = self._clock() + self.options.confirm_timeout_seconds
-        while True:
-            try:
-                sample = await self.collect(device)
-            except DriverError:
-                if self._clock() >= deadline:
-                    raise
-            else:
-                if sample.workload == workload:
-                    return Outcome(device.id, workload, OutcomeStatus.CONFIRMED, workload)
-                if self._clock() >= deadline:
-                    detail = f"node reports {sample.workload}"
-                    if sample.jobs:
-                        detail += (
-                            f"; AI pods still running: {', '.join(j.job_id for j in sample.jobs)}"
-                        )
-                    return Outcome(
-                        device.id, workload, OutcomeStatus.UNCONFIRMED, sample.workload, detail
-                    )
-            await self._sleep(self.options.confirm_interval_seconds)
+        return await confirm_by_reading_back(
+            device,
+            workload,
+            collect=self.collect,
+            clock=self._clock,
+            sleep=self._sleep,
+            timeout_seconds=self.options.confirm_timeout_seconds,
+            interval_seconds=self.options.confirm_interval_seconds,
+            describe_jobs=lambda sample: "AI pods still running: "
+            + ", ".join(j.job_id for j in sample.jobs),
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

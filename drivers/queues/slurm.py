@@ -30,11 +30,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.errors import Rejected
+from drivers.queues.confirm import confirm_by_reading_back
 from drivers.queues.slurm_cli import SlurmCli, SlurmJob
 from scheduler.model import (
     Device,
     Outcome,
-    OutcomeStatus,
     Pool,
     QueueDemand,
     RunningJob,
@@ -249,21 +249,22 @@ class SlurmQueue:
             await self.cli.run("scontrol", "update", f"nodename={node}", "state=resume")
 
     async def _confirm(self, device: Device, workload: Workload) -> Outcome:
-        deadline = self._clock() + self.options.confirm_timeout_seconds
-        while True:
-            self._jobs = None
-            sample = await self.collect(device)
-            if sample.workload == workload:
-                return Outcome(device.id, workload, OutcomeStatus.CONFIRMED, sample.workload)
-            if self._clock() >= deadline:
-                waiting = ", ".join(f"{j.job_id} ({j.gpus} GPUs)" for j in sample.jobs)
-                detail = f"node reports {sample.workload}"
-                if waiting:
-                    detail += f"; AI jobs still running: {waiting}"
-                return Outcome(
-                    device.id, workload, OutcomeStatus.UNCONFIRMED, sample.workload, detail
-                )
-            await self._sleep(self.options.confirm_interval_seconds)
+        async def fresh_collect(node: Device) -> Sample:
+            self._jobs = None  # read the queue again, not this tick's cached job list
+            return await self.collect(node)
+
+        return await confirm_by_reading_back(
+            device,
+            workload,
+            collect=fresh_collect,
+            clock=self._clock,
+            sleep=self._sleep,
+            timeout_seconds=self.options.confirm_timeout_seconds,
+            interval_seconds=self.options.confirm_interval_seconds,
+            describe_jobs=lambda sample: "AI jobs still running: "
+            + ", ".join(f"{j.job_id} ({j.gpus} GPUs)" for j in sample.jobs),
+            tolerate_read_errors=False,
+        )
 
 
 def _pool_of(job: SlurmJob) -> str | None:
