@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
 import os
 import signal
@@ -19,29 +18,21 @@ from collections.abc import Coroutine
 from typing import Any
 
 from drivers.limits import raise_open_files_limit
-from drivers.sim.site import SimSite
-from scheduler.model import TERA, Device, DeviceKind, Pool
+from drivers.sim.site import SimSite, range_devices
+from scheduler.model import Device, Pool
 
 
 def site_devices(args: argparse.Namespace) -> list[Device]:
     """The devices of a simulated range, ids sim-00001.., consecutive loopback addresses."""
-    first_address, count = args.first_address, args.count
-    start = ipaddress.IPv4Address(first_address)
-    width = max(3, len(str(count)))
-    return [
-        Device(
-            id=f"sim-{i + 1:0{width}d}",
-            kind=DeviceKind.ASIC,
-            model=args.model,
-            driver="cgminer",
-            address=str(start + i),
-            port=args.port,
-            nominal_hashrate_hs=args.hashrate_ths * TERA,
-            nominal_power_w=args.power_w,
-            sleep_power_w=args.sleep_power_w,
-        )
-        for i in range(count)
-    ]
+    return range_devices(
+        args.first_address,
+        args.count,
+        args.port,
+        model=args.model,
+        hashrate_ths=args.hashrate_ths,
+        power_w=args.power_w,
+        sleep_power_w=args.sleep_power_w,
+    )
 
 
 async def serve(args: argparse.Namespace) -> None:

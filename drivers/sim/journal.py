@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import signal
 import sys
@@ -23,8 +22,9 @@ from collections.abc import Sequence
 from typing import IO
 
 from drivers.sim.miner import Reply, SimMiner
+from drivers.sim.site import range_devices
 from drivers.sim.tcp import Fault
-from scheduler.model import TERA, Device, DeviceKind, Pool
+from scheduler.model import Device, Pool
 
 STATE_CHANGING = frozenset({"curtail", "switchpool", "addpool", "enablepool", "disablepool"})
 
@@ -75,23 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def devices_from(args: argparse.Namespace) -> list[Device]:
     """The devices the arguments describe (ids as wattmux's device ranges number them)."""
-    first = ipaddress.IPv4Address(args.first_address)
-    width = max(3, len(str(args.count)))
-    return [
-        Device(
-            id=f"{args.id_prefix}-{i + 1:0{width}d}",
-            kind=DeviceKind.ASIC,
-            model=args.model,
-            driver="cgminer",
-            address=str(first + i),
-            port=args.port,
-            nominal_hashrate_hs=args.hashrate_ths * TERA,
-            nominal_power_w=args.power_w,
-            sleep_power_w=args.sleep_power_w,
-            pools=tuple(p.name for p in args.pool),
-        )
-        for i in range(args.count)
-    ]
+    return range_devices(
+        args.first_address,
+        args.count,
+        args.port,
+        id_prefix=args.id_prefix,
+        model=args.model,
+        hashrate_ths=args.hashrate_ths,
+        power_w=args.power_w,
+        sleep_power_w=args.sleep_power_w,
+        pools=tuple(p.name for p in args.pool),
+    )
 
 
 async def serve(args: argparse.Namespace, journal: IO[str] | None) -> None:

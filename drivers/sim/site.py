@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from drivers.sim.miner import ConnectionStats, SimMiner
-from scheduler.model import Device, Pool
+from scheduler.model import TERA, Device, DeviceKind, Pool
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
@@ -100,3 +100,35 @@ class SimSite:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
+
+
+def range_devices(
+    first_address: str,
+    count: int,
+    port: int,
+    *,
+    id_prefix: str = "sim",
+    model: str = "S21",
+    hashrate_ths: float = 200.0,
+    power_w: float = 3500.0,
+    sleep_power_w: float = 15.0,
+    pools: tuple[str, ...] = (),
+) -> list[Device]:
+    """Identical ASICs on consecutive loopback addresses, numbered as config device ranges are."""
+    start = ipaddress.IPv4Address(first_address)
+    width = max(3, len(str(count)))
+    return [
+        Device(
+            id=f"{id_prefix}-{i + 1:0{width}d}",
+            kind=DeviceKind.ASIC,
+            model=model,
+            driver="cgminer",
+            address=str(start + i),
+            port=port,
+            nominal_hashrate_hs=hashrate_ths * TERA,
+            nominal_power_w=power_w,
+            sleep_power_w=sleep_power_w,
+            pools=pools,
+        )
+        for i in range(count)
+    ]
