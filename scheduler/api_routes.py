@@ -8,6 +8,7 @@ refuses to build an app with a route that has no rule in ROUTE_ROLES.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
@@ -31,7 +32,9 @@ from scheduler.control import (
 )
 from scheduler.metrics import hashprice_from_market
 from scheduler.model import WorkloadKind
-from scheduler.store import AuditRecord, OverrideRow
+from scheduler.store import AuditRecord, OverrideRow, StoreError
+
+log = logging.getLogger(__name__)
 
 
 class ControlView(ApiView, Protocol):
@@ -556,6 +559,15 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
                 "api": {"tokens": {"__all__": {"sha256"}}},
             },
         )
+
+    @app.exception_handler(StoreError)
+    async def store_failed(_request: Request, exc: StoreError) -> JSONResponse:
+        # The change and its audit row are one transaction: when it cannot commit (the
+        # database locked past busy_timeout, a full disk), nothing changed.  Say so and
+        # let the client retry, rather than answer 500.
+        log.error("store error answering a request: %s", exc)
+        detail = f"the store could not commit: {exc.message}; nothing was changed, retry"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"retry-after": "1"})
 
     @app.exception_handler(ControlRejected)
     async def rejected(_request: Request, exc: ControlRejected) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import ssl
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -173,3 +174,32 @@ async def test_tls(view: ControlledView, tmp_path: Path) -> None:
         ) as unverified:  # the system CAs do not know it
             with pytest.raises(httpx.ConnectError):
                 await unverified.get(f"https://127.70.7.1:{port}/healthz")
+
+
+async def test_a_change_the_store_cannot_commit_is_503_and_changes_nothing(
+    client: httpx.AsyncClient, view: ControlledView
+) -> None:
+    """Another writer holds the database past busy_timeout: 503 with Retry-After, no change."""
+    assert view.control is not None
+    store = view.control.store
+    store._db.execute("PRAGMA busy_timeout=50")  # fail fast instead of waiting 5 s
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # holds the write lock
+        response = await client.put(
+            "/v1/overrides/m1", json={"workload": "sleep", "duration_seconds": 60}
+        )
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert "nothing was changed" in response.json()["detail"]
+        assert "locked" in response.json()["detail"]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert (await client.get("/v1/overrides")).json() == []
+    assert store.overrides() == []
+    # once the lock is gone the same request goes through
+    response = await client.put(
+        "/v1/overrides/m1", json={"workload": "sleep", "duration_seconds": 60}
+    )
+    assert response.status_code == 200
