@@ -26,9 +26,7 @@ from drivers.asic.whatsminer import WhatsminerDriver
 from drivers.asic.whatsminer_v3 import WhatsminerV3Driver
 from scheduler.model import Pool
 
-AsicOptions = (
-    CgminerOptions | LuxosOptions | AntminerOptions | BraiinsOptions | WhatsminerOptions
-)
+AsicOptions = CgminerOptions | LuxosOptions | AntminerOptions | BraiinsOptions | WhatsminerOptions
 
 
 @dataclass(frozen=True, slots=True)

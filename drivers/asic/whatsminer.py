@@ -307,7 +307,10 @@ class WhatsminerDriver(CgminerDriver):
         await super()._move(device, workload, reading)
         if workload.kind is not WorkloadKind.MINE:
             return
-        if not reading.asleep and self.levels.level(device, reading.power_w) == workload.power_level:
+        if (
+            not reading.asleep
+            and self.levels.level(device, reading.power_w) == workload.power_level
+        ):
             return
         await self.set_power_level(device, workload.power_level)
 

@@ -257,7 +257,9 @@ class SimWhatsminer(SimMiner):
         self.command_counts[command] += 1
         write = self._writes.get(command)
         if write is not None:
-            reply = write(inner) if self.write_enabled else self._wm("E", 45, "can't access write cmd")
+            reply = (
+                write(inner) if self.write_enabled else self._wm("E", 45, "can't access write cmd")
+            )
         elif command in self._handlers:
             reply = self._handlers[command](None)
         else:

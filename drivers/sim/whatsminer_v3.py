@@ -98,7 +98,12 @@ class SimWhatsminerV3:
             writer.close()
 
     def _reply(self, code: int, message: Any, command: str) -> Reply:
-        return {"code": code, "when": int(self.miner._wall_clock()), "msg": message, "desc": command}
+        return {
+            "code": code,
+            "when": int(self.miner._wall_clock()),
+            "msg": message,
+            "desc": command,
+        }
 
     def answer(self, body: bytes) -> Reply:
         """The reply to one framed request."""

@@ -216,7 +216,11 @@ async def replay(files: dict[str, str]) -> tuple[asyncio.Server, dict[str, int]]
 
 async def test_recorded_replies_read_as_a_sample_with_quoted_firmware_quirks() -> None:
     server, seen = await replay(
-        {"summary+pools": "summary_pools.json", "status": "status.json", "get_token": "get_token.json"}
+        {
+            "summary+pools": "summary_pools.json",
+            "status": "status.json",
+            "get_token": "get_token.json",
+        }
     )
     async with server:
         port = int(server.sockets[0].getsockname()[1])
