@@ -13,7 +13,8 @@ token, sign and AES steps):
     sleep/wake   ``power_off`` with respbefore "true" (answer first, then stop the
                  hashboards) and ``power_on``; both are slow to show in ``status``
     power level  ``set_power_pct`` with percent "0".."100" (a share of normal power;
-                 levels above 1.0 are refused); read back as measured power / nominal
+                 levels above 1.0 are refused); read back as measured power / nominal.
+                 ``adjust_power_limit`` is not used: the miner reboots to apply it
     pools        ``update_pools`` with pool1..3 / worker1..3 / passwd1..3
     codes        131 OK, 132 command error, 134 token OK, 135 check token error,
                  136 token over max times, 23 invalid JSON, 45 permission denied, 14
@@ -66,16 +67,15 @@ class WhatsminerModel:
 
     family: str
     min_power_level: float  # lowest set_power_pct share this driver will send
-    api_versions: tuple[int, ...]
 
 
 # The API accepts 0..100 %; the floors are this project's conservative choice, not vendor figures.
 MODELS: tuple[WhatsminerModel, ...] = (
-    WhatsminerModel("M30S", 0.5, (2,)),
-    WhatsminerModel("M50", 0.5, (2, 3)),
-    WhatsminerModel("M60", 0.4, (2, 3)),
+    WhatsminerModel("M30S", 0.5),
+    WhatsminerModel("M50", 0.5),
+    WhatsminerModel("M60", 0.4),
 )
-OTHER_MODEL = WhatsminerModel("other", 0.6, (2, 3))
+OTHER_MODEL = WhatsminerModel("other", 0.6)
 
 
 def model_facts(model: str) -> WhatsminerModel:

@@ -153,7 +153,9 @@ class SimWhatsminer(SimMiner):
                 "Env Temp": round(self.physics.ambient_c, 1),
                 "Power Mode": "Normal",
                 "Power Limit": round(self.device.nominal_power_w * self.power_pct / 100),
-                "Power Rate": round(row["Power"] / max(1e-9, row["MHS 5s"] / 1e6), 2),
+                "Power Rate": round(row["Power"] / (row["MHS 5s"] / 1e6), 2)
+                if row["MHS 5s"]
+                else 0,
                 "Factory GHS": round(self.device.nominal_hashrate_hs / 1e9),
             }
         )
