@@ -44,9 +44,9 @@ from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
 from drivers.asic.cgminer_client import Reply, raise_for_status
 from drivers.asic.cgminer_parse import (
     PoolEntry,
-    _number,
     current_pool_url,
     parse_hashrate_hs,
+    parse_number,
     parse_pools,
     parse_power_w,
     rows,
@@ -232,7 +232,7 @@ class WhatsminerDriver(CgminerDriver):
         power_w = parse_power_w(summary, [], [])
         if hashrate_hs is None or power_w is None:
             raise MalformedReply(device.id, "SUMMARY lacks MHS or Power")
-        temperature = _number(summary.get("Chip Temp Max", summary.get("Temperature")))
+        temperature = parse_number(summary.get("Chip Temp Max", summary.get("Temperature")))
         pools = parse_pools(rows(pools_reply, "POOLS"))
         return MinerReading(
             asleep=asleep,

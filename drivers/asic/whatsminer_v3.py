@@ -31,7 +31,7 @@ from typing import Any
 
 from drivers.asic.cgminer import CgminerDriver, MinerReading
 from drivers.asic.cgminer_client import decode_reply
-from drivers.asic.cgminer_parse import PoolEntry, _number, current_pool_url
+from drivers.asic.cgminer_parse import PoolEntry, current_pool_url, parse_number
 from drivers.asic.config import WhatsminerOptions
 from drivers.asic.whatsminer import PowerLevels
 from drivers.asic.whatsminer_crypto import FRAME_HEADER, frame, v3_token
@@ -158,8 +158,8 @@ class WhatsminerV3Driver(CgminerDriver):
         miner = info.get("miner") if isinstance(info, dict) else None
         if not isinstance(summary, dict) or not isinstance(miner, dict):
             raise MalformedReply(device.id, "get.miner.status/get.device.info: missing sections")
-        hashrate_ths = _number(summary.get("hash-realtime"))
-        power_w = _number(summary.get("power-realtime"))
+        hashrate_ths = parse_number(summary.get("hash-realtime"))
+        power_w = parse_number(summary.get("power-realtime"))
         if hashrate_ths is None or power_w is None:
             raise MalformedReply(device.id, "summary lacks hash-realtime or power-realtime")
         pools = tuple(
@@ -180,7 +180,7 @@ class WhatsminerV3Driver(CgminerDriver):
             pools=pools,
             power_w=power_w,
             hashrate_hs=hashrate_ths * 1e12,
-            temperature_c=_number(summary.get("chip-temp-max")),
+            temperature_c=parse_number(summary.get("chip-temp-max")),
             observed_at=self._clock(),
         )
 
