@@ -551,11 +551,14 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
 
     @app.get("/v1/config", tags=["admin"], responses=ERRORS)
     async def config() -> dict[str, Any]:
-        """The effective configuration, pool passwords and token hashes left out (admin)."""
+        """The effective configuration, passwords and token hashes left out (admin)."""
+        device_secrets = {"__all__": {"options": {"password", "web_password"}}}
         return view.config.model_dump(
             mode="json",
             exclude={
                 "pools": {"__all__": {"password"}},
+                "devices": device_secrets,
+                "device_ranges": device_secrets,
                 "api": {"tokens": {"__all__": {"sha256"}}},
             },
         )

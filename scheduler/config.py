@@ -287,7 +287,7 @@ class _DeviceCommon(_Strict):
     max_temperature_c: float | None = Field(None, gt=0, lt=150, description="default: model's")
     options: AsicOptions = Field(
         default_factory=CgminerOptions,
-        description="driver settings (driver = cgminer | luxos | antminer | braiins)",
+        description="driver settings (driver = cgminer | luxos | antminer | braiins | whatsminer)",
     )
 
     @field_validator("model")

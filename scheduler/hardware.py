@@ -37,4 +37,14 @@ MODELS: dict[str, ModelFacts] = {
     "S21 XP": ModelFacts(
         hashrate_ths=270.0, power_w=3645.0, sleep_power_w=15.0, max_temperature_c=85.0
     ),
+    # MicroBT Whatsminer (driver = "whatsminer"); sleep power is the control board's.
+    "M30S++": ModelFacts(
+        hashrate_ths=112.0, power_w=3472.0, sleep_power_w=15.0, max_temperature_c=85.0
+    ),
+    "M50S": ModelFacts(
+        hashrate_ths=126.0, power_w=3276.0, sleep_power_w=15.0, max_temperature_c=85.0
+    ),
+    "M60S": ModelFacts(
+        hashrate_ths=186.0, power_w=3441.0, sleep_power_w=15.0, max_temperature_c=85.0
+    ),
 }

@@ -108,6 +108,15 @@ class CgminerClient:
         raise_for_status(reply, source, command)
         return reply
 
+    async def send(self, address: str, port: int, payload: bytes, *, source: str) -> Reply:
+        """Send a pre-built request (Whatsminer's encrypted envelope); decode, check nothing."""
+        if self._slots is None:
+            raw = await self._exchange(address, port, payload, source)
+        else:
+            async with self._slots:
+                raw = await self._exchange(address, port, payload, source)
+        return decode_reply(raw, source)
+
     async def _exchange(self, address: str, port: int, payload: bytes, source: str) -> bytes:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bytes] = loop.create_future()

@@ -51,6 +51,11 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def parse_number(value: Any) -> float | None:
+    """A finite number from an int, float or numeric string; None otherwise (public _number)."""
+    return _number(value)
+
+
 def parse_hashrate_hs(summary: Mapping[str, Any]) -> float | None:
     """Return the hash rate in H/s from a SUMMARY row (MHS or GHS fields)."""
     for field, scale in HASHRATE_FIELDS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class CgminerFamilyOptions(BaseModel):
@@ -75,11 +75,48 @@ class BraiinsOptions(CgminerFamilyOptions):
     driver: Literal["braiins"] = "braiins"
 
 
+class WhatsminerOptions(CgminerFamilyOptions):
+    """MicroBT Whatsminer: API v2 (port 4028, encrypted writes) or API v3 (port 4433, framed)."""
+
+    driver: Literal["whatsminer"] = "whatsminer"
+    api_version: Literal[2, 3] = Field(
+        2, description="2: cgminer-style API on 4028; 3: length-prefixed JSON on 4433"
+    )
+    password: str = Field(
+        "admin",
+        min_length=1,
+        description="admin password (v2) or the v3 account's password; writes need a non-default one",
+    )
+    account: str = Field("super", min_length=1, description="API v3 account for write commands")
+    token_reuse_seconds: float = Field(
+        1500.0, ge=0, le=1800, description="reuse a v2 token this long (the miner keeps it 30 min)"
+    )
+    power_tolerance: float = Field(
+        0.08,
+        gt=0,
+        lt=0.5,
+        description="measured power within this share of the target confirms a power level",
+    )
+    confirm_timeout_seconds: float = Field(
+        120.0, gt=0, le=600, description="power_on takes a minute or more to show hash rate"
+    )
+    confirm_interval_seconds: float = Field(2.0, gt=0, le=60, description="read-back interval")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _v3_port(cls, value: Any) -> Any:
+        """API v3 listens on 4433: the default port follows api_version."""
+        if isinstance(value, dict) and value.get("api_version") == 3 and "port" not in value:
+            return {**value, "port": 4433}
+        return value
+
+
 AsicOptions = Annotated[
     Annotated[CgminerOptions, Tag("cgminer")]
     | Annotated[LuxosOptions, Tag("luxos")]
     | Annotated[AntminerOptions, Tag("antminer")]
-    | Annotated[BraiinsOptions, Tag("braiins")],
+    | Annotated[BraiinsOptions, Tag("braiins")]
+    | Annotated[WhatsminerOptions, Tag("whatsminer")],
     Discriminator(_driver_tag),
 ]
 """Driver settings of one ASIC entry, chosen by its ``driver`` tag."""

@@ -14,9 +14,19 @@ from dataclasses import dataclass
 from drivers.asic.antminer import AntminerDriver
 from drivers.asic.braiins import BraiinsDriver
 from drivers.asic.cgminer import CgminerDriver
-from drivers.asic.config import AntminerOptions, BraiinsOptions, CgminerOptions, LuxosOptions
+from drivers.asic.config import (
+    AntminerOptions,
+    BraiinsOptions,
+    CgminerOptions,
+    LuxosOptions,
+    WhatsminerOptions,
+)
 from drivers.asic.luxos import LuxosDriver
+from drivers.asic.whatsminer import WhatsminerDriver
+from drivers.asic.whatsminer_v3 import WhatsminerV3Driver
 from scheduler.model import Pool
+
+AsicOptions = CgminerOptions | LuxosOptions | AntminerOptions | BraiinsOptions | WhatsminerOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,18 +51,40 @@ CAPABILITIES: Mapping[str, Capabilities] = {
     "braiins": Capabilities(
         sleep=False, power_target=False, pool_switch=False, measured_power=True
     ),
+    # API v2: power_off/power_on, set_power_pct (0..100 %, floors per model in
+    # drivers/asic/whatsminer.MODELS), update_pools.
+    "whatsminer": Capabilities(
+        sleep=True, power_target=True, pool_switch=True, measured_power=True
+    ),
+    # API v3: set.miner.service stop/start, set.miner.power_percent; pool changes refused.
+    "whatsminer-v3": Capabilities(
+        sleep=True, power_target=True, pool_switch=False, measured_power=True
+    ),
 }
+
+
+def capabilities(options: AsicOptions) -> Capabilities:
+    """The capability flags of one options block (Whatsminer's differ by API version)."""
+    if isinstance(options, WhatsminerOptions) and options.api_version == 3:
+        return CAPABILITIES["whatsminer-v3"]
+    return CAPABILITIES[options.driver]
 
 
 def create_asic_driver(
     pools: Mapping[str, Pool],
-    options: CgminerOptions | LuxosOptions | AntminerOptions | BraiinsOptions,
+    options: AsicOptions,
     *,
     concurrency: int,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> CgminerDriver:
     """The driver for one options block (one instance serves every device that shares it)."""
+    if isinstance(options, WhatsminerOptions):
+        if options.api_version == 3:
+            return WhatsminerV3Driver(
+                pools, options, concurrency=concurrency, clock=clock, sleep=sleep
+            )
+        return WhatsminerDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
     if isinstance(options, BraiinsOptions):
         return BraiinsDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
     if isinstance(options, AntminerOptions):

@@ -32,6 +32,7 @@ def site_devices(args: argparse.Namespace) -> list[Device]:
         hashrate_ths=args.hashrate_ths,
         power_w=args.power_w,
         sleep_power_w=args.sleep_power_w,
+        driver=args.firmware,
     )
 
 
@@ -78,6 +79,12 @@ def main() -> None:
     parser.add_argument("--hashrate-ths", type=float, default=200.0, help="nominal TH/s")
     parser.add_argument("--power-w", type=float, default=3500.0, help="nominal power in W")
     parser.add_argument("--sleep-power-w", type=float, default=15.0, help="power asleep in W")
+    parser.add_argument(
+        "--firmware",
+        choices=("cgminer", "whatsminer"),
+        default="cgminer",
+        help="personality: cgminer (with LuxOS commands) or whatsminer (API v2; v3 on free ports)",
+    )
     parser.add_argument("--pool-url", default="stratum+tcp://main.pool.invalid:3333")
     parser.add_argument("--ramp-seconds", type=float, default=0.0, help="power ramp time")
     args = parser.parse_args()

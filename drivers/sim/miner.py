@@ -198,6 +198,11 @@ class SimMiner(SimTcpServer):
         if asleep != self._asleep:
             self._retarget(asleep)
 
+    def replace_pools(self, pools: Sequence[Pool]) -> None:
+        """Replace the pool list, first pool first (Whatsminer's update_pools)."""
+        self._pools = [_SimPool(p.url, p.user, p.password) for p in pools]
+        self._priority = list(range(len(self._pools)))
+
     def set_pool_alive(self, index: int, alive: bool) -> None:
         """Make pool ``index`` reachable or not (a dead pool is never the active one)."""
         self._pools[index].alive = alive

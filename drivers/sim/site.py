@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from drivers.sim.miner import ConnectionStats, SimMiner
+from drivers.sim.whatsminer import SimWhatsminer
 from scheduler.model import TERA, Device, DeviceKind, Pool
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
@@ -16,6 +17,9 @@ LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 class SimSite:
     """An async context manager running one SimMiner per device, awake on the first pool.
+
+    A device whose driver is ``whatsminer`` gets a SimWhatsminer (API v2 on the
+    site's port, API v3 on a free port: ``site.miners[id].v3.port``).
 
     Each miner listens on ``device.address`` and the site's ``port`` (0 picks a
     free port per miner; ``site.devices`` then carries the bound ports).
@@ -55,7 +59,7 @@ class SimSite:
             raise ValueError("device ids must be unique")
         self.connections = ConnectionStats()
         self.miners: dict[str, SimMiner] = {
-            device.id: SimMiner(
+            device.id: (SimWhatsminer if device.driver == "whatsminer" else SimMiner)(
                 device,
                 pools,
                 port=port,
@@ -113,6 +117,7 @@ def range_devices(
     power_w: float = 3500.0,
     sleep_power_w: float = 15.0,
     pools: tuple[str, ...] = (),
+    driver: str = "cgminer",
 ) -> list[Device]:
     """Identical ASICs on consecutive loopback addresses, numbered as config device ranges are."""
     start = ipaddress.IPv4Address(first_address)
@@ -122,7 +127,7 @@ def range_devices(
             id=f"{id_prefix}-{i + 1:0{width}d}",
             kind=DeviceKind.ASIC,
             model=model,
-            driver="cgminer",
+            driver=driver,
             address=str(start + i),
             port=port,
             nominal_hashrate_hs=hashrate_ths * TERA,

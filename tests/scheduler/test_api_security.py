@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
+from drivers.asic.config import AntminerOptions, CgminerOptions, WhatsminerOptions
 from scheduler import auth
 from scheduler.auth import ROUTE_ROLES, Authenticator, RateLimiter, Role, hash_token, new_token
 from scheduler.control import Actor
@@ -377,6 +378,26 @@ async def test_config_route_hides_secrets(view: ControlledView, tmp_path: Path) 
         text = (await client.get("/v1/config")).text
     assert hash_token("t") not in text and '"ops"' in text
     assert '"password"' not in text
+
+
+async def test_config_route_hides_device_passwords(view: ControlledView, tmp_path: Path) -> None:
+    config = small_config(tmp_path)
+    devices = [
+        entry.model_copy(update={"options": options})
+        for entry, options in zip(
+            config.devices,
+            (
+                WhatsminerOptions(password="wm-secret"),
+                AntminerOptions(web_password="web-secret"),
+                CgminerOptions(),
+            ),
+            strict=True,
+        )
+    ]
+    view.config = config.model_copy(update={"devices": devices})
+    async with client_for(build_app(view, TOKENS), TOKENS.header(Role.ADMIN)) as client:
+        text = (await client.get("/v1/config")).text
+    assert "wm-secret" not in text and "web-secret" not in text and '"whatsminer"' in text
 
 
 async def test_a_change_that_crashes_is_audited_as_an_error(

@@ -41,3 +41,21 @@ def test_luxos_options_build_a_luxos_driver() -> None:
 def test_an_unknown_driver_names_the_field() -> None:
     with pytest.raises(ConfigError, match=r"devices\[0\]\.options"):
         parse_config(config({"driver": "avalon"}), environ={})
+
+
+def test_whatsminer_options_pick_the_driver_by_api_version() -> None:
+    from drivers.asic.registry import capabilities
+    from drivers.asic.whatsminer import WhatsminerDriver
+    from drivers.asic.whatsminer_v3 import WhatsminerV3Driver
+
+    v2 = parse_config(config({"driver": "whatsminer", "password": "s3cret"}), environ={})
+    driver = create_asic_driver(pools_of(v2), v2.devices[0].options, concurrency=4)
+    assert isinstance(driver, WhatsminerDriver) and v2.all_devices()[0].port == 4028
+    assert capabilities(v2.devices[0].options).pool_switch
+    v3 = parse_config(config({"driver": "whatsminer", "api_version": 3}), environ={})
+    driver = create_asic_driver(pools_of(v3), v3.devices[0].options, concurrency=4)
+    assert isinstance(driver, WhatsminerV3Driver) and v3.all_devices()[0].port == 4433
+    assert not capabilities(v3.devices[0].options).pool_switch
+    assert capabilities(v3.devices[0].options).power_target
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.options"):
+        parse_config(config({"driver": "whatsminer", "api_version": 4}), environ={})
