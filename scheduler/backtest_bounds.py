@@ -26,7 +26,9 @@ and switching costs as the backtest):
   "no value".  ``sleeps`` counts the intervals where it was positive and
   ``realised_captured`` adds what sleeping there would have earned, on the
   same scale: positive would mean onsets are predictable from what
-  ``lagged`` sees.
+  ``lagged`` sees.  ``best_bin_hit_rate``: in hindsight, the largest share
+  of intervals of one such bin (of at least 10) whose price paid for a
+  one-interval sleep's warm-up (above break-even x (1 + wake_seconds / 900)).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 from scheduler.backtest import (
     INTERVAL_HOURS,
+    INTERVAL_SECONDS,
     SwitchingCosts,
     Trace,
     _DeviceClass,
@@ -51,6 +54,7 @@ from scheduler.model import TERA
 _LAST_EDGES = (0.5, 0.7, 0.8, 0.9, 1.0)  # last real-time price / break-even (only <= 1 is asked)
 _DAM_EDGES = (0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0)  # day-ahead price / break-even
 _PRIOR_COUNT = 5.0  # pseudo-observations of "no value" each bin starts with
+_MIN_BIN_INTERVALS = 10
 
 
 def restricted_optimum_decisions(
@@ -101,8 +105,8 @@ def _onset(
     hashprices: Sequence[float],
     breakeven: Sequence[float],
     costs: SwitchingCosts,
-) -> tuple[int, float]:
-    """(sleeps, USD): the online onset test described in the module docstring, for one device."""
+) -> dict[str, Any]:
+    """The online onset test described in the module docstring, for one device (USD)."""
     intervals = trace.intervals
     swing_mw = (cls.power_w - cls.sleep_power_w) / 1e6
     sums: dict[tuple[int, int, int], float] = {}
@@ -133,7 +137,22 @@ def _onset(
         if estimate > 0:
             sleeps += 1
             realised += _onset_value(index, cls, trace, hashprices, breakeven, costs, swing_mw)
-    return sleeps, realised
+    # In-sample: the bin (with enough intervals) where the price most often paid for a warm-up.
+    pays = 1.0 + costs.wake_seconds / INTERVAL_SECONDS
+    seen: dict[tuple[int, int, int], list[int]] = {}
+    for index, onset_key in enumerate(keys):
+        if onset_key is not None:
+            tally = seen.setdefault(onset_key, [0, 0])
+            tally[0] += 1
+            tally[1] += intervals[index].rtm_usd_per_mwh > breakeven[index] * pays
+    rates = [(hits / n, n) for n, hits in seen.values() if n >= _MIN_BIN_INTERVALS]
+    best_rate, best_n = max(rates, default=(0.0, 0))
+    return {
+        "sleeps": sleeps,
+        "realised_usd": realised,
+        "best_bin_hit_rate": round(best_rate, 4),
+        "best_bin_intervals": best_n,
+    }
 
 
 def _onset_value(
@@ -199,7 +218,8 @@ def _class_bounds(
         for a, i, b in zip(above_last, trace.intervals, breakeven, strict=True)
     ]
     started_late = [m or (t > 0 and optimum[t - 1]) for t, m in enumerate(optimum)]
-    sleeps, realised = _onset(cls, trace, hashprices, breakeven, costs)
+    onset = _onset(cls, trace, hashprices, breakeven, costs)
+    realised = onset.pop("realised_usd")
     return {
         "room_usd_per_device": round(room, 4),
         "optimum_started_late": captured(started_late),
@@ -210,5 +230,5 @@ def _class_bounds(
         "hindsight_last_rt_or_dam_above": captured(
             restricted_optimum_decisions(cls, trace, hashprices, costs, above_dam)
         ),
-        "onset": {"sleeps": sleeps, "realised_captured": round(realised / room, 4)},
+        "onset": {**onset, "realised_captured": round(realised / room, 4)},
     }

@@ -118,6 +118,8 @@ def test_max_margin_beats_always_on_and_naive(full_trace, name: str) -> None:  #
     assert lagged_captured is not None and lagged_captured >= LAGGED_CAPTURED_FLOOR[name]
     bound = lagged_bounds(fleet, full_trace)[fleet.device_ranges[0].model]
     assert lagged_captured <= bound["hindsight_last_rt_above"] <= 0.95
+    # Sleeping at a spike's onset on what lagged shows (an online estimate per bin) loses money.
+    assert bound["onset"]["realised_captured"] <= 0 and bound["onset"]["best_bin_hit_rate"] < 0.5
 
 
 def test_cli_writes_json_and_shows_progress(tmp_path: Path) -> None:

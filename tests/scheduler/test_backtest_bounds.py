@@ -72,7 +72,9 @@ def test_bounds_are_ordered_and_above_lagged_policies(spike_days: Trace) -> None
     assert 0 < bounds["hindsight_last_rt_above"] <= bounds["hindsight_last_rt_or_dam_above"] <= 1
     assert bounds["optimum_one_interval_late"] <= bounds["hindsight_last_rt_above"]
     assert bounds["optimum_started_late"] < 1  # the spike's first interval is worth something
-    assert bounds["onset"]["sleeps"] >= 0
+    onset = bounds["onset"]
+    assert onset["sleeps"] >= 0 and 0 <= onset["best_bin_hit_rate"] <= 1
+    assert onset["best_bin_intervals"] == 0 or onset["best_bin_intervals"] >= 10
     # Neither max-margin (any sleep band >= 0) nor the naive threshold sleeps while the last price
     # is at or below break-even: the restricted hindsight optimum bounds both.
     for fraction in (0.0, 0.05, 0.14):
