@@ -19,6 +19,7 @@ from scheduler.backtest import (
     load_trace,
     run_backtest,
 )
+from scheduler.backtest_bounds import lagged_bounds
 from scheduler.backtest_plot import PlotUnavailableError, write_plot
 from scheduler.config import ConfigError, load_config
 from scheduler.policies import UnknownPolicyError, create_policy
@@ -78,6 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="cost of each workload change (default 0)",
+    )
+    parser.add_argument(
+        "--bounds",
+        action="store_true",
+        help="add lagged_bounds: what decisions on lagged information can capture at best",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -144,12 +150,17 @@ def run_backtest_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     progress = None if args.quiet else _Progress(sys.stderr)
     report = run_backtest(config, policy, trace, info=args.info, costs=costs, progress=progress)
-    text = json.dumps(report.as_dict(), indent=2)
+    document = report.as_dict()
+    if args.bounds:
+        document["lagged_bounds"] = lagged_bounds(config, trace, costs)
+    text = json.dumps(document, indent=2)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             out.write(text + "\n")
         for line in _summary(report):
             print(line)
+        for model, bounds in document.get("lagged_bounds", {}).items():
+            print(f"lagged_bounds {model}: {json.dumps(bounds)}")
     else:
         print(text)
     if args.plot:

@@ -20,6 +20,7 @@ from scheduler.backtest import (
     optimum_decisions,
     run_backtest,
 )
+from scheduler.backtest_bounds import lagged_bounds
 from scheduler.config import load_config
 from scheduler.policies.breakeven import BreakevenPolicy
 from scheduler.policies.max_margin import MaxMarginPolicy
@@ -29,6 +30,7 @@ DATA = ROOT / "drivers" / "sim" / "data"
 PRICES = DATA / "ercot_hb_south_15min_2024-06-01_2025-03-27.csv"
 BTC = ROOT / "tests" / "data" / "btc_daily_price_difficulty_2017-08-17_2025-06-02.csv"
 FLEETS = ROOT / "deploy" / "fleets"
+LAGGED_CAPTURED_FLOOR = {"s19jpro": 0.88, "s21": 0.81, "s21xp": 0.79}
 
 
 def one_device_fleet(name: str):  # type: ignore[no-untyped-def]
@@ -110,6 +112,14 @@ def test_max_margin_beats_always_on_and_naive(full_trace, name: str) -> None:  #
     lagged_policy = MaxMarginPolicy(sleep_band_fraction=0.05, wake_band_fraction=0.05)
     lagged = run_backtest(fleet, lagged_policy, full_trace, info="lagged")
     assert lagged.policy.margin_usd > lagged.naive.margin_usd > lagged.always_on.margin_usd
+    # Measured (README): 0.8863 / 0.8111 / 0.7909.  The goal of 0.90 is not met: no policy
+    # that sleeps only above break-even on the last price can pass hindsight_last_rt_above.
+    lagged_captured = lagged.captured(lagged.policy)
+    assert lagged_captured is not None and lagged_captured >= LAGGED_CAPTURED_FLOOR[name]
+    bound = lagged_bounds(fleet, full_trace)[fleet.device_ranges[0].model]
+    assert lagged_captured <= bound["hindsight_last_rt_above"] <= 0.95
+    # Sleeping at a spike's onset on what lagged shows (an online estimate per bin) loses money.
+    assert bound["onset"]["realised_captured"] <= 0 and bound["onset"]["best_bin_hit_rate"] < 0.5
 
 
 def test_cli_writes_json_and_shows_progress(tmp_path: Path) -> None:
