@@ -91,6 +91,10 @@ class MarketView(BaseModel):
     hashprice_usd_per_th_day: float | None = Field(
         description="USD per TH/s per day net of pool fee; null if not computable"
     )
+    pools_up: dict[str, bool] = Field(
+        default_factory=dict,
+        description="pool -> up, from the miners' pool reports (absent: not reported yet, up)",
+    )
 
 
 class AssignmentView(BaseModel):
@@ -151,6 +155,7 @@ def market_view(state: FleetState, now: float) -> MarketView:
     return MarketView(
         **readings,
         hashprice_usd_per_th_day=hashprice_from_market(state.market, state.pool_fee),
+        pools_up=dict(sorted(state.pools_up.items())),
     )
 
 

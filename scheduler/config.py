@@ -68,6 +68,12 @@ class ControlConfig(_Strict):
     tick_seconds: float = Field(5.0, gt=0, le=3600, description="control loop period")
     poll_concurrency: int = Field(64, ge=1, le=4096, description="parallel device polls")
     command_concurrency: int = Field(32, ge=1, le=4096, description="parallel device commands")
+    pool_recovery_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="a pool that was down counts up again after miners see it alive this long",
+    )
 
 
 class EconomicsConfig(_Strict):

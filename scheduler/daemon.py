@@ -230,6 +230,7 @@ class Daemon:
                         push_sample_max_age_seconds=(
                             config.mqtt.max_sample_age_seconds if config.mqtt else 60.0
                         ),
+                        pool_recovery_seconds=config.control.pool_recovery_seconds,
                     )
                     self.sink.wake = self.loop.wake
                     async with contextlib.AsyncExitStack() as inputs:

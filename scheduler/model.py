@@ -184,6 +184,9 @@ class Sample:
     # nominal power scaled by the measured hash rate (sleep power when asleep).
     power_estimated: bool = False
     jobs: tuple[RunningJob, ...] = ()  # AI jobs running on a GPU node
+    # (pool name, alive) for each enabled pool the miner lists (its URL when no configured
+    # pool matches): what the device sees of its pools; () when the driver does not report it.
+    pools_alive: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
