@@ -125,6 +125,7 @@ class Daemon:
             pool_fee=config.economics.pool_fee,
             power_cap_w=config.site.power_cap_kw * 1000,
         )
+        self.state.set_leases(lease.lease() for lease in config.leases)
         self.metrics = Metrics(self.state, clock=clock)
         self.metrics.watch_plan(self.current_plan)
         self.metrics.site_power_cap.set(config.site.power_cap_kw * 1000)

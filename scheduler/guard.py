@@ -12,7 +12,8 @@ Order of rules (later ones see the result of earlier ones):
    efficient mining devices until the projected site power fits the
    strictest limit (``power_cap`` / ``dr_event``).
 Safety rules (stale price, thermal, cap, DR) are never held back by dwell,
-gain or ramp rules; nor is a move off a pool that is down (``pool_down``).
+gain or ramp rules; nor is a move off a pool that is down (``pool_down``) or
+onto an AI lease that starts (``ai_lease``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ SAFETY_REASONS = frozenset({"stale_price", "stale_input", "thermal", "power_cap"
 # Not safety, but never held back by dwell, gain or ramp either: leaving a pool that is down
 # (mining there earns nothing, whatever the margin says).
 FAILOVER_REASONS = frozenset({"pool_down", "pools_down"})
-UNHELD_REASONS = SAFETY_REASONS | FAILOVER_REASONS
+# A contract, not a market bet: an AI lease that starts is not held back either.
+CONTRACT_REASONS = frozenset({"ai_lease"})
+UNHELD_REASONS = SAFETY_REASONS | FAILOVER_REASONS | CONTRACT_REASONS
 RAMP_WINDOW_SECONDS = 60.0
 
 
