@@ -176,6 +176,7 @@ def plan_view(plan: Plan | None) -> list[AssignmentView]:
 
 def create_app(view: ControlView, security: ApiSecurity) -> FastAPI:
     """Build the FastAPI application reading from ``view``, every route behind ``security``."""
+    from scheduler.api_dr import add_dr_routes
     from scheduler.api_routes import add_control_routes, secure
 
     app = FastAPI(
@@ -218,6 +219,7 @@ def create_app(view: ControlView, security: ApiSecurity) -> FastAPI:
         return Response(content=view.metrics.render(), media_type=view.metrics.content_type)
 
     add_control_routes(app, view)
+    add_dr_routes(app, view)
     secure(app, view, security)
     return app
 

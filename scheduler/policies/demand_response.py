@@ -81,6 +81,12 @@ class DemandResponsePolicy:
 
     def preview(self, snapshot: Snapshot, event: Event) -> DrPreview:
         """The machines this event would put to sleep if it started at the snapshot's time."""
+        return self.preview_plan(snapshot, event)[0]
+
+    def preview_plan(
+        self, snapshot: Snapshot, event: Event
+    ) -> tuple[DrPreview, dict[str, Assignment]]:
+        """preview(), and the plan before the event that it sheds from (device -> assignment)."""
         nominal_w = sum(d.nominal_power_w for d in snapshot.devices.values())
         limit_w = event_limit_w(event, nominal_w)
         assigned = self.base.plan(snapshot).by_device()
@@ -89,7 +95,7 @@ class DemandResponsePolicy:
         in_force = [*active_events(snapshot.events, snapshot), event]
         kept = set(pinned_leases(snapshot, in_force))
         shed, before_w, after_w = self._shed(snapshot, assigned, limit_w, kept)
-        return DrPreview(
+        preview = DrPreview(
             event_id=event.id,
             limit_kw=limit_w / 1000.0,
             shed=tuple(shed),
@@ -97,6 +103,7 @@ class DemandResponsePolicy:
             site_kw_after=after_w / 1000.0,
             feasible=after_w <= limit_w,
         )
+        return preview, assigned
 
     @staticmethod
     def _shed(
