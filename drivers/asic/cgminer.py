@@ -103,7 +103,10 @@ class CgminerDriver:
         self._locks: dict[str, asyncio.Lock] = {}
         self._workloads: dict[tuple[str, float], Workload] = {}
         self._sessions: dict[str, tuple[str, float]] = {}  # device id -> (session id, last used)
-        self._alive_seen: dict[tuple[tuple[str, bool], ...], tuple[tuple[str, bool], ...]] = {}
+        # (device pools, (URL, alive) report) -> the same report by pool name, shared
+        self._alive_seen: dict[
+            tuple[tuple[str, ...], tuple[tuple[str, bool], ...]], tuple[tuple[str, bool], ...]
+        ] = {}
 
     def _lock(self, device: Device) -> asyncio.Lock:
         return self._locks.setdefault(device.id, asyncio.Lock())
@@ -207,12 +210,13 @@ class CgminerDriver:
         self, device: Device, pools: tuple[PoolEntry, ...]
     ) -> tuple[tuple[str, bool], ...]:
         """What the miner sees of its pools, by configured name; one shared tuple per distinct value."""
-        seen = tuple((self._pool_name(device, url), alive) for url, alive in pools_alive(pools))
-        shared = self._alive_seen.get(seen)
+        report = tuple(pools_alive(pools))
+        key = (device.pools, report)
+        shared = self._alive_seen.get(key)
         if shared is None:
-            shared = seen
+            shared = tuple((self._pool_name(device, url), alive) for url, alive in report)
             if len(self._alive_seen) < 4096:
-                self._alive_seen[seen] = seen
+                self._alive_seen[key] = shared
         return shared
 
     OBSERVE_COMMANDS = "config+pools"

@@ -102,3 +102,38 @@ def test_guard_never_holds_a_move_off_a_dead_pool() -> None:
     )
     (held,) = guard.apply(plan, healthy).assignments
     assert held.reason == "min_dwell"  # any other reason is held by the dwell
+
+
+async def test_the_cgminer_driver_reports_each_enabled_pool_by_name_over_tcp() -> None:
+    from drivers.asic.cgminer import CgminerDriver
+    from drivers.asic.config import CgminerOptions
+    from drivers.sim.site import SimSite
+    from scheduler.model import Pool
+
+    pools = {
+        "main": Pool("main", "stratum+tcp://main.invalid:3333", "w"),
+        "backup": Pool("backup", "stratum+tcp://backup.invalid:3333", "w"),
+    }
+    stray = Pool("stray", "stratum+tcp://stray.invalid:3333", "w")  # on the miner, not configured
+    devices = [
+        dataclasses.replace(device(f"s21-{i}"), address=f"127.63.6.{i}", port=0) for i in (1, 2)
+    ]
+    async with SimSite(devices, [pools["main"], pools["backup"], stray], port=0) as site:
+        driver = CgminerDriver(pools, CgminerOptions(timeout_seconds=1.0))
+        first, second = site.devices
+        site.miners[first.id].set_pool_url_alive(pools["main"].url, False)
+        site.miners[first.id].handle("disablepool", "2")  # disabled rows are not reported
+        one = await driver.collect(first)
+        two = await driver.collect(second)
+        assert one.pools_alive == (("main", False), ("backup", True))
+        assert one.workload == Workload.mine("backup")  # the firmware failed over by itself
+        assert two.pools_alive == (("main", True), ("backup", True), (stray.url, True))
+        again = await driver.collect(first)
+        assert again.pools_alive is one.pools_alive  # one shared tuple per distinct report
+        health = PoolHealth(["main", "backup"], recovery_seconds=0.0)
+        samples = {first.id: one, second.id: two}
+        assert health.update(samples, {first.id: UP, second.id: UP}, 0.0) == {
+            "main": True,
+            "backup": True,
+        }
+        assert health.update({first.id: one}, {first.id: UP}, 1.0) == {"main": False}
