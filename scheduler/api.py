@@ -91,6 +91,10 @@ class MarketView(BaseModel):
     hashprice_usd_per_th_day: float | None = Field(
         description="USD per TH/s per day net of pool fee; null if not computable"
     )
+    pools_up: dict[str, bool] = Field(
+        default_factory=dict,
+        description="pool -> up, from the miners' pool reports (absent: not reported yet, up)",
+    )
 
 
 class AssignmentView(BaseModel):
@@ -151,6 +155,7 @@ def market_view(state: FleetState, now: float) -> MarketView:
     return MarketView(
         **readings,
         hashprice_usd_per_th_day=hashprice_from_market(state.market, state.pool_fee),
+        pools_up=dict(sorted(state.pools_up.items())),
     )
 
 
@@ -171,6 +176,7 @@ def plan_view(plan: Plan | None) -> list[AssignmentView]:
 
 def create_app(view: ControlView, security: ApiSecurity) -> FastAPI:
     """Build the FastAPI application reading from ``view``, every route behind ``security``."""
+    from scheduler.api_dr import add_dr_routes
     from scheduler.api_routes import add_control_routes, secure
 
     app = FastAPI(
@@ -213,6 +219,7 @@ def create_app(view: ControlView, security: ApiSecurity) -> FastAPI:
         return Response(content=view.metrics.render(), media_type=view.metrics.content_type)
 
     add_control_routes(app, view)
+    add_dr_routes(app, view)
     secure(app, view, security)
     return app
 

@@ -190,6 +190,9 @@ class SummaryView(BaseModel):
     power_price_usd_per_mwh: float | None
     hashprice_usd_per_th_day: float | None
     expected_margin_usd_per_hour: float = Field(description="sum over the current plan")
+    pools_down: list[str] = Field(
+        default_factory=list, description="pools no miner that lists them sees alive"
+    )
 
 
 class Readiness(BaseModel):
@@ -363,6 +366,7 @@ def add_control_routes(app: FastAPI, view: ControlView) -> None:
             expected_margin_usd_per_hour=sum(
                 a.expected_margin_usd_per_hour for a in plan_view(plan)
             ),
+            pools_down=sorted(p for p, up in snapshot.pools_up.items() if not up),
         )
 
     @app.get(

@@ -126,6 +126,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/v1/policy"): Role.VIEWER,
     ("PUT", "/v1/policy"): Role.ADMIN,
     ("GET", "/v1/config"): Role.ADMIN,
+    ("GET", "/v1/demand-response/preview"): Role.VIEWER,
 }
 
 

@@ -19,6 +19,7 @@ from scheduler.backtest import (
     load_trace,
     run_backtest,
 )
+from scheduler.backtest_4cp import FourCpReport, check_in_trace, load_4cp_csv, settle_4cp
 from scheduler.backtest_bounds import lagged_bounds
 from scheduler.backtest_plot import PlotUnavailableError, write_plot
 from scheduler.config import ConfigError, load_config
@@ -85,6 +86,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add lagged_bounds: what decisions on lagged information can capture at best",
     )
+    parser.add_argument(
+        "--4cp-rate",
+        dest="four_cp_rate",
+        type=float,
+        default=None,
+        metavar="USD_PER_KW_YEAR",
+        help="ERCOT 4CP transmission rate: settle each strategy's 4CP tag (needs --4cp-intervals)",
+    )
+    parser.add_argument(
+        "--4cp-intervals",
+        dest="four_cp_intervals",
+        default=None,
+        metavar="CP.csv",
+        help="CSV of the 4CP interval starts (column interval_start, ISO 8601 with offset)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -121,6 +137,15 @@ def _summary(report: BacktestReport) -> list[str]:
     return lines
 
 
+def _four_cp_summary(four_cp: FourCpReport) -> list[str]:
+    lines = [f"{'4cp':<16} {'tag_kw':>14} {'charge_usd':>14} {'savings_usd':>14}"]
+    for name, s in four_cp.strategies.items():
+        lines.append(
+            f"{name:<16} {s.tag_kw:>14,.1f} {s.charge_usd:>14,.2f} {s.savings_usd:>14,.2f}"
+        )
+    return lines
+
+
 def run_backtest_command(args: argparse.Namespace) -> int:
     """Run ``wattmux backtest`` with parsed arguments; return the exit status."""
     try:
@@ -133,7 +158,13 @@ def run_backtest_command(args: argparse.Namespace) -> int:
     if args.policy is not None:
         policy_config = policy_config.model_copy(update={"name": args.policy})
     data = resources.files("drivers.sim").joinpath("data")
+    if (args.four_cp_rate is None) != (args.four_cp_intervals is None):
+        print("wattmux backtest: --4cp-rate and --4cp-intervals go together", file=sys.stderr)
+        return EXIT_CONFIG
     try:
+        four_cp_intervals = (
+            load_4cp_csv(args.four_cp_intervals) if args.four_cp_intervals is not None else None
+        )
         policy = create_policy(policy_config)
         costs = SwitchingCosts(args.wake_seconds, args.switch_cost_usd)
         trace = load_trace(
@@ -142,6 +173,8 @@ def run_backtest_command(args: argparse.Namespace) -> int:
             args.start,
             args.end,
         )
+        if four_cp_intervals is not None:
+            check_in_trace(trace, four_cp_intervals)  # before the run, not after
     except (UnknownPolicyError, BacktestError) as exc:
         print(f"wattmux backtest: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -153,11 +186,19 @@ def run_backtest_command(args: argparse.Namespace) -> int:
     document = report.as_dict()
     if args.bounds:
         document["lagged_bounds"] = lagged_bounds(config, trace, costs)
+    four_cp = None
+    if four_cp_intervals is not None:
+        try:
+            four_cp = settle_4cp(report, four_cp_intervals, args.four_cp_rate)
+        except BacktestError as exc:
+            print(f"wattmux backtest: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        document["four_cp"] = four_cp.as_dict()
     text = json.dumps(document, indent=2)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             out.write(text + "\n")
-        for line in _summary(report):
+        for line in _summary(report) + (_four_cp_summary(four_cp) if four_cp else []):
             print(line)
         for model, bounds in document.get("lagged_bounds", {}).items():
             print(f"lagged_bounds {model}: {json.dumps(bounds)}")

@@ -16,6 +16,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -273,6 +274,53 @@ def cmd_mode(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dr_preview(args: argparse.Namespace) -> int:
+    """Print which machines a demand-response event would put to sleep, before it starts."""
+    given = [args.event is not None, args.reduce_kw is not None or args.cap_kw is not None]
+    if given.count(True) != 1:
+        print(
+            "wattmux dr-preview: give --event ID, or --reduce-kw N and/or --cap-kw N",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    query = {
+        "event": args.event,
+        "reduction_kw": args.reduce_kw,
+        "target_kw": args.cap_kw,
+        "start": args.start,
+        "priority": args.priority,
+    }
+    params = urlencode({k: v for k, v in query.items() if v is not None})
+    data = call(args, "GET", f"/v1/demand-response/preview?{params}")
+
+    def render(p: dict[str, Any]) -> str:
+        lost = p["margin_lost_usd_per_hour"]
+        head = (
+            f"event {p['event_id']} at {p['start']}: limit {p['limit_kw']:,.1f} kW; "
+            f"site {p['site_kw_before']:,.1f} -> {p['site_kw_after']:,.1f} kW; "
+            f"{len(p['machines'])} machines shed {p['shed_kw']:,.1f} kW, "
+            f"margin lost {'-' if lost is None else f'{lost:,.2f}'} USD/h"
+            + ("" if p["feasible"] else "; NOT FEASIBLE: the site cannot get under the limit")
+        )
+        rows = [
+            (
+                m["order"],
+                m["device"],
+                m["model"],
+                m["efficiency_j_per_th"],
+                m["workload_before"],
+                m["shed_kw"],
+                m["margin_lost_usd_per_hour"],
+            )
+            for m in p["machines"]
+        ]
+        header = ("ORDER", "DEVICE", "MODEL", "J/TH", "BEFORE", "SHED_KW", "LOST_USD_H")
+        return head + ("\n" + table(rows, header) if rows else "")
+
+    _print(args, data, render)
+    return EXIT_OK
+
+
 def cmd_token_new(args: argparse.Namespace) -> int:
     """Print a fresh token and the config entry holding its hash."""
     token = new_token()
@@ -322,7 +370,18 @@ def add_client_commands(sub: Any) -> None:
     mode = sub.add_parser("mode", help="show or set the mode (operator)", epilog=epilog)
     mode.add_argument("mode", nargs="?", choices=["auto", "manual", "dry-run", "paused"])
     mode.set_defaults(client_command=cmd_mode)
-    for parser in (status, devices, override, curtail, mode):
+    preview = sub.add_parser(
+        "dr-preview",
+        help="which machines a demand-response event would put to sleep, before it starts",
+        epilog=epilog,
+    )
+    preview.add_argument("--event", metavar="ID", help="a demand-response event the daemon knows")
+    preview.add_argument("--reduce-kw", type=float, metavar="N", help="hypothetical: shed N kW")
+    preview.add_argument("--cap-kw", type=float, metavar="N", help="hypothetical: cap the site")
+    preview.add_argument("--start", metavar="ISO", help="hypothetical start, with offset")
+    preview.add_argument("--priority", type=int, metavar="N", help="hypothetical priority")
+    preview.set_defaults(client_command=cmd_dr_preview)
+    for parser in (status, devices, override, curtail, mode, preview):
         _api_options(parser)
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from drivers.asic.config import AsicOptions, CgminerOptions
 from drivers.gpu.config import GpuTelemetryOptions
@@ -31,7 +39,7 @@ from drivers.queues.slurm import SlurmOptions
 from drivers.queues.webhook import WebhookOptions
 from drivers.telemetry.mqtt import MqttOptions
 from scheduler.hardware import MODELS
-from scheduler.model import TERA, Device, DeviceKind, Pool
+from scheduler.model import TERA, Device, DeviceKind, Lease, Pool
 
 ENV_PREFIX = "WATTMUX_"
 QUEUE_DRIVERS = ("slurm", "webhook", "kubernetes")
@@ -68,6 +76,12 @@ class ControlConfig(_Strict):
     tick_seconds: float = Field(5.0, gt=0, le=3600, description="control loop period")
     poll_concurrency: int = Field(64, ge=1, le=4096, description="parallel device polls")
     command_concurrency: int = Field(32, ge=1, le=4096, description="parallel device commands")
+    pool_recovery_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="a pool that was down counts up again after miners see it alive this long",
+    )
 
 
 class EconomicsConfig(_Strict):
@@ -459,6 +473,41 @@ class GpuNodeConfig(_Strict):
         ]
 
 
+class LeaseConfig(_Strict):
+    """An AI lease: a GPU node under contract to a customer for a time window, at a price."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    node: str = Field(description="the gpu_nodes id it leases")
+    queue: str = Field(description="the node's queue the customer's jobs come through")
+    start: AwareDatetime = Field(description="lease start, with its UTC offset")
+    end: AwareDatetime = Field(description="lease end (exclusive), with its UTC offset")
+    price_usd_per_hour: float = Field(ge=0, le=1_000_000, description="what the customer pays")
+    priority: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="only a demand-response event of a higher priority outranks it",
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> LeaseConfig:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    def lease(self) -> Lease:
+        """The model object the policies see."""
+        return Lease(
+            id=self.id,
+            node=self.node,
+            queue=self.queue,
+            start=self.start,
+            end=self.end,
+            price_usd_per_hour=self.price_usd_per_hour,
+            priority=self.priority,
+        )
+
+
 class WattmuxConfig(_Strict):
     """The whole configuration file."""
 
@@ -475,6 +524,7 @@ class WattmuxConfig(_Strict):
     market: list[MarketFeedConfig] = Field(default_factory=list)
     queues: list[QueueConfig] = Field(default_factory=list)
     gpu_nodes: list[GpuNodeConfig] = Field(default_factory=list)
+    leases: list[LeaseConfig] = Field(default_factory=list, description="AI leases of GPU nodes")
     mqtt: MqttOptions | None = Field(None, description="MQTT ingest; absent: no MQTT")
     gpu_telemetry: GpuTelemetryOptions | None = Field(
         None, description="NVML / dcgm-exporter GPU readings; absent: none"
@@ -501,6 +551,15 @@ class WattmuxConfig(_Strict):
             }
             if len(drivers) > 1:
                 errors.append(f"gpu_nodes[{index}].queues: all of a node's queues need one driver")
+        nodes = {node.id: node for node in self.gpu_nodes}
+        if len({lease.id for lease in self.leases}) != len(self.leases):
+            errors.append("leases: ids must be unique")
+        for index, lease in enumerate(self.leases):
+            leased = nodes.get(lease.node)
+            if leased is None:
+                errors.append(f"leases[{index}].node: unknown gpu node {lease.node!r}")
+            elif lease.queue not in leased.queues:
+                errors.append(f"leases[{index}].queue: {lease.queue!r} is not a queue of its node")
         if errors:
             raise ValueError("; ".join(errors[:20]))
         return self

@@ -125,6 +125,7 @@ class Daemon:
             pool_fee=config.economics.pool_fee,
             power_cap_w=config.site.power_cap_kw * 1000,
         )
+        self.state.set_leases(lease.lease() for lease in config.leases)
         self.metrics = Metrics(self.state, clock=clock)
         self.metrics.watch_plan(self.current_plan)
         self.metrics.site_power_cap.set(config.site.power_cap_kw * 1000)
@@ -230,6 +231,7 @@ class Daemon:
                         push_sample_max_age_seconds=(
                             config.mqtt.max_sample_age_seconds if config.mqtt else 60.0
                         ),
+                        pool_recovery_seconds=config.control.pool_recovery_seconds,
                     )
                     self.sink.wake = self.loop.wake
                     async with contextlib.AsyncExitStack() as inputs:

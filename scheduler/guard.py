@@ -12,7 +12,8 @@ Order of rules (later ones see the result of earlier ones):
    efficient mining devices until the projected site power fits the
    strictest limit (``power_cap`` / ``dr_event``).
 Safety rules (stale price, thermal, cap, DR) are never held back by dwell,
-gain or ramp rules.
+gain or ramp rules; nor is a move off a pool that is down (``pool_down``) or
+onto an AI lease that starts (``ai_lease``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from scheduler.limits import site_limit_w
 from scheduler.model import Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
 
 SAFETY_REASONS = frozenset({"stale_price", "stale_input", "thermal", "power_cap", "dr_event"})
+# Not safety, but never held back by dwell, gain or ramp either: leaving a pool that is down
+# (mining there earns nothing, whatever the margin says).
+FAILOVER_REASONS = frozenset({"pool_down", "pools_down"})
+# A contract, not a market bet: an AI lease that starts is not held back either.
+CONTRACT_REASONS = frozenset({"ai_lease"})
+UNHELD_REASONS = SAFETY_REASONS | FAILOVER_REASONS | CONTRACT_REASONS
 RAMP_WINDOW_SECONDS = 60.0
 
 
@@ -96,7 +103,7 @@ class Guard:
             current = snapshot.current.get(device_id)
             if current is None or assignment.workload == current:
                 continue
-            if assignment.reason in SAFETY_REASONS:
+            if assignment.reason in UNHELD_REASONS:
                 continue
             device = snapshot.devices[device_id]
             now_margin = (
@@ -128,7 +135,7 @@ class Guard:
             current = snapshot.current.get(device_id)
             if current is None or assignment.workload == current:
                 continue
-            if assignment.reason in SAFETY_REASONS:
+            if assignment.reason in UNHELD_REASONS:
                 continue
             device = snapshot.devices[device_id]
             swing_kw = abs(_power_w(device, assignment.workload) - _power_w(device, current)) / 1000
@@ -155,6 +162,7 @@ class Guard:
         total_w = sum(planned_power_w(d) for d in snapshot.devices.values())
         if total_w <= limit_w:
             return
+
         def planned(device: Device) -> Workload | None:
             assignment = assigned.get(device.id)
             return assignment.workload if assignment else snapshot.current.get(device.id)

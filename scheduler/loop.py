@@ -18,6 +18,7 @@ from scheduler.ingest import expire_pushed_sample
 from scheduler.metrics import Metrics
 from scheduler.model import Assignment, Device, Plan
 from scheduler.policies import Policy
+from scheduler.pool_health import PoolHealth
 from scheduler.queues import QueueSource
 from scheduler.reconciler import Reconciler
 from scheduler.state import FleetState
@@ -55,6 +56,7 @@ class ControlLoop:
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         queues: Sequence[QueueSource] = (),
         push_sample_max_age_seconds: float = 60.0,
+        pool_recovery_seconds: float = 300.0,
     ) -> None:
         self.state = state
         self.telemetry = telemetry
@@ -75,6 +77,9 @@ class ControlLoop:
         self.queues = queues
         self.wake = asyncio.Event()  # set by push inputs (MQTT price, DR event): tick now
         self.push_sample_max_age_seconds = push_sample_max_age_seconds
+        self.pool_health = PoolHealth(
+            (pool for d in state.devices.values() for pool in d.pools), pool_recovery_seconds
+        )
 
     async def poll_devices(self) -> None:
         """Read every device once (bounded concurrency); failures mark the device unreachable."""
@@ -146,6 +151,17 @@ class ControlLoop:
 
         await _gather_all(fetch(source) for source in self.queues)
 
+    def update_pool_health(self) -> None:
+        """Fold the devices' pool reports into FleetState.pools_up and wattmux_pool_up{pool}."""
+        changed = self.pool_health.update(self.state.samples, self.state.status, self.clock())
+        for pool, up in changed.items():
+            self.state.set_pool_up(pool, up)
+            self.metrics.pool_up.labels(pool=pool).set(1 if up else 0)
+            if self.ticks > 0 or not up:
+                log.warning(
+                    "pool %s %s", pool, "up again" if up else "down: no miner sees it alive"
+                )
+
     def _source_states(self, feed: MarketFeed) -> None:
         """Export wattmux_source_up{source="<feed>.<upstream>"} for feeds that combine sources."""
         if isinstance(feed, ReportsSources):
@@ -156,6 +172,7 @@ class ControlLoop:
         """Run one full control cycle and return the guarded plan."""
         started = self.clock()
         await asyncio.gather(self.poll_devices(), self.poll_feeds(), self.poll_queues())
+        self.update_pool_health()
         snapshot = self.state.snapshot(self.clock(), self.wall_clock())
         plan = self.guard.apply(self.policy.plan(snapshot), snapshot)
         price = snapshot.market.power_price_usd_per_mwh

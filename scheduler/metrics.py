@@ -245,6 +245,12 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        self.pool_up = Gauge(
+            "wattmux_pool_up",
+            "1 if some miner that lists the pool sees it alive (after the recovery dwell), else 0.",
+            ["pool"],
+            registry=self.registry,
+        )
         self.ticks = Counter("wattmux_ticks", "Control loop ticks run.", registry=self.registry)
         self.tick_duration = Histogram(
             "wattmux_tick_duration_seconds",

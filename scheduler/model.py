@@ -184,6 +184,9 @@ class Sample:
     # nominal power scaled by the measured hash rate (sleep power when asleep).
     power_estimated: bool = False
     jobs: tuple[RunningJob, ...] = ()  # AI jobs running on a GPU node
+    # (pool name, alive) for each enabled pool the miner lists (its URL when no configured
+    # pool matches): what the device sees of its pools; () when the driver does not report it.
+    pools_alive: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,23 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """A GPU node under contract to a customer from start to end, at a price: kept on AI meanwhile."""
+
+    id: str
+    node: str  # the GPU node's device id
+    queue: str  # the queue its customer's jobs come through: the node runs ai(queue)
+    start: datetime
+    end: datetime
+    price_usd_per_hour: float  # what the customer pays for the node
+    priority: int = 0  # only a demand-response event of a higher priority outranks it
+
+    def active(self, wall: datetime) -> bool:
+        """True from start (inclusive) to end (exclusive)."""
+        return self.start <= wall < self.end
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """An immutable view of everything the policy may look at, taken at ``now``."""
 
@@ -259,6 +279,7 @@ class Snapshot:
     power_cap_w: float | None = None
     queues: Mapping[str, QueueDemand] = field(default_factory=dict)
     pools_up: Mapping[str, bool] = field(default_factory=dict)  # pool name -> reachable; absent: up
+    leases: tuple[Lease, ...] = ()  # AI leases of GPU nodes (active or not)
 
     def market_age(self, name: str) -> float | None:
         """Age in seconds of one market input (see MARKET_INPUTS)."""

@@ -15,6 +15,7 @@ from scheduler.model import (
     Device,
     DeviceStatus,
     Event,
+    Lease,
     MarketState,
     QueueDemand,
     Reading,
@@ -45,6 +46,7 @@ class FleetState:
         self.drift: dict[str, Drift] = {}  # devices whose last command is not confirmed
         self.queues: dict[str, QueueDemand] = {}
         self.pools_up: dict[str, bool] = {}
+        self.leases: tuple[Lease, ...] = ()
 
     def set_pool_up(self, pool: str, up: bool) -> None:
         """Record whether a mining pool is reachable (policies fail over from pools that are down)."""
@@ -90,6 +92,10 @@ class FleetState:
         for name in names:
             self.queues.pop(name, None)
 
+    def set_leases(self, leases: Iterable[Lease]) -> None:
+        """Replace the AI leases of the GPU nodes (from the [[leases]] configuration)."""
+        self.leases = tuple(leases)
+
     def set_events(self, events: Iterable[Event]) -> None:
         """Replace the set of known demand-response events."""
         self.events = tuple(events)
@@ -114,6 +120,7 @@ class FleetState:
             power_cap_w=self.power_cap_w,
             queues=MappingProxyType(dict(self.queues)),
             pools_up=MappingProxyType(dict(self.pools_up)),
+            leases=self.leases,
         )
 
 

@@ -40,6 +40,7 @@ from drivers.asic.cgminer_parse import (
     parse_hashrate_hs,
     parse_pools,
     parse_power_w,
+    pools_alive,
     rows,
     same_url,
     section,
@@ -102,6 +103,10 @@ class CgminerDriver:
         self._locks: dict[str, asyncio.Lock] = {}
         self._workloads: dict[tuple[str, float], Workload] = {}
         self._sessions: dict[str, tuple[str, float]] = {}  # device id -> (session id, last used)
+        # (device pools, (URL, alive) report) -> the same report by pool name, shared
+        self._alive_seen: dict[
+            tuple[tuple[str, ...], tuple[tuple[str, bool], ...]], tuple[tuple[str, bool], ...]
+        ] = {}
 
     def _lock(self, device: Device) -> asyncio.Lock:
         return self._locks.setdefault(device.id, asyncio.Lock())
@@ -198,7 +203,21 @@ class CgminerDriver:
             hashrate_hs=reading.hashrate_hs,
             temperature_c=reading.temperature_c,
             pool_url=sys.intern(reading.pool_url) if reading.pool_url else None,
+            pools_alive=self._pools_alive(device, reading.pools),
         )
+
+    def _pools_alive(
+        self, device: Device, pools: tuple[PoolEntry, ...]
+    ) -> tuple[tuple[str, bool], ...]:
+        """What the miner sees of its pools, by configured name; one shared tuple per distinct value."""
+        report = tuple(pools_alive(pools))
+        key = (device.pools, report)
+        shared = self._alive_seen.get(key)
+        if shared is None:
+            shared = tuple((self._pool_name(device, url), alive) for url, alive in report)
+            if len(self._alive_seen) < 4096:
+                self._alive_seen[key] = shared
+        return shared
 
     OBSERVE_COMMANDS = "config+pools"
 

@@ -8,6 +8,7 @@ Where each Sample field comes from:
     temperature  the hottest chip sensor: STATS "temp_chipN" ("60-58-73-74" strings or
                  numbers), else bmminer's "temp2_N"; None when the firmware reports none
     pool         the POOLS entry with "Stratum Active", else the best-priority live one
+    pools_alive  every POOLS entry not "Disabled": alive when its Status is "Alive"
     asleep       CONFIG[0] "CurtailMode" == "Sleep" (LuxOS); firmware without the field
                  is read as awake
 """
@@ -132,6 +133,11 @@ def current_pool_url(pools: tuple[PoolEntry, ...]) -> str | None:
     enabled = [p for p in pools if p.status != "Disabled"]
     ranked = sorted(active or enabled, key=lambda p: (p.status != "Alive", p.priority))
     return ranked[0].url if ranked else None
+
+
+def pools_alive(pools: tuple[PoolEntry, ...]) -> list[tuple[str, bool]]:
+    """(URL, alive) for each pool the miner tries (Status "Alive" / anything but "Disabled")."""
+    return [(p.url, p.status == "Alive") for p in pools if p.status != "Disabled"]
 
 
 def parse_curtailed(config_rows: list[Reply]) -> bool:

@@ -80,6 +80,7 @@ class LuxosDriver(CgminerDriver):
             hashrate_hs=sample.hashrate_hs,
             temperature_c=sample.temperature_c,
             pool_url=sample.pool_url,
+            pools_alive=sample.pools_alive,
         )
 
     def _refusal(self, workload: Workload) -> str | None:

@@ -139,6 +139,7 @@ class SimMiner(SimTcpServer):
             clock=clock,
         )
         self._pools = [_SimPool(p.url, p.user, p.password) for p in pools]
+        self._dead_urls: set[str] = set()  # pools down upstream (also for pools added later)
         self._priority = list(range(len(self._pools)))
         self._asleep = False
         self.power_level = 1.0
@@ -206,6 +207,16 @@ class SimMiner(SimTcpServer):
     def set_pool_alive(self, index: int, alive: bool) -> None:
         """Make pool ``index`` reachable or not (a dead pool is never the active one)."""
         self._pools[index].alive = alive
+
+    def set_pool_url_alive(self, url: str, alive: bool) -> None:
+        """Make the pool at ``url`` reachable or not, as an outage upstream would (pools added later too)."""
+        if alive:
+            self._dead_urls.discard(url)
+        else:
+            self._dead_urls.add(url)
+        for pool in self._pools:
+            if pool.url == url:
+                pool.alive = alive
 
     @property
     def asleep(self) -> bool:
@@ -410,7 +421,10 @@ class SimMiner(SimTcpServer):
         if len(fields) < 2 or not fields[0].strip() or not fields[1].strip():
             return self._error(53, f"Invalid addpool details '{parameter}'")
         password = fields[2] if len(fields) > 2 else ""
-        self._pools.append(_SimPool(fields[0].strip(), fields[1].strip(), password))
+        url = fields[0].strip()
+        self._pools.append(
+            _SimPool(url, fields[1].strip(), password, alive=url not in self._dead_urls)
+        )
         index = len(self._pools) - 1
         self._priority.append(index)
         return self._ok(55, f"Added pool {index}: '{fields[0].strip()}'")

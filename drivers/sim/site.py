@@ -84,6 +84,11 @@ class SimSite:
         now = self._clock()
         return sum(miner.power_w(now) for miner in self.miners.values())
 
+    def set_pool_alive(self, url: str, alive: bool) -> None:
+        """A pool outage (or its end) seen by every miner of the site."""
+        for miner in self.miners.values():
+            miner.set_pool_url_alive(url, alive)
+
     async def start(self) -> None:
         """Start every miner; if one cannot listen, stop the others and raise."""
         results = await asyncio.gather(

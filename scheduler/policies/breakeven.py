@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from scheduler.config import PolicyConfig
 from scheduler.economics import MarketEconomics, market_economics, option_economics
 from scheduler.model import Assignment, Device, DeviceKind, Plan, Snapshot, Workload, WorkloadKind
@@ -10,13 +12,17 @@ from scheduler.policies.gpu_queue import plan_gpu_nodes
 REASON_BELOW = "price_below_breakeven"
 REASON_ABOVE = "price_above_breakeven"
 REASON_BAND = "within_hysteresis"
+REASON_POOL_DOWN = "pool_down"  # the current pool is down: the first pool that is up
+REASON_POOLS_DOWN = "pools_down"  # every pool of the device is down: sleep
 
 
 class BreakevenPolicy:
     """Per device: mine below its break-even power price minus a band, sleep above it plus the band.
 
     Inside the band the device keeps what it is doing, so a price hovering at
-    break-even does not flap the fleet.  With no complete market the policy
+    break-even does not flap the fleet.  It mines on its current pool while that
+    is up, else on the first of its pools that is up (``pool_down``); with all
+    of them down it sleeps (``pools_down``).  With no complete market the policy
     returns an empty plan; the Guard then applies the stale-input safe action.
     """
 
@@ -38,7 +44,7 @@ class BreakevenPolicy:
         if economics is None:
             return Plan(created_at=snapshot.now, assignments=())
         assignments = tuple(
-            self._decide(device, snapshot.current.get(device.id), economics)
+            self._decide(device, snapshot.current.get(device.id), economics, snapshot.pools_up)
             for device in snapshot.devices.values()
             if device.pools and device.kind is DeviceKind.ASIC
         )
@@ -47,7 +53,11 @@ class BreakevenPolicy:
         return Plan(created_at=snapshot.now, assignments=assignments)
 
     def _decide(
-        self, device: Device, current: Workload | None, economics: MarketEconomics
+        self,
+        device: Device,
+        current: Workload | None,
+        economics: MarketEconomics,
+        pools_up: Mapping[str, bool],
     ) -> Assignment:
         price = economics.power_price_usd_per_mwh
         breakeven = economics.breakeven_usd_per_mwh(device)
@@ -58,12 +68,22 @@ class BreakevenPolicy:
         else:
             mine = price < breakeven - self.hysteresis_usd_per_mwh
             in_band = not mine and current is not None and price <= breakeven
+        up = [p for p in device.pools if pools_up.get(p, True)]
+        if mine and not up:
+            return Assignment(device.id, Workload.sleep(), REASON_POOLS_DOWN, 0.0)
         if mine:
-            pool = current.pool if mining_now and current and current.pool in device.pools else None
-            workload = Workload.mine(pool or device.pools[0])
+            pool = current.pool if mining_now and current and current.pool in up else None
+            workload = Workload.mine(pool or up[0])
             if current is not None and current == workload:
                 workload = current  # the driver's shared object: no copy per device
             reason = REASON_BAND if in_band else REASON_BELOW
+            if (
+                mining_now
+                and current is not None
+                and current.pool not in up
+                and current.pool in device.pools
+            ):
+                reason = REASON_POOL_DOWN
         else:
             workload = Workload.sleep()
             reason = REASON_BAND if in_band else REASON_ABOVE

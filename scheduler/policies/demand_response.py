@@ -5,18 +5,22 @@ positive (with the ``hysteresis_usd_per_mwh`` band of the breakeven policy).
 While one or more events are active (``start <= wall < end``) the site must
 fit the strictest of them: ``target_kw`` caps the site, ``reduction_kw`` is
 taken off the fleet's nominal full power.  Machines are put to sleep from the
-least efficient (highest J/TH) up, reason ``dr_event``.  ``preview(snapshot,
+least efficient (highest J/TH) up, reason ``dr_event``; a GPU node under an
+AI lease is shed only when an event of a higher priority than the lease's is
+in force.  ``preview(snapshot,
 event)`` tells an operator, before an event starts, which machines would go.
 """
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from scheduler.config import PolicyConfig
 from scheduler.limits import active_events, event_limit_w
 from scheduler.model import Assignment, Device, Event, Plan, Snapshot, Workload, WorkloadKind
 from scheduler.policies.breakeven import BreakevenPolicy
+from scheduler.policies.leases import pinned_leases
 
 REASON_DR = "dr_event"
 
@@ -68,7 +72,8 @@ class DemandResponsePolicy:
         if not limits:
             return plan
         assigned = plan.by_device()
-        shed, _, _ = self._shed(snapshot, assigned, min(limits))
+        kept = set(pinned_leases(snapshot))
+        shed, _, _ = self._shed(snapshot, assigned, min(limits), kept)
         for device_id in shed:
             assigned[device_id] = Assignment(device_id, Workload.sleep(), REASON_DR, 0.0)
         ordered = tuple(assigned[d] for d in snapshot.devices if d in assigned)
@@ -76,13 +81,21 @@ class DemandResponsePolicy:
 
     def preview(self, snapshot: Snapshot, event: Event) -> DrPreview:
         """The machines this event would put to sleep if it started at the snapshot's time."""
+        return self.preview_plan(snapshot, event)[0]
+
+    def preview_plan(
+        self, snapshot: Snapshot, event: Event
+    ) -> tuple[DrPreview, dict[str, Assignment]]:
+        """preview(), and the plan before the event that it sheds from (device -> assignment)."""
         nominal_w = sum(d.nominal_power_w for d in snapshot.devices.values())
         limit_w = event_limit_w(event, nominal_w)
         assigned = self.base.plan(snapshot).by_device()
         if limit_w is None:
             limit_w = float("inf")
-        shed, before_w, after_w = self._shed(snapshot, assigned, limit_w)
-        return DrPreview(
+        in_force = [*active_events(snapshot.events, snapshot), event]
+        kept = set(pinned_leases(snapshot, in_force))
+        shed, before_w, after_w = self._shed(snapshot, assigned, limit_w, kept)
+        preview = DrPreview(
             event_id=event.id,
             limit_kw=limit_w / 1000.0,
             shed=tuple(shed),
@@ -90,12 +103,19 @@ class DemandResponsePolicy:
             site_kw_after=after_w / 1000.0,
             feasible=after_w <= limit_w,
         )
+        return preview, assigned
 
     @staticmethod
     def _shed(
-        snapshot: Snapshot, assigned: dict[str, Assignment], limit_w: float
+        snapshot: Snapshot,
+        assigned: dict[str, Assignment],
+        limit_w: float,
+        kept: AbstractSet[str] = frozenset(),
     ) -> tuple[list[str], float, float]:
-        """Least efficient running devices to sleep until the site fits; (shed, before W, after W)."""
+        """Least efficient running devices to sleep until the site fits; (shed, before W, after W).
+
+        Devices in ``kept`` (GPU nodes under a lease no event outranks) are never shed.
+        """
 
         def workload_of(device: Device) -> Workload | None:
             assignment = assigned.get(device.id)
@@ -104,7 +124,11 @@ class DemandResponsePolicy:
         devices = list(snapshot.devices.values())
         total_w = sum(planned_power_w(d, workload_of(d)) for d in devices)
         before_w = total_w
-        running = [d for d in devices if (w := workload_of(d)) is not None and w.is_running]
+        running = [
+            d
+            for d in devices
+            if (w := workload_of(d)) is not None and w.is_running and d.id not in kept
+        ]
         running.sort(key=lambda d: (-d.efficiency_j_per_th, d.id))
         shed: list[str] = []
         for device in running:

@@ -11,7 +11,9 @@ first, then by id), each option is valued over ``horizon_seconds``:
   first, during which the node earns what they pay (the drain);
 - ``sleep``: idle power (a drained node), after the same drain.
 
-The best value wins; a tie keeps the current workload.  Each assignment
+The best value wins; a tie keeps the current workload.  A node under an
+active AI lease skips all this: it stays on ``ai(lease queue)`` (reason
+``ai_lease``, see scheduler/policies/leases.py) and takes no queue demand.  Each assignment
 carries its reason, the expected margin (value per hour over the horizon) and
 the switching cost, so the guard, the API and the audit log see them.
 """
@@ -35,6 +37,7 @@ from scheduler.model import (
     Workload,
     WorkloadKind,
 )
+from scheduler.policies.leases import lease_assignment, pinned_leases
 
 SWITCH_HORIZON_SECONDS = 3600.0
 
@@ -65,8 +68,14 @@ def plan_gpu_nodes(
         current = snapshot.current.get(device.id)
         return (current is None or current.kind is not WorkloadKind.AI, device.id)
 
+    pinned = pinned_leases(snapshot)
     assignments = []
     for device in sorted(nodes, key=order):
+        lease = pinned.get(device.id)
+        if lease is not None:
+            price = economics.power_price_usd_per_mwh
+            assignments.append(lease_assignment(device, lease, price))
+            continue
         sample = snapshot.samples.get(device.id)
         jobs = sample.jobs if sample is not None else ()
         assignment = _decide(

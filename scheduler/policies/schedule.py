@@ -6,7 +6,8 @@ puts every miner to sleep for its duration (reason ``schedule_window``, or
 18:00 local, when the monthly system peaks that set a year of transmission
 charges usually fall).  An ``adder`` window adds a tariff charge (USD/MWh) to
 the market price; outside sleep windows the decision is ``max-margin``'s at
-that effective price, under the cap and DR limits.
+that effective price, under the cap and DR limits.  A GPU node under an
+active AI lease stays on it through sleep windows (``ai_lease``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from scheduler.config import PolicyConfig, ScheduleWindowConfig
 from scheduler.model import Assignment, Plan, Snapshot, Workload
+from scheduler.policies.leases import lease_assignment, pinned_leases
 from scheduler.policies.max_margin import MaxMarginPolicy
 
 REASON_WINDOW = "schedule_window"
@@ -86,10 +88,14 @@ class SchedulePolicy:
         sleeping = [reason for window, reason in active if window.action == "sleep"]
         if sleeping:
             reason = REASON_4CP if REASON_4CP in sleeping else REASON_WINDOW
+            pinned = pinned_leases(snapshot)  # a lease outranks a schedule window
+            price = snapshot.market.power_price_usd_per_mwh
             assignments = tuple(
-                Assignment(d.id, Workload.sleep(), reason, 0.0)
+                lease_assignment(d, pinned[d.id], price.value if price else 0.0)
+                if d.id in pinned
+                else Assignment(d.id, Workload.sleep(), reason, 0.0)
                 for d in snapshot.devices.values()
-                if d.pools
+                if d.pools or d.id in pinned
             )
             return Plan(created_at=snapshot.now, assignments=assignments)
         adder = sum(w.adder_usd_per_mwh for w, _ in active if w.action == "adder")

@@ -26,6 +26,7 @@ ALERTS = {
     "WattmuxDevicesUnavailable",
     "WattmuxCurtailNotConfirmed",
     "WattmuxSiteOverPowerCap",
+    "WattmuxPoolDown",
 }
 
 pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool missing: make test installs it")

@@ -196,7 +196,7 @@ async def test_every_panel_and_alert_expression_returns_data(tmp_path: Path) -> 
             alerts = [
                 rule for group in groups for rule in group["rules"] if rule["type"] == "alerting"
             ]
-            assert len(alerts) == 8
+            assert len(alerts) == 9
             missing = []
             for rule in alerts:
                 assert rule["health"] == "ok", rule

@@ -82,6 +82,10 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/policy"): {"name": "breakeven"},
 }
 
+VALID_PARAMS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/v1/demand-response/preview"): {"reduction_kw": 5.0},
+}
+
 
 def concrete(path: str) -> str:
     return path.replace("{device_id}", "m1")
@@ -118,7 +122,8 @@ async def test_route_role_matrix(view: ControlledView, method: str, path: str, c
     app = build_app(view, TOKENS)
     async with client_for(app, headers) as client:
         body = VALID_BODIES.get((method, path))
-        response = await client.request(method, concrete(path), json=body)
+        params = VALID_PARAMS.get((method, path))
+        response = await client.request(method, concrete(path), json=body, params=params)
     if needed is None:
         assert response.status_code == 200
         return
