@@ -70,9 +70,15 @@ class AntminerOptions(CgminerFamilyOptions):
 
 
 class BraiinsOptions(CgminerFamilyOptions):
-    """Braiins OS, read only: telemetry over its cgminer-compatible API (control needs gRPC)."""
+    """Braiins OS: telemetry over its cgminer-compatible API, control over its gRPC API."""
 
     driver: Literal["braiins"] = "braiins"
+    grpc_port: int = Field(50051, ge=1, le=65535, description="port of the public gRPC API")
+    username: str = Field("root", min_length=1, description="gRPC API user")
+    password: str = Field("root", description="gRPC API password (the miner's web password)")
+    confirm_timeout_seconds: float = Field(
+        60.0, gt=0, le=600, description="pause and resume ramp the hashboards before they show"
+    )
 
 
 AsicOptions = Annotated[

@@ -37,10 +37,8 @@ CAPABILITIES: Mapping[str, Capabilities] = {
     "antminer": Capabilities(
         sleep=True, power_target=False, pool_switch=False, measured_power=False
     ),
-    # Read only until a gRPC client exists (see drivers/asic/braiins.py).
-    "braiins": Capabilities(
-        sleep=False, power_target=False, pool_switch=False, measured_power=True
-    ),
+    # Pause/resume and power targets over the public gRPC API; pools stay as set on the miner.
+    "braiins": Capabilities(sleep=True, power_target=True, pool_switch=False, measured_power=True),
 }
 
 
