@@ -287,7 +287,7 @@ class _DeviceCommon(_Strict):
     max_temperature_c: float | None = Field(None, gt=0, lt=150, description="default: model's")
     options: AsicOptions = Field(
         default_factory=CgminerOptions,
-        description="driver settings (driver = cgminer | luxos | antminer | braiins)",
+        description="driver settings (driver = cgminer | luxos | antminer | braiins | asic-rs)",
     )
 
     @field_validator("model")
@@ -603,6 +603,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
             "luxos",
             "antminer",
             "braiins",
+            "asic-rs",
             *QUEUE_DRIVERS,
             *LIVE_MARKET_DRIVERS,
         ):

@@ -81,11 +81,32 @@ class BraiinsOptions(CgminerFamilyOptions):
     )
 
 
+class AsicRsOptions(BaseModel):
+    """A miner driven through the optional pyasic-rs library (vendor default ports)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: Literal["asic-rs"] = "asic-rs"
+    username: str | None = Field(None, min_length=1, description="login, when not the default")
+    password: str | None = Field(None, description="password, when not the default")
+    timeout_seconds: float = Field(5.0, gt=0, le=60, description="per-call deadline")
+    confirm_timeout_seconds: float = Field(
+        60.0, gt=0, le=600, description="how long to read back before calling a command unconfirmed"
+    )
+    confirm_interval_seconds: float = Field(1.0, gt=0, le=60, description="read-back interval")
+
+    @property
+    def port(self) -> int:
+        """The cgminer API port the library probes (not configurable there)."""
+        return 4028
+
+
 AsicOptions = Annotated[
     Annotated[CgminerOptions, Tag("cgminer")]
     | Annotated[LuxosOptions, Tag("luxos")]
     | Annotated[AntminerOptions, Tag("antminer")]
-    | Annotated[BraiinsOptions, Tag("braiins")],
+    | Annotated[BraiinsOptions, Tag("braiins")]
+    | Annotated[AsicRsOptions, Tag("asic-rs")],
     Discriminator(_driver_tag),
 ]
 """Driver settings of one ASIC entry, chosen by its ``driver`` tag."""

@@ -12,9 +12,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from drivers.asic.antminer import AntminerDriver
+from drivers.asic.asicrs import AsicRsDriver
 from drivers.asic.braiins import BraiinsDriver
 from drivers.asic.cgminer import CgminerDriver
-from drivers.asic.config import AntminerOptions, BraiinsOptions, CgminerOptions, LuxosOptions
+from drivers.asic.config import (
+    AntminerOptions,
+    AsicRsOptions,
+    BraiinsOptions,
+    CgminerOptions,
+    LuxosOptions,
+)
 from drivers.asic.luxos import LuxosDriver
 from scheduler.model import Pool
 
@@ -39,18 +46,25 @@ CAPABILITIES: Mapping[str, Capabilities] = {
     ),
     # Pause/resume and power targets over the public gRPC API; pools stay as set on the miner.
     "braiins": Capabilities(sleep=True, power_target=True, pool_switch=False, measured_power=True),
+    # Optional pyasic-rs library: pause/resume where it supports them; power levels refused.
+    "asic-rs": Capabilities(sleep=True, power_target=False, pool_switch=False, measured_power=True),
 }
+
+AsicDriver = CgminerDriver | AsicRsDriver
+"""What create_asic_driver returns: collect() and apply() (TelemetrySource, MinerControl)."""
 
 
 def create_asic_driver(
     pools: Mapping[str, Pool],
-    options: CgminerOptions | LuxosOptions | AntminerOptions | BraiinsOptions,
+    options: CgminerOptions | LuxosOptions | AntminerOptions | BraiinsOptions | AsicRsOptions,
     *,
     concurrency: int,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> CgminerDriver:
+) -> AsicDriver:
     """The driver for one options block (one instance serves every device that shares it)."""
+    if isinstance(options, AsicRsOptions):
+        return AsicRsDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
     if isinstance(options, BraiinsOptions):
         return BraiinsDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
     if isinstance(options, AntminerOptions):
