@@ -101,7 +101,10 @@ class SimBraiinsGrpc:
         """Listen on the miner's address (idempotent)."""
         if self._server is not None:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose
+        # proto says TCP; with proto 0 the headers-then-data writes of a reply wait out a
+        # delayed ACK (40 ms per call).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.miner.address, self._requested_port))
