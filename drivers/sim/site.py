@@ -127,6 +127,7 @@ def range_devices(
     power_w: float = 3500.0,
     sleep_power_w: float = 15.0,
     pools: tuple[str, ...] = (),
+    driver: str = "cgminer",
 ) -> list[Device]:
     """Identical ASICs on consecutive loopback addresses, numbered as config device ranges are."""
     start = ipaddress.IPv4Address(first_address)
@@ -136,7 +137,7 @@ def range_devices(
             id=f"{id_prefix}-{i + 1:0{width}d}",
             kind=DeviceKind.ASIC,
             model=model,
-            driver="cgminer",
+            driver=driver,
             address=str(start + i),
             port=port,
             nominal_hashrate_hs=hashrate_ths * TERA,
