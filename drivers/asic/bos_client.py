@@ -189,6 +189,15 @@ class BosClient:
         except ValueError:
             return int(reply.status)
 
+    async def power_range_w(self, source: str, address: str) -> tuple[int, int, int] | None:
+        """The model's power target (default, min, max) in W from GetConstraints; None if absent."""
+        reply = await self.call(source, address, bos.GET_CONSTRAINTS, bos.Empty())
+        tuner = reply.tuner_constraints
+        power = tuner.power_target if tuner is not None else None
+        if power is None or None in (power.default, power.min, power.max):
+            return None
+        return int(power.default.watt), int(power.min.watt), int(power.max.watt)
+
     async def power_target_w(self, source: str, address: str) -> int | None:
         """The tuner's power target in force (None when the tuner is not in power-target mode)."""
         reply = await self.call(source, address, bos.GET_TUNER_STATE, bos.Empty())

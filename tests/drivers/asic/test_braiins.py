@@ -113,7 +113,10 @@ async def test_waking_to_a_power_level_sets_the_target_before_resuming(bos: Bos)
 async def test_a_target_outside_the_model_range_is_rejected_with_the_firmware_words(
     bos: Bos,
 ) -> None:
-    outcome = await bos.driver().apply(bos.device, Workload.mine("main", 0.1))
+    driver = bos.driver()
+    low, high = round(0.3 * NOMINAL_W), round(1.9 * NOMINAL_W)
+    assert await driver.api.power_range_w("bos-1", bos.device.address) == (3068, low, high)
+    outcome = await driver.apply(bos.device, Workload.mine("main", 0.1))
     assert outcome.status is OutcomeStatus.REJECTED
     assert "INVALID_ARGUMENT" in outcome.detail and "not in allowed range" in outcome.detail
     assert bos.api.target_w == round(NOMINAL_W)  # unchanged
