@@ -19,7 +19,9 @@ drivers/asic/bos_messages.py for the facts and their sources):
   ``SAVE_AND_APPLY`` (and ``..._FORCE_APPLY``) puts it in force: the
   tuner's ``current_target`` shows it at once and the power follows; the
   tuner reports TUNING for ``tune_seconds``.
-- ``hang`` makes every call accept the stream and never answer.
+- ``hang`` makes every call accept the stream and never answer;
+  ``token_in_body = False`` plays firmware before API 1.1.0 (an empty
+  LoginResponse: the token is only in the header).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class SimBraiinsGrpc:
         self.resume_delay_seconds = resume_delay_seconds
         self.tune_seconds = tune_seconds
         self.hang = False
+        self.token_in_body = True  # False: firmware before API 1.1.0 (token in the header only)
         self.calls: Counter[str] = Counter()
         self._clock = clock
         self._requested_port = port
@@ -164,8 +167,8 @@ class SimBraiinsGrpc:
             if method is bos.LOGIN:
                 token = handler(request)
                 await stream.send_initial_metadata(metadata={"authorization": token})
-                timeout_s = int(self.token_timeout_seconds)
-                await stream.send_message(bos.LoginResponse(token, timeout_s))
+                reply = bos.LoginResponse(token, int(self.token_timeout_seconds))
+                await stream.send_message(reply if self.token_in_body else bos.LoginResponse())
                 return
             self._authorize(stream.metadata or {})
             await stream.send_message(handler(request))

@@ -145,6 +145,13 @@ async def test_an_expired_token_is_replaced_by_a_new_login(bos: Bos) -> None:
     assert client.logins == 3
 
 
+async def test_firmware_before_api_1_1_gives_the_token_only_in_the_header(bos: Bos) -> None:
+    bos.api.token_in_body = False
+    client = BosClient(port=bos.api.port, password="root", timeout_seconds=0.5)
+    assert await client.status("bos-1", bos.device.address) is MinerStatus.NORMAL
+    assert client.logins == 1 and bos.api.calls["GetMinerDetails"] == 1
+
+
 async def test_a_hung_api_times_out_and_the_outcome_is_unavailable(bos: Bos) -> None:
     bos.api.hang = True
     client = BosClient(port=bos.api.port, password="root", timeout_seconds=0.2)
