@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class CgminerFamilyOptions(BaseModel):
@@ -99,6 +100,12 @@ class AsicRsOptions(BaseModel):
     def port(self) -> int:
         """The cgminer API port the library probes (not configurable there)."""
         return 4028
+
+    @model_validator(mode="after")
+    def _library_installed(self) -> AsicRsOptions:
+        if find_spec("pyasic_rs") is None:
+            raise ValueError("driver asic-rs needs the optional extra: pip install 'wattmux[asic-rs]'")
+        return self
 
 
 AsicOptions = Annotated[

@@ -8,17 +8,21 @@ from collections.abc import AsyncIterator
 import pytest
 
 from drivers.asic import asicrs
+from drivers.asic import config as asic_config
 from drivers.asic.asicrs import AsicRsDriver
 from drivers.asic.config import AsicRsOptions
 from drivers.asic.registry import CAPABILITIES, create_asic_driver
 from drivers.errors import Fatal, Unavailable
 from drivers.sim.site import SimSite
-from scheduler.config import parse_config, pools_of
+from scheduler.config import ConfigError, parse_config, pools_of
 from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 needs_wheel = pytest.mark.skipif(not asicrs.HAVE_ASIC_RS, reason="pyasic-rs is not installed")
 POOLS = {"main": Pool("main", "stratum+tcp://main.example:3333", "site.w1")}
-OPTIONS = AsicRsOptions(timeout_seconds=2.0, confirm_timeout_seconds=3.0, confirm_interval_seconds=0.05)
+# model_construct: without the wheel, validation refuses asic-rs options (tested below).
+OPTIONS = AsicRsOptions.model_construct(
+    timeout_seconds=2.0, confirm_timeout_seconds=3.0, confirm_interval_seconds=0.05
+)
 ADDRESS = "127.39.3.1"  # the library probes the cgminer API on its default port, 4028
 
 
@@ -28,9 +32,16 @@ def test_without_the_wheel_the_driver_names_the_extra(monkeypatch: pytest.Monkey
         AsicRsDriver(POOLS, OPTIONS)
 
 
-@needs_wheel
-def test_config_picks_the_asic_rs_driver() -> None:
-    raw = {
+def test_config_without_the_wheel_is_an_error_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(asic_config, "find_spec", lambda _name: None)
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.options.*wattmux\[asic-rs\]"):
+        parse_config(config(), environ={})
+
+
+def config() -> dict[str, object]:
+    return {
         "site": {"power_cap_kw": 100.0},
         "pools": [{"name": "main", "url": POOLS["main"].url, "user": "w"}],
         "devices": [
@@ -38,7 +49,11 @@ def test_config_picks_the_asic_rs_driver() -> None:
              "options": {"driver": "asic-rs", "timeout_seconds": 2.0}},
         ],
     }  # fmt: skip
-    parsed = parse_config(raw, environ={})
+
+
+@needs_wheel
+def test_config_picks_the_asic_rs_driver() -> None:
+    parsed = parse_config(config(), environ={})
     device = parsed.all_devices()[0]
     assert (device.driver, device.port) == ("asic-rs", 4028)
     driver = create_asic_driver(pools_of(parsed), parsed.devices[0].options, concurrency=4)
