@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,fast]'
+	@$(PY) -m pip install --quiet --only-binary=pyasic-rs -e '.[asic-rs]' \
+		|| echo "pyasic-rs has no wheel for this platform: the optional asic-rs driver and its tests are skipped"
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install wattmux with its dev tools

@@ -301,7 +301,7 @@ class _DeviceCommon(_Strict):
     max_temperature_c: float | None = Field(None, gt=0, lt=150, description="default: model's")
     options: AsicOptions = Field(
         default_factory=CgminerOptions,
-        description="driver settings (driver = cgminer | luxos | antminer | braiins | whatsminer)",
+        description="driver settings (driver = cgminer | luxos | antminer | braiins | whatsminer | asic-rs)",
     )
 
     @field_validator("model")
@@ -662,6 +662,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
             "luxos",
             "antminer",
             "braiins",
+            "asic-rs",
             *QUEUE_DRIVERS,
             *LIVE_MARKET_DRIVERS,
         ):

@@ -12,8 +12,7 @@ from typing import TypeVar
 
 import httpx
 
-from drivers.asic.cgminer import CgminerDriver
-from drivers.asic.registry import create_asic_driver
+from drivers.asic.registry import AsicDriver, create_asic_driver
 from drivers.base import MarketFeed
 from drivers.limits import raise_open_files_limit
 from drivers.market.btc_price import BtcPriceConfig, BtcPriceFeed
@@ -161,11 +160,11 @@ class Daemon:
         """The last guarded plan (None before the first tick)."""
         return self.loop.plan if self.loop else None
 
-    def _drivers(self) -> Mapping[str, CgminerDriver]:
+    def _drivers(self) -> Mapping[str, AsicDriver]:
         """One cgminer driver per distinct option set, keyed by device id."""
         pools = pools_of(self.config)
-        by_options: dict[str, CgminerDriver] = {}
-        per_device: dict[str, CgminerDriver] = {}
+        by_options: dict[str, AsicDriver] = {}
+        per_device: dict[str, AsicDriver] = {}
         for entry in (*self.config.devices, *self.config.device_ranges):
             key = entry.options.model_dump_json()
             if key not in by_options:
@@ -192,7 +191,7 @@ class Daemon:
         )
         create_policy(config.policy)  # an unknown policy name fails here, before anything runs
         queues = build_queues(config, self.clock)
-        drivers: dict[str, CgminerDriver | QueueNodeDriver] = {**self._drivers(), **queues.per_node}
+        drivers: dict[str, AsicDriver | QueueNodeDriver] = {**self._drivers(), **queues.per_node}
         with ControlStore.open(config.store.path) as store:
             self.state.desired.update(
                 {d: w for d, w in store.desired().items() if d in self.state.devices}

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from drivers.asic.cgminer import CgminerDriver
-from drivers.asic.registry import create_asic_driver
+from drivers.asic.registry import AsicDriver, create_asic_driver
 from drivers.errors import DriverError
 from scheduler.config import WattmuxConfig, pools_of
 from scheduler.model import Device, Outcome, OutcomeStatus, Workload
@@ -47,7 +46,7 @@ async def curtail_all(
 ) -> FailsafeReport:
     """Command every configured device to sleep; return every outcome."""
     pools = pools_of(config)
-    targets: list[tuple[Device, CgminerDriver]] = []
+    targets: list[tuple[Device, AsicDriver]] = []
     for entry in (*config.devices, *config.device_ranges):
         driver = create_asic_driver(  # the entry's firmware personality (LuxOS, stock, ...)
             pools, entry.options, concurrency=max(config.control.command_concurrency, 1)
@@ -61,7 +60,7 @@ async def curtail_all(
     semaphore = asyncio.Semaphore(max(config.control.command_concurrency, 1))
     safe = Workload.sleep()
 
-    async def curtail(device: Device, driver: CgminerDriver) -> Outcome:
+    async def curtail(device: Device, driver: AsicDriver) -> Outcome:
         intent_id = _begin(store, device, safe, wall_clock())
         async with semaphore:
             try:

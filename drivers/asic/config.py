@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -70,9 +71,41 @@ class AntminerOptions(CgminerFamilyOptions):
 
 
 class BraiinsOptions(CgminerFamilyOptions):
-    """Braiins OS, read only: telemetry over its cgminer-compatible API (control needs gRPC)."""
+    """Braiins OS: telemetry over its cgminer-compatible API, control over its gRPC API."""
 
     driver: Literal["braiins"] = "braiins"
+    grpc_port: int = Field(50051, ge=1, le=65535, description="port of the public gRPC API")
+    username: str = Field("root", min_length=1, description="gRPC API user")
+    password: str = Field("root", description="gRPC API password (the miner's web password)")
+    confirm_timeout_seconds: float = Field(
+        60.0, gt=0, le=600, description="pause and resume ramp the hashboards before they show"
+    )
+
+
+class AsicRsOptions(BaseModel):
+    """A miner driven through the optional pyasic-rs library (vendor default ports)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: Literal["asic-rs"] = "asic-rs"
+    username: str | None = Field(None, min_length=1, description="login, when not the default")
+    password: str | None = Field(None, description="password, when not the default")
+    timeout_seconds: float = Field(5.0, gt=0, le=60, description="per-call deadline")
+    confirm_timeout_seconds: float = Field(
+        60.0, gt=0, le=600, description="how long to read back before calling a command unconfirmed"
+    )
+    confirm_interval_seconds: float = Field(1.0, gt=0, le=60, description="read-back interval")
+
+    @property
+    def port(self) -> int:
+        """The cgminer API port the library probes (not configurable there)."""
+        return 4028
+
+    @model_validator(mode="after")
+    def _library_installed(self) -> AsicRsOptions:
+        if find_spec("pyasic_rs") is None:
+            raise ValueError("driver asic-rs needs the optional extra: pip install 'wattmux[asic-rs]'")
+        return self
 
 
 class WhatsminerOptions(CgminerFamilyOptions):
@@ -116,7 +149,8 @@ AsicOptions = Annotated[
     | Annotated[LuxosOptions, Tag("luxos")]
     | Annotated[AntminerOptions, Tag("antminer")]
     | Annotated[BraiinsOptions, Tag("braiins")]
-    | Annotated[WhatsminerOptions, Tag("whatsminer")],
+    | Annotated[WhatsminerOptions, Tag("whatsminer")]
+    | Annotated[AsicRsOptions, Tag("asic-rs")],
     Discriminator(_driver_tag),
 ]
 """Driver settings of one ASIC entry, chosen by its ``driver`` tag."""

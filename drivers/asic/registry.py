@@ -12,10 +12,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from drivers.asic.antminer import AntminerDriver
+from drivers.asic.asicrs import AsicRsDriver
 from drivers.asic.braiins import BraiinsDriver
 from drivers.asic.cgminer import CgminerDriver
 from drivers.asic.config import (
     AntminerOptions,
+    AsicRsOptions,
     BraiinsOptions,
     CgminerOptions,
     LuxosOptions,
@@ -26,7 +28,9 @@ from drivers.asic.whatsminer import WhatsminerDriver
 from drivers.asic.whatsminer_v3 import WhatsminerV3Driver
 from scheduler.model import Pool
 
-AsicOptions = CgminerOptions | LuxosOptions | AntminerOptions | BraiinsOptions | WhatsminerOptions
+AsicOptions = (
+    CgminerOptions | LuxosOptions | AntminerOptions | BraiinsOptions | WhatsminerOptions | AsicRsOptions
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +51,8 @@ CAPABILITIES: Mapping[str, Capabilities] = {
     "antminer": Capabilities(
         sleep=True, power_target=False, pool_switch=False, measured_power=False
     ),
-    # Read only until a gRPC client exists (see drivers/asic/braiins.py).
-    "braiins": Capabilities(
-        sleep=False, power_target=False, pool_switch=False, measured_power=True
-    ),
+    # Pause/resume and power targets over the public gRPC API; pools stay as set on the miner.
+    "braiins": Capabilities(sleep=True, power_target=True, pool_switch=False, measured_power=True),
     # API v2: power_off/power_on, set_power_pct (0..100 %, floors per model in
     # drivers/asic/whatsminer.MODELS), update_pools.
     "whatsminer": Capabilities(
@@ -60,7 +62,12 @@ CAPABILITIES: Mapping[str, Capabilities] = {
     "whatsminer-v3": Capabilities(
         sleep=True, power_target=True, pool_switch=False, measured_power=True
     ),
+    # Optional pyasic-rs library: pause/resume where it supports them; power levels refused.
+    "asic-rs": Capabilities(sleep=True, power_target=False, pool_switch=False, measured_power=True),
 }
+
+AsicDriver = CgminerDriver | AsicRsDriver
+"""What create_asic_driver returns: collect() and apply() (TelemetrySource, MinerControl)."""
 
 
 def capabilities(options: AsicOptions) -> Capabilities:
@@ -77,7 +84,7 @@ def create_asic_driver(
     concurrency: int,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> CgminerDriver:
+) -> AsicDriver:
     """The driver for one options block (one instance serves every device that shares it)."""
     if isinstance(options, WhatsminerOptions):
         if options.api_version == 3:
@@ -85,6 +92,8 @@ def create_asic_driver(
                 pools, options, concurrency=concurrency, clock=clock, sleep=sleep
             )
         return WhatsminerDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
+    if isinstance(options, AsicRsOptions):
+        return AsicRsDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
     if isinstance(options, BraiinsOptions):
         return BraiinsDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
     if isinstance(options, AntminerOptions):

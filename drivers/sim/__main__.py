@@ -49,13 +49,17 @@ async def serve(args: argparse.Namespace) -> None:
     # watched (a file, /dev/null) leaves the signals only.
     with contextlib.suppress(OSError):
         loop.add_reader(stdin, lambda: stop.set() if not os.read(stdin, 1) else None)
-    async with SimSite(devices, [pool], port=args.port, ramp_seconds=args.ramp_seconds):
-        print(
-            json.dumps(
-                {"ready": len(devices), "first_address": args.first_address, "port": args.port}
-            ),
-            flush=True,
-        )
+    async with SimSite(
+        devices,
+        [pool],
+        port=args.port,
+        ramp_seconds=args.ramp_seconds,
+        braiins_grpc_port=args.grpc_port,
+    ):
+        ready = {"ready": len(devices), "first_address": args.first_address, "port": args.port}
+        if args.firmware == "braiins":
+            ready["grpc_port"] = args.grpc_port
+        print(json.dumps(ready), flush=True)
         await stop.wait()
 
 
@@ -81,12 +85,14 @@ def main() -> None:
     parser.add_argument("--sleep-power-w", type=float, default=15.0, help="power asleep in W")
     parser.add_argument(
         "--firmware",
-        choices=("cgminer", "whatsminer"),
+        choices=("cgminer", "whatsminer", "braiins"),
         default="cgminer",
-        help="personality: cgminer (with LuxOS commands) or whatsminer (API v2; v3 on free ports)",
+        help="personality: cgminer (with LuxOS commands), whatsminer (API v2; v3 on free ports)"
+        " or braiins (cgminer reads plus the gRPC API on --grpc-port, user root/root)",
     )
     parser.add_argument("--pool-url", default="stratum+tcp://main.pool.invalid:3333")
     parser.add_argument("--ramp-seconds", type=float, default=0.0, help="power ramp time")
+    parser.add_argument("--grpc-port", type=int, default=50051, help="braiins: gRPC API port")
     args = parser.parse_args()
     raise_open_files_limit(args.count + 4096)
     with contextlib.suppress(KeyboardInterrupt):

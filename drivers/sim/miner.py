@@ -166,6 +166,17 @@ class SimMiner(SimTcpServer):
             self._handlers.pop(name, None)
         self._handlers["config"] = self._stock_config
 
+    def become_braiins_os(self) -> None:
+        """Play Braiins OS on port 4028: BOSminer version, no LuxOS commands, no CONFIG mode.
+
+        Control then goes through the gRPC API (drivers/sim/braiins_grpc.py); the
+        cgminer-compatible API stays the read path (summary, pools, stats, power).
+        """
+        for name in self.luxos.handlers():
+            self._handlers.pop(name, None)
+        self._handlers["config"] = self._stock_config
+        self.version_extra = {"BOSminer": "bosminer-plus-tuner 0.9.0"}
+
     def _stock_config(self, _parameter: str | None) -> Reply:
         row = {"ASC Count": BOARDS, "Pool Count": len(self._pools), "Strategy": "Failover"}
         return self._ok(33, "CGMiner config", "CONFIG", [row])

@@ -8,6 +8,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Sequence
 
+from drivers.sim.braiins_grpc import SimBraiinsGrpc
 from drivers.sim.miner import ConnectionStats, SimMiner
 from drivers.sim.whatsminer import SimWhatsminer
 from scheduler.model import TERA, Device, DeviceKind, Pool
@@ -25,6 +26,10 @@ class SimSite:
     free port per miner; ``site.devices`` then carries the bound ports).
     Addresses must lie in 127.0.0.0/8; on Linux the whole block reaches the
     loopback interface without any setup.
+
+    A device whose ``driver`` is ``braiins`` plays Braiins OS: its cgminer
+    API is the read path and its gRPC API (``site.braiins[id]``, on
+    ``braiins_grpc_port``, 0 = a free port each) takes the commands.
     """
 
     def __init__(
@@ -38,6 +43,7 @@ class SimSite:
         clock: Callable[[], float] = time.monotonic,
         ambient_c: float = 25.0,
         noise_fraction: float = 0.01,
+        braiins_grpc_port: int = 0,
     ) -> None:
         seen: set[tuple[str, int]] = set()
         for device in devices:
@@ -72,6 +78,12 @@ class SimSite:
             )
             for device in devices
         }
+        self.braiins: dict[str, SimBraiinsGrpc] = {}
+        for device in devices:
+            if device.driver == "braiins":
+                miner = self.miners[device.id]
+                miner.become_braiins_os()
+                self.braiins[device.id] = SimBraiinsGrpc(miner, port=braiins_grpc_port, clock=clock)
         self._clock = clock
 
     @property
@@ -91,8 +103,9 @@ class SimSite:
 
     async def start(self) -> None:
         """Start every miner; if one cannot listen, stop the others and raise."""
+        servers: list[SimMiner | SimBraiinsGrpc] = [*self.miners.values(), *self.braiins.values()]
         results = await asyncio.gather(
-            *(miner.start() for miner in self.miners.values()), return_exceptions=True
+            *(server.start() for server in servers), return_exceptions=True
         )
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -101,7 +114,8 @@ class SimSite:
 
     async def stop(self) -> None:
         """Stop every miner (idempotent)."""
-        await asyncio.gather(*(miner.stop() for miner in self.miners.values()))
+        servers: list[SimMiner | SimBraiinsGrpc] = [*self.miners.values(), *self.braiins.values()]
+        await asyncio.gather(*(server.stop() for server in servers))
 
     async def __aenter__(self) -> SimSite:
         await self.start()
