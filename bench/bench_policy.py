@@ -119,10 +119,15 @@ def bench_plan(devices: int, repeat: int) -> None:
         else:
             gc_ms[0] += (time.process_time() - gc_started[0]) * 1000
 
+    read_times: list[float] = []
+    read_cpu_times: list[float] = []
+
     def measure(fresh_policy: bool) -> tuple[list[float], list[float], list[float], int]:
         policy = MaxMarginPolicy()
         policy.plan(fresh_snapshot(-1))  # the daemon's first tick (imports, memo of facts)
         times, cpu_times, gc_times = [], [], []
+        read_times.clear()
+        read_cpu_times.clear()
         assigned = 0
         for index in range(repeat):
             snapshot = fresh_snapshot(index)
@@ -135,6 +140,14 @@ def bench_plan(devices: int, repeat: int) -> None:
             cpu_times.append((time.process_time() - cpu_started) * 1000)
             gc_times.append(gc_ms[0])
             assigned = len(plan.assignments)
+            # What a reader of every device's assignment pays on top (the Guard's by_device()):
+            # a grouped plan builds its per-device Assignment objects here, not in the policy.
+            started, cpu_started = time.perf_counter(), time.process_time()
+            by_device = plan.by_device()
+            read_times.append((time.perf_counter() - started) * 1000)
+            read_cpu_times.append((time.process_time() - cpu_started) * 1000)
+            assert len(by_device) == devices
+            del plan, by_device
         return times, cpu_times, gc_times, assigned
 
     # Steady state: the same policy object every tick (devices and workloads unchanged).
@@ -151,6 +164,10 @@ def bench_plan(devices: int, repeat: int) -> None:
         f"plan_{devices // 1000}k_devices_without_gc_cpu_ms",
         statistics.median(c - g for c, g in zip(cpu_times, gc_times, strict=True)),
         "ms",
+    )
+    emit(f"plan_{devices // 1000}k_devices_by_device_ms", statistics.median(read_times), "ms")
+    emit(
+        f"plan_{devices // 1000}k_devices_by_device_cpu_ms", statistics.median(read_cpu_times), "ms"
     )
     # A new policy object every call: devices grouped from scratch (first tick, fleet changed).
     times, cpu_times, _, assigned = measure(fresh_policy=True)

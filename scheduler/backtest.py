@@ -28,11 +28,11 @@ dwell rule does not bind, and plans that exceed the cap are counted in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date
-from itertools import compress, count
-from operator import attrgetter, is_not
+from itertools import repeat
+from operator import attrgetter, is_
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -43,7 +43,9 @@ from scheduler.model import (
     TERA,
     Device,
     DeviceStatus,
+    GroupedAssignments,
     MarketState,
+    Plan,
     Reading,
     Snapshot,
     Workload,
@@ -265,6 +267,68 @@ _workload_of = attrgetter("workload")
 _device_id_of = attrgetter("device_id")
 
 
+@dataclass(slots=True)
+class _Replay:
+    """The simulated fleet under a policy: each device's workload and the fleet's running totals.
+
+    Totals are updated device by device, in plan order, with the same float
+    operations whatever the shape of the plan (tuple or groups), so a grouped
+    plan settles to the same bits as the equal tuple of assignments.
+    """
+
+    devices: Mapping[str, Device]
+    current: dict[str, Workload]
+    hashrate_ths: float
+    power_w: float
+    wake_seconds: float
+    switches: int = 0
+    lost_revenue: float = 0.0
+    changed: bool = False
+
+    def assign(self, device_id: str, new: Workload, revenue_per_th_hour: float) -> None:
+        """Settle one assignment: a switch when the workload changes (AI workloads are not run)."""
+        old = self.current.get(device_id)
+        if new is old or old is None or new.kind is WorkloadKind.AI:
+            return
+        if new == old:
+            # An equal object: keep the plan's, so the next identical plan is seen by identity.
+            self.current[device_id] = new
+            self.changed = True
+            return
+        device = self.devices.get(device_id)
+        if device is None:
+            return
+        self.switches += 1
+        self.hashrate_ths += _hashrate_ths(device, new) - _hashrate_ths(device, old)
+        self.power_w += _power_w(device, new) - _power_w(device, old)
+        if new.is_running and not old.is_running:
+            self.lost_revenue += (
+                _hashrate_ths(device, new) * revenue_per_th_hour * self.wake_seconds / 3600.0
+            )
+        self.current[device_id] = new
+        self.changed = True
+
+    def run(self, plan: Plan, revenue_per_th_hour: float) -> None:
+        """Settle a plan in order; only devices whose workload object differs are looked at."""
+        self.switches = 0
+        self.lost_revenue = 0.0
+        current_of = self.current.get
+        assignments = plan.assignments
+        if isinstance(assignments, GroupedAssignments):
+            for group in assignments.groups:
+                new, ids = group.workload, group.device_ids
+                if all(map(is_, map(current_of, ids), repeat(new))):
+                    continue  # every device of the group already runs this very object
+                for device_id in ids:
+                    self.assign(device_id, new, revenue_per_th_hour)
+            return
+        workloads = list(map(_workload_of, assignments))
+        if all(map(is_, map(current_of, map(_device_id_of, assignments)), workloads)):
+            return  # every device already runs this very object: nothing to settle
+        for assignment, new in zip(assignments, workloads, strict=True):
+            self.assign(assignment.device_id, new, revenue_per_th_hour)
+
+
 def simulate_policy(
     policy: Policy,
     devices: Sequence[Device],
@@ -281,8 +345,13 @@ def simulate_policy(
     status = MappingProxyType({d.id: DeviceStatus(reachable=True) for d in devices})
     no_samples: MappingProxyType[str, Any] = MappingProxyType({})
     current: dict[str, Workload] = {d.id: Workload.mine(d.pools[0]) for d in devices if d.pools}
-    hashrate_ths = sum(_hashrate_ths(device_map[d], w) for d, w in current.items())
-    power_w = sum(_power_w(d, current[d.id]) if d.id in current else 0.0 for d in devices)
+    replay = _Replay(
+        devices=device_map,
+        current=current,
+        hashrate_ths=sum(_hashrate_ths(device_map[d], w) for d, w in current.items()),
+        power_w=sum(_power_w(d, current[d.id]) if d.id in current else 0.0 for d in devices),
+        wake_seconds=costs.wake_seconds,
+    )
     nominal_w = sum(d.nominal_power_w for d in devices)
     prices = info_prices(trace, info)
     hashprices = _hashprices(trace, pool_fee)
@@ -291,9 +360,7 @@ def simulate_policy(
     cumulative = 0.0
     total = len(trace.intervals)
     step = max(1, total // 100)
-    last_ids: list[str] = []  # device ids of the last plan, in its order
-    last_workloads: list[Workload | None] = []  # current workload of each, after that plan
-    unique = True
+    current_view = MappingProxyType(dict(current))  # the policy's copy, renewed when one changes
     for index, interval in enumerate(trace.intervals):
         now = index * INTERVAL_SECONDS
         snapshot = Snapshot(
@@ -304,55 +371,18 @@ def simulate_policy(
             status=status,
             market=_market(trace, index, prices[index], now),
             pool_fee=pool_fee,
-            current=MappingProxyType(dict(current)),
+            current=current_view,
             power_cap_w=power_cap_w,
         )
-        plan = policy.plan(snapshot)
         revenue_per_th_hour = hashprices[index] / 24.0
-        lost_revenue = 0.0
-        switches = 0
-        assignments = plan.assignments
-        workloads = list(map(_workload_of, assignments))
-        device_ids = list(map(_device_id_of, assignments))
-        if device_ids != last_ids:  # another set or order of devices: compare with current
-            last_ids = device_ids
-            last_workloads = list(map(current.get, device_ids))
-            unique = len(set(device_ids)) == len(device_ids)
-        # Only assignments whose workload object changed can switch (C-level scan, identity);
-        # a plan naming a device twice is walked in full, in order.
-        positions: Iterable[int] = (
-            compress(count(), map(is_not, workloads, last_workloads))
-            if unique
-            else range(len(assignments))
-        )
-        changed = False
-        for position in positions:
-            assignment = assignments[position]
-            new = workloads[position]
-            old = current.get(assignment.device_id)
-            if new is old or old is None or new == old or new.kind is WorkloadKind.AI:
-                continue
-            device = device_map.get(assignment.device_id)
-            if device is None:
-                continue
-            switches += 1
-            hashrate_ths += _hashrate_ths(device, new) - _hashrate_ths(device, old)
-            power_w += _power_w(device, new) - _power_w(device, old)
-            if new.is_running and not old.is_running:
-                lost_revenue += (
-                    _hashrate_ths(device, new) * revenue_per_th_hour * costs.wake_seconds / 3600.0
-                )
-            current[assignment.device_id] = new
-            changed = True
-        if changed:
-            last_workloads = list(map(current.get, device_ids))
-        # Free this plan's assignments now, before the next plan allocates its own: objects that
-        # live on across a plan are moved to the oldest generation, and the garbage collector
-        # then walks the whole heap (the trace included) every few hundred intervals.
-        del plan, assignments, workloads
+        replay.changed = False
+        replay.run(policy.plan(snapshot), revenue_per_th_hour)
+        if replay.changed:
+            current_view = MappingProxyType(dict(current))
+        power_w, switches = replay.power_w, replay.switches
         if power_w > power_cap_w + 1e-6:
             violations += 1
-        revenue = hashrate_ths * revenue_per_th_hour * INTERVAL_HOURS - lost_revenue
+        revenue = replay.hashrate_ths * revenue_per_th_hour * INTERVAL_HOURS - replay.lost_revenue
         energy_mwh = power_w / 1e6 * INTERVAL_HOURS
         energy_cost = energy_mwh * interval.rtm_usd_per_mwh
         switch_cost = switches * costs.switch_cost_usd

@@ -8,9 +8,14 @@ floats in seconds from the loop's clock; wall times are tz-aware UTC datetimes.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import operator
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from itertools import accumulate, repeat
+from typing import overload
 
 TERA = 1e12
 
@@ -299,15 +304,175 @@ class Assignment:
 
 
 @dataclass(frozen=True, slots=True)
+class AssignmentGroup:
+    """One decision shared by several devices: the same workload, reason and expected margin each."""
+
+    device_ids: tuple[str, ...]
+    workload: Workload
+    reason: str
+    expected_margin_usd_per_hour: float
+    switching_cost_usd: float = 0.0
+    drain_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, assignment: Assignment) -> AssignmentGroup:
+        """The group of one device holding exactly that assignment."""
+        return cls(
+            (assignment.device_id,),
+            assignment.workload,
+            assignment.reason,
+            assignment.expected_margin_usd_per_hour,
+            assignment.switching_cost_usd,
+            assignment.drain_seconds,
+        )
+
+    def assignments(self) -> list[Assignment]:
+        """One Assignment per device id, in order."""
+        return build_assignments(
+            self.device_ids,
+            self.workload,
+            self.reason,
+            self.expected_margin_usd_per_hour,
+            self.switching_cost_usd,
+            self.drain_seconds,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
-    """A policy's answer for one snapshot: one assignment per device it decided on."""
+    """A policy's answer for one snapshot: one assignment per device it decided on.
+
+    ``assignments`` is any sequence of Assignment: a tuple, or GroupedAssignments
+    (see Plan.grouped), which holds one entry per class of devices and builds the
+    per-device Assignment objects only when a reader walks it.
+    """
 
     created_at: float
-    assignments: tuple[Assignment, ...]
+    assignments: Sequence[Assignment]
+
+    @classmethod
+    def grouped(cls, created_at: float, groups: Iterable[AssignmentGroup]) -> Plan:
+        """A plan that holds one entry per group of devices (cheap for large fleets)."""
+        return cls(created_at=created_at, assignments=GroupedAssignments(groups))
 
     def by_device(self) -> dict[str, Assignment]:
         """Assignments keyed by device id."""
         return {a.device_id: a for a in self.assignments}
+
+    def groups(self) -> tuple[AssignmentGroup, ...]:
+        """The plan as groups, in plan order: its own for a grouped plan, else one per assignment."""
+        if isinstance(self.assignments, GroupedAssignments):
+            return self.assignments.groups
+        return tuple(map(AssignmentGroup.of, self.assignments))
+
+
+class GroupedAssignments(Sequence[Assignment]):
+    """An immutable sequence of Assignment stored as AssignmentGroups (one object per group).
+
+    Reading it builds the Assignment objects of the devices read; they are
+    equal to those a tuple would hold, in the same order.  Equal to any
+    sequence with the same assignments.
+    """
+
+    __slots__ = ("_ends", "groups")
+
+    def __init__(self, groups: Iterable[AssignmentGroup]) -> None:
+        self.groups: tuple[AssignmentGroup, ...] = tuple(groups)
+        self._ends = list(accumulate(len(g.device_ids) for g in self.groups))
+
+    def __len__(self) -> int:
+        """Number of device assignments (the sum of the groups' sizes)."""
+        return self._ends[-1] if self._ends else 0
+
+    @overload
+    def __getitem__(self, index: int) -> Assignment: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Assignment, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Assignment | tuple[Assignment, ...]:
+        """The assignment at a position (or a tuple for a slice)."""
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        size = len(self)
+        position = index + size if index < 0 else index
+        if not 0 <= position < size:
+            raise IndexError("plan assignment index out of range")
+        group_index = bisect_right(self._ends, position)
+        group = self.groups[group_index]
+        start = self._ends[group_index] - len(group.device_ids)
+        return build_assignments(
+            (group.device_ids[position - start],),
+            group.workload,
+            group.reason,
+            group.expected_margin_usd_per_hour,
+            group.switching_cost_usd,
+            group.drain_seconds,
+        )[0]
+
+    def __iter__(self) -> Iterator[Assignment]:
+        """Assignments in plan order, built one group at a time."""
+        for group in self.groups:
+            yield from group.assignments()
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence holding equal assignments in the same order."""
+        if isinstance(other, GroupedAssignments) and other.groups == self.groups:
+            return True
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(other) == len(self) and all(map(operator.eq, self, other))
+
+    def __hash__(self) -> int:
+        """The hash of the tuple of the same assignments."""
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        """Groups, not one line per device."""
+        return f"GroupedAssignments({list(self.groups)!r})"
+
+
+_ASSIGNMENT_FIELDS = (
+    "device_id",
+    "workload",
+    "reason",
+    "expected_margin_usd_per_hour",
+    "switching_cost_usd",
+    "drain_seconds",
+)
+# Assignment's slot setters, in field order (no __post_init__, no default factories to honour).
+_ASSIGNMENT_SETTERS: tuple[Callable[[Assignment, object], None], ...] | None = (
+    tuple(getattr(Assignment, name).__set__ for name in _ASSIGNMENT_FIELDS)
+    if tuple(f.name for f in fields(Assignment)) == _ASSIGNMENT_FIELDS
+    and not hasattr(Assignment, "__post_init__")
+    else None
+)
+
+
+def build_assignments(
+    device_ids: Sequence[str],
+    workload: Workload,
+    reason: str,
+    margin: float,
+    switching_cost_usd: float = 0.0,
+    drain_seconds: float = 0.0,
+) -> list[Assignment]:
+    """Assignment(device_id, workload, reason, margin, ...) for each id, built fast.
+
+    Equal to calling the frozen dataclass's __init__, which sets each field
+    through object.__setattr__ in Python; here each slot is filled for all ids
+    by a loop in C (about twice as fast).
+    """
+    values = (workload, reason, margin, switching_cost_usd, drain_seconds)
+    if _ASSIGNMENT_SETTERS is None:  # Assignment changed shape: build each one the slow way
+        named = dict(zip(_ASSIGNMENT_FIELDS[1:], values, strict=True))
+        return [Assignment(device_id=d, **named) for d in device_ids]  # type: ignore[arg-type]
+    count = len(device_ids)
+    built = list(map(object.__new__, repeat(Assignment, count)))
+    columns = (device_ids, *(repeat(v, count) for v in values))
+    for setter, column in zip(_ASSIGNMENT_SETTERS, columns, strict=True):
+        deque(map(setter, built, column), maxlen=0)  # one pass in C per field
+    return built
 
 
 class OutcomeStatus(enum.StrEnum):

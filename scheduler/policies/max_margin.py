@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import attrgetter
 
@@ -36,7 +35,7 @@ from scheduler.economics import MarketEconomics, market_economics
 from scheduler.limits import site_limit_w
 from scheduler.model import (
     TERA,
-    Assignment,
+    AssignmentGroup,
     Device,
     DeviceKind,
     Plan,
@@ -74,7 +73,7 @@ class _Option:
 class _Class:
     """Identical devices in the same state; decided together."""
 
-    device_ids: list[str] = field(default_factory=list)
+    device_ids: tuple[str, ...] = ()
     options: list[_Option] = field(default_factory=list)
     pool_reason: str | None = None  # why mining options use another pool than the current one
 
@@ -86,7 +85,7 @@ class _Grouping:
     devices: list[Device]
     current_ids: list[str]  # snapshot.current's keys and values, in its order
     currents: list[Workload]
-    groups: list[tuple[list[str], Device, Workload | None]]  # device ids, first device, its current
+    groups: list[tuple[tuple[str, ...], Device, Workload | None]]  # ids, first device, its current
     has_gpu_nodes: bool
 
 
@@ -150,7 +149,7 @@ class MaxMarginPolicy:
         limit_w, from_dr = site_limit_w(snapshot)
         choice = self._solve(classes, limit_w)
         limited_reason = REASON_DR if from_dr else REASON_CAP
-        assignments: list[Assignment] = []
+        groups: list[AssignmentGroup] = []
         for cls, counts in zip(classes, choice, strict=True):
             best_free = max(range(len(cls.options)), key=lambda i: _rank(cls.options[i]))
             start = 0
@@ -160,18 +159,21 @@ class MaxMarginPolicy:
                     continue
                 option = cls.options[option_index]
                 reason = self._reason(cls, option_index, best_free, limited_reason)
-                _append_assignments(
-                    assignments,
-                    cls.device_ids[start : start + count],
-                    option.workload,
-                    reason,
-                    option.margin_usd_per_hour,
+                # One entry for the devices of the class on this option (the class's own tuple
+                # when all of them are: no copy); the plan builds per-device objects on reading.
+                groups.append(
+                    AssignmentGroup(
+                        cls.device_ids[start : start + count],
+                        option.workload,
+                        reason,
+                        option.margin_usd_per_hour,
+                    )
                 )
                 start += count
         grouping = self._grouping
         if grouping is None or grouping.has_gpu_nodes:
-            assignments.extend(plan_gpu_nodes(snapshot, economics))
-        return Plan(created_at=snapshot.now, assignments=tuple(assignments))
+            groups.extend(map(AssignmentGroup.of, plan_gpu_nodes(snapshot, economics)))
+        return Plan.grouped(snapshot.now, groups)
 
     def _classes(self, snapshot: Snapshot, economics: MarketEconomics) -> list[_Class]:
         """Classes of the snapshot's devices, with their options under these economics."""
@@ -182,7 +184,7 @@ class MaxMarginPolicy:
             classes.append(_Class(device_ids, options, pool_reason))
         return classes
 
-    def _group(self, snapshot: Snapshot) -> list[tuple[list[str], Device, Workload | None]]:
+    def _group(self, snapshot: Snapshot) -> list[tuple[tuple[str, ...], Device, Workload | None]]:
         """Devices grouped by facts, pools and current workload; the last grouping while it holds.
 
         It holds while the devices (same objects or equal ones, in the same order) and the
@@ -207,7 +209,7 @@ class MaxMarginPolicy:
 
     def _regroup(
         self, snapshot: Snapshot, devices: list[Device]
-    ) -> list[tuple[list[str], Device, Workload | None]]:
+    ) -> list[tuple[tuple[str, ...], Device, Workload | None]]:
         """Group devices with the same facts, pools and current workload.
 
         Column by column with C loops (map, zip, dict.fromkeys), in the devices' order: a
@@ -240,20 +242,22 @@ class MaxMarginPolicy:
         )
         order = list(dict.fromkeys(keys))
         first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
+        members: list[tuple[str, ...]]
         if len(order) == 1:
-            members = [ids]
+            members = [tuple(ids)]
         else:
             code_of = {key: code for code, key in enumerate(order)}
             codes = list(map(code_of.__getitem__, keys))
             if len(order) <= 16:  # one C pass per class
                 members = [
-                    list(compress(ids, map(code.__eq__, codes))) for code in range(len(order))
+                    tuple(compress(ids, map(code.__eq__, codes))) for code in range(len(order))
                 ]
             else:
-                members = [[] for _ in order]
-                appends = [member.append for member in members]
+                lists: list[list[str]] = [[] for _ in order]
+                appends = [member.append for member in lists]
                 for code, device_id in zip(codes, ids, strict=True):
                     appends[code](device_id)
+                members = list(map(tuple, lists))
         return [
             (member, devices[first[key]], currents[first[key]])
             for key, member in zip(order, members, strict=True)
@@ -396,46 +400,7 @@ class MaxMarginPolicy:
         return cls.pool_reason or REASON_BELOW
 
 
-_ASSIGNMENT_FIELDS = (
-    ("device_id", MISSING),
-    ("workload", MISSING),
-    ("reason", MISSING),
-    ("expected_margin_usd_per_hour", MISSING),
-    ("switching_cost_usd", 0.0),
-    ("drain_seconds", 0.0),
-)
-# Assignment's slot setters, in field order, when its fields are the ones above; else None and
-# Assignment() builds each one (a new field must not be skipped).
-_ASSIGNMENT_SETTERS: tuple[Callable[[Assignment, object], None], ...] | None = (
-    tuple(getattr(Assignment, f.name).__set__ for f in fields(Assignment))
-    if tuple((f.name, f.default) for f in fields(Assignment)) == _ASSIGNMENT_FIELDS
-    and all(f.default_factory is MISSING for f in fields(Assignment))
-    and not hasattr(Assignment, "__post_init__")
-    else None
-)
-
-
 _ID_OF = attrgetter("id")
-
-
-def _append_assignments(
-    out: list[Assignment], device_ids: Sequence[str], workload: Workload, reason: str, margin: float
-) -> None:
-    """Append Assignment(device_id, workload, reason, margin) for each id, built fast.
-
-    Equal to calling the frozen dataclass's __init__, which sets each field through
-    object.__setattr__ in Python; here each slot is filled for all ids by a loop in C (about
-    twice as fast).
-    """
-    if _ASSIGNMENT_SETTERS is None:
-        out.extend(Assignment(d, workload, reason, margin) for d in device_ids)
-        return
-    count = len(device_ids)
-    built = list(map(object.__new__, repeat(Assignment, count)))
-    values = (device_ids, *(repeat(v, count) for v in (workload, reason, margin, 0.0, 0.0)))
-    for setter, column in zip(_ASSIGNMENT_SETTERS, values, strict=True):
-        deque(map(setter, built, column), maxlen=0)  # one pass in C per field
-    out.extend(built)
 
 
 def _rank(option: _Option) -> tuple[float, float]:
