@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import json
 import os
@@ -148,13 +149,19 @@ async def measure(args: argparse.Namespace, directory: Path) -> None:
             polls.append(time.perf_counter() - started)
             poll_cpu.append(time.process_time() - cpu_started)
             poll_sim_cpu.append(cpu_seconds_of(sim.pid) - sim_started)
+        profiler = cProfile.Profile() if args.profile_curtail else None
         started, cpu_started = time.perf_counter(), time.process_time()
         sim_started = cpu_seconds_of(sim.pid)
+        if profiler is not None:
+            profiler.enable()
         daemon.state.observe_market(
             {"power_price_usd_per_mwh": Reading(SPIKE_USD_PER_MWH, time.monotonic(), "bench")}
         )
         loop.react()
         await loop.reconciler.wait_idle()
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile_curtail)
         curtail_seconds = time.perf_counter() - started
         curtail_cpu_seconds = time.process_time() - cpu_started
         curtail_sim_cpu_seconds = cpu_seconds_of(sim.pid) - sim_started
@@ -194,6 +201,10 @@ def main() -> None:
             "LuxOS session reuse, below the firmware's 60 s idle timeout "
             "(0: logon/logoff around every curtail)"
         ),
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile-curtail", metavar="FILE",
+        help="write a cProfile of the curtail phase to FILE (its figures are then not comparable)",
     )  # fmt: skip
     args = parser.parse_args()
     raise_open_files_limit(args.concurrency * 2 + 1024)
