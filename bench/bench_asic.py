@@ -7,9 +7,12 @@ line: {"name", "value", "unit"}.
     poll_10k_seconds       one full poll of every miner (the daemon's own collect():
                            summary+pools+stats+config+power joined in one connection each)
     curtail_10k_seconds    from a power-price reading landing in FleetState to the last
-                           miner's sleep being read back (intent written, logon, curtail,
-                           config+pools read-back, intent closed, per miner: three
-                           connections; the session is kept, not logged off, by default)
+                           miner acknowledging sleep (intent written, logon, curtail
+                           accepted: two connections per miner; the session is kept,
+                           not logged off, by default)
+    curtail_10k_confirmed_seconds
+                           ... to the last miner's sleep being read back (config+pools,
+                           a third connection) and every intent closed
     rss_bytes_per_device   resident memory growth of this process per device, from before
                            the configuration is parsed to after the first poll
 
@@ -151,6 +154,7 @@ async def measure(args: argparse.Namespace, directory: Path) -> None:
             poll_sim_cpu.append(cpu_seconds_of(sim.pid) - sim_started)
         profiler = cProfile.Profile() if args.profile_curtail else None
         started, cpu_started = time.perf_counter(), time.process_time()
+        started_on_daemon_clock = daemon.clock()
         sim_started = cpu_seconds_of(sim.pid)
         if profiler is not None:
             profiler.enable()
@@ -162,7 +166,11 @@ async def measure(args: argparse.Namespace, directory: Path) -> None:
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile_curtail)
-        curtail_seconds = time.perf_counter() - started
+        confirmed_seconds = time.perf_counter() - started
+        acknowledged_at = loop.reconciler.last_acknowledged_at
+        if acknowledged_at is None:
+            raise RuntimeError("no miner acknowledged the curtail")
+        acknowledged_seconds = acknowledged_at - started_on_daemon_clock
         curtail_cpu_seconds = time.process_time() - cpu_started
         curtail_sim_cpu_seconds = cpu_seconds_of(sim.pid) - sim_started
         outcomes = loop.reconciler.last_outcomes.values()
@@ -180,7 +188,8 @@ async def measure(args: argparse.Namespace, directory: Path) -> None:
     emit(f"poll_{size}_seconds", statistics.median(polls), "s")
     emit(f"poll_{size}_daemon_cpu_seconds", statistics.median(poll_cpu), "s")
     emit(f"poll_{size}_simulator_cpu_seconds", statistics.median(poll_sim_cpu), "s")
-    emit(f"curtail_{size}_seconds", curtail_seconds, "s")
+    emit(f"curtail_{size}_seconds", acknowledged_seconds, "s")
+    emit(f"curtail_{size}_confirmed_seconds", confirmed_seconds, "s")
     emit(f"curtail_{size}_daemon_cpu_seconds", curtail_cpu_seconds, "s")
     emit(f"curtail_{size}_simulator_cpu_seconds", curtail_sim_cpu_seconds, "s")
     emit(f"curtail_{size}_confirmed", confirmed, "miners")

@@ -26,6 +26,24 @@ class MinerControl(Protocol):
 
 
 @runtime_checkable
+class SendsThenConfirms(Protocol):
+    """Optional capability: the command and its read-back as two steps.
+
+    ``apply`` is ``send`` then, when it returns None, ``confirm``.  The reconciler
+    bounds only ``send`` by its command concurrency, so every command of a
+    fleet-wide change is on its way before the read-backs take their turn.
+    """
+
+    async def send(self, device: Device, workload: Workload) -> Outcome | None:
+        """Send the command: None once the device accepted it, else the final outcome."""
+        ...
+
+    async def confirm(self, device: Device, workload: Workload) -> Outcome:
+        """Read back until the device reports the workload or the deadline passes."""
+        ...
+
+
+@runtime_checkable
 class SupportsSleep(Protocol):
     """Optional capability: sleep and wake without losing the controller."""
 

@@ -48,7 +48,7 @@ from scheduler.control import (
 from scheduler.gpu_telemetry import GpuTelemetry
 from scheduler.ingest import FleetSink
 from scheduler.loop import ControlLoop
-from scheduler.memory import heap_trimmer
+from scheduler.memory import StartupFreezer, heap_trimmer
 from scheduler.metrics import Metrics
 from scheduler.model import Plan
 from scheduler.policies import available_policies, create_policy
@@ -275,11 +275,14 @@ class Daemon:
                 2 * self.config.control.tick_seconds,
             )
         self.loop.tick_listeners.append(heartbeat.tick_done)
+        freezer = StartupFreezer()  # the collector stops walking start-up objects
+        self.loop.tick_listeners.append(freezer.after_tick)
         self.loop.tick_listeners.append(heap_trimmer())  # freed poll memory back to the OS
         try:
             await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
         finally:
             heartbeat.stopping()
+            freezer.release()
 
 
 def default_store_path(directory: Path) -> Path:

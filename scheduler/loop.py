@@ -22,7 +22,7 @@ from scheduler.pool_health import PoolHealth
 from scheduler.queues import QueueSource
 from scheduler.reconciler import Reconciler
 from scheduler.state import FleetState
-from scheduler.store import Store
+from scheduler.store import DecisionRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -205,26 +205,28 @@ class ControlLoop:
 
     def _record_changed(self, plan: Plan, power_price_usd_per_mwh: float | None) -> None:
         at = self.wall_clock()
+        changed: list[DecisionRecord] = []
         for assignment in plan.assignments:
             previous = self.state.desired.get(assignment.device_id)
             if previous == assignment.workload:
                 continue
             self.state.desired[assignment.device_id] = assignment.workload
-            self.store.record_decision(
-                at=at,
-                device_id=assignment.device_id,
-                workload=assignment.workload,
-                reason=assignment.reason,
-                expected_margin_usd_per_hour=assignment.expected_margin_usd_per_hour,
-                previous=previous,
+            changed.append(
+                DecisionRecord(
+                    assignment.device_id,
+                    assignment.workload,
+                    assignment.reason,
+                    assignment.expected_margin_usd_per_hour,
+                    previous,
+                )
             )
-            self.store.set_desired(assignment.device_id, assignment.workload, assignment.reason, at)
             self.metrics.decisions.labels(reason=assignment.reason).inc()
             self.recent.append(
                 Decision(
                     at, assignment, str(previous) if previous else None, power_price_usd_per_mwh
                 )
             )
+        self.store.record_decisions(at, changed)
 
     async def run(
         self, tick_seconds: float, stop: asyncio.Event, ready: asyncio.Event | None = None

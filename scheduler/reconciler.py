@@ -20,7 +20,11 @@ deadline passes.  Nothing is assumed to have obeyed:
 Devices that could not be read are never commanded.  At most one command per
 device is in flight; commands run as tasks of the reconciler's own TaskGroup,
 at most ``concurrency`` at once, so a slow device never stalls the control loop
-and 10,000 devices fan out without opening 10,000 sockets at once.
+and 10,000 devices fan out without opening 10,000 sockets at once.  For drivers
+that send and confirm as two steps (``SendsThenConfirms``) a send and a
+read-back each take one of those slots, and waiting sends go first: a
+fleet-wide curtail reaches every device before the read-backs start.  ``last_acknowledged_at`` is when
+(on ``clock``) the most recent command was accepted by its device.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import cast
 
 from drivers.backoff import Backoff
-from drivers.base import MinerControl
+from drivers.base import MinerControl, SendsThenConfirms
+from drivers.slots import Slots
 from scheduler.metrics import Metrics
 from scheduler.model import Assignment, Device, Outcome, OutcomeStatus, Plan, Snapshot, Workload
 from scheduler.state import Drift, FleetState
@@ -82,7 +88,9 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
         self.flush_seconds = 0.05
         self._finished: list[tuple[int, datetime, Outcome]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._slots = Slots(max(1, concurrency))  # sends ahead of read-backs
+        self._two_step: dict[type, bool] = {}  # driver class -> implements SendsThenConfirms
+        self.last_acknowledged_at: float | None = None
         self._tasks: asyncio.TaskGroup | None = None
 
     async def __aenter__(self) -> Reconciler:
@@ -133,8 +141,9 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
             ):
                 continue  # backing off
             started.append(assignment)
-        with self.store.batch():  # every intent on disk, in one transaction, before any command
-            intents = [self._begin(assignment) for assignment in started]
+        intents = self.store.begin_intents(  # every intent on disk, in one transaction, first
+            self.wall_clock(), [(a.device_id, a.workload, a.reason) for a in started]
+        )
         for assignment, intent_id in zip(started, intents, strict=True):
             device_id = assignment.device_id
             self.in_flight[device_id] = self._tasks.create_task(
@@ -185,12 +194,33 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
                 device.id, assignment.workload, OutcomeStatus.SKIPPED, None, "dry-run"
             )
         else:
-            async with self._semaphore:
-                outcome = await self.controls[device.id].apply(device, assignment.workload)
+            outcome = await self._apply(self.controls[device.id], device, assignment.workload)
         self._finish(intent_id, outcome)
         self.metrics.commands.labels(outcome=outcome.status.value).inc()
         self.last_outcomes[device.id] = outcome
         return outcome
+
+    async def _apply(self, control: MinerControl, device: Device, workload: Workload) -> Outcome:
+        """The driver's apply; a two-step driver's read-back waits for every waiting send."""
+        two_step = self._two_step.get(type(control))
+        if two_step is None:
+            two_step = self._two_step[type(control)] = isinstance(control, SendsThenConfirms)
+        await self._slots.acquire(ahead=True)
+        try:
+            if not two_step:
+                return await control.apply(device, workload)
+            stepped = cast(SendsThenConfirms, control)  # checked once per class above
+            sent = await stepped.send(device, workload)
+        finally:
+            self._slots.release()
+        if sent is not None:
+            return sent
+        self.last_acknowledged_at = self.clock()
+        await self._slots.acquire(ahead=False)
+        try:
+            return await stepped.confirm(device, workload)
+        finally:
+            self._slots.release()
 
     async def _command(self, assignment: Assignment, device: Device, intent_id: int) -> Outcome:
         """Apply with verify-after-write; retry unconfirmed commands with backoff."""

@@ -142,7 +142,7 @@ class AntminerDriver(CgminerDriver):
     async def _curtail(self, device: Device, action: str) -> None:
         await self.web.set_mode(device, MODE_SLEEP if action == "sleep" else MODE_NORMAL)
 
-    def _refusal(self, workload: Workload) -> str | None:
+    def _refusal(self, device: Device, workload: Workload) -> str | None:
         if workload.kind is WorkloadKind.MINE and workload.power_level != 1.0:
             return "stock Antminer firmware has no power targets"
-        return super()._refusal(workload)
+        return super()._refusal(device, workload)

@@ -137,10 +137,10 @@ class BraiinsDriver(CgminerDriver):
             await self.api.set_power_target(device.id, device.address, watts)
         self._set[device.id] = (watts, power_level)
 
-    def _refusal(self, workload: Workload) -> str | None:
+    def _refusal(self, device: Device, workload: Workload) -> str | None:
         if workload.kind is WorkloadKind.MINE and workload.pool in self._pools:
             return None  # any level: the firmware checks the model's range
-        return super()._refusal(workload)
+        return super()._refusal(device, workload)
 
     def _matches(self, requested: Workload, observed: Workload) -> bool:
         if not super()._matches(requested, observed):

@@ -326,7 +326,7 @@ class CgminerDriver:
         got = self._pools[observed.pool].url if observed.pool in self._pools else observed.pool
         return same_url(want, got or "")
 
-    def _refusal(self, workload: Workload) -> str | None:
+    def _refusal(self, device: Device, workload: Workload) -> str | None:
         if workload.kind in (WorkloadKind.OFF, WorkloadKind.AI):
             return (
                 f"an ASIC on the cgminer API cannot do {workload.kind.value} (needs a PDU or queue)"
@@ -373,15 +373,32 @@ class CgminerDriver:
 
     async def apply(self, device: Device, workload: Workload) -> Outcome:
         """Command the device to ``workload`` and confirm it by reading back; never raises."""
-        refusal = self._refusal(workload)
+        outcome = await self.send(device, workload)
+        return outcome if outcome is not None else await self.confirm(device, workload)
+
+    async def confirm(self, device: Device, workload: Workload) -> Outcome:
+        """Read back until the device shows ``workload`` (after send() returned None)."""
+        async with self._lock(device):
+            return await self._confirm(device, workload)
+
+    async def send(self, device: Device, workload: Workload) -> Outcome | None:
+        """Send the commands for ``workload``: None once the device accepted them, else the outcome.
+
+        A refusal, a rejection or a failure ends here.  A command that got no answer
+        may have landed: the device is read back here (confirmed, unconfirmed or
+        unavailable).  Commands go ahead of polls and read-backs for the client's
+        sockets, so a fleet-wide curtail reaches every miner before it is verified.
+        """
+        refusal = self._refusal(device, workload)
         if refusal is not None:
             return Outcome(device.id, workload, OutcomeStatus.REJECTED, detail=refusal)
         async with self._lock(device):
             try:
-                if workload.kind is WorkloadKind.SLEEP:
-                    await self._curtail(device, "sleep")  # idempotent; the read-back decides
-                else:
-                    await self._move(device, workload, await self._read(device))
+                with self._client.ahead():
+                    if workload.kind is WorkloadKind.SLEEP:
+                        await self._curtail(device, "sleep")  # idempotent; the read-back decides
+                    else:
+                        await self._move(device, workload, await self._read(device))
             except Unavailable as exc:
                 # No answer is not a no: the command may have landed.  Read back to know.
                 logger.info("%s: %s got no answer: %s", device.id, workload, exc)
@@ -397,7 +414,7 @@ class CgminerDriver:
             except DriverError as exc:
                 logger.info("%s: %s failed: %s", device.id, workload, exc)
                 return self._failed(device, workload, exc)
-            return await self._confirm(device, workload)
+            return None
 
     async def sleep(self, device: Device) -> None:
         """Put the hashboards to sleep (LuxOS curtail sleep)."""

@@ -6,18 +6,28 @@ close), then closes.  Replies are decoded leniently where firmware is known to
 be sloppy (bmminer: ``}{`` with no comma between STATS objects, trailing commas,
 bare ``nan``/``inf``) and strictly everywhere else.  A STATUS of ``E`` or ``F``
 (including cgminer's "Access denied" for privileged commands) raises Rejected.
+
+Concurrency: at most ``concurrency`` connections at once.  Commands sent inside
+``with client.ahead():`` (a driver's writes) take the next free connection before
+any waiting read (polls, read-backs), so a fleet-wide curtail reaches every
+miner first and is verified after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any, cast
 
+import msgspec
+
 from drivers.errors import MalformedReply, Rejected, Timeout, Unavailable
+from drivers.slots import Slots
 
 Reply = dict[str, Any]
 
@@ -32,8 +42,23 @@ _REPAIRS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+_fast_decode = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode  # {"command": ..., "parameter": ...} as compact JSON
+
+
 def decode_reply(raw: bytes, source: str) -> Reply:
     """Decode one reply (NUL already stripped) into a JSON object or raise MalformedReply."""
+    try:
+        value = _fast_decode.decode(raw)  # well-formed JSON: the common case, in C
+    except msgspec.DecodeError:
+        value = _decode_lenient(raw, source)
+    if not isinstance(value, dict):
+        raise MalformedReply(source, f"reply is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _decode_lenient(raw: bytes, source: str) -> Any:
+    """Decode what strict JSON refuses: bad UTF-8, raw control characters, firmware slips."""
     text = raw.decode("utf-8", errors="replace").strip()
     try:
         value = json.loads(text, strict=False)  # strict=False: raw control chars in strings
@@ -45,8 +70,6 @@ def decode_reply(raw: bytes, source: str) -> Reply:
             value = json.loads(repaired, strict=False)
         except json.JSONDecodeError:
             raise MalformedReply(source, f"reply is not JSON ({exc.msg} at {exc.pos})") from exc
-    if not isinstance(value, dict):
-        raise MalformedReply(source, f"reply is a JSON {type(value).__name__}, not an object")
     return value
 
 
@@ -68,6 +91,9 @@ def raise_for_status(reply: Mapping[str, Any], source: str, command: str) -> Non
         raise Rejected(source, f"{command}: {message} (code {entry.get('Code')})")
 
 
+_AHEAD: ContextVar[bool] = ContextVar("cgminer_client_ahead", default=False)
+
+
 class CgminerClient:
     """Sends one command per TCP connection and decodes the (NUL-terminated) JSON reply."""
 
@@ -80,7 +106,17 @@ class CgminerClient:
     ) -> None:
         self.timeout_seconds = timeout_seconds
         self.max_reply_bytes = max_reply_bytes
-        self._slots = asyncio.BoundedSemaphore(concurrency) if concurrency else None
+        self._slots = Slots(concurrency) if concurrency else None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def ahead() -> Iterator[None]:
+        """Commands sent in this block (this task only) go before waiting reads."""
+        token = _AHEAD.set(True)
+        try:
+            yield
+        finally:
+            _AHEAD.reset(token)
 
     async def command(
         self,
@@ -96,12 +132,7 @@ class CgminerClient:
         request: Reply = {"command": command}
         if parameter is not None:
             request["parameter"] = parameter
-        payload = json.dumps(request).encode()
-        if self._slots is None:
-            raw = await self._exchange(address, port, payload, source)
-        else:  # the semaphore directly: no context-manager object per command (10k at once)
-            async with self._slots:
-                raw = await self._exchange(address, port, payload, source)
+        raw = await self._slotted(address, port, _encode(request), source)
         reply = decode_reply(raw, source)
         if "+" not in command and status_entry(reply) is None:
             raise MalformedReply(source, f"{command}: reply has no STATUS")
@@ -110,12 +141,17 @@ class CgminerClient:
 
     async def send(self, address: str, port: int, payload: bytes, *, source: str) -> Reply:
         """Send a pre-built request (Whatsminer's encrypted envelope); decode, check nothing."""
-        if self._slots is None:
-            raw = await self._exchange(address, port, payload, source)
-        else:
-            async with self._slots:
-                raw = await self._exchange(address, port, payload, source)
-        return decode_reply(raw, source)
+        return decode_reply(await self._slotted(address, port, payload, source), source)
+
+    async def _slotted(self, address: str, port: int, payload: bytes, source: str) -> bytes:
+        slots = self._slots
+        if slots is None:
+            return await self._exchange(address, port, payload, source)
+        await slots.acquire(_AHEAD.get())
+        try:
+            return await self._exchange(address, port, payload, source)
+        finally:
+            slots.release()
 
     async def _exchange(self, address: str, port: int, payload: bytes, source: str) -> bytes:
         loop = asyncio.get_running_loop()

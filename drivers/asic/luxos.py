@@ -83,10 +83,10 @@ class LuxosDriver(CgminerDriver):
             pools_alive=sample.pools_alive,
         )
 
-    def _refusal(self, workload: Workload) -> str | None:
+    def _refusal(self, device: Device, workload: Workload) -> str | None:
         if workload.kind is WorkloadKind.MINE and workload.pool in self._pools:
             return None  # any power level: LuxOS profiles
-        return super()._refusal(workload)
+        return super()._refusal(device, workload)
 
     def _matches(self, requested: Workload, observed: Workload) -> bool:
         if not super()._matches(requested, observed):

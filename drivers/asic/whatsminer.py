@@ -55,7 +55,7 @@ from drivers.asic.cgminer_parse import (
 from drivers.asic.config import WhatsminerOptions
 from drivers.asic.whatsminer_crypto import V2Token, v2_decrypt, v2_encrypt, v2_token
 from drivers.errors import Fatal, MalformedReply, Rejected
-from scheduler.model import Device, Outcome, OutcomeStatus, Pool, Sample, Workload, WorkloadKind
+from scheduler.model import Device, Pool, Sample, Workload, WorkloadKind
 
 CODE_INVALID_JSON, CODE_PERMISSION_DENIED = 23, 45
 CODE_TOKEN_INVALID, CODE_TOKEN_LIMIT = 135, 136
@@ -266,17 +266,10 @@ class WhatsminerDriver(CgminerDriver):
 
     # ---- writes -------------------------------------------------------------------------
 
-    async def apply(self, device: Device, workload: Workload) -> Outcome:
-        """Refuse levels outside the model's range, else command and confirm (never raises)."""
-        refusal = self.levels.range_refusal(device, workload)
-        if refusal is not None:
-            return Outcome(device.id, workload, OutcomeStatus.REJECTED, detail=refusal)
-        return await super().apply(device, workload)
-
-    def _refusal(self, workload: Workload) -> str | None:
+    def _refusal(self, device: Device, workload: Workload) -> str | None:
         if workload.kind is WorkloadKind.MINE and workload.pool in self._pools:
-            return None  # the level range was checked per model in apply()
-        return super()._refusal(workload)
+            return self.levels.range_refusal(device, workload)  # the model's level range
+        return super()._refusal(device, workload)
 
     def _matches(self, requested: Workload, observed: Workload) -> bool:
         if not super()._matches(requested, observed):

@@ -36,7 +36,7 @@ from drivers.asic.config import WhatsminerOptions
 from drivers.asic.whatsminer import PowerLevels
 from drivers.asic.whatsminer_crypto import FRAME_HEADER, frame, v3_token
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
-from scheduler.model import Device, Outcome, OutcomeStatus, Pool, Sample, Workload, WorkloadKind
+from scheduler.model import Device, Pool, Sample, Workload, WorkloadKind
 
 Reply = dict[str, Any]
 MAX_FRAME_BYTES = 1024 * 1024
@@ -204,17 +204,10 @@ class WhatsminerV3Driver(CgminerDriver):
         """The full read (status and service state)."""
         return (await self.collect(device)).workload
 
-    async def apply(self, device: Device, workload: Workload) -> Outcome:
-        """Refuse levels outside the model's range, else command and confirm (never raises)."""
-        refusal = self.levels.range_refusal(device, workload)
-        if refusal is not None:
-            return Outcome(device.id, workload, OutcomeStatus.REJECTED, detail=refusal)
-        return await super().apply(device, workload)
-
-    def _refusal(self, workload: Workload) -> str | None:
+    def _refusal(self, device: Device, workload: Workload) -> str | None:
         if workload.kind is WorkloadKind.MINE and workload.pool in self._pools:
-            return None
-        return super()._refusal(workload)
+            return self.levels.range_refusal(device, workload)  # the model's level range
+        return super()._refusal(device, workload)
 
     def _matches(self, requested: Workload, observed: Workload) -> bool:
         if not super()._matches(requested, observed):

@@ -6,7 +6,7 @@ import ctypes.util
 
 import pytest
 
-from scheduler.memory import heap_trimmer
+from scheduler.memory import StartupFreezer, heap_trimmer
 
 
 def test_the_trimmer_calls_malloc_trim_where_glibc_has_it() -> None:
@@ -17,3 +17,22 @@ def test_the_trimmer_calls_malloc_trim_where_glibc_has_it() -> None:
     junk = [bytearray(200_000) for _ in range(50)]  # heap memory to free and trim
     del junk
     listener(1)  # returns normally
+
+
+def test_the_freezer_freezes_once_after_the_first_tick_and_releases() -> None:
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    freezer = StartupFreezer()
+    freezer.after_tick(0)
+    assert gc.get_freeze_count() == 0 and not freezer.frozen
+    try:
+        freezer.after_tick(1)
+        frozen = gc.get_freeze_count()
+        assert frozen > 0 and freezer.frozen
+        freezer.after_tick(2)  # once only: later objects stay with the collector
+        assert gc.get_freeze_count() == frozen
+    finally:
+        freezer.release()
+    assert gc.get_freeze_count() == 0 and not freezer.frozen
+    freezer.release()  # twice is harmless

@@ -21,6 +21,7 @@ from scheduler.model import (
     Assignment,
     Device,
     DeviceKind,
+    Outcome,
     OutcomeStatus,
     Plan,
     Pool,
@@ -220,3 +221,42 @@ async def test_store_batch_is_one_transaction_and_other_threads_wait_for_it(
         assert done.is_set()
         assert second == first + 1
         assert {i.device_id for i in store.open_intents()} == {"a", "b", "c"}
+
+
+class RecordingDriver(CgminerDriver):
+    """The real driver, with a log of when each device's send and read-back start."""
+
+    def __init__(self) -> None:
+        super().__init__(POOLS, OPTIONS)
+        self.events: list[tuple[str, str]] = []
+
+    async def send(self, device: Device, workload: Workload) -> Outcome | None:
+        self.events.append(("send", device.id))
+        return await super().send(device, workload)
+
+    async def confirm(self, device: Device, workload: Workload) -> Outcome:
+        self.events.append(("confirm", device.id))
+        return await super().confirm(device, workload)
+
+
+async def test_every_command_goes_out_before_the_read_backs(
+    site: SimSite, tmp_path: Path
+) -> None:
+    devices = site.devices
+    state = FleetState(devices)
+    driver = RecordingDriver()
+    await poll(state, driver, devices)
+    with Store.open(tmp_path / "s.sqlite") as store:
+        async with Reconciler(
+            {d.id: driver for d in devices}, store, Metrics(state), concurrency=4, state=state
+        ) as reconciler:
+            assert reconciler.last_acknowledged_at is None
+            reconciler.reconcile(sleep_plan(devices), state.snapshot(0.0))
+            await reconciler.wait_idle()
+    kinds = [kind for kind, _ in driver.events]
+    assert kinds.count("send") == kinds.count("confirm") == FLEET
+    # With 4 slots for 40 devices, a read-back waits while any command is waiting.
+    assert kinds.index("confirm") > max(i for i, kind in enumerate(kinds) if kind == "send")
+    assert all(o.status is OutcomeStatus.CONFIRMED for o in reconciler.last_outcomes.values())
+    assert all(site.miners[d.id].asleep for d in devices)
+    assert reconciler.last_acknowledged_at is not None

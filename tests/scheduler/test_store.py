@@ -15,6 +15,7 @@ from scheduler.store import (
     PENDING,
     SCHEMA_VERSION,
     AuditKind,
+    DecisionRecord,
     Store,
     StoreError,
 )
@@ -116,6 +117,60 @@ def test_intent_is_committed_before_finish(db_path: Path, store: Store) -> None:
     assert record.at == at(1)
     assert record.finished_at == at(3)
     assert record.previous is None and record.expected_margin_usd_per_hour is None
+
+
+def test_batched_intents_are_committed_in_order_with_their_ids(
+    db_path: Path, store: Store
+) -> None:
+    before = store.begin_intent(at=at(0), device_id="m0", workload=Workload.sleep(), reason="a")
+    ids = store.begin_intents(
+        at(1),
+        [
+            ("m1", Workload.sleep(), "price_above_breakeven"),
+            ("m2", Workload.mine("main", 0.8), "price_below_breakeven"),
+        ],
+    )
+    after = store.begin_intent(at=at(2), device_id="m3", workload=Workload.off(), reason="b")
+    assert store.begin_intents(at(3), []) == []
+    assert before < ids[0] < ids[1] < after
+    rows = peek(db_path, "SELECT id, device_id, workload, reason FROM intents ORDER BY seq")
+    assert rows == [
+        (before, "m0", "sleep", "a"),
+        (ids[0], "m1", "sleep", "price_above_breakeven"),
+        (ids[1], "m2", "mine(main,0.8)", "price_below_breakeven"),
+        (after, "m3", "off", "b"),
+    ]
+    store.finish_intent(ids[1], at=at(4), status="confirmed", detail="read back")
+    assert [i.id for i in store.open_intents()] == [before, ids[0], after]
+
+
+def test_batched_decisions_set_desired_and_read_back_like_single_ones(store: Store) -> None:
+    store.record_decision(
+        at=at(0),
+        device_id="m9",
+        workload=Workload.sleep(),
+        reason="thermal",
+        expected_margin_usd_per_hour=0.0,
+        previous=None,
+    )
+    store.record_decisions(
+        at(5),
+        [
+            DecisionRecord("m1", Workload.sleep(), "dr_event", -0.5, Workload.mine("main")),
+            DecisionRecord("m2", Workload.mine("main"), "price_below_breakeven", 1.25, None),
+        ],
+    )
+    store.record_decisions(at(6), [])
+    newest, second, oldest = store.audit(kind="decision")
+    assert (oldest.device_id, second.device_id, newest.device_id) == ("m9", "m1", "m2")
+    assert second.at == at(5) and second.previous == Workload.mine("main")
+    assert second.reason == "dr_event" and second.expected_margin_usd_per_hour == -0.5
+    assert newest.previous is None and newest.workload == Workload.mine("main")
+    assert store.desired() == {"m1": Workload.sleep(), "m2": Workload.mine("main")}
+    store.record_decisions(
+        at(7), [DecisionRecord("m1", Workload.mine("main"), "price_below_breakeven", 1.0, None)]
+    )
+    assert store.desired()["m1"] == Workload.mine("main")
 
 
 def test_open_intents_lists_only_unfinished_oldest_first(store: Store) -> None:
