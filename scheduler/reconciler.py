@@ -175,11 +175,9 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
         finished, self._finished = self._finished, []
         if not finished:
             return
-        with self.store.batch():
-            for intent_id, at, outcome in finished:
-                self.store.finish_intent(
-                    intent_id, at=at, status=outcome.status.value, detail=outcome.detail
-                )
+        self.store.finish_intents(
+            [(intent_id, at, outcome.status, outcome.detail) for intent_id, at, outcome in finished]
+        )
 
     async def wait_idle(self) -> None:
         """Wait until no command is in flight (tests and shutdown)."""

@@ -109,6 +109,10 @@ class DecisionRecord:
     previous: Workload | None
 
 
+class _NotAllOpen(Exception):
+    """A batch of intent ends met an unknown or finished intent (rolled back, then named)."""
+
+
 class StoreError(Exception):
     """The store could not be opened, migrated, read or written; the message names the file."""
 
@@ -419,6 +423,41 @@ class Store:
                 exists = db.execute("SELECT 1 FROM intents WHERE id = ?", (intent_id,)).fetchone()
                 problem = "already finished" if exists else "does not exist"
                 raise StoreError(self._path, f"intent {intent_id} {problem}")
+
+    def finish_intents(self, ends: Sequence[tuple[int, datetime, OutcomeStatus, str]]) -> None:
+        """Record many (intent id, at, status, detail) ends in one transaction.
+
+        Each intent finishes once: when any of them is unknown or already
+        finished, nothing is written and StoreError names the first such one.
+        """
+        if not ends:
+            return
+        try:
+            with self._write() as db:
+                cursor = db.executemany(
+                    "UPDATE intents SET finished_at = ?, status = ?, detail = ?"
+                    " WHERE id = ? AND finished_at IS NULL",
+                    (
+                        (_to_text(at), OutcomeStatus(status).value, detail, intent_id)
+                        for intent_id, at, status, detail in ends
+                    ),
+                )
+                if cursor.rowcount != len(ends):
+                    raise _NotAllOpen  # rolls the whole batch back
+        except _NotAllOpen:
+            raise StoreError(self._path, self._not_open([e[0] for e in ends])) from None
+
+    def _not_open(self, intent_ids: Sequence[int]) -> str:
+        """Why not every one of these intents could be finished (the first culprit)."""
+        seen: set[int] = set()
+        for intent_id in intent_ids:
+            rows = self._read("SELECT finished_at FROM intents WHERE id = ?", (intent_id,))
+            if not rows:
+                return f"intent {intent_id} does not exist"
+            if rows[0]["finished_at"] is not None or intent_id in seen:
+                return f"intent {intent_id} already finished"
+            seen.add(intent_id)
+        return "an intent could not be finished"
 
     def open_intents(self) -> list[Intent]:
         """List intents begun but never finished (possibly in flight at a crash), oldest first."""

@@ -109,7 +109,10 @@ class CgminerDriver:
         ] = {}
 
     def _lock(self, device: Device) -> asyncio.Lock:
-        return self._locks.setdefault(device.id, asyncio.Lock())
+        lock = self._locks.get(device.id)
+        if lock is None:  # not setdefault(): that builds a Lock on every call
+            lock = self._locks[device.id] = asyncio.Lock()
+        return lock
 
     async def _command(self, device: Device, command: str, parameter: str | None = None) -> Reply:
         return await self._client.command(

@@ -156,15 +156,21 @@ class CgminerClient:
     async def _exchange(self, address: str, port: int, payload: bytes, source: str) -> bytes:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bytes] = loop.create_future()
+        protocol = _ReplyProtocol(payload, done, self.max_reply_bytes)
         transport: asyncio.BaseTransport | None = None
+        # One timer for connect and reply, as asyncio.timeout() would set, without its
+        # context-manager objects (30,000 connections in a fleet-wide curtail).
+        deadline = _Deadline(asyncio.current_task())
+        timer = loop.call_later(self.timeout_seconds, deadline.expire)
         try:
-            async with asyncio.timeout(self.timeout_seconds):
-                transport, _ = await loop.create_connection(
-                    lambda: _ReplyProtocol(payload, done, self.max_reply_bytes), address, port
-                )
-                raw = await done
-        except TimeoutError as exc:
-            raise Timeout(source, f"no complete reply within {self.timeout_seconds:g} s") from exc
+            transport, _ = await loop.create_connection(lambda: protocol, address, port)
+            raw = await done
+        except asyncio.CancelledError as exc:
+            if deadline.expired and deadline.uncancel() == 0:  # our timer, nobody else's
+                raise Timeout(
+                    source, f"no complete reply within {self.timeout_seconds:g} s"
+                ) from exc
+            raise
         except _ClosedSilently as exc:
             raise Unavailable(source, "closed without replying") from exc
         except OSError as exc:  # refused, reset, unreachable
@@ -173,11 +179,33 @@ class CgminerClient:
         except _ReplyTooLarge as exc:
             raise MalformedReply(source, f"reply larger than {self.max_reply_bytes} bytes") from exc
         finally:
+            timer.cancel()
             if transport is not None:
                 transport.close()
         if not raw:
             raise MalformedReply(source, "empty reply")
         return raw
+
+
+class _Deadline:
+    """Cancels the task when the timer fires and remembers that it did."""
+
+    __slots__ = ("expired", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        if task is None:
+            raise RuntimeError("CgminerClient commands must run in a task")
+        self.task = task
+        self.expired = False
+
+    def expire(self) -> None:
+        """The deadline passed: cancel the command's task."""
+        self.expired = True
+        self.task.cancel()
+
+    def uncancel(self) -> int:
+        """Withdraw our cancellation; the count of cancellations still pending."""
+        return self.task.uncancel()
 
 
 class _ReplyTooLarge(Exception):

@@ -339,3 +339,28 @@ def test_closed_store_raises_store_error(db_path: Path) -> None:
         store.desired()
     with pytest.raises(StoreError):
         store.set_desired("m1", Workload.sleep(), "r", T0)
+
+
+def test_batched_intent_ends_are_all_or_nothing(db_path: Path, store: Store) -> None:
+    ids = store.begin_intents(
+        at(1), [("m1", Workload.sleep(), "a"), ("m2", Workload.sleep(), "a")]
+    )
+    store.finish_intents([(ids[0], at(2), OutcomeStatus.CONFIRMED, "read back")])
+    with pytest.raises(StoreError, match=f"intent {ids[0]} already finished"):
+        store.finish_intents(
+            [
+                (ids[1], at(3), OutcomeStatus.UNCONFIRMED, "x"),
+                (ids[0], at(3), OutcomeStatus.CONFIRMED, "again"),
+            ]
+        )
+    with pytest.raises(StoreError, match=f"intent {ids[1]} already finished"):
+        store.finish_intents(
+            [(ids[1], at(3), OutcomeStatus.REJECTED, "x"), (ids[1], at(4), OutcomeStatus.REJECTED, "y")]
+        )
+    with pytest.raises(StoreError, match="intent 999 does not exist"):
+        store.finish_intents([(999, at(3), OutcomeStatus.CONFIRMED, "x")])
+    # Nothing of the refused batches was written: the second intent is still open.
+    assert [i.id for i in store.open_intents()] == [ids[1]]
+    store.finish_intents([(ids[1], at(5), OutcomeStatus.UNAVAILABLE, "no reply")])
+    rows = peek(db_path, "SELECT id, status, detail FROM intents ORDER BY id")
+    assert rows == [(ids[0], "confirmed", "read back"), (ids[1], "unavailable", "no reply")]

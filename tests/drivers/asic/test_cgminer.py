@@ -270,6 +270,21 @@ async def test_faults_raise_the_matching_error(
     assert caught.value.source == device.id
 
 
+async def test_a_command_cancelled_from_outside_is_cancelled_not_timed_out(
+    site: SimSite, driver: CgminerDriver
+) -> None:
+    device = site.devices[0]
+    site.miners[device.id].fault = Fault.HANG
+    command = asyncio.create_task(driver.collect(device))
+    await asyncio.sleep(0.05)  # connected, waiting for the reply that never comes
+    command.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await command
+    # The client's own deadline still works afterwards, and reports a timeout.
+    with pytest.raises(Timeout):
+        await driver.collect(device)
+
+
 async def test_a_refused_port_is_unavailable(driver: CgminerDriver) -> None:
     with socket.socket() as probe:
         probe.bind(("127.78.200.1", 0))
