@@ -23,6 +23,7 @@ def test_the_freezer_freezes_once_after_the_first_tick_and_releases() -> None:
     import gc
 
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     freezer = StartupFreezer()
     freezer.after_tick(0)
     assert gc.get_freeze_count() == 0 and not freezer.frozen
@@ -30,9 +31,11 @@ def test_the_freezer_freezes_once_after_the_first_tick_and_releases() -> None:
         freezer.after_tick(1)
         frozen = gc.get_freeze_count()
         assert frozen > 0 and freezer.frozen
+        assert gc.get_threshold()[0] == StartupFreezer.YOUNG_THRESHOLD
         freezer.after_tick(2)  # once only: later objects stay with the collector
         assert gc.get_freeze_count() == frozen
     finally:
         freezer.release()
     assert gc.get_freeze_count() == 0 and not freezer.frozen
+    assert gc.get_threshold() == thresholds
     freezer.release()  # twice is harmless
