@@ -30,8 +30,8 @@ class SendsThenConfirms(Protocol):
     """Optional capability: the command and its read-back as two steps.
 
     ``apply`` is ``send`` then, when it returns None, ``confirm``.  The reconciler
-    bounds only ``send`` by its command concurrency, so every command of a
-    fleet-wide change is on its way before the read-backs take their turn.
+    gives waiting sends its command slots before any read-back, so every command
+    of a fleet-wide change is on its way before the read-backs take their turn.
     """
 
     async def send(self, device: Device, workload: Workload) -> Outcome | None:

@@ -23,8 +23,9 @@ at most ``concurrency`` at once, so a slow device never stalls the control loop
 and 10,000 devices fan out without opening 10,000 sockets at once.  For drivers
 that send and confirm as two steps (``SendsThenConfirms``) a send and a
 read-back each take one of those slots, and waiting sends go first: a
-fleet-wide curtail reaches every device before the read-backs start.  ``last_acknowledged_at`` is when
-(on ``clock``) the most recent command was accepted by its device.
+fleet-wide curtail reaches every device before the read-backs start.
+``last_acknowledged_at`` is when (on ``clock``) the most recent command was
+accepted by its device.
 """
 
 from __future__ import annotations
