@@ -200,10 +200,7 @@ class ControlLoop:
         return plan
 
     def _record_decisions(self, plan: Plan, power_price_usd_per_mwh: float | None) -> None:
-        with self.store.batch():  # one transaction for a fleet-wide change, not one per device
-            self._record_changed(plan, power_price_usd_per_mwh)
-
-    def _record_changed(self, plan: Plan, power_price_usd_per_mwh: float | None) -> None:
+        """Record every changed assignment (one transaction for a fleet-wide change)."""
         at = self.wall_clock()
         changed: list[DecisionRecord] = []
         for assignment in plan.assignments:
