@@ -75,7 +75,7 @@ class ControlConfig(_Strict):
 
     tick_seconds: float = Field(5.0, gt=0, le=3600, description="control loop period")
     poll_concurrency: int = Field(64, ge=1, le=4096, description="parallel device polls")
-    command_concurrency: int = Field(32, ge=1, le=4096, description="parallel device commands")
+    command_concurrency: int = Field(32, ge=1, le=4096, description="parallel device commands and read-backs (commands first)")
     pool_recovery_seconds: float = Field(
         300.0,
         ge=0,
