@@ -42,8 +42,17 @@ class Role(enum.IntEnum):
 
 
 def new_token() -> str:
-    """A fresh bearer token with 256 random bits."""
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    """A fresh bearer token with 256 random bits.
+
+    The urlsafe alphabet includes ``-``; a token that starts with it would be
+    read as an option by ``--token TOKEN`` on the command line, so such draws
+    are discarded (about 1 in 64; the token keeps its full length and the
+    remaining first characters stay uniform).
+    """
+    while True:
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        if not token.startswith("-"):
+            return token
 
 
 def hash_token(token: str) -> str:

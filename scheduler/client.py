@@ -336,7 +336,11 @@ def _api_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url", default=None, help=f"API base URL (env WATTMUX_URL; default {DEFAULT_URL})"
     )
-    parser.add_argument("--token", default=None, help="bearer token (env WATTMUX_TOKEN)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="bearer token (env WATTMUX_TOKEN); write --token=TOKEN for one that starts with '-'",
+    )
     parser.add_argument("--cacert", default=None, metavar="PEM", help="CA file for an HTTPS API")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--json", action="store_true", help="print the API's JSON")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.api import bound_port, serve
-from scheduler.auth import Role, hash_token
+from scheduler.auth import Role, hash_token, new_token
 from scheduler.cli import main
 from scheduler.client import (
     EXIT_AUTH,
@@ -143,6 +143,26 @@ def test_token_new_prints_a_token_and_its_config_entry(capsys: pytest.CaptureFix
     token, digest = lines["token"].strip(), lines["sha256"].strip()
     assert len(token) >= 43 and digest == hash_token(token)
     assert f'{{ name = "alice", role = "operator", sha256 = "{digest}" }}' in out
+
+
+def test_new_tokens_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--token -abc`` is an argparse error, so a printed token must not start with '-'."""
+    draws = iter(["-" + "a" * 42, "-" + "b" * 42, "c" * 43])
+    monkeypatch.setattr("scheduler.auth.secrets.token_urlsafe", lambda _n: next(draws))
+    assert new_token() == "c" * 43
+
+
+async def test_a_dashed_token_is_taken_as_token_equals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tokens made elsewhere may start with '-': ``--token=TOKEN`` carries them."""
+    dashed = Tokens(by_role={role: "-" + new_token() for role in Role})
+    async with serve(build_app(make_view(tmp_path), dashed), HOST, 0) as server:
+        url = f"http://{HOST}:{bound_port(server)}"
+        argv = ["mode", "--url", url, f"--token={dashed.by_role[Role.VIEWER]}"]
+        code = await asyncio.to_thread(main, argv)
+    out, _ = capsys.readouterr()
+    assert code == EXIT_OK and out.strip() == "mode auto"
 
 
 @pytest.mark.parametrize(
