@@ -6,6 +6,10 @@ firmware without joined commands is read one command at a time.
 
 Sleep and wake follow LuxOS: ``logon`` returns SESSION[0].SessionID, then
 ``curtail`` with ``<session>,sleep`` or ``<session>,wakeup``, then ``logoff``.
+In ``send()`` the ``logoff`` is owed, not sent: the command is acknowledged
+once the miner accepted it, and ``confirm()`` logs off before reading back
+(or ``send()`` itself, when it ends with an outcome).  A fleet-wide curtail
+thus reaches every miner before any connection goes to housekeeping.
 Pool moves use cgminer's ``addpool`` and ``switchpool`` (which also enables the pool).
 
 Verify after write: apply() never trusts an accepted command.  It reads the
@@ -23,6 +27,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from drivers.asic.cgminer_client import (
@@ -65,6 +70,8 @@ logger = logging.getLogger(__name__)
 
 TELEMETRY_COMMANDS = ("summary", "pools", "stats", "config", "power")
 REQUIRED_SECTIONS = frozenset({"summary", "pools"})
+# True inside send(): a LuxOS logoff is owed to confirm() instead of sent (see _log_off).
+_OWE_LOGOFF: ContextVar[bool] = ContextVar("cgminer_owe_logoff", default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +110,7 @@ class CgminerDriver:
         self._locks: dict[str, asyncio.Lock] = {}
         self._workloads: dict[tuple[str, float], Workload] = {}
         self._sessions: dict[str, tuple[str, float]] = {}  # device id -> (session id, last used)
+        self._logoffs: dict[str, str] = {}  # device id -> session id owed a logoff (see send)
         # (device pools, (URL, alive) report) -> the same report by pool name, shared
         self._alive_seen: dict[
             tuple[tuple[str, ...], tuple[tuple[str, bool], ...]], tuple[tuple[str, bool], ...]
@@ -260,6 +268,15 @@ class CgminerDriver:
 
     async def _in_session(self, device: Device, body: Callable[[str], Awaitable[object]]) -> None:
         """Run ``body(session_id)`` in a LuxOS session (kept, new, or taken over when one is open)."""
+        owed = self._logoffs.pop(device.id, None)
+        if owed is not None:  # a session this send already opened (wakeup, then a profile)
+            try:
+                await body(owed)
+            except Rejected:
+                pass  # expired or taken over: log on again
+            else:
+                await self._log_off(device, owed)
+                return
         kept = self._sessions.get(device.id)
         if kept is not None and self._clock() - kept[1] < self._options.session_reuse_seconds:
             try:
@@ -289,10 +306,26 @@ class CgminerDriver:
             if keep:
                 self._sessions[device.id] = (session_id, self._clock())
             elif owned:
-                try:
-                    await self._command(device, "logoff", session_id)
-                except DriverError as exc:
-                    logger.debug("%s: logoff failed: %s", device.id, exc)
+                await self._log_off(device, session_id)
+
+    async def _log_off(self, device: Device, session_id: str) -> None:
+        """Log off now, or owe it until confirm() while send() runs."""
+        if _OWE_LOGOFF.get():
+            self._logoffs[device.id] = session_id
+            return
+        try:
+            await self._command(device, "logoff", session_id)
+        except DriverError as exc:
+            logger.debug("%s: logoff failed: %s", device.id, exc)
+
+    async def _settle_logoff(self, device: Device) -> None:
+        """Send the logoff send() owes for this device, if any (a failure is only logged)."""
+        session_id = self._logoffs.pop(device.id, None)
+        if session_id is not None:
+            try:
+                await self._command(device, "logoff", session_id)
+            except DriverError as exc:
+                logger.debug("%s: logoff failed: %s", device.id, exc)
 
     async def _switch(self, device: Device, pool: Pool, pools: tuple[PoolEntry, ...]) -> None:
         """Make ``pool`` the top-priority pool, adding it first when the miner lacks it."""
@@ -380,8 +413,9 @@ class CgminerDriver:
         return outcome if outcome is not None else await self.confirm(device, workload)
 
     async def confirm(self, device: Device, workload: Workload) -> Outcome:
-        """Read back until the device shows ``workload`` (after send() returned None)."""
+        """Log off if send() owes it, then read back until the device shows ``workload``."""
         async with self._lock(device):
+            await self._settle_logoff(device)
             return await self._confirm(device, workload)
 
     async def send(self, device: Device, workload: Workload) -> Outcome | None:
@@ -396,28 +430,39 @@ class CgminerDriver:
         if refusal is not None:
             return Outcome(device.id, workload, OutcomeStatus.REJECTED, detail=refusal)
         async with self._lock(device):
+            owing = _OWE_LOGOFF.set(True)
             try:
-                with self._client.ahead():
-                    if workload.kind is WorkloadKind.SLEEP:
-                        await self._curtail(device, "sleep")  # idempotent; the read-back decides
-                    else:
-                        await self._move(device, workload, await self._read(device))
-            except Unavailable as exc:
-                # No answer is not a no: the command may have landed.  Read back to know.
-                logger.info("%s: %s got no answer: %s", device.id, workload, exc)
-                try:
-                    await self.observe(device)
-                except DriverError:
-                    return self._failed(device, workload, exc)  # reads fail too: unavailable
-                outcome = await self._confirm(device, workload)
-                if outcome.status is OutcomeStatus.UNCONFIRMED:
-                    detail = f"command got no answer ({exc.message}); {outcome.detail}"
-                    return dataclasses.replace(outcome, detail=detail)
-                return outcome
-            except DriverError as exc:
-                logger.info("%s: %s failed: %s", device.id, workload, exc)
-                return self._failed(device, workload, exc)
-            return None
+                outcome = await self._send(device, workload)
+            finally:
+                _OWE_LOGOFF.reset(owing)
+            if outcome is not None:
+                await self._settle_logoff(device)  # no confirm() follows
+            return outcome
+
+    async def _send(self, device: Device, workload: Workload) -> Outcome | None:
+        """send() under the device's lock, with logoffs owed."""
+        try:
+            with self._client.ahead():
+                if workload.kind is WorkloadKind.SLEEP:
+                    await self._curtail(device, "sleep")  # idempotent; the read-back decides
+                else:
+                    await self._move(device, workload, await self._read(device))
+        except Unavailable as exc:
+            # No answer is not a no: the command may have landed.  Read back to know.
+            logger.info("%s: %s got no answer: %s", device.id, workload, exc)
+            try:
+                await self.observe(device)
+            except DriverError:
+                return self._failed(device, workload, exc)  # reads fail too: unavailable
+            outcome = await self._confirm(device, workload)
+            if outcome.status is OutcomeStatus.UNCONFIRMED:
+                detail = f"command got no answer ({exc.message}); {outcome.detail}"
+                return dataclasses.replace(outcome, detail=detail)
+            return outcome
+        except DriverError as exc:
+            logger.info("%s: %s failed: %s", device.id, workload, exc)
+            return self._failed(device, workload, exc)
+        return None
 
     async def sleep(self, device: Device) -> None:
         """Put the hashboards to sleep (LuxOS curtail sleep)."""

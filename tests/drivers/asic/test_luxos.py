@@ -184,3 +184,43 @@ async def test_a_kept_session_makes_a_curtail_two_connections(site: SimSite) -> 
     assert miner.command_counts.get("logoff", 0) == 0
     assert miner.command_counts["logon"] == 1
     assert miner.connections.total - before == 2  # curtail sleep, config+pools read-back
+
+
+def open_session(miner: SimMiner) -> str:
+    return str(miner.handle("session")["SESSION"][0]["SessionID"])
+
+
+async def test_send_owes_the_logoff_to_confirm(site: SimSite) -> None:
+    """The curtail is acknowledged before the logoff: confirm() logs off, then reads back."""
+    driver = LuxosDriver(POOLS, OPTIONS)
+    device = site.devices[0]
+    miner = site.miners[device.id]
+    assert await driver.send(device, Workload.sleep()) is None
+    assert miner.command_counts["logon"] == 1 and miner.command_counts["curtail"] == 1
+    assert miner.command_counts.get("logoff", 0) == 0 and open_session(miner) != ""
+    outcome = await driver.confirm(device, Workload.sleep())
+    assert outcome.status is OutcomeStatus.CONFIRMED, outcome.detail
+    assert miner.command_counts["logoff"] == 1 and open_session(miner) == ""
+
+
+async def test_waking_to_a_power_level_takes_one_session(site: SimSite) -> None:
+    """Wakeup and the profile change share the session send() opened: one logon, one logoff."""
+    driver = LuxosDriver(POOLS, OPTIONS)
+    device = site.devices[1]
+    miner = site.miners[device.id]
+    assert (await driver.apply(device, Workload.sleep())).status is OutcomeStatus.CONFIRMED
+    outcome = await driver.apply(device, Workload.mine("main", 0.7))
+    assert outcome.status is OutcomeStatus.CONFIRMED, outcome.detail
+    assert miner.command_counts["logon"] == 2 and miner.command_counts["logoff"] == 2
+    assert "session" not in miner.command_counts  # never had to take an open session over
+    assert open_session(miner) == ""
+
+
+async def test_a_send_that_fails_logs_off_before_it_returns(site: SimSite) -> None:
+    driver = LuxosDriver(POOLS, OPTIONS)
+    device = site.devices[0]
+    miner = site.miners[device.id]
+    miner._handlers["profileset"] = lambda _p: miner._error(322, "Invalid profile '2148W'")
+    outcome = await driver.send(device, Workload.mine("main", 0.7))
+    assert outcome is not None and outcome.status is OutcomeStatus.REJECTED
+    assert miner.command_counts["logoff"] == 1 and open_session(miner) == ""
