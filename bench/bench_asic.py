@@ -8,16 +8,16 @@ line: {"name", "value", "unit"}.
                            summary+pools+stats+config+power joined in one connection each)
     curtail_10k_seconds    from a power-price reading landing in FleetState to the last
                            miner acknowledging sleep (intent written, logon, curtail
-                           accepted: two connections per miner; the session is kept,
-                           not logged off, by default)
+                           accepted: two connections per miner)
     curtail_10k_confirmed_seconds
-                           ... to the last miner's sleep being read back (config+pools,
-                           a third connection) and every intent closed
+                           ... to the last miner's sleep being read back and every intent
+                           closed (logoff, then config+pools: two more connections; with
+                           --session-reuse-seconds above 0 the session is kept instead)
     rss_bytes_per_device   resident memory growth of this process per device, from before
                            the configuration is parsed to after the first poll
 
 Usage: python bench/bench_asic.py [--miners 10000] [--concurrency 250] [--polls 3]
-                                   [--session-reuse-seconds 50]
+                                   [--session-reuse-seconds 0]
 """
 
 from __future__ import annotations
@@ -205,10 +205,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--polls", type=int, default=3)
     parser.add_argument(
-        "--session-reuse-seconds", type=float, default=50.0,
+        "--session-reuse-seconds", type=float, default=0.0,
         help=(
             "LuxOS session reuse, below the firmware's 60 s idle timeout "
-            "(0: logon/logoff around every curtail)"
+            "(default 0, as in the shipped config: logon and logoff around every curtail)"
         ),
     )  # fmt: skip
     parser.add_argument(

@@ -29,7 +29,9 @@ class MinerControl(Protocol):
 class SendsThenConfirms(Protocol):
     """Optional capability: the command and its read-back as two steps.
 
-    ``apply`` is ``send`` then, when it returns None, ``confirm``.  The reconciler
+    ``apply`` is ``send`` then, when it returns None, ``confirm``.  A send that
+    returned None may leave housekeeping to its confirm (LuxOS owes the
+    ``logoff``), so a caller always follows it with confirm.  The reconciler
     gives waiting sends its command slots before any read-back, so every command
     of a fleet-wide change is on its way before the read-backs take their turn.
     """
