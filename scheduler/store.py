@@ -186,7 +186,6 @@ class Store:
         self._db = connection
         self._path = path
         self._lock = threading.Lock()
-        self._batch_thread: int | None = None  # the thread inside batch(); its writes join it
 
     @property
     def path(self) -> str:
@@ -274,24 +273,8 @@ class Store:
         self.close()
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Group every write this thread makes inside into one committed transaction."""
-        if self._batch_thread == threading.get_ident():
-            yield
-            return
-        with self._write():
-            self._batch_thread = threading.get_ident()
-            try:
-                yield
-            finally:
-                self._batch_thread = None
-
-    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One committed write transaction; SQLite errors become StoreError."""
-        if self._batch_thread == threading.get_ident():  # inside batch(): it holds the lock
-            yield self._db
-            return
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")

@@ -197,32 +197,6 @@ async def _no_sleep(_seconds: float) -> None:
     return None
 
 
-async def test_store_batch_is_one_transaction_and_other_threads_wait_for_it(
-    tmp_path: Path,
-) -> None:
-    import threading
-    from datetime import UTC, datetime
-
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-    with Store.open(tmp_path / "s.sqlite") as store:
-        done = threading.Event()
-        with store.batch():
-            first = store.begin_intent(at=at, device_id="a", workload=Workload.sleep(), reason="r")
-            other = threading.Thread(
-                target=lambda: (
-                    store.begin_intent(at=at, device_id="b", workload=Workload.sleep(), reason="r"),
-                    done.set(),
-                )
-            )
-            other.start()
-            assert not done.wait(0.2)  # the other thread waits for the batch to commit
-            second = store.begin_intent(at=at, device_id="c", workload=Workload.sleep(), reason="r")
-        other.join(2)
-        assert done.is_set()
-        assert second == first + 1
-        assert {i.device_id for i in store.open_intents()} == {"a", "b", "c"}
-
-
 class RecordingDriver(CgminerDriver):
     """The real driver, with a log of when each device's send and read-back start."""
 
