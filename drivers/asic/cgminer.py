@@ -274,6 +274,9 @@ class CgminerDriver:
                 await body(owed)
             except Rejected:
                 pass  # expired or taken over: log on again
+            except BaseException:
+                self._logoffs[device.id] = owed  # still open: owed as before
+                raise
             else:
                 await self._log_off(device, owed)
                 return
@@ -322,10 +325,7 @@ class CgminerDriver:
         """Send the logoff send() owes for this device, if any (a failure is only logged)."""
         session_id = self._logoffs.pop(device.id, None)
         if session_id is not None:
-            try:
-                await self._command(device, "logoff", session_id)
-            except DriverError as exc:
-                logger.debug("%s: logoff failed: %s", device.id, exc)
+            await self._log_off(device, session_id)  # never called with logoffs owed
 
     async def _switch(self, device: Device, pool: Pool, pools: tuple[PoolEntry, ...]) -> None:
         """Make ``pool`` the top-priority pool, adding it first when the miner lacks it."""

@@ -15,6 +15,7 @@ from drivers.base import MinerControl, TelemetrySource
 from drivers.errors import Rejected
 from drivers.sim.miner import SimMiner
 from drivers.sim.site import SimSite
+from drivers.sim.tcp import Fault
 from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "luxos" / "s19jpro_2024.1.26"
@@ -224,3 +225,16 @@ async def test_a_send_that_fails_logs_off_before_it_returns(site: SimSite) -> No
     outcome = await driver.send(device, Workload.mine("main", 0.7))
     assert outcome is not None and outcome.status is OutcomeStatus.REJECTED
     assert miner.command_counts["logoff"] == 1 and open_session(miner) == ""
+
+
+async def test_a_shared_session_that_meets_no_answer_is_still_logged_off(site: SimSite) -> None:
+    """Wakeup opens the session; the profile change gets no answer: the send still logs off."""
+    driver = LuxosDriver(POOLS, OPTIONS)
+    device = site.devices[1]
+    miner = site.miners[device.id]
+    assert (await driver.apply(device, Workload.sleep())).status is OutcomeStatus.CONFIRMED
+    miner.fault, miner.fault_commands = Fault.CLOSE, frozenset({"atmset"})
+    outcome = await driver.send(device, Workload.mine("main", 0.7))
+    assert outcome is not None and outcome.status is OutcomeStatus.UNCONFIRMED, outcome
+    assert "no answer" in outcome.detail
+    assert miner.command_counts["logoff"] == 2 and open_session(miner) == ""
