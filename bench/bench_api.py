@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
-from scheduler.auth import Role
+from scheduler.api.auth import Role
 from tests.scheduler.api_fixtures import Tokens, build_app
 from tests.scheduler.test_api_security import make_view
 

@@ -37,9 +37,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers.limits import raise_open_files_limit
-from scheduler.config import parse_config
+from scheduler.config.schema import parse_config
+from scheduler.core.model import OutcomeStatus, Reading, WorkloadKind
 from scheduler.daemon import Daemon
-from scheduler.model import OutcomeStatus, Reading, WorkloadKind
 
 FIRST_ADDRESS = "127.30.0.1"  # 10,000 miners: 127.30.0.1 .. 127.30.39.16
 POOL_URL = "stratum+tcp://main.pool.invalid:3333"

@@ -27,7 +27,7 @@ from drivers.asic.bos_client import BosClient
 from drivers.asic.braiins import BraiinsDriver
 from drivers.asic.config import BraiinsOptions
 from drivers.sim.site import SimSite
-from scheduler.model import Device, DeviceKind, Pool, Workload
+from scheduler.core.model import Device, DeviceKind, Pool, Workload
 
 POOL = Pool("main", "stratum+tcp://main.example:3333", "w")
 
@@ -60,7 +60,9 @@ async def run(calls: int) -> None:
         await timed("login", calls, lambda: client.login("b", address))
         await timed("get_miner_details", calls, lambda: client.status("b", address))
         watts = iter([2400, 2500] * calls)
-        await timed("set_power_target", calls, lambda: client.set_power_target("b", address, next(watts)))
+        await timed(
+            "set_power_target", calls, lambda: client.set_power_target("b", address, next(watts))
+        )
         options = BraiinsOptions(grpc_port=api.port, confirm_interval_seconds=0.001)
         driver = BraiinsDriver({"main": POOL}, options)
         target = site.devices[0]

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.site import SimSite
-from scheduler.config import parse_config, pools_of
+from scheduler.config.schema import parse_config, pools_of
 from scheduler.daemon import Daemon
 
 MARKET = {

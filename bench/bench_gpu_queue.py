@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers.queues.slurm import SlurmOptions, SlurmQueue, SlurmQueueSpec
-from scheduler.economics import market_economics
-from scheduler.model import (
+from scheduler.core.economics import market_economics
+from scheduler.core.model import (
     Device,
     DeviceKind,
     DeviceStatus,

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
-from scheduler.api import bound_port, create_app, serve
-from scheduler.api_routes import ApiSecurity
-from scheduler.auth import Authenticator, RateLimiter, Role, TokenEntry, hash_token, new_token
-from scheduler.metrics import Metrics
-from scheduler.model import TERA, Device, DeviceKind, Plan, Reading, Sample, Workload
-from scheduler.state import FleetState
+from scheduler.api.app import bound_port, create_app, serve
+from scheduler.api.auth import Authenticator, RateLimiter, Role, TokenEntry, hash_token, new_token
+from scheduler.api.routes import ApiSecurity
+from scheduler.core.model import TERA, Device, DeviceKind, Plan, Reading, Sample, Workload
+from scheduler.core.state import FleetState
+from scheduler.observability.metrics import Metrics
 
 NOW = 10_000.0
 

@@ -17,14 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler.backtest import load_trace, run_backtest
-from scheduler.config import parse_config
-from scheduler.model import Reading, Workload
+from scheduler.backtest.engine import load_trace, run_backtest
+from scheduler.config.schema import parse_config
+from scheduler.core.model import Reading, Workload
+from scheduler.core.state import FleetState
 from scheduler.policies.max_margin import MaxMarginPolicy
-from scheduler.state import FleetState
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "drivers" / "sim" / "data"
+DATA = ROOT / "drivers" / "market" / "data"
 MODELS = ("S19j Pro", "S21", "S21 XP")
 
 

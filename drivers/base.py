@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from scheduler.model import Device, Outcome, QueueDemand, Reading, Sample, Workload
+from scheduler.core.model import Device, Outcome, QueueDemand, Reading, Sample, Workload
 
 
 @runtime_checkable

@@ -17,15 +17,7 @@ from drivers.base import MarketFeed
 from drivers.limits import raise_open_files_limit
 from drivers.market.btc_price import BtcPriceConfig, BtcPriceFeed
 from drivers.market.ercot import ErcotConfig, ErcotRtmFeed
-from drivers.market.network import (
-    BitcoindConfig,
-    BitcoindFeed,
-    MempoolNetworkConfig,
-    MempoolNetworkFeed,
-)
-from drivers.market.static import StaticMarketFeed
-from drivers.market.tariff import TariffConfig, TariffFeed
-from drivers.sim.prices import (
+from drivers.market.history import (
     BtcDailyFeed,
     ErcotReplayFeed,
     bundled_btc_path,
@@ -35,27 +27,35 @@ from drivers.sim.prices import (
     load_ercot_csv,
     parse_local_time,
 )
+from drivers.market.network import (
+    BitcoindConfig,
+    BitcoindFeed,
+    MempoolNetworkConfig,
+    MempoolNetworkFeed,
+)
+from drivers.market.static import StaticMarketFeed
+from drivers.market.tariff import TariffConfig, TariffFeed
 from drivers.telemetry.mqtt import MqttIngest
-from scheduler.api import create_app, serve
-from scheduler.api_routes import security_from_config
-from scheduler.config import ReplayPriceConfig, StaticMarketConfig, WattmuxConfig, pools_of
-from scheduler.control import (
+from scheduler.api.app import create_app, serve
+from scheduler.api.routes import security_from_config
+from scheduler.config.schema import ReplayPriceConfig, StaticMarketConfig, WattmuxConfig, pools_of
+from scheduler.control.ingest import FleetSink
+from scheduler.control.loop import ControlLoop
+from scheduler.control.memory import StartupFreezer, heap_trimmer
+from scheduler.control.queues import QueueNodeDriver, build_queues
+from scheduler.control.service import (
     ControlledGuard,
     ControlledPolicy,
     ControlledReconciler,
     ControlService,
 )
-from scheduler.gpu_telemetry import GpuTelemetry
-from scheduler.ingest import FleetSink
-from scheduler.loop import ControlLoop
-from scheduler.memory import StartupFreezer, heap_trimmer
-from scheduler.metrics import Metrics
-from scheduler.model import Plan
+from scheduler.control.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
+from scheduler.core.model import Plan
+from scheduler.core.state import FleetState
+from scheduler.observability.gpu_telemetry import GpuTelemetry
+from scheduler.observability.metrics import Metrics
 from scheduler.policies import available_policies, create_policy
-from scheduler.queues import QueueNodeDriver, build_queues
-from scheduler.state import FleetState
-from scheduler.store import ControlStore
-from scheduler.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
+from scheduler.store.journal import ControlStore
 
 log = logging.getLogger(__name__)
 _Driver = TypeVar("_Driver")

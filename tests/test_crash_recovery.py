@@ -32,7 +32,7 @@ from typing import IO
 import httpx
 import pytest
 
-from scheduler.auth import hash_token, new_token
+from scheduler.api.auth import hash_token, new_token
 
 SIM_FIRST = "127.70.4.1"
 API_HOST = "127.70.5.1"
@@ -212,7 +212,7 @@ class CrashRun:
             [
                 sys.executable,
                 "-m",
-                "scheduler.cli",
+                "scheduler.cli.main",
                 "--log-level",
                 "WARNING",
                 "run",

@@ -17,7 +17,7 @@ COUNTS = re.compile(r"price ([\d,.-]+) USD/MWh: (\d+) mining, (\d+) asleep")
 def test_demo_sleeps_in_the_spike_wakes_after_and_stops_cleanly_on_ctrl_c() -> None:
     # 5000x: the 2024-08-19 evening spike (above every break-even from 19:00) arrives after ~14 s.
     command = [
-        sys.executable, "-m", "scheduler.cli", "demo", "--asics", "20", "--speed", "5000",
+        sys.executable, "-m", "scheduler.cli.main", "demo", "--asics", "20", "--speed", "5000",
         "--no-ui", "--listen", f"127.0.0.1:{free_port()}", "--sim-port", str(free_port("127.77.0.1")),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -57,7 +57,7 @@ def test_demo_says_clearly_when_its_port_is_taken() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", "demo", "--no-ui", "--listen", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "scheduler.cli.main", "demo", "--no-ui", "--listen", f"127.0.0.1:{port}"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert result.returncode == 1

@@ -17,11 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
-from scheduler.auth import hash_token, new_token
-from scheduler.config import WattmuxConfig, parse_config, pools_of
+from scheduler.api.auth import hash_token, new_token
+from scheduler.config.schema import WattmuxConfig, parse_config, pools_of
+from scheduler.core.model import Reading
 from scheduler.daemon import Daemon
-from scheduler.model import Reading
-from scheduler.store import Store
+from scheduler.store.journal import Store
 from tests.conftest import free_port
 
 # 2024-08-20: the S21's break-even is about 101.7 USD/MWh at a 0 % pool fee.

@@ -9,11 +9,11 @@ from typing import Any
 
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.queue import SimQueue, SimQueueSpec
-from scheduler.config import parse_config
+from scheduler.config.schema import parse_config
+from scheduler.core.model import WorkloadKind
 from scheduler.daemon import Daemon
-from scheduler.demo_gpu import gpu_config_entries, node_names
-from scheduler.model import WorkloadKind
-from scheduler.store import Store
+from scheduler.demo.gpu import gpu_config_entries, node_names
+from scheduler.store.journal import Store
 from tests.test_gpu_demo import MARKET, PriceFeed, eventually
 
 

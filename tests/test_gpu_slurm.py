@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from drivers.market.static import StaticMarketFeed
-from scheduler.config import WattmuxConfig, parse_config
+from scheduler.config.schema import WattmuxConfig, parse_config
+from scheduler.core.model import Reading
 from scheduler.daemon import Daemon
-from scheduler.model import Reading
-from scheduler.store import Store
+from scheduler.store.journal import Store
 from tests.slurm_cluster import NODE, SlurmCluster
 
 MARKET = {

@@ -20,9 +20,9 @@ import pytest
 
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.site import SimSite
-from scheduler.config import WattmuxConfig, parse_config, pools_of
+from scheduler.config.schema import WattmuxConfig, parse_config, pools_of
 from scheduler.daemon import Daemon
-from scheduler.store import Store
+from scheduler.store.journal import Store
 from tests.conftest import free_port
 from tests.test_end_to_end import AUTH, CHEAP, MARKET, TOKEN, PriceFeed, eventually, free_port_on
 
@@ -34,7 +34,7 @@ COUNT = 4
 
 def failover_config(tmp_path: Path, first_address: str, port: int) -> WattmuxConfig:
     """Four S21s on max-margin with a cheap main pool and a dearer backup."""
-    from scheduler.auth import hash_token
+    from scheduler.api.auth import hash_token
 
     data: dict[str, Any] = {
         "site": {"name": "failover", "power_cap_kw": 1000.0},

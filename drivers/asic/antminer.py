@@ -27,7 +27,7 @@ import httpx
 from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
 from drivers.asic.config import AntminerOptions
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
-from scheduler.model import Device, Pool, Sample, Workload, WorkloadKind
+from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
 GET_CONF = "/cgi-bin/get_miner_conf.cgi"
 SET_CONF = "/cgi-bin/set_miner_conf.cgi"

@@ -32,7 +32,15 @@ from typing import Any
 from drivers.asic.cgminer_parse import same_url
 from drivers.asic.config import AsicRsOptions
 from drivers.errors import DriverError, Fatal, Rejected, Timeout, Unavailable
-from scheduler.model import Device, Outcome, OutcomeStatus, Pool, Sample, Workload, WorkloadKind
+from scheduler.core.model import (
+    Device,
+    Outcome,
+    OutcomeStatus,
+    Pool,
+    Sample,
+    Workload,
+    WorkloadKind,
+)
 
 try:
     import pyasic_rs
@@ -77,7 +85,9 @@ class AsicRsDriver:
             async with self._slots, asyncio.timeout(self._options.timeout_seconds):
                 return await call()
         except TimeoutError as exc:
-            raise Timeout(device.id, f"{what}: no answer in {self._options.timeout_seconds:g} s") from exc
+            raise Timeout(
+                device.id, f"{what}: no answer in {self._options.timeout_seconds:g} s"
+            ) from exc
         except (RuntimeError, OSError, ValueError) as exc:  # what the bindings raise
             raise Unavailable(device.id, f"{what}: {exc}") from exc
 
@@ -137,7 +147,9 @@ class AsicRsDriver:
         asleep = workload.kind is WorkloadKind.SLEEP
         supported = miner.supports_pause if asleep else miner.supports_resume
         if not supported:
-            raise Rejected(device.id, f"asic-rs cannot {'pause' if asleep else 'resume'} this miner")
+            raise Rejected(
+                device.id, f"asic-rs cannot {'pause' if asleep else 'resume'} this miner"
+            )
         call = miner.pause if asleep else miner.resume
         if not await self._library(device, call, "pause" if asleep else "resume"):
             raise Rejected(device.id, "asic-rs reports the command failed")

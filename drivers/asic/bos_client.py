@@ -118,9 +118,7 @@ class BosClient:
             raise Unavailable(source, f"{method.name}: HTTP/2 failure: {exc}") from exc
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise Unavailable(
-                source, f"cannot talk to {address}:{self.port}: {reason}"
-            ) from exc
+            raise Unavailable(source, f"cannot talk to {address}:{self.port}: {reason}") from exc
         finally:
             channel.close()
         if reply is None:
@@ -150,9 +148,7 @@ class BosClient:
         fresh = kept is not None and now - kept[2] < kept[1] * 0.95
         token = kept[0] if kept is not None and fresh else await self.login(source, address)
         try:
-            reply, _ = await self._raw(
-                source, address, method, request, {"authorization": token}
-            )
+            reply, _ = await self._raw(source, address, method, request, {"authorization": token})
         except _Unauthenticated:
             self._tokens.pop(address, None)
             token = await self.login(source, address)
@@ -161,7 +157,9 @@ class BosClient:
                     source, address, method, request, {"authorization": token}
                 )
             except _Unauthenticated as again:
-                raise Fatal(source, f"{method.name}: fresh token refused: {again.message}") from None
+                raise Fatal(
+                    source, f"{method.name}: fresh token refused: {again.message}"
+                ) from None
         self._tokens[address] = (token, self._tokens[address][1], self._clock())
         return reply
 

@@ -34,7 +34,7 @@ from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
 from drivers.asic.cgminer_parse import current_pool_url, parse_pools, rows, same_url
 from drivers.asic.config import BraiinsOptions
 from drivers.errors import MalformedReply, Rejected, Unavailable
-from scheduler.model import Device, Pool, Sample, Workload, WorkloadKind
+from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
 LEVEL_TOLERANCE = 0.001  # a read-back level this close to the request confirms it (3 W of 3 kW)
 

@@ -52,7 +52,15 @@ from drivers.asic.cgminer_parse import (
 )
 from drivers.asic.config import CgminerFamilyOptions
 from drivers.errors import DriverError, Fatal, MalformedReply, Rejected, Unavailable
-from scheduler.model import Device, Outcome, OutcomeStatus, Pool, Sample, Workload, WorkloadKind
+from scheduler.core.model import (
+    Device,
+    Outcome,
+    OutcomeStatus,
+    Pool,
+    Sample,
+    Workload,
+    WorkloadKind,
+)
 
 __all__ = [
     "CgminerClient",

@@ -104,7 +104,9 @@ class AsicRsOptions(BaseModel):
     @model_validator(mode="after")
     def _library_installed(self) -> AsicRsOptions:
         if find_spec("pyasic_rs") is None:
-            raise ValueError("driver asic-rs needs the optional extra: pip install 'wattmux[asic-rs]'")
+            raise ValueError(
+                "driver asic-rs needs the optional extra: pip install 'wattmux[asic-rs]'"
+            )
         return self
 
 

@@ -25,7 +25,7 @@ from drivers.asic.cgminer_client import Reply
 from drivers.asic.cgminer_parse import parse_power_w, rows, section
 from drivers.asic.config import LuxosOptions
 from drivers.errors import MalformedReply
-from scheduler.model import Device, Pool, Sample, Workload, WorkloadKind
+from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
 MAX_POWER_LEVEL = 1.5
 

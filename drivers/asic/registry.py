@@ -26,10 +26,15 @@ from drivers.asic.config import (
 from drivers.asic.luxos import LuxosDriver
 from drivers.asic.whatsminer import WhatsminerDriver
 from drivers.asic.whatsminer_v3 import WhatsminerV3Driver
-from scheduler.model import Pool
+from scheduler.core.model import Pool
 
 AsicOptions = (
-    CgminerOptions | LuxosOptions | AntminerOptions | BraiinsOptions | WhatsminerOptions | AsicRsOptions
+    CgminerOptions
+    | LuxosOptions
+    | AntminerOptions
+    | BraiinsOptions
+    | WhatsminerOptions
+    | AsicRsOptions
 )
 
 

@@ -55,7 +55,7 @@ from drivers.asic.cgminer_parse import (
 from drivers.asic.config import WhatsminerOptions
 from drivers.asic.whatsminer_crypto import V2Token, v2_decrypt, v2_encrypt, v2_token
 from drivers.errors import Fatal, MalformedReply, Rejected
-from scheduler.model import Device, Pool, Sample, Workload, WorkloadKind
+from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
 CODE_INVALID_JSON, CODE_PERMISSION_DENIED = 23, 45
 CODE_TOKEN_INVALID, CODE_TOKEN_LIMIT = 135, 136

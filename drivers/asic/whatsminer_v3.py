@@ -36,7 +36,7 @@ from drivers.asic.config import WhatsminerOptions
 from drivers.asic.whatsminer import PowerLevels
 from drivers.asic.whatsminer_crypto import FRAME_HEADER, frame, v3_token
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
-from scheduler.model import Device, Pool, Sample, Workload, WorkloadKind
+from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
 Reply = dict[str, Any]
 MAX_FRAME_BYTES = 1024 * 1024

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from drivers.backoff import Backoff
 from drivers.errors import DriverError, MalformedReply, Unavailable
 from drivers.market.http import JsonEndpoint, finite_number
-from scheduler.model import Reading
+from scheduler.core.model import Reading
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from drivers.backoff import Backoff
 from drivers.errors import MalformedReply, Unavailable
 from drivers.market.http import JsonEndpoint, finite_number
-from scheduler.model import Reading
+from scheduler.core.model import Reading
 
 ERCOT_ZONE = ZoneInfo("America/Chicago")
 ERCOT_FLOOR_USD_PER_MWH = -251.0

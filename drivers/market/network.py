@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from drivers.backoff import Backoff
 from drivers.errors import MalformedReply, Unavailable
 from drivers.market.http import JsonEndpoint, finite_number
-from scheduler.model import Reading
+from scheduler.core.model import Reading
 
 SATOSHI_PER_BTC = 100_000_000
 HALVING_INTERVAL_BLOCKS = 210_000

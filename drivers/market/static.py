@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from scheduler.model import MARKET_INPUTS, Reading
+from scheduler.core.model import MARKET_INPUTS, Reading
 
 
 class StaticMarketFeed:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from drivers.errors import DriverError
-from scheduler.model import Device, Outcome, OutcomeStatus, Sample, Workload
+from scheduler.core.model import Device, Outcome, OutcomeStatus, Sample, Workload
 
 
 async def confirm_by_reading_back(

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from drivers.queues.confirm import confirm_by_reading_back
-from scheduler.model import (
+from scheduler.core.model import (
     Device,
     Outcome,
     Pool,
@@ -308,8 +308,9 @@ class KubernetesQueue:
             sleep=self._sleep,
             timeout_seconds=self.options.confirm_timeout_seconds,
             interval_seconds=self.options.confirm_interval_seconds,
-            describe_jobs=lambda sample: "AI pods still running: "
-            + ", ".join(j.job_id for j in sample.jobs),
+            describe_jobs=lambda sample: (
+                "AI pods still running: " + ", ".join(j.job_id for j in sample.jobs)
+            ),
         )
 
     async def aclose(self) -> None:

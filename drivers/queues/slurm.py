@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from drivers.errors import Rejected
 from drivers.queues.confirm import confirm_by_reading_back
 from drivers.queues.slurm_cli import SlurmCli, SlurmJob
-from scheduler.model import (
+from scheduler.core.model import (
     Device,
     Outcome,
     Pool,
@@ -261,8 +261,10 @@ class SlurmQueue:
             sleep=self._sleep,
             timeout_seconds=self.options.confirm_timeout_seconds,
             interval_seconds=self.options.confirm_interval_seconds,
-            describe_jobs=lambda sample: "AI jobs still running: "
-            + ", ".join(f"{j.job_id} ({j.gpus} GPUs)" for j in sample.jobs),
+            describe_jobs=lambda sample: (
+                "AI jobs still running: "
+                + ", ".join(f"{j.job_id} ({j.gpus} GPUs)" for j in sample.jobs)
+            ),
             tolerate_read_errors=False,
         )
 

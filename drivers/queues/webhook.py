@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from drivers.queues.confirm import confirm_by_reading_back
-from scheduler.model import (
+from scheduler.core.model import (
     Device,
     Outcome,
     Pool,

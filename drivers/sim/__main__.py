@@ -19,7 +19,7 @@ from typing import Any
 
 from drivers.limits import raise_open_files_limit
 from drivers.sim.site import SimSite, range_devices
-from scheduler.model import Device, Pool
+from scheduler.core.model import Device, Pool
 
 
 def site_devices(args: argparse.Namespace) -> list[Device]:

@@ -151,7 +151,10 @@ class SimBraiinsGrpc:
         }
         return {
             method.path: Handler(
-                self._serving(method, handler), Cardinality.UNARY_UNARY, method.request, method.reply
+                self._serving(method, handler),
+                Cardinality.UNARY_UNARY,
+                method.request,
+                method.reply,
             )
             for method, handler in handlers.items()
         }
@@ -230,7 +233,10 @@ class SimBraiinsGrpc:
                 f"power target [{watts}W] is not in allowed range [Some({low}), Some({high})]",
             )
         self.saved_target_w = watts
-        if request.save_action in (bos.SaveAction.SAVE_AND_APPLY, bos.SaveAction.SAVE_AND_FORCE_APPLY):
+        if request.save_action in (
+            bos.SaveAction.SAVE_AND_APPLY,
+            bos.SaveAction.SAVE_AND_FORCE_APPLY,
+        ):
             self.target_w = watts
             self._tuned_at = self._clock()
             self.miner.set_power_level(watts / self.miner.device.nominal_power_w)

@@ -24,7 +24,7 @@ from typing import IO
 from drivers.sim.miner import Reply, SimMiner
 from drivers.sim.site import range_devices
 from drivers.sim.tcp import Fault
-from scheduler.model import Device, Pool
+from scheduler.core.model import Device, Pool
 
 STATE_CHANGING = frozenset({"curtail", "switchpool", "addpool", "enablepool", "disablepool"})
 

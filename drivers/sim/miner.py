@@ -45,7 +45,7 @@ from typing import Any, Literal
 from drivers.sim.luxos import SimLuxos
 from drivers.sim.physics import CHIP_RISE_C, MinerPhysics
 from drivers.sim.tcp import ConnectionStats, Fault, SimTcpServer
-from scheduler.model import Device, Pool
+from scheduler.core.model import Device, Pool
 
 __all__ = ["ConnectionStats", "Fault", "SimMiner", "SimState"]
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scheduler.model import Workload, WorkloadKind
+from scheduler.core.model import Workload, WorkloadKind
 
 
 @dataclass(frozen=True, slots=True)

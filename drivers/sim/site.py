@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from drivers.sim.braiins_grpc import SimBraiinsGrpc
 from drivers.sim.miner import ConnectionStats, SimMiner
 from drivers.sim.whatsminer import SimWhatsminer
-from scheduler.model import TERA, Device, DeviceKind, Pool
+from scheduler.core.model import TERA, Device, DeviceKind, Pool
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 

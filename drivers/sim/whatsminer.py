@@ -40,7 +40,7 @@ from drivers.asic.whatsminer_crypto import (
 from drivers.sim.miner import Reply, SimMiner
 from drivers.sim.tcp import Fault
 from drivers.sim.whatsminer_v3 import SimWhatsminerV3
-from scheduler.model import Device, Pool
+from scheduler.core.model import Device, Pool
 
 FIRMWARE_VERSION = "20230714.15.REL"
 API_VERSION = "2.0.5"

@@ -14,7 +14,7 @@ from datetime import datetime
 import msgspec
 
 from drivers.errors import DriverError
-from scheduler.model import Event, Reading, Sample, Workload
+from scheduler.core.model import Event, Reading, Sample, Workload
 
 REJECT_REASONS = (
     "oversized",

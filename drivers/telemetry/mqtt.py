@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from drivers.backoff import Backoff, Sleep, Supervisor
 from drivers.errors import Fatal, Unavailable
 from drivers.telemetry.messages import Decoder, Limits, MessageRejected
-from scheduler.model import Event, Reading, Sample
+from scheduler.core.model import Event, Reading, Sample
 
 log = logging.getLogger(__name__)
 

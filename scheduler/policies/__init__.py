@@ -11,8 +11,8 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 
-from scheduler.config import PolicyConfig
-from scheduler.model import Plan, Snapshot
+from scheduler.config.schema import PolicyConfig
+from scheduler.core.model import Plan, Snapshot
 
 ENTRY_POINT_GROUP = "wattmux.policies"
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scheduler.config import PolicyConfig
-from scheduler.economics import MarketEconomics, market_economics, option_economics
-from scheduler.model import Assignment, Device, DeviceKind, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.config.schema import PolicyConfig
+from scheduler.core.economics import MarketEconomics, market_economics, option_economics
+from scheduler.core.model import (
+    Assignment,
+    Device,
+    DeviceKind,
+    Plan,
+    Snapshot,
+    Workload,
+    WorkloadKind,
+)
 from scheduler.policies.gpu_queue import plan_gpu_nodes
 
 REASON_BELOW = "price_below_breakeven"

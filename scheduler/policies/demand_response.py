@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from scheduler.config import PolicyConfig
-from scheduler.limits import active_events, event_limit_w
-from scheduler.model import Assignment, Device, Event, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.config.schema import PolicyConfig
+from scheduler.core.limits import active_events, event_limit_w
+from scheduler.core.model import Assignment, Device, Event, Plan, Snapshot, Workload, WorkloadKind
 from scheduler.policies.breakeven import BreakevenPolicy
 from scheduler.policies.leases import pinned_leases
 

@@ -20,7 +20,7 @@ the switching cost, so the guard, the API and the audit log see them.
 
 from __future__ import annotations
 
-from scheduler.economics import (
+from scheduler.core.economics import (
     SECONDS_PER_HOUR,
     MarketEconomics,
     ai_option_economics,
@@ -28,7 +28,7 @@ from scheduler.economics import (
     queue_rate_usd_per_gpu_hour,
     switch_cost,
 )
-from scheduler.model import (
+from scheduler.core.model import (
     Assignment,
     Device,
     DeviceKind,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from scheduler.limits import active_events
-from scheduler.model import Assignment, Device, Event, Lease, Snapshot, Workload
+from scheduler.core.limits import active_events
+from scheduler.core.model import Assignment, Device, Event, Lease, Snapshot, Workload
 
 REASON_LEASE = "ai_lease"
 

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import attrgetter
 
-from scheduler.config import PolicyConfig
-from scheduler.economics import MarketEconomics, market_economics
-from scheduler.limits import site_limit_w
-from scheduler.model import (
+from scheduler.config.schema import PolicyConfig
+from scheduler.core.economics import MarketEconomics, market_economics
+from scheduler.core.limits import site_limit_w
+from scheduler.core.model import (
     TERA,
     AssignmentGroup,
     Device,

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
-from scheduler.config import PolicyConfig, ScheduleWindowConfig
-from scheduler.model import Assignment, Plan, Snapshot, Workload
+from scheduler.config.schema import PolicyConfig, ScheduleWindowConfig
+from scheduler.core.model import Assignment, Plan, Snapshot, Workload
 from scheduler.policies.leases import lease_assignment, pinned_leases
 from scheduler.policies.max_margin import MaxMarginPolicy
 

@@ -21,11 +21,11 @@ from drivers.base import MarketFeed
 from drivers.errors import Unavailable
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
-from scheduler.auth import hash_token, new_token
-from scheduler.config import WattmuxConfig, parse_config, pools_of
+from scheduler.api.auth import hash_token, new_token
+from scheduler.config.schema import WattmuxConfig, parse_config, pools_of
+from scheduler.control.systemd import SystemdNotifier
+from scheduler.core.model import Reading
 from scheduler.daemon import Daemon, build_feeds
-from scheduler.model import Reading
-from scheduler.systemd import SystemdNotifier
 
 MODELS = (("s19jpro", "S19j Pro", 4), ("s21", "S21", 6), ("s21xp", "S21 XP", 2))
 SCRAPE_TOKEN = new_token()  # a viewer token, as a Prometheus server would hold one

@@ -8,16 +8,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler.api import create_app
-from scheduler.api_routes import ApiSecurity
-from scheduler.auth import Authenticator, RateLimiter, Role, TokenEntry, hash_token, new_token
-from scheduler.config import WattmuxConfig, parse_config
-from scheduler.control import ControlService
-from scheduler.metrics import Metrics
-from scheduler.model import Plan
+from scheduler.api.app import create_app
+from scheduler.api.auth import Authenticator, RateLimiter, Role, TokenEntry, hash_token, new_token
+from scheduler.api.routes import ApiSecurity
+from scheduler.config.schema import WattmuxConfig, parse_config
+from scheduler.control.service import ControlService
+from scheduler.core.model import Plan
+from scheduler.core.state import FleetState
+from scheduler.observability.metrics import Metrics
 from scheduler.policies import available_policies
-from scheduler.state import FleetState
-from scheduler.store import ControlStore
+from scheduler.store.journal import ControlStore
 
 NOW = 5000.0
 WALL = datetime(2024, 8, 20, 19, 30, tzinfo=UTC)

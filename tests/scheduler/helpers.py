@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from scheduler.hardware import MODELS
-from scheduler.model import (
+from scheduler.core.hardware import MODELS
+from scheduler.core.model import (
     TERA,
     Device,
     DeviceKind,

@@ -24,10 +24,9 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.api import bound_port, serve
-from scheduler.auth import Role
-from scheduler.metrics import Metrics
-from scheduler.model import (
+from scheduler.api.app import bound_port, serve
+from scheduler.api.auth import Role
+from scheduler.core.model import (
     TERA,
     Assignment,
     Device,
@@ -38,8 +37,9 @@ from scheduler.model import (
     Sample,
     Workload,
 )
-from scheduler.state import FleetState
-from scheduler.store import MEMORY, ControlStore
+from scheduler.core.state import FleetState
+from scheduler.observability.metrics import Metrics
+from scheduler.store.journal import MEMORY, ControlStore
 from tests.scheduler.api_fixtures import (
     ControlledView,
     Tokens,

@@ -12,16 +12,16 @@ from typing import Any
 import httpx
 import pytest
 
-from scheduler.api import bound_port, serve
-from scheduler.auth import Role
-from scheduler.cli import main
-from scheduler.client import EXIT_OK, EXIT_USAGE
-from scheduler.config import parse_config
-from scheduler.economics import market_economics, option_economics
-from scheduler.metrics import Metrics
-from scheduler.model import Event, Sample, Workload
-from scheduler.state import FleetState
-from scheduler.store import ControlStore
+from scheduler.api.app import bound_port, serve
+from scheduler.api.auth import Role
+from scheduler.cli.client import EXIT_OK, EXIT_USAGE
+from scheduler.cli.main import main
+from scheduler.config.schema import parse_config
+from scheduler.core.economics import market_economics, option_economics
+from scheduler.core.model import Event, Sample, Workload
+from scheduler.core.state import FleetState
+from scheduler.observability.metrics import Metrics
+from scheduler.store.journal import ControlStore
 from tests.scheduler.api_fixtures import NOW, ControlledView, Tokens, build_app, make_control
 from tests.scheduler.helpers import market
 

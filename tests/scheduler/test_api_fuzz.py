@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from scheduler.auth import Role
+from scheduler.api.auth import Role
 from tests.scheduler.api_fixtures import Tokens, build_app
 from tests.scheduler.test_api_security import make_view
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 import trustme
 
-from scheduler.api import bound_port, serve
-from scheduler.auth import Role
-from scheduler.model import Workload
+from scheduler.api.app import bound_port, serve
+from scheduler.api.auth import Role
+from scheduler.core.model import Workload
 from scheduler.policies import available_policies
 from tests.scheduler.api_fixtures import WALL, ControlledView, Tokens, build_app
 from tests.scheduler.test_api_security import make_view

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.backtest import (
+from scheduler.backtest.bounds import lagged_bounds
+from scheduler.backtest.engine import (
     BacktestError,
     SwitchingCosts,
     _classes,
@@ -20,15 +21,14 @@ from scheduler.backtest import (
     optimum_decisions,
     run_backtest,
 )
-from scheduler.backtest_bounds import lagged_bounds
-from scheduler.config import load_config
+from scheduler.config.schema import load_config
 from scheduler.policies.breakeven import BreakevenPolicy
 from scheduler.policies.max_margin import MaxMarginPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "drivers" / "sim" / "data"
+DATA = ROOT / "drivers" / "market" / "data"
 PRICES = DATA / "ercot_hb_south_15min_2024-06-01_2025-03-27.csv"
-BTC = ROOT / "tests" / "data" / "btc_daily_price_difficulty_2017-08-17_2025-06-02.csv"
+BTC = DATA / "btc_daily_price_difficulty_2017-08-17_2025-06-02.csv"
 FLEETS = ROOT / "deploy" / "fleets"
 LAGGED_CAPTURED_FLOOR = {"s19jpro": 0.88, "s21": 0.81, "s21xp": 0.79}
 
@@ -128,7 +128,7 @@ def test_cli_writes_json_and_shows_progress(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "scheduler.cli",
+            "scheduler.cli.main",
             "backtest",
             "--fleet",
             str(FLEETS / "s21.toml"),
@@ -164,7 +164,7 @@ def test_cli_unknown_policy_exits_2(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "scheduler.cli",
+            "scheduler.cli.main",
             "backtest",
             "--fleet",
             str(FLEETS / "s21.toml"),
@@ -187,7 +187,7 @@ def test_plot_needs_matplotlib_or_writes_a_png(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "scheduler.cli",
+            "scheduler.cli.main",
             "backtest",
             "--fleet",
             str(FLEETS / "s21.toml"),

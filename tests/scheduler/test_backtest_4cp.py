@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.backtest import BacktestError, load_trace, run_backtest
-from scheduler.backtest_4cp import load_4cp_csv, settle_4cp
+from scheduler.backtest.engine import BacktestError, load_trace, run_backtest
+from scheduler.backtest.four_cp import load_4cp_csv, settle_4cp
 from scheduler.policies.schedule import SchedulePolicy
 from tests.scheduler.test_backtest import BTC, FLEETS, PRICES, one_device_fleet
 
@@ -99,7 +99,7 @@ def run_cli(*extra: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "scheduler.cli",
+            "scheduler.cli.main",
             "backtest",
             "--fleet",
             str(FLEETS / "s21.toml"),

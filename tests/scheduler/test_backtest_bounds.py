@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.backtest import (
+from scheduler.backtest.bounds import lagged_bounds, restricted_optimum_decisions
+from scheduler.backtest.cli import add_arguments, run_backtest_command
+from scheduler.backtest.engine import (
     SwitchingCosts,
     Trace,
     _classes,
@@ -19,15 +21,13 @@ from scheduler.backtest import (
     optimum_decisions,
     run_backtest,
 )
-from scheduler.backtest_bounds import lagged_bounds, restricted_optimum_decisions
-from scheduler.backtest_cli import add_arguments, run_backtest_command
-from scheduler.config import WattmuxConfig, load_config
+from scheduler.config.schema import WattmuxConfig, load_config
 from scheduler.policies.max_margin import MaxMarginPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "drivers" / "sim" / "data"
+DATA = ROOT / "drivers" / "market" / "data"
 PRICES = DATA / "ercot_hb_south_15min_2024-06-01_2025-03-27.csv"
-BTC = ROOT / "tests" / "data" / "btc_daily_price_difficulty_2017-08-17_2025-06-02.csv"
+BTC = DATA / "btc_daily_price_difficulty_2017-08-17_2025-06-02.csv"
 FLEETS = ROOT / "deploy" / "fleets"
 
 

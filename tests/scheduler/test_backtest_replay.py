@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from scheduler.backtest import SwitchingCosts, load_trace, simulate_policy
-from scheduler.config import load_config
-from scheduler.model import Assignment, Plan, Snapshot, Workload
+from scheduler.backtest.engine import SwitchingCosts, load_trace, simulate_policy
+from scheduler.config.schema import load_config
+from scheduler.core.model import Assignment, Plan, Snapshot, Workload
 from scheduler.policies.max_margin import MaxMarginPolicy
 from tests.scheduler.test_backtest import BTC, FLEETS, PRICES
 

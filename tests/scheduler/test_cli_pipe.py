@@ -15,7 +15,7 @@ def test_closed_stdout_pipe_gives_no_traceback() -> None:
     os.close(read_end)  # the reader (head, less) is gone before the first line
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", "check-config", str(EXAMPLE)],
+            [sys.executable, "-m", "scheduler.cli.main", "check-config", str(EXAMPLE)],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,

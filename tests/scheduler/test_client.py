@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.api import bound_port, serve
-from scheduler.auth import Role, hash_token, new_token
-from scheduler.cli import main
-from scheduler.client import (
+from scheduler.api.app import bound_port, serve
+from scheduler.api.auth import Role, hash_token, new_token
+from scheduler.cli.client import (
     EXIT_AUTH,
     EXIT_OK,
     EXIT_RATE_LIMITED,
@@ -22,7 +21,8 @@ from scheduler.client import (
     EXIT_USAGE,
     parse_duration,
 )
-from scheduler.control import Mode
+from scheduler.cli.main import main
+from scheduler.control.service import Mode
 from tests.conftest import free_port
 from tests.scheduler.api_fixtures import ControlledView, Tokens, build_app
 from tests.scheduler.test_api_security import make_view
@@ -148,7 +148,7 @@ def test_token_new_prints_a_token_and_its_config_entry(capsys: pytest.CaptureFix
 def test_new_tokens_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
     """``--token -abc`` is an argparse error, so a printed token must not start with '-'."""
     draws = iter(["-" + "a" * 42, "-" + "b" * 42, "c" * 43])
-    monkeypatch.setattr("scheduler.auth.secrets.token_urlsafe", lambda _n: next(draws))
+    monkeypatch.setattr("scheduler.api.auth.secrets.token_urlsafe", lambda _n: next(draws))
     assert new_token() == "c" * 43
 
 
@@ -180,8 +180,8 @@ def test_bad_durations(text: str) -> None:
 
 
 def test_demo_takes_a_given_token_or_prints_a_fresh_one(tmp_path: Path) -> None:
-    from scheduler.cli import build_parser
-    from scheduler.demo import demo_config
+    from scheduler.cli.main import build_parser
+    from scheduler.demo.site import demo_config
 
     args = build_parser().parse_args(["demo", "--token", "given-token"])
     assert args.token == "given-token"

@@ -10,9 +10,9 @@ import pytest
 from drivers.queues.kubernetes import KubernetesQueue
 from drivers.queues.slurm import SlurmQueue
 from drivers.queues.webhook import WebhookQueue
-from scheduler.config import ConfigError, parse_config
-from scheduler.model import DeviceKind, Workload
-from scheduler.queues import build_queues
+from scheduler.config.schema import ConfigError, parse_config
+from scheduler.control.queues import build_queues
+from scheduler.core.model import DeviceKind, Workload
 
 BASE: dict[str, Any] = {
     "site": {"name": "s", "power_cap_kw": 100.0},

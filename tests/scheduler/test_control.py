@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.config import GuardConfig, PolicyConfig
-from scheduler.control import (
+from scheduler.config.schema import GuardConfig, PolicyConfig
+from scheduler.control.service import (
     Actor,
     ControlledGuard,
     ControlledPolicy,
@@ -17,11 +17,11 @@ from scheduler.control import (
     ControlService,
     Mode,
 )
-from scheduler.metrics import Metrics
-from scheduler.model import Device, Outcome, OutcomeStatus, Plan, Workload
+from scheduler.core.model import Device, Outcome, OutcomeStatus, Plan, Workload
+from scheduler.core.state import FleetState
+from scheduler.observability.metrics import Metrics
 from scheduler.policies import available_policies
-from scheduler.state import FleetState
-from scheduler.store import ControlStore
+from scheduler.store.journal import ControlStore
 from tests.scheduler.api_fixtures import WALL
 from tests.scheduler.helpers import device, snapshot
 

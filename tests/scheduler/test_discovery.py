@@ -8,9 +8,9 @@ import tomllib
 
 from drivers.asic.discover import hosts
 from drivers.sim.site import SimSite
-from scheduler.config import parse_config
-from scheduler.discovery import main_args, run_discover
-from scheduler.model import Device, DeviceKind, Pool
+from scheduler.cli.discover import main_args, run_discover
+from scheduler.config.schema import parse_config
+from scheduler.core.model import Device, DeviceKind, Pool
 
 POOL = Pool("main", "stratum+tcp://main.example:3333", "w")
 ADDRESSES = ["127.36.0.1", "127.36.0.7", "127.36.0.20", "127.36.0.100", "127.36.0.254"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.economics import (
+from scheduler.core.economics import (
     MarketEconomics,
     breakeven_usd_per_mwh,
     btc_per_th_day,
@@ -19,8 +19,8 @@ from scheduler.economics import (
     option_economics,
     price_options,
 )
-from scheduler.hardware import MODELS
-from scheduler.model import (
+from scheduler.core.hardware import MODELS
+from scheduler.core.model import (
     TERA,
     Device,
     DeviceKind,
@@ -32,7 +32,13 @@ from scheduler.model import (
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-BTC_FILE = DATA / "btc_daily_price_difficulty_2017-08-17_2025-06-02.csv"
+BTC_FILE = (
+    Path(__file__).resolve().parents[2]
+    / "drivers"
+    / "market"
+    / "data"
+    / "btc_daily_price_difficulty_2017-08-17_2025-06-02.csv"
+)
 ERCOT_DAY_FILE = DATA / "ercot_hb_south_2024-08-20.csv"
 
 # The worked example of the data README, 2024-08-20.

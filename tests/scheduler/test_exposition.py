@@ -10,14 +10,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from scheduler.exposition import (
+from scheduler.core.model import TERA, Device, DeviceKind, Sample, Workload, WorkloadKind
+from scheduler.core.state import FleetState
+from scheduler.observability.exposition import (
     DEVICE_FAMILIES,
     DeviceExposition,
     escape_label_value,
     format_value,
 )
-from scheduler.model import TERA, Device, DeviceKind, Sample, Workload, WorkloadKind
-from scheduler.state import FleetState
 
 NOW = 500.0
 ODD_IDS = ("plain", 'quo"te', "back\\slash", "new\nline", "ünïcode-ø")

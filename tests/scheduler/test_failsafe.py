@@ -8,9 +8,9 @@ from pathlib import Path
 
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
-from scheduler.config import load_config, pools_of
-from scheduler.failsafe import FAILSAFE_REASON, curtail_all
-from scheduler.store import Store
+from scheduler.config.schema import load_config, pools_of
+from scheduler.control.failsafe import FAILSAFE_REASON, curtail_all
+from scheduler.store.journal import Store
 from tests.deploy.sim_daemon import free_port_on
 
 
@@ -75,7 +75,7 @@ async def test_cli_failsafe_works_without_a_usable_store(tmp_path: Path) -> None
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "scheduler.cli",
+            "scheduler.cli.main",
             "failsafe",
             "--config",
             str(path),

@@ -12,11 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.gpu.config import GpuTelemetryOptions
-from scheduler.config import parse_config
+from scheduler.config.schema import parse_config
+from scheduler.core.state import FleetState
 from scheduler.daemon import Daemon
-from scheduler.gpu_telemetry import GpuTelemetry
-from scheduler.metrics import Metrics
-from scheduler.state import FleetState
+from scheduler.observability.gpu_telemetry import GpuTelemetry
+from scheduler.observability.metrics import Metrics
 from tests.conftest import free_port
 from tests.drivers.market.replay_server import ReplayServer, Reply
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from scheduler.config import GuardConfig
-from scheduler.guard import Guard
-from scheduler.model import Assignment, Plan, Workload
+from scheduler.config.schema import GuardConfig
+from scheduler.control.guard import Guard
+from scheduler.core.model import Assignment, Plan, Workload
 from scheduler.policies.breakeven import BreakevenPolicy
 from tests.scheduler.helpers import device, market, snapshot
 

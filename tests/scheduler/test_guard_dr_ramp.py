@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from scheduler.config import GuardConfig
-from scheduler.guard import Guard
-from scheduler.model import Event, Snapshot, Workload
+from scheduler.config.schema import GuardConfig
+from scheduler.control.guard import Guard
+from scheduler.core.model import Event, Snapshot, Workload
 from scheduler.policies.breakeven import BreakevenPolicy
 from tests.scheduler.helpers import device, snapshot
 

@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from scheduler.config import GuardConfig
-from scheduler.guard import SAFETY_REASONS, Guard, _power_w
-from scheduler.limits import site_limit_w
-from scheduler.model import (
+from scheduler.config.schema import GuardConfig
+from scheduler.control.guard import SAFETY_REASONS, Guard, _power_w
+from scheduler.core.limits import site_limit_w
+from scheduler.core.model import (
     Assignment,
     Event,
     MarketState,

@@ -14,9 +14,9 @@ from typing import Any
 import aiomqtt
 
 from drivers.sim.broker import Mosquitto
-from scheduler.config import parse_config
+from scheduler.config.schema import parse_config
+from scheduler.core.model import WorkloadKind
 from scheduler.daemon import Daemon
-from scheduler.model import WorkloadKind
 from tests.conftest import free_port
 
 MARKET = {

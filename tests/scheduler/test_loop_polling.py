@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from scheduler.loop import run_bounded
+from scheduler.control.loop import run_bounded
 
 
 async def test_every_item_once_and_never_more_than_the_limit_at_once() -> None:

@@ -6,7 +6,7 @@ import ctypes.util
 
 import pytest
 
-from scheduler.memory import StartupFreezer, heap_trimmer
+from scheduler.control.memory import StartupFreezer, heap_trimmer
 
 
 def test_the_trimmer_calls_malloc_trim_where_glibc_has_it() -> None:

@@ -21,8 +21,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.errors import DriverError, MalformedReply, Timeout
-from scheduler.metrics import DEVICE_STATES, Metrics, hashprice_from_market
-from scheduler.model import (
+from scheduler.core.model import (
     MARKET_INPUTS,
     TERA,
     Device,
@@ -33,7 +32,8 @@ from scheduler.model import (
     Workload,
     WorkloadKind,
 )
-from scheduler.state import FleetState
+from scheduler.core.state import FleetState
+from scheduler.observability.metrics import DEVICE_STATES, Metrics, hashprice_from_market
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "metrics.txt"
 UPDATE_GOLDEN = os.environ.get("WATTMUX_UPDATE_GOLDEN") == "1"

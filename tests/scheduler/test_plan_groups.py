@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.model import Assignment, AssignmentGroup, GroupedAssignments, Plan, Workload
+from scheduler.core.model import Assignment, AssignmentGroup, GroupedAssignments, Plan, Workload
 
 MINE = Workload.mine("main")
 SLEEP = Workload.sleep()

@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 
 from drivers.asic.cgminer_parse import parse_pools, pools_alive
-from scheduler.config import GuardConfig
-from scheduler.guard import Guard
-from scheduler.model import DeviceStatus, Sample, Workload
+from scheduler.config.schema import GuardConfig
+from scheduler.control.guard import Guard
+from scheduler.core.model import DeviceStatus, Sample, Workload
+from scheduler.core.pool_health import PoolHealth, seen_alive
 from scheduler.policies.breakeven import BreakevenPolicy
-from scheduler.pool_health import PoolHealth, seen_alive
 from tests.scheduler.helpers import device, snapshot
 
 UP = DeviceStatus(reachable=True)
@@ -108,7 +108,7 @@ async def test_the_cgminer_driver_reports_each_enabled_pool_by_name_over_tcp() -
     from drivers.asic.cgminer import CgminerDriver
     from drivers.asic.config import CgminerOptions
     from drivers.sim.site import SimSite
-    from scheduler.model import Pool
+    from scheduler.core.model import Pool
 
     pools = {
         "main": Pool("main", "stratum+tcp://main.invalid:3333", "w"),

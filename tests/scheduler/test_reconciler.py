@@ -14,9 +14,9 @@ from drivers.asic.config import CgminerOptions
 from drivers.backoff import Backoff
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
-from scheduler.hardware import MODELS
-from scheduler.metrics import Metrics
-from scheduler.model import (
+from scheduler.control.reconciler import Reconciler
+from scheduler.core.hardware import MODELS
+from scheduler.core.model import (
     TERA,
     Assignment,
     Device,
@@ -27,9 +27,9 @@ from scheduler.model import (
     Pool,
     Workload,
 )
-from scheduler.reconciler import Reconciler
-from scheduler.state import FleetState
-from scheduler.store import Store
+from scheduler.core.state import FleetState
+from scheduler.observability.metrics import Metrics
+from scheduler.store.journal import Store
 
 POOLS = {"main": Pool("main", "stratum+tcp://main.pool.invalid:3333", "site.w1")}
 OPTIONS = CgminerOptions(
@@ -213,9 +213,7 @@ class RecordingDriver(CgminerDriver):
         return await super().confirm(device, workload)
 
 
-async def test_every_command_goes_out_before_the_read_backs(
-    site: SimSite, tmp_path: Path
-) -> None:
+async def test_every_command_goes_out_before_the_read_backs(site: SimSite, tmp_path: Path) -> None:
     devices = site.devices
     state = FleetState(devices)
     driver = RecordingDriver()

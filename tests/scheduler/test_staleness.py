@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from scheduler.config import ConfigError, GuardConfig, parse_config
-from scheduler.guard import Guard
-from scheduler.ingest import expire_pushed_sample
-from scheduler.model import Reading, Sample, Workload
+from scheduler.config.schema import ConfigError, GuardConfig, parse_config
+from scheduler.control.guard import Guard
+from scheduler.control.ingest import expire_pushed_sample
+from scheduler.core.model import Reading, Sample, Workload
+from scheduler.core.state import FleetState
 from scheduler.policies.breakeven import BreakevenPolicy
-from scheduler.state import FleetState
 from tests.scheduler.helpers import device, market, snapshot
 
 DEVICES = [device("a"), device("b")]
@@ -92,9 +92,9 @@ def test_sink_merges_events_by_id_and_drops_ended_ones() -> None:
     import asyncio
     from datetime import UTC, datetime, timedelta
 
-    from scheduler.ingest import FleetSink
-    from scheduler.metrics import Metrics
-    from scheduler.model import Event
+    from scheduler.control.ingest import FleetSink
+    from scheduler.core.model import Event
+    from scheduler.observability.metrics import Metrics
 
     now = datetime(2026, 8, 20, 20, 0, tzinfo=UTC)
     state = FleetState([device("a")])

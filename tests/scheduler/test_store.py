@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.model import OutcomeStatus, Workload
-from scheduler.store import (
+from scheduler.core.model import OutcomeStatus, Workload
+from scheduler.store.journal import (
     PENDING,
     SCHEMA_VERSION,
     AuditKind,
@@ -119,9 +119,7 @@ def test_intent_is_committed_before_finish(db_path: Path, store: Store) -> None:
     assert record.previous is None and record.expected_margin_usd_per_hour is None
 
 
-def test_batched_intents_are_committed_in_order_with_their_ids(
-    db_path: Path, store: Store
-) -> None:
+def test_batched_intents_are_committed_in_order_with_their_ids(db_path: Path, store: Store) -> None:
     before = store.begin_intent(at=at(0), device_id="m0", workload=Workload.sleep(), reason="a")
     ids = store.begin_intents(
         at(1),
@@ -342,9 +340,7 @@ def test_closed_store_raises_store_error(db_path: Path) -> None:
 
 
 def test_batched_intent_ends_are_all_or_nothing(db_path: Path, store: Store) -> None:
-    ids = store.begin_intents(
-        at(1), [("m1", Workload.sleep(), "a"), ("m2", Workload.sleep(), "a")]
-    )
+    ids = store.begin_intents(at(1), [("m1", Workload.sleep(), "a"), ("m2", Workload.sleep(), "a")])
     store.finish_intents([(ids[0], at(2), OutcomeStatus.CONFIRMED, "read back")])
     with pytest.raises(StoreError, match=f"intent {ids[0]} already finished"):
         store.finish_intents(
@@ -355,7 +351,10 @@ def test_batched_intent_ends_are_all_or_nothing(db_path: Path, store: Store) -> 
         )
     with pytest.raises(StoreError, match=f"intent {ids[1]} already finished"):
         store.finish_intents(
-            [(ids[1], at(3), OutcomeStatus.REJECTED, "x"), (ids[1], at(4), OutcomeStatus.REJECTED, "y")]
+            [
+                (ids[1], at(3), OutcomeStatus.REJECTED, "x"),
+                (ids[1], at(4), OutcomeStatus.REJECTED, "y"),
+            ]
         )
     with pytest.raises(StoreError, match="intent 999 does not exist"):
         store.finish_intents([(999, at(3), OutcomeStatus.CONFIRMED, "x")])

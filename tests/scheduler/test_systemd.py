@@ -14,9 +14,14 @@ from pathlib import Path
 import pytest
 
 from drivers.sim.site import SimSite
-from scheduler.config import load_config, pools_of
-from scheduler.model import Reading
-from scheduler.systemd import SystemdHeartbeat, SystemdNotifier, notify_address, watchdog_seconds
+from scheduler.config.schema import load_config, pools_of
+from scheduler.control.systemd import (
+    SystemdHeartbeat,
+    SystemdNotifier,
+    notify_address,
+    watchdog_seconds,
+)
+from scheduler.core.model import Reading
 from tests.deploy.sim_daemon import free_port_on, sim_daemon, wait_ticks
 
 
@@ -197,7 +202,7 @@ block_subsidy_btc = 3.125
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "scheduler.cli",
+            "scheduler.cli.main",
             "run",
             "--config",
             str(config),

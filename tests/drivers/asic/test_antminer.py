@@ -12,7 +12,7 @@ from drivers.asic.antminer import AntminerDriver
 from drivers.asic.config import AntminerOptions
 from drivers.sim.antminer_web import SimAntminerWeb
 from drivers.sim.site import SimSite
-from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 POOLS = {"main": Pool("main", "stratum+tcp://main.example:3333", "site.w1")}
 

@@ -14,8 +14,8 @@ from drivers.asic.config import AsicRsOptions
 from drivers.asic.registry import CAPABILITIES, create_asic_driver
 from drivers.errors import Fatal, Unavailable
 from drivers.sim.site import SimSite
-from scheduler.config import ConfigError, parse_config, pools_of
-from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.config.schema import ConfigError, parse_config, pools_of
+from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 needs_wheel = pytest.mark.skipif(not asicrs.HAVE_ASIC_RS, reason="pyasic-rs is not installed")
 POOLS = {"main": Pool("main", "stratum+tcp://main.example:3333", "site.w1")}

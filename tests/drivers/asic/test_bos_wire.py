@@ -24,15 +24,11 @@ EXPECTED: list[Message] = [
     bos.ResumeMiningResponse(already_mining=False),
     bos.SetPowerTargetRequest(bos.SaveAction.SAVE_AND_APPLY, bos.Power(2454)),
     bos.SetPowerTargetResponse(bos.Power(300000)),
-    bos.GetTunerStateResponse(
-        bos.TunerState.STABLE, bos.PowerTargetModeState(bos.Power(3068))
-    ),
+    bos.GetTunerStateResponse(bos.TunerState.STABLE, bos.PowerTargetModeState(bos.Power(3068))),
     bos.GetTunerStateResponse(bos.TunerState.TUNING, bos.PowerTargetModeState()),
     bos.GetMinerDetailsResponse("lAOJ0RbI6axyOyGf", "bosminer", 90919, bos.MinerStatus.PAUSED),
     bos.GetConstraintsResponse(
-        bos.TunerConstraints(
-            bos.PowerConstraints(bos.Power(2760), bos.Power(771), bos.Power(6435))
-        )
+        bos.TunerConstraints(bos.PowerConstraints(bos.Power(2760), bos.Power(771), bos.Power(6435)))
     ),
 ]
 

@@ -19,7 +19,7 @@ from drivers.errors import Fatal, Timeout, Unavailable
 from drivers.sim.braiins_grpc import SimBraiinsGrpc
 from drivers.sim.miner import SimMiner
 from drivers.sim.site import SimSite
-from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 POOLS = {
     "main": Pool("main", "stratum+tcp://main.example:3333", "w"),

@@ -28,7 +28,7 @@ from drivers.base import MinerControl, SupportsPoolSwitch, SupportsSleep, Teleme
 from drivers.errors import MalformedReply, Rejected, Timeout, Unavailable
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
-from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "cgminer"
 POOLS = {

@@ -12,7 +12,7 @@ from drivers.asic.cgminer_client import CgminerClient
 from drivers.asic.config import CgminerOptions
 from drivers.errors import MalformedReply, Rejected
 from drivers.sim.site import SimSite
-from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 POOLS = {"main": Pool("main", "stratum+tcp://main.example:3333", "site.w1")}
 

@@ -16,7 +16,7 @@ from drivers.errors import Rejected
 from drivers.sim.miner import SimMiner
 from drivers.sim.site import SimSite
 from drivers.sim.tcp import Fault
-from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "luxos" / "s19jpro_2024.1.26"
 POOLS = {

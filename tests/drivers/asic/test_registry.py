@@ -7,7 +7,7 @@ import pytest
 from drivers.asic.cgminer import CgminerDriver
 from drivers.asic.luxos import LuxosDriver
 from drivers.asic.registry import CAPABILITIES, create_asic_driver
-from scheduler.config import ConfigError, parse_config, pools_of
+from scheduler.config.schema import ConfigError, parse_config, pools_of
 
 
 def config(options: dict[str, object]) -> dict[str, object]:

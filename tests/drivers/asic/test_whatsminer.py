@@ -16,7 +16,7 @@ from drivers.errors import Fatal, Rejected, Timeout
 from drivers.sim.site import SimSite
 from drivers.sim.tcp import Fault
 from drivers.sim.whatsminer import SimWhatsminer
-from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "whatsminer" / "m30s_v2.0.5"
 POOLS = {

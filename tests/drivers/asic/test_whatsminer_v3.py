@@ -13,7 +13,7 @@ from drivers.asic.whatsminer_crypto import frame
 from drivers.asic.whatsminer_v3 import V3Client, WhatsminerV3Driver
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from drivers.sim.whatsminer import SimWhatsminer
-from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 POOLS = {"main": Pool("main", "stratum+tcp://main.example:3333", "site.w1")}
 PASSWORD = "n3wpass"

@@ -58,7 +58,8 @@ class ReplayServer:
                 lines = head.decode().split("\r\n")
                 method, target, _ = lines[0].split(" ", 2)
                 headers = {
-                    k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if line)
+                    k.lower(): v.strip()
+                    for k, v in (line.split(":", 1) for line in lines[1:] if line)
                 }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 path = target.split("?", 1)[0]

@@ -8,8 +8,8 @@ import pytest
 
 from drivers.base import MarketFeed
 from drivers.market.static import StaticMarketFeed
-from scheduler.config import StaticMarketConfig
-from scheduler.model import MARKET_INPUTS, MarketState
+from scheduler.config.schema import StaticMarketConfig
+from scheduler.core.model import MARKET_INPUTS, MarketState
 
 
 class FakeClock:

@@ -21,7 +21,7 @@ import pytest
 
 from drivers.errors import Fatal
 from drivers.queues.kubernetes import KubernetesOptions, KubernetesQueue, pod_gpus
-from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "kubernetes"
 HOST = "127.50.3.1"

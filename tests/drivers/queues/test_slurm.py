@@ -10,7 +10,7 @@ import pytest
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from drivers.queues.slurm import SlurmOptions, SlurmQueue, SlurmQueueSpec
 from drivers.queues.slurm_cli import SlurmCli, gpus_in, parse_records, parse_squeue_json
-from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 from tests.slurm_cluster import NODE, SlurmCluster
 
 POOLS = {"main": Pool("main", "stratum+tcp://main.pool.invalid:3333", "w")}

@@ -9,7 +9,7 @@ import pytest
 from drivers.errors import Rejected, Unavailable
 from drivers.queues.webhook import WebhookOptions, WebhookQueue
 from drivers.sim.queue import SimQueue, SimQueueSpec
-from scheduler.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 from tests.conftest import free_port
 
 HOST = "127.50.1.1"

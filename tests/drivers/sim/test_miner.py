@@ -16,7 +16,7 @@ import pytest
 
 from drivers.sim.miner import Fault, SimMiner
 from drivers.sim.site import SimSite
-from scheduler.model import Device, DeviceKind, Pool
+from scheduler.core.model import Device, DeviceKind, Pool
 
 POOLS = [
     Pool("main", "stratum+tcp://main.example:3333", "site.w1"),

@@ -10,7 +10,7 @@ import pytest
 
 from drivers.base import MarketFeed
 from drivers.errors import Fatal, Unavailable
-from drivers.sim.prices import (
+from drivers.market.history import (
     ERCOT_ZONE,
     BtcDailyFeed,
     ErcotReplayFeed,
@@ -21,9 +21,9 @@ from drivers.sim.prices import (
     load_btc_daily_csv,
     load_ercot_csv,
 )
-from scheduler.economics import MarketEconomics, market_economics
-from scheduler.hardware import MODELS
-from scheduler.model import TERA, Device, DeviceKind, MarketState, Snapshot
+from scheduler.core.economics import MarketEconomics, market_economics
+from scheduler.core.hardware import MODELS
+from scheduler.core.model import TERA, Device, DeviceKind, MarketState, Snapshot
 
 FIRST = datetime(2024, 8, 19, 0, 0, tzinfo=ERCOT_ZONE)
 ERCOT_HEADER = (

@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 from drivers.errors import Fatal
 from drivers.sim.broker import Mosquitto
 from drivers.telemetry.mqtt import MqttIngest, MqttOptions
-from scheduler.model import Event, Reading, Sample, WorkloadKind
+from scheduler.core.model import Event, Reading, Sample, WorkloadKind
 
 PREFIX = "wattmux/t"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.config import PolicyConfig
-from scheduler.model import Workload
+from scheduler.config.schema import PolicyConfig
+from scheduler.core.model import Workload
 from scheduler.policies import UnknownPolicyError, create_policy
 from scheduler.policies.breakeven import BreakevenPolicy
 from tests.scheduler.helpers import device, snapshot

@@ -6,14 +6,14 @@ import dataclasses
 
 import pytest
 
-from scheduler.config import PolicyConfig
-from scheduler.economics import (
+from scheduler.config.schema import PolicyConfig
+from scheduler.core.economics import (
     ai_option_economics,
     market_economics,
     option_economics,
     switch_cost,
 )
-from scheduler.model import (
+from scheduler.core.model import (
     Device,
     DeviceKind,
     QueueDemand,

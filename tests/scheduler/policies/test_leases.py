@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.config import GuardConfig, PolicyConfig, ScheduleWindowConfig, parse_config
-from scheduler.guard import Guard
-from scheduler.model import Event, Lease, Snapshot, Workload
+from scheduler.config.schema import GuardConfig, PolicyConfig, ScheduleWindowConfig, parse_config
+from scheduler.control.guard import Guard
+from scheduler.core.model import Event, Lease, Snapshot, Workload
 from scheduler.policies import create_policy
 from scheduler.policies.demand_response import DemandResponsePolicy
 from scheduler.policies.leases import pinned_leases
@@ -161,7 +161,7 @@ def test_lease_config_is_checked_and_becomes_the_model_lease() -> None:
     (model,) = [entry.lease() for entry in config.leases]
     assert model.start == datetime(2026, 12, 1, 6, tzinfo=UTC)
     assert (model.node, model.queue, model.priority) == ("g1", "train", 5)
-    from scheduler.config import ConfigError
+    from scheduler.config.schema import ConfigError
 
     for bad, message in (
         ({"node": "nope"}, "unknown gpu node"),

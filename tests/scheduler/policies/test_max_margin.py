@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from scheduler.config import PolicyConfig
-from scheduler.economics import market_economics, option_economics
-from scheduler.model import TERA, Device, DeviceKind, Event, Snapshot, Workload
+from scheduler.config.schema import PolicyConfig
+from scheduler.core.economics import market_economics, option_economics
+from scheduler.core.model import TERA, Device, DeviceKind, Event, Snapshot, Workload
 from scheduler.policies import create_policy
 from scheduler.policies.max_margin import MaxMarginPolicy
 from tests.scheduler.helpers import device, snapshot

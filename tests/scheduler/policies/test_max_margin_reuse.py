@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from scheduler.model import Assignment, Snapshot, Workload
+from scheduler.core.model import Assignment, Snapshot, Workload
 from scheduler.policies.max_margin import MaxMarginPolicy
 from tests.scheduler.helpers import device, snapshot
 from tests.scheduler.policies.test_gpu_queue import gpu_node

@@ -1,0 +1,1 @@
+"""The HTTP API: app, operator routes, security middleware, tokens and roles."""

@@ -1,0 +1,202 @@
+"""ASGI middleware in front of the API: token check, role check, body bound, rate limit, audit.
+
+It runs before routing and body parsing, so a request without a valid token
+gets 401 whatever its body, a too-small role 403, an oversized body 413 and a
+too-fast client 429.  Every mutating request that does not write its own
+audit row together with its change (see scheduler.control.service) gets one here,
+committed before the response starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from scheduler.api.auth import MUTATING_METHODS, ROUTE_ROLES, Authenticator, RateLimiter, Role
+from scheduler.store.journal import ApiAuditEntry, ControlStore, StoreError
+
+log = logging.getLogger(__name__)
+
+AUDITED = "audited"
+PRINCIPAL = "principal"
+
+
+def route_template(app: Any, scope: Scope) -> str | None:
+    """The path template of the route that fully matches scope (None when none does)."""
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(route.path)
+    return None
+
+
+class SecurityMiddleware:
+    """Authenticates, authorizes, bounds and rate-limits every request; audits mutations."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        router_app: Any,
+        authenticator: Authenticator,
+        limiter: RateLimiter,
+        max_body_bytes: int,
+        audit_store: Callable[[], ControlStore | None],
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_reject: Callable[[str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.router_app = router_app
+        self.authenticator = authenticator
+        self.limiter = limiter
+        self.max_body_bytes = max_body_bytes
+        self.audit_store = audit_store
+        self.wall_clock = wall_clock
+        self.on_reject = on_reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the request, then pass it on with a bounded body and an auditing send."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})
+        method = str(scope["method"]).upper()
+        template = route_template(self.router_app, scope)
+        needed = ROUTE_ROLES.get((method, template or ""), Role.VIEWER)
+        mutating = method in MUTATING_METHODS
+        if needed is not None:
+            problem = self._check(scope, state, needed, mutating)
+            if problem is not None:
+                status, detail, headers = problem
+                await self._reply(scope, state, send, status, detail, headers, mutating)
+                return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            detail = f"body of {declared} bytes exceeds the limit of {self.max_body_bytes}"
+            await self._reply(scope, state, send, 413, detail, {}, mutating)
+            return
+        # Read the whole (bounded) body before the app sees it, then hand it over in one piece.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = bytes(message.get("body", b""))
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                detail = f"body exceeds the limit of {self.max_body_bytes} bytes"
+                await self._reply(scope, state, send, 413, detail, {}, mutating)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        async def auditing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and mutating and not state.get(AUDITED):
+                self._audit(scope, state, int(message["status"]), "rejected")
+            await send(message)
+
+        try:
+            await self.app(scope, replay, auditing_send)
+        except Exception as exc:
+            if mutating and not state.get(AUDITED):
+                self._audit(scope, state, 500, f"error: {type(exc).__name__}")
+            raise
+
+    def _check(
+        self, scope: Scope, state: dict[str, Any], needed: Role, mutating: bool
+    ) -> tuple[int, str, dict[str, str]] | None:
+        """None when the request may go on, else (status, detail, headers)."""
+        header = _header(scope, b"authorization")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return 401, "missing bearer token", {"www-authenticate": "Bearer"}
+        principal = self.authenticator.authenticate(token.strip())
+        if principal is None:
+            return 401, "invalid token", {"www-authenticate": 'Bearer error="invalid_token"'}
+        state[PRINCIPAL] = principal
+        if principal.role < needed:
+            return 403, f"role {principal.role.label} may not do this; needs {needed.label}", {}
+        if mutating:
+            wait_seconds = self.limiter.take(principal.name)
+            if wait_seconds > 0:
+                retry = str(max(1, round(wait_seconds + 0.5)))
+                return 429, "too many changes; slow down", {"retry-after": retry}
+        return None
+
+    async def _reply(
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        send: Send,
+        status: int,
+        detail: str,
+        headers: dict[str, str],
+        mutating: bool,
+    ) -> None:
+        """Answer {"detail": ...} with status, auditing it first when it was a mutation."""
+        if self.on_reject is not None:
+            self.on_reject(str(status))
+        if mutating:
+            self._audit(scope, state, status, f"rejected: {detail}")
+        body = json.dumps({"detail": detail}).encode()
+        raw_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.encode(), v.encode()) for k, v in headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _audit(self, scope: Scope, state: dict[str, Any], status: int, result: str) -> None:
+        """Write the audit row of a mutation that changed nothing (or log why it could not)."""
+        store = self.audit_store()
+        if store is None:
+            return
+        principal = state.get(PRINCIPAL)
+        client = scope.get("client")
+        entry = ApiAuditEntry(
+            at=self.wall_clock(),
+            principal=principal.name if principal else "anonymous",
+            role=principal.role.label if principal else "none",
+            remote=f"{client[0]}:{client[1]}" if client else "unknown",
+            method=str(scope["method"]),
+            path=str(scope["path"])[:512],
+            before="null",
+            after="null",
+            result=(result if result != "rejected" else f"rejected: status {status}")[:512],
+            status_code=status,
+        )
+        try:
+            store.record_api_audit(entry)
+        except StoreError as exc:
+            log.error("cannot write the audit row of %s %s: %s", entry.method, entry.path, exc)
+        state[AUDITED] = True
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+def _content_length(scope: Scope) -> int | None:
+    text = _header(scope, b"content-length")
+    return int(text) if text.isdigit() else None

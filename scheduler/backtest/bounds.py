@@ -1,0 +1,234 @@
+"""What decisions on lagged information can capture at best: hindsight bounds and an online onset test.
+
+For each class of identical miners, as a share of the room the optimum has
+over always-on (the same ``curtailment_value_captured`` scale, same settlement
+and switching costs as the backtest):
+
+- ``optimum_started_late``: the optimum's schedule with every sleep started
+  one interval later.  What a policy could keep if it knew the whole future
+  except that a spike has begun: the value of each spike's first interval is
+  ``1 - optimum_started_late``;
+- ``optimum_one_interval_late``: the optimum's schedule delayed by one
+  interval (sleeps and wakes), what a perfect follower of the last price gets;
+- ``hindsight_last_rt_above``: the exact optimum when sleeping is allowed
+  only where the last real-time price (the one ``lagged`` shows) is above
+  break-even: an upper bound for every policy that never sleeps below that
+  (max-margin with any sleep band, the naive threshold), even one that knows
+  when each spike ends;
+- ``hindsight_last_rt_or_dam_above``: the same, allowed also where the
+  day-ahead price of the interval is above break-even;
+- ``onset``: an online expected-value test of sleeping at a spike's onset.
+  At every interval where the last price is at or below break-even, the
+  value of sleeping now (the interval's saving minus the warm-up it costs
+  when the next price does not stay above break-even) is estimated as the
+  mean over past intervals with the same visible features (last price / and
+  day-ahead price / break-even, binned; hour of day), shrunk towards
+  "no value".  ``sleeps`` counts the intervals where it was positive and
+  ``realised_captured`` adds what sleeping there would have earned, on the
+  same scale: positive would mean onsets are predictable from what
+  ``lagged`` sees.  ``best_bin_hit_rate``: in hindsight, the largest share
+  of intervals of one such bin (of at least 10) whose price paid for a
+  one-interval sleep's warm-up (above break-even x (1 + wake_seconds / 900)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from scheduler.backtest.engine import (
+    INTERVAL_HOURS,
+    INTERVAL_SECONDS,
+    SwitchingCosts,
+    Trace,
+    _DeviceClass,
+    _hashprices,
+    _settle,
+    optimum_decisions,
+)
+from scheduler.config.schema import WattmuxConfig
+from scheduler.core.economics import breakeven_usd_per_mwh
+from scheduler.core.model import TERA
+
+_LAST_EDGES = (0.5, 0.7, 0.8, 0.9, 1.0)  # last real-time price / break-even (only <= 1 is asked)
+_DAM_EDGES = (0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0)  # day-ahead price / break-even
+_PRIOR_COUNT = 5.0  # pseudo-observations of "no value" each bin starts with
+_MIN_BIN_INTERVALS = 10
+
+
+def restricted_optimum_decisions(
+    cls: _DeviceClass,
+    trace: Trace,
+    hashprices: Sequence[float],
+    costs: SwitchingCosts,
+    allowed: Sequence[bool],
+) -> list[bool]:
+    """Hindsight-optimal mine/sleep series of one device that may sleep only where allowed."""
+    mine_value, sleep_value = 0.0, -math.inf
+    came_from: list[tuple[bool, bool]] = []
+    for index, interval in enumerate(trace.intervals):
+        revenue_per_hour = cls.hashrate_ths * hashprices[index] / 24.0
+        price = interval.rtm_usd_per_mwh
+        mine_gain = revenue_per_hour * INTERVAL_HOURS - cls.power_w / 1e6 * INTERVAL_HOURS * price
+        sleep_gain = -cls.sleep_power_w / 1e6 * INTERVAL_HOURS * price
+        wake = revenue_per_hour * costs.wake_seconds / 3600.0 + costs.switch_cost_usd
+        stay_mining = mine_value + mine_gain
+        woken = sleep_value + mine_gain - wake
+        if allowed[index]:
+            stay_asleep = sleep_value + sleep_gain
+            slept = mine_value + sleep_gain - costs.switch_cost_usd
+        else:
+            stay_asleep = slept = -math.inf
+        came_from.append((stay_mining >= woken, slept > stay_asleep))
+        mine_value = max(stay_mining, woken)
+        sleep_value = max(stay_asleep, slept)
+    decisions = [True] * len(trace.intervals)
+    state = mine_value >= sleep_value
+    for index in range(len(trace.intervals) - 1, -1, -1):
+        decisions[index] = state
+        from_mine_if_mine, from_mine_if_sleep = came_from[index]
+        state = from_mine_if_mine if state else from_mine_if_sleep
+    return decisions
+
+
+def _bin(value: float, edges: Sequence[float]) -> int:
+    for index, edge in enumerate(edges):
+        if value < edge:
+            return index
+    return len(edges)
+
+
+def _onset(
+    cls: _DeviceClass,
+    trace: Trace,
+    hashprices: Sequence[float],
+    breakeven: Sequence[float],
+    costs: SwitchingCosts,
+) -> dict[str, Any]:
+    """The online onset test described in the module docstring, for one device (USD)."""
+    intervals = trace.intervals
+    swing_mw = (cls.power_w - cls.sleep_power_w) / 1e6
+    sums: dict[tuple[int, int, int], float] = {}
+    counts: dict[tuple[int, int, int], int] = {}
+    keys: list[tuple[int, int, int] | None] = []
+    sleeps, realised = 0, 0.0
+    for index, interval in enumerate(intervals):
+        if index >= 2:  # the outcome of index-1 is known now: learn from it
+            key_seen = keys[index - 1]
+            if key_seen is not None:
+                value = _onset_value(index - 1, cls, trace, hashprices, breakeven, costs, swing_mw)
+                sums[key_seen] = sums.get(key_seen, 0.0) + value
+                counts[key_seen] = counts.get(key_seen, 0) + 1
+        if index == 0 or index + 1 >= len(intervals):
+            keys.append(None)
+            continue
+        last = intervals[index - 1].rtm_usd_per_mwh
+        if last > breakeven[index]:
+            keys.append(None)  # not an onset: the last price already shows the spike
+            continue
+        key = (
+            _bin(last / breakeven[index], _LAST_EDGES),
+            _bin(interval.dam_usd_per_mwh / breakeven[index], _DAM_EDGES),
+            interval.start.hour,
+        )
+        keys.append(key)
+        estimate = sums.get(key, 0.0) / (counts.get(key, 0) + _PRIOR_COUNT)
+        if estimate > 0:
+            sleeps += 1
+            realised += _onset_value(index, cls, trace, hashprices, breakeven, costs, swing_mw)
+    # In-sample: the bin (with enough intervals) where the price most often paid for a warm-up.
+    pays = 1.0 + costs.wake_seconds / INTERVAL_SECONDS
+    seen: dict[tuple[int, int, int], list[int]] = {}
+    for index, onset_key in enumerate(keys):
+        if onset_key is not None:
+            tally = seen.setdefault(onset_key, [0, 0])
+            tally[0] += 1
+            tally[1] += intervals[index].rtm_usd_per_mwh > breakeven[index] * pays
+    rates = [(hits / n, n) for n, hits in seen.values() if n >= _MIN_BIN_INTERVALS]
+    best_rate, best_n = max(rates, default=(0.0, 0))
+    return {
+        "sleeps": sleeps,
+        "realised_usd": realised,
+        "best_bin_hit_rate": round(best_rate, 4),
+        "best_bin_intervals": best_n,
+    }
+
+
+def _onset_value(
+    index: int,
+    cls: _DeviceClass,
+    trace: Trace,
+    hashprices: Sequence[float],
+    breakeven: Sequence[float],
+    costs: SwitchingCosts,
+    swing_mw: float,
+) -> float:
+    """USD a device earns by sleeping at index rather than mining; a warm-up if the spike stops."""
+    price = trace.intervals[index].rtm_usd_per_mwh
+    revenue = cls.hashrate_ths * hashprices[index] / 24.0 * INTERVAL_HOURS
+    value = swing_mw * INTERVAL_HOURS * price - revenue - costs.switch_cost_usd
+    if price <= breakeven[index]:  # a follower of the last price mines next: it pays a warm-up
+        wake_revenue = cls.hashrate_ths * hashprices[index + 1] / 24.0
+        value -= wake_revenue * costs.wake_seconds / 3600.0 + costs.switch_cost_usd
+    return value
+
+
+def lagged_bounds(
+    config: WattmuxConfig, trace: Trace, costs: SwitchingCosts | None = None
+) -> dict[str, dict[str, Any]]:
+    """The bounds and the onset test of the module docstring, per device model of the fleet."""
+    costs = costs or SwitchingCosts()
+    hashprices = _hashprices(trace, config.economics.pool_fee)
+    out: dict[str, dict[str, Any]] = {}
+    for device in config.all_devices():
+        if device.model in out or not device.pools:
+            continue
+        cls = _DeviceClass(
+            device.nominal_hashrate_hs / TERA, device.nominal_power_w, device.sleep_power_w, 1
+        )
+        out[device.model] = _class_bounds(cls, trace, hashprices, costs)
+    return out
+
+
+def _class_bounds(
+    cls: _DeviceClass, trace: Trace, hashprices: Sequence[float], costs: SwitchingCosts
+) -> dict[str, Any]:
+    """The bounds and the onset test for one device of a class."""
+    total = len(trace.intervals)
+    efficiency = cls.power_w / cls.hashrate_ths
+    breakeven = [breakeven_usd_per_mwh(h, efficiency) for h in hashprices]
+    optimum = optimum_decisions(cls, trace, hashprices, costs)
+
+    def margin(decisions: Sequence[bool]) -> float:
+        return _settle("bound", [(cls, decisions)], trace, hashprices, costs).margin_usd
+
+    always_on = margin([True] * total)
+    room = margin(optimum) - always_on
+    if room <= 0:
+        return {"room_usd_per_device": round(room, 4)}
+
+    def captured(decisions: Sequence[bool]) -> float:
+        return round((margin(decisions) - always_on) / room, 4)
+
+    last = [trace.intervals[0].dam_usd_per_mwh] + [i.rtm_usd_per_mwh for i in trace.intervals[:-1]]
+    above_last = [p > b for p, b in zip(last, breakeven, strict=True)]
+    above_dam = [
+        a or i.dam_usd_per_mwh > b
+        for a, i, b in zip(above_last, trace.intervals, breakeven, strict=True)
+    ]
+    started_late = [m or (t > 0 and optimum[t - 1]) for t, m in enumerate(optimum)]
+    onset = _onset(cls, trace, hashprices, breakeven, costs)
+    realised = onset.pop("realised_usd")
+    return {
+        "room_usd_per_device": round(room, 4),
+        "optimum_started_late": captured(started_late),
+        "optimum_one_interval_late": captured([True, *optimum[:-1]]),
+        "hindsight_last_rt_above": captured(
+            restricted_optimum_decisions(cls, trace, hashprices, costs, above_last)
+        ),
+        "hindsight_last_rt_or_dam_above": captured(
+            restricted_optimum_decisions(cls, trace, hashprices, costs, above_dam)
+        ),
+        "onset": {**onset, "realised_captured": round(realised / room, 4)},
+    }

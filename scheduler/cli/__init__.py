@@ -1,0 +1,1 @@
+"""The `wattmux` command line and its API client."""

@@ -1,0 +1,94 @@
+"""``wattmux discover``: scan a subnet and print config entries for the miners found."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from drivers.asic.discover import FoundMiner, discover, hosts
+from scheduler.core.hardware import MODELS
+
+
+def device_entry(miner: FoundMiner, pool: str) -> str:
+    """One ``[[devices]]`` TOML block to paste into the site config."""
+    device_id = "m-" + miner.address.replace(".", "-").replace(":", "-")
+    lines = [
+        "[[devices]]",
+        f'id = "{device_id}"',
+        f'address = "{miner.address}"',
+        f'pools = ["{pool}"]',
+        f'options = {{ driver = "{miner.driver}", port = {miner.port} }}',
+    ]
+    if miner.model in MODELS:
+        lines.insert(2, f'model = "{miner.model}"')
+    else:
+        known = ", ".join(sorted(MODELS))
+        lines.insert(2, f'# model = "?"  # reports {miner.model!r}; known: {known}')
+    lines.insert(1, f"# {miner.firmware}")
+    return "\n".join(lines)
+
+
+def progress_printer(
+    stream: TextIO, clock: Callable[[], float] = time.monotonic
+) -> Callable[[int, int, int], None]:
+    """A progress callback that redraws one line at most ten times a second."""
+    last = [0.0]
+
+    def show(done: int, total: int, found: int) -> None:
+        now = clock()
+        if done == total or now - last[0] >= 0.1:
+            last[0] = now
+            end = "\n" if done == total else ""
+            stream.write(f"\rscanned {done}/{total} addresses, {found} miners{end}")
+            stream.flush()
+
+    return show
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``discover`` on the CLI's sub-command parser."""
+    parser = sub.add_parser(
+        "discover",
+        help="scan a subnet for miners and print config entries to paste",
+        description="Asks every address of NETWORK for the cgminer 'version' command.",
+    )
+    parser.add_argument("network", metavar="NETWORK", help="CIDR to scan, e.g. 10.0.0.0/22")
+    parser.add_argument("--port", type=int, default=4028, help="API port (default 4028)")
+    parser.add_argument("--concurrency", type=int, default=256, help="parallel probes (256)")
+    parser.add_argument("--timeout", type=float, default=0.5, help="seconds per probe (0.5)")
+    parser.add_argument("--pool", default="main", help="pool name for the entries (main)")
+
+
+async def run_discover(
+    args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
+    """Scan, print progress on ``err`` and entries on ``out``; 0 when any miner answered."""
+    try:
+        targets = hosts(args.network)
+    except ValueError as exc:
+        err.write(f"wattmux discover: {exc}\n")
+        return 2
+    if args.concurrency < 1 or args.timeout <= 0:
+        err.write("wattmux discover: --concurrency must be >= 1 and --timeout > 0\n")
+        return 2
+    started = time.monotonic()
+    found = await discover(
+        targets,
+        port=args.port,
+        concurrency=args.concurrency,
+        timeout_seconds=args.timeout,
+        progress=progress_printer(err),
+    )
+    err.write(f"{len(found)} miners in {time.monotonic() - started:.1f} s\n")
+    out.write("\n\n".join(device_entry(m, args.pool) for m in found) + ("\n" if found else ""))
+    return 0 if found else 1
+
+
+def main_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``discover`` arguments alone (tests)."""
+    parser = argparse.ArgumentParser(prog="wattmux")
+    add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["discover", *argv])

@@ -1,0 +1,1 @@
+"""The control loop: poll, plan, guard, reconcile; the operator's controls; failsafe."""

@@ -1,0 +1,287 @@
+"""The control loop: each tick polls devices and feeds, snapshots, plans, guards and reconciles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from drivers.base import MarketFeed, ReportsSources, TelemetrySource
+from drivers.errors import DriverError
+from scheduler.control.guard import Guard
+from scheduler.control.ingest import expire_pushed_sample
+from scheduler.control.queues import QueueSource
+from scheduler.control.reconciler import Reconciler
+from scheduler.core.model import Assignment, Device, Plan
+from scheduler.core.pool_health import PoolHealth
+from scheduler.core.state import FleetState
+from scheduler.observability.metrics import Metrics
+from scheduler.policies import Policy
+from scheduler.store.journal import DecisionRecord, Store
+
+log = logging.getLogger(__name__)
+
+_Item = TypeVar("_Item")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A changed assignment, kept in memory for the live view."""
+
+    at: datetime
+    assignment: Assignment
+    previous: str | None
+    power_price_usd_per_mwh: float | None
+
+
+class ControlLoop:
+    """Owns one tick: poll -> snapshot -> policy -> guard -> decisions -> reconcile."""
+
+    def __init__(
+        self,
+        *,
+        state: FleetState,
+        telemetry: Mapping[str, TelemetrySource],  # by device id
+        feeds: Sequence[MarketFeed],
+        policy: Policy,
+        guard: Guard,
+        reconciler: Reconciler,
+        store: Store,
+        metrics: Metrics,
+        poll_concurrency: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        queues: Sequence[QueueSource] = (),
+        push_sample_max_age_seconds: float = 60.0,
+        pool_recovery_seconds: float = 300.0,
+    ) -> None:
+        self.state = state
+        self.telemetry = telemetry
+        self.feeds = feeds
+        self.policy = policy
+        self.guard = guard
+        self.reconciler = reconciler
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.plan: Plan | None = None
+        self.recent: deque[Decision] = deque(maxlen=1000)
+        self.ticks = 0
+        self.poll_concurrency = max(1, poll_concurrency)
+        self._feed_up: dict[str, bool] = {}
+        self.tick_listeners: list[Callable[[int], None]] = []  # called after each tick in run()
+        self.queues = queues
+        self.wake = asyncio.Event()  # set by push inputs (MQTT price, DR event): tick now
+        self.push_sample_max_age_seconds = push_sample_max_age_seconds
+        self.pool_health = PoolHealth(
+            (pool for d in state.devices.values() for pool in d.pools), pool_recovery_seconds
+        )
+
+    async def poll_devices(self) -> None:
+        """Read every device once (bounded concurrency); failures mark the device unreachable."""
+
+        async def poll(device: Device) -> None:
+            if device.id not in self.telemetry:  # pushed over MQTT: only expire old samples
+                expire_pushed_sample(
+                    self.state, device.id, self.push_sample_max_age_seconds, self.clock()
+                )
+                return
+            try:
+                sample = await self.telemetry[device.id].collect(device)
+            except DriverError as exc:
+                was_reachable = self.state.status[device.id].reachable
+                self.state.mark_unreachable(device.id, exc.message, self.clock())
+                self.metrics.poll_errors.labels(reason=exc.reason).inc()
+                if was_reachable or self.ticks == 0:
+                    log.warning("%s unreachable: %s", device.id, exc.message)
+                return
+            if not self.state.status[device.id].reachable and self.ticks > 0:
+                log.info("%s reachable again", device.id)
+            self.state.observe(sample)
+
+        await run_bounded(poll, list(self.state.devices.values()), self.poll_concurrency)
+
+    async def poll_feeds(self) -> None:
+        """Fetch every market feed once; a failing feed is marked down and its old values age."""
+
+        async def fetch(feed: MarketFeed) -> None:
+            try:
+                readings = await feed.fetch()
+            except DriverError as exc:
+                self._source_states(feed)
+                if self._feed_up.get(feed.name, True):
+                    log.warning("market feed %s down: %s", feed.name, exc.message)
+                self._feed_up[feed.name] = False
+                self.metrics.source_up.labels(source=feed.name).set(0)
+                return
+            if not self._feed_up.get(feed.name, True):
+                log.info("market feed %s up again", feed.name)
+            self._feed_up[feed.name] = True
+            self.metrics.source_up.labels(source=feed.name).set(1)
+            self.state.observe_market(readings)
+            self._source_states(feed)
+
+        await _gather_all(fetch(feed) for feed in self.feeds)
+
+    async def poll_queues(self) -> None:
+        """Read every AI queue's demand; a failing queue is marked down and its demand forgotten."""
+
+        async def fetch(source: QueueSource) -> None:
+            label = f"queue:{source.name}"
+            try:
+                demands = await source.demand()
+            except DriverError as exc:
+                if self._feed_up.get(label, True):
+                    log.warning("AI queue %s down: %s", source.name, exc.message)
+                self._feed_up[label] = False
+                self.metrics.source_up.labels(source=label).set(0)
+                self.state.forget_queues(source.queue_names)
+                return
+            if not self._feed_up.get(label, True):
+                log.info("AI queue %s up again", source.name)
+            self._feed_up[label] = True
+            self.metrics.source_up.labels(source=label).set(1)
+            self.state.forget_queues(set(source.queue_names) - set(demands))
+            self.state.observe_queues(demands)
+
+        await _gather_all(fetch(source) for source in self.queues)
+
+    def update_pool_health(self) -> None:
+        """Fold the devices' pool reports into FleetState.pools_up and wattmux_pool_up{pool}."""
+        changed = self.pool_health.update(self.state.samples, self.state.status, self.clock())
+        for pool, up in changed.items():
+            self.state.set_pool_up(pool, up)
+            self.metrics.pool_up.labels(pool=pool).set(1 if up else 0)
+            if self.ticks > 0 or not up:
+                log.warning(
+                    "pool %s %s", pool, "up again" if up else "down: no miner sees it alive"
+                )
+
+    def _source_states(self, feed: MarketFeed) -> None:
+        """Export wattmux_source_up{source="<feed>.<upstream>"} for feeds that combine sources."""
+        if isinstance(feed, ReportsSources):
+            for source, up in feed.up().items():
+                self.metrics.source_up.labels(source=f"{feed.name}.{source}").set(1 if up else 0)
+
+    async def tick(self) -> Plan:
+        """Run one full control cycle and return the guarded plan."""
+        started = self.clock()
+        await asyncio.gather(self.poll_devices(), self.poll_feeds(), self.poll_queues())
+        self.update_pool_health()
+        snapshot = self.state.snapshot(self.clock(), self.wall_clock())
+        plan = self.guard.apply(self.policy.plan(snapshot), snapshot)
+        price = snapshot.market.power_price_usd_per_mwh
+        self._record_decisions(plan, price.value if price else None)
+        self.reconciler.reconcile(plan, snapshot)
+        self.plan = plan
+        self.ticks += 1
+        self.metrics.ticks.inc()
+        self.metrics.tick_duration.observe(self.clock() - started)
+        return plan
+
+    def react(self) -> Plan:
+        """Decide now on what FleetState already holds (a price message woke us): no poll.
+
+        Snapshot -> policy -> guard -> reconcile, as in tick(), without reading the
+        devices first; the reconciler only commands devices a poll has read.
+        """
+        snapshot = self.state.snapshot(self.clock(), self.wall_clock())
+        plan = self.guard.apply(self.policy.plan(snapshot), snapshot)
+        price = snapshot.market.power_price_usd_per_mwh
+        self._record_decisions(plan, price.value if price else None)
+        self.reconciler.reconcile(plan, snapshot)
+        self.plan = plan
+        return plan
+
+    def _record_decisions(self, plan: Plan, power_price_usd_per_mwh: float | None) -> None:
+        """Record every changed assignment (one transaction for a fleet-wide change)."""
+        at = self.wall_clock()
+        changed: list[DecisionRecord] = []
+        for assignment in plan.assignments:
+            previous = self.state.desired.get(assignment.device_id)
+            if previous == assignment.workload:
+                continue
+            self.state.desired[assignment.device_id] = assignment.workload
+            changed.append(
+                DecisionRecord(
+                    assignment.device_id,
+                    assignment.workload,
+                    assignment.reason,
+                    assignment.expected_margin_usd_per_hour,
+                    previous,
+                )
+            )
+            self.metrics.decisions.labels(reason=assignment.reason).inc()
+            self.recent.append(
+                Decision(
+                    at, assignment, str(previous) if previous else None, power_price_usd_per_mwh
+                )
+            )
+        self.store.record_decisions(at, changed)
+
+    async def run(
+        self, tick_seconds: float, stop: asyncio.Event, ready: asyncio.Event | None = None
+    ) -> None:
+        """Tick every tick_seconds (measured start to start) until stop is set; ready after tick one."""
+        while not stop.is_set():
+            started = self.clock()
+            await self.tick()
+            if ready is not None:
+                ready.set()
+            for listener in self.tick_listeners:
+                listener(self.ticks)
+            # Until the next tick: a pushed price or DR event (wake) is decided on at once
+            # with react(), without polling the devices again.
+            while (remaining := tick_seconds - (self.clock() - started)) > 0:
+                try:
+                    await asyncio.wait_for(_first_of(stop, self.wake), remaining)
+                except TimeoutError:
+                    break
+                if stop.is_set():
+                    break
+                self.wake.clear()
+                self.react()
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Return as soon as any of the events is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def run_bounded(
+    work: Callable[[_Item], Coroutine[Any, Any, None]], items: Sequence[_Item], limit: int
+) -> None:
+    """Run ``work(item)`` for every item, at most ``limit`` at once, in order.
+
+    ``limit`` worker tasks share one iterator, instead of one task per item: at
+    10,000 devices the waiting tasks were most of the daemon's memory (their frames
+    and the fragments they left in the allocator).  An error other than what
+    ``work`` handles itself propagates and cancels the other workers (TaskGroup).
+    """
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await work(item)
+
+    async with asyncio.TaskGroup() as group:
+        for index in range(min(limit, len(items))):
+            group.create_task(worker(), name=f"loop.poll[{index}]")
+
+
+async def _gather_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run coroutines concurrently in a TaskGroup (errors other than DriverError propagate)."""
+    async with asyncio.TaskGroup() as group:
+        for coroutine in coroutines:
+            group.create_task(coroutine)

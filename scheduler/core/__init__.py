@@ -1,0 +1,1 @@
+"""The shared vocabulary and pure economics: models, hardware, site limits, fleet state."""
