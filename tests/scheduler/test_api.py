@@ -30,7 +30,6 @@ from scheduler.core.model import (
     TERA,
     Assignment,
     Device,
-    DeviceKind,
     MarketState,
     Plan,
     Reading,
@@ -40,6 +39,7 @@ from scheduler.core.model import (
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
 from scheduler.store.journal import MEMORY, ControlStore
+from tests.fakes import asic
 from tests.scheduler.api_fixtures import (
     ControlledView,
     Tokens,
@@ -55,17 +55,7 @@ POOL_FEE = 0.02
 
 
 def device(device_id: str, address: str, model: str = "S21 Pro") -> Device:
-    return Device(
-        id=device_id,
-        kind=DeviceKind.ASIC,
-        model=model,
-        driver="cgminer",
-        address=address,
-        port=4028,
-        nominal_hashrate_hs=234 * TERA,
-        nominal_power_w=3510.0,
-        pools=("main",),
-    )
+    return asic(device_id, model, address=address)
 
 
 def build_state() -> FleetState:
