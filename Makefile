@@ -40,7 +40,7 @@ lint: $(STAMP) ## ruff check and format, mypy --strict, the import contracts (py
 	$(VENV)/bin/ruff check scheduler drivers tests bench
 	$(VENV)/bin/ruff format --check scheduler drivers tests bench
 	$(VENV)/bin/mypy scheduler drivers
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-logo
 
 unit: $(STAMP) ## the tests that start no process and need no external binary (not system, not soak)
 	$(PY) -m pytest -q -m "not system and not soak"
