@@ -20,9 +20,11 @@ reported with ``optimum_exact: false``.
 
 Revenue uses the BTC row of the interval's local (market) date, as the replay
 feed does, net of the configured pool fee; transaction fees are not in the
-record and count as 0.  The Guard is not applied: at 15-minute steps its
-dwell rule does not bind, and plans that exceed the cap are counted in
-``cap_violations`` instead of being corrected.
+record and count as 0.  A device the policy puts on AI work draws its planned
+power (``scheduler.core.power``: nominal, as the Guard counts it) and earns
+nothing: the record holds no AI prices.  The Guard is not applied: at
+15-minute steps its dwell rule does not bind, and plans that exceed the cap
+are counted in ``cap_violations`` instead of being corrected.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from scheduler.core.model import (
     Workload,
     WorkloadKind,
 )
+from scheduler.core.power import planned_power_w
 from scheduler.policies import Policy
 
 INTERVAL_SECONDS = 900.0
@@ -255,14 +258,6 @@ def _market(trace: Trace, index: int, price: float, now: float) -> MarketState:
     )
 
 
-def _power_w(device: Device, workload: Workload) -> float:
-    if workload.kind is WorkloadKind.MINE:
-        return device.nominal_power_w * workload.power_level
-    if workload.kind is WorkloadKind.SLEEP:
-        return device.sleep_power_w
-    return 0.0
-
-
 def _hashrate_ths(device: Device, workload: Workload) -> float:
     if workload.kind is WorkloadKind.MINE:
         return device.nominal_hashrate_hs / TERA * workload.power_level
@@ -292,9 +287,13 @@ class _Replay:
     changed: bool = False
 
     def assign(self, device_id: str, new: Workload, revenue_per_th_hour: float) -> None:
-        """Settle one assignment: a switch when the workload changes (AI workloads are not run)."""
+        """Settle one assignment: a switch when the workload changes.
+
+        An AI workload is run too: the device draws its planned power (nominal,
+        ``scheduler.core.power``) and earns nothing, the trace holding no AI prices.
+        """
         old = self.current.get(device_id)
-        if new is old or old is None or new.kind is WorkloadKind.AI:
+        if new is old or old is None:
             return
         if new == old:
             # An equal object: keep the plan's, so the next identical plan is seen by identity.
@@ -306,7 +305,7 @@ class _Replay:
             return
         self.switches += 1
         self.hashrate_ths += _hashrate_ths(device, new) - _hashrate_ths(device, old)
-        self.power_w += _power_w(device, new) - _power_w(device, old)
+        self.power_w += planned_power_w(device, new) - planned_power_w(device, old)
         if new.is_running and not old.is_running:
             self.lost_revenue += (
                 _hashrate_ths(device, new) * revenue_per_th_hour * self.wake_seconds / 3600.0
@@ -355,7 +354,7 @@ def simulate_policy(
         devices=device_map,
         current=current,
         hashrate_ths=sum(_hashrate_ths(device_map[d], w) for d, w in current.items()),
-        power_w=sum(_power_w(d, current[d.id]) if d.id in current else 0.0 for d in devices),
+        power_w=sum(planned_power_w(d, current[d.id]) if d.id in current else 0.0 for d in devices),
         wake_seconds=costs.wake_seconds,
     )
     nominal_w = sum(d.nominal_power_w for d in devices)

@@ -25,6 +25,7 @@ from scheduler.config.schema import GuardConfig
 from scheduler.core.economics import market_economics, option_economics
 from scheduler.core.limits import site_limit_w
 from scheduler.core.model import Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.core.power import planned_power_w
 
 SAFETY_REASONS = frozenset({"stale_price", "stale_input", "thermal", "power_cap", "dr_event"})
 # Not safety, but never held back by dwell, gain or ramp either: leaving a pool that is down
@@ -60,7 +61,8 @@ class Guard:
                 if assignment.reason not in SAFETY_REASONS:
                     device = snapshot.devices[device_id]
                     swing_kw = abs(
-                        _power_w(device, assignment.workload) - _power_w(device, current)
+                        planned_power_w(device, assignment.workload)
+                        - planned_power_w(device, current)
                     )
                     self.recent_switches.append((snapshot.now, swing_kw / 1000.0))
         ordered = tuple(assigned[d] for d in snapshot.devices if d in assigned)
@@ -138,7 +140,10 @@ class Guard:
             if assignment.reason in UNHELD_REASONS:
                 continue
             device = snapshot.devices[device_id]
-            swing_kw = abs(_power_w(device, assignment.workload) - _power_w(device, current)) / 1000
+            swing_kw = (
+                abs(planned_power_w(device, assignment.workload) - planned_power_w(device, current))
+                / 1000
+            )
             changes.append((-assignment.expected_margin_usd_per_hour, device_id, swing_kw))
         changes.sort()
         for _, device_id, swing_kw in changes:
@@ -149,17 +154,15 @@ class Guard:
             assigned[device_id] = Assignment(device_id, current, "ramp_limit", 0.0)
 
     def _power_cap(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
-        def planned_power_w(device: Device) -> float:
+        def device_power_w(device: Device) -> float:
             assignment = assigned.get(device.id)
             workload = assignment.workload if assignment else snapshot.current.get(device.id)
-            if workload is None:
-                return device.nominal_power_w  # unknown: assume the worst
-            return _power_w(device, workload)
+            return planned_power_w(device, workload)  # unknown: the worst case
 
         limit_w, from_dr = site_limit_w(snapshot, self.power_cap_w)
         limit_w = self.power_cap_w if limit_w is None else min(limit_w, self.power_cap_w)
         reason = "dr_event" if from_dr else "power_cap"
-        total_w = sum(planned_power_w(d) for d in snapshot.devices.values())
+        total_w = sum(device_power_w(d) for d in snapshot.devices.values())
         if total_w <= limit_w:
             return
 
@@ -176,14 +179,5 @@ class Guard:
         for device in running:
             if total_w <= limit_w:
                 break
-            total_w -= planned_power_w(device) - device.sleep_power_w
+            total_w -= device_power_w(device) - device.sleep_power_w
             assigned[device.id] = Assignment(device.id, Workload.sleep(), reason, 0.0)
-
-
-def _power_w(device: Device, workload: Workload) -> float:
-    """Nominal power of a device running a workload (AI: nominal, the worst case)."""
-    if workload.kind is WorkloadKind.MINE:
-        return device.nominal_power_w * workload.power_level
-    if workload.kind is WorkloadKind.SLEEP:
-        return device.sleep_power_w
-    return 0.0 if workload.kind is WorkloadKind.OFF else device.nominal_power_w

@@ -31,6 +31,7 @@ from scheduler.control.guard import SAFETY_REASONS, Guard
 from scheduler.control.reconciler import Reconciler
 from scheduler.core.economics import market_economics, option_economics
 from scheduler.core.model import Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.core.power import planned_power_w
 from scheduler.policies import Policy, PolicyFactory
 from scheduler.store.journal import ApiAuditEntry, ControlStore, Intent, OverrideRow
 
@@ -347,17 +348,6 @@ class ControlledGuard(Guard):
         apply_curtail(assigned, snapshot, target_w)
 
 
-def _planned_power_w(device: Device, workload: Workload | None) -> float:
-    """Power a device draws in a workload (the worst case when unknown)."""
-    if workload is None:
-        return device.nominal_power_w
-    if workload.kind is WorkloadKind.MINE:
-        return device.nominal_power_w * workload.power_level
-    if workload.kind is WorkloadKind.SLEEP:
-        return device.sleep_power_w
-    return 0.0 if workload.kind is WorkloadKind.OFF else device.nominal_power_w
-
-
 def apply_curtail(assigned: dict[str, Assignment], snapshot: Snapshot, target_w: float) -> None:
     """Sleep running devices, least efficient first, until the planned site power <= target_w."""
 
@@ -365,7 +355,7 @@ def apply_curtail(assigned: dict[str, Assignment], snapshot: Snapshot, target_w:
         assignment = assigned.get(device.id)
         return assignment.workload if assignment else snapshot.current.get(device.id)
 
-    total_w = sum(_planned_power_w(d, workload_of(d)) for d in snapshot.devices.values())
+    total_w = sum(planned_power_w(d, workload_of(d)) for d in snapshot.devices.values())
     running = [
         d for d in snapshot.devices.values() if (w := workload_of(d)) is not None and w.is_running
     ]
@@ -373,7 +363,7 @@ def apply_curtail(assigned: dict[str, Assignment], snapshot: Snapshot, target_w:
     for device in running:
         if total_w <= target_w:
             break
-        total_w -= _planned_power_w(device, workload_of(device)) - device.sleep_power_w
+        total_w -= planned_power_w(device, workload_of(device)) - device.sleep_power_w
         assigned[device.id] = Assignment(device.id, Workload.sleep(), CURTAIL, 0.0)
 
 

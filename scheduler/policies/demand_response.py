@@ -18,22 +18,12 @@ from dataclasses import dataclass
 
 from scheduler.config.schema import PolicyConfig
 from scheduler.core.limits import active_events, event_limit_w
-from scheduler.core.model import Assignment, Device, Event, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.core.model import Assignment, Device, Event, Plan, Snapshot, Workload
+from scheduler.core.power import planned_power_w
 from scheduler.policies.breakeven import BreakevenPolicy
 from scheduler.policies.leases import pinned_leases
 
 REASON_DR = "dr_event"
-
-
-def planned_power_w(device: Device, workload: Workload | None) -> float:
-    """Nominal power of a device on a workload (unknown: the worst case, stock power)."""
-    if workload is None:
-        return device.nominal_power_w
-    if workload.kind is WorkloadKind.MINE:
-        return device.nominal_power_w * workload.power_level
-    if workload.kind is WorkloadKind.SLEEP:
-        return device.sleep_power_w
-    return 0.0 if workload.kind is WorkloadKind.OFF else device.nominal_power_w
 
 
 @dataclass(frozen=True, slots=True)
