@@ -45,6 +45,7 @@ from drivers.market.history import (
     load_btc_daily_csv,
     load_ercot_csv,
 )
+from scheduler.backtest.optimum import hindsight_decisions
 from scheduler.config.schema import WattmuxConfig
 from scheduler.core.economics import breakeven_usd_per_mwh, hashprice_usd_per_th_day
 from scheduler.core.model import (
@@ -472,32 +473,24 @@ def optimum_decisions(
     trace: Trace,
     hashprices: Sequence[float],
     costs: SwitchingCosts,
+    allowed: Sequence[bool] | None = None,
 ) -> list[bool]:
-    """Hindsight-optimal mine/sleep series of one device (exact DP, starts mining)."""
-    total = len(trace.intervals)
-    mine_value, sleep_value = 0.0, -math.inf
-    # came_from[i] = (best predecessor of mine at i is mine?, of sleep at i is mine?)
-    came_from: list[tuple[bool, bool]] = []
+    """Hindsight-optimal mine/sleep series of one device (exact DP, starts mining).
+
+    With ``allowed``, the device may sleep only in the intervals where it is true.
+    """
+    mine_gain: list[float] = []
+    sleep_gain: list[float] = []
+    wake_cost: list[float] = []
     for index, interval in enumerate(trace.intervals):
         revenue_per_hour = cls.hashrate_ths * hashprices[index] / 24.0
         price = interval.rtm_usd_per_mwh
-        mine_gain = revenue_per_hour * INTERVAL_HOURS - cls.power_w / 1e6 * INTERVAL_HOURS * price
-        sleep_gain = -cls.sleep_power_w / 1e6 * INTERVAL_HOURS * price
-        wake = revenue_per_hour * costs.wake_seconds / 3600.0 + costs.switch_cost_usd
-        stay_mining = mine_value + mine_gain
-        woken = sleep_value + mine_gain - wake
-        stay_asleep = sleep_value + sleep_gain
-        slept = mine_value + sleep_gain - costs.switch_cost_usd
-        came_from.append((stay_mining >= woken, slept > stay_asleep))
-        mine_value = max(stay_mining, woken)
-        sleep_value = max(stay_asleep, slept)
-    decisions = [True] * total
-    state = mine_value >= sleep_value
-    for index in range(total - 1, -1, -1):
-        decisions[index] = state
-        from_mine_if_mine, from_mine_if_sleep = came_from[index]
-        state = from_mine_if_mine if state else from_mine_if_sleep
-    return decisions
+        mine_gain.append(
+            revenue_per_hour * INTERVAL_HOURS - cls.power_w / 1e6 * INTERVAL_HOURS * price
+        )
+        sleep_gain.append(-cls.sleep_power_w / 1e6 * INTERVAL_HOURS * price)
+        wake_cost.append(revenue_per_hour * costs.wake_seconds / 3600.0 + costs.switch_cost_usd)
+    return hindsight_decisions(mine_gain, sleep_gain, wake_cost, costs.switch_cost_usd, allowed)
 
 
 def naive_decisions(
