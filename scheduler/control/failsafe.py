@@ -20,11 +20,12 @@ from drivers.asic.registry import AsicDriver, create_asic_driver
 from drivers.errors import DriverError
 from scheduler.config.schema import WattmuxConfig, pools_of
 from scheduler.core.model import Device, Outcome, OutcomeStatus, Workload
+from scheduler.core.reasons import Reason
 from scheduler.store.journal import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-FAILSAFE_REASON = "failsafe"
+FAILSAFE_REASON = Reason.FAILSAFE  # the name tests and callers know
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,14 +26,8 @@ from scheduler.core.economics import market_economics, option_economics
 from scheduler.core.limits import site_limit_w
 from scheduler.core.model import Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
 from scheduler.core.power import planned_power_w
+from scheduler.core.reasons import SAFETY_REASONS, UNHELD_REASONS, Reason
 
-SAFETY_REASONS = frozenset({"stale_price", "stale_input", "thermal", "power_cap", "dr_event"})
-# Not safety, but never held back by dwell, gain or ramp either: leaving a pool that is down
-# (mining there earns nothing, whatever the margin says).
-FAILOVER_REASONS = frozenset({"pool_down", "pools_down"})
-# A contract, not a market bet: an AI lease that starts is not held back either.
-CONTRACT_REASONS = frozenset({"ai_lease"})
-UNHELD_REASONS = SAFETY_REASONS | FAILOVER_REASONS | CONTRACT_REASONS
 RAMP_WINDOW_SECONDS = 60.0
 
 
@@ -70,9 +64,9 @@ class Guard:
 
     def _stale_price(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
         age = snapshot.market_age("power_price_usd_per_mwh")
-        reason = "stale_price"
+        reason = Reason.STALE_PRICE
         if age is not None and age <= self.config.stale_price_seconds:
-            reason = "stale_input"
+            reason = Reason.STALE_INPUT
             if all(
                 (a := snapshot.market_age(name)) is not None and a <= limit
                 for name, limit in self.config.max_input_age_seconds.items()
@@ -97,7 +91,7 @@ class Guard:
                 and sample.temperature_c >= device.max_temperature_c
             )
             if hot:
-                assigned[device_id] = Assignment(device_id, Workload.sleep(), "thermal", 0.0)
+                assigned[device_id] = Assignment(device_id, Workload.sleep(), Reason.THERMAL, 0.0)
 
     def _anti_flap(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
         economics = market_economics(snapshot)
@@ -115,11 +109,13 @@ class Guard:
             )
             since = self.last_switch_at.get(device_id)
             if since is not None and snapshot.now - since < self.config.min_dwell_seconds:
-                assigned[device_id] = Assignment(device_id, current, "min_dwell", now_margin)
+                assigned[device_id] = Assignment(device_id, current, Reason.MIN_DWELL, now_margin)
                 continue
             gain = assignment.expected_margin_usd_per_hour - now_margin
             if economics is not None and gain < self.config.min_margin_gain_usd_per_hour:
-                assigned[device_id] = Assignment(device_id, current, "below_min_gain", now_margin)
+                assigned[device_id] = Assignment(
+                    device_id, current, Reason.BELOW_MIN_GAIN, now_margin
+                )
 
     def ramp_used_kw(self, now: float) -> float:
         """The kW switched by non-safety changes in the 60 s up to now."""
@@ -151,7 +147,7 @@ class Guard:
                 budget_kw -= swing_kw
                 continue
             current = snapshot.current[device_id]
-            assigned[device_id] = Assignment(device_id, current, "ramp_limit", 0.0)
+            assigned[device_id] = Assignment(device_id, current, Reason.RAMP_LIMIT, 0.0)
 
     def _power_cap(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
         def device_power_w(device: Device) -> float:
@@ -161,7 +157,7 @@ class Guard:
 
         limit_w, from_dr = site_limit_w(snapshot, self.power_cap_w)
         limit_w = self.power_cap_w if limit_w is None else min(limit_w, self.power_cap_w)
-        reason = "dr_event" if from_dr else "power_cap"
+        reason = Reason.DR_EVENT if from_dr else Reason.POWER_CAP
         total_w = sum(device_power_w(d) for d in snapshot.devices.values())
         if total_w <= limit_w:
             return

@@ -20,10 +20,9 @@ from scheduler.config.schema import PolicyConfig
 from scheduler.core.limits import active_events, event_limit_w
 from scheduler.core.model import Assignment, Device, Event, Plan, Snapshot, Workload
 from scheduler.core.power import planned_power_w
+from scheduler.core.reasons import Reason
 from scheduler.policies.breakeven import BreakevenPolicy
 from scheduler.policies.leases import pinned_leases
-
-REASON_DR = "dr_event"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +64,7 @@ class DemandResponsePolicy:
         kept = set(pinned_leases(snapshot))
         shed, _, _ = self._shed(snapshot, assigned, min(limits), kept)
         for device_id in shed:
-            assigned[device_id] = Assignment(device_id, Workload.sleep(), REASON_DR, 0.0)
+            assigned[device_id] = Assignment(device_id, Workload.sleep(), Reason.DR_EVENT, 0.0)
         ordered = tuple(assigned[d] for d in snapshot.devices if d in assigned)
         return Plan(created_at=plan.created_at, assignments=ordered)
 

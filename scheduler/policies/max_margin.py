@@ -43,16 +43,9 @@ from scheduler.core.model import (
     Workload,
     WorkloadKind,
 )
+from scheduler.core.reasons import Reason
 from scheduler.policies.gpu_queue import plan_gpu_nodes
 
-REASON_BELOW = "price_below_breakeven"
-REASON_ABOVE = "price_above_breakeven"
-REASON_BAND = "within_hysteresis"
-REASON_CAP = "power_cap"
-REASON_DR = "dr_event"
-REASON_POOL_DOWN = "pool_down"
-REASON_POOLS_DOWN = "pools_down"
-REASON_POOL_FEE = "lower_pool_fee"
 HOURS_PER_DAY = 24.0
 # Sites this small get an exact knapsack (DP over power in EXACT_UNIT_W steps, rounded up).
 EXACT_MAX_DEVICES = 24
@@ -75,7 +68,7 @@ class _Class:
 
     device_ids: tuple[str, ...] = ()
     options: list[_Option] = field(default_factory=list)
-    pool_reason: str | None = None  # why mining options use another pool than the current one
+    pool_reason: Reason | None = None  # why mining options use another pool than the current one
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +141,7 @@ class MaxMarginPolicy:
         classes = self._classes(snapshot, economics)
         limit_w, from_dr = site_limit_w(snapshot)
         choice = self._solve(classes, limit_w)
-        limited_reason = REASON_DR if from_dr else REASON_CAP
+        limited_reason = Reason.DR_EVENT if from_dr else Reason.POWER_CAP
         groups: list[AssignmentGroup] = []
         for cls, counts in zip(classes, choice, strict=True):
             best_free = max(range(len(cls.options)), key=lambda i: _rank(cls.options[i]))
@@ -286,7 +279,7 @@ class MaxMarginPolicy:
 
     def _pool_choice(
         self, device: Device, current: Workload | None, snapshot: Snapshot
-    ) -> tuple[str | None, float, str | None]:
+    ) -> tuple[str | None, float, Reason | None]:
         """(pool, revenue factor of its fee, reason for a change): lowest fee among pools that are up.
 
         Ties keep the current pool, then the configured order.  None when every pool is down.
@@ -296,7 +289,7 @@ class MaxMarginPolicy:
         )
         up = [p for p in device.pools if snapshot.pools_up.get(p, True)]
         if not up:
-            return None, 1.0, REASON_POOLS_DOWN
+            return None, 1.0, Reason.POOLS_DOWN
         default_fee = snapshot.pool_fee
 
         def rank(pool: str) -> tuple[float, int, int]:
@@ -312,8 +305,8 @@ class MaxMarginPolicy:
         if current_pool is None or pool == current_pool:
             return pool, factor, None
         if current_pool not in up:
-            return pool, factor, REASON_POOL_DOWN
-        return pool, factor, REASON_POOL_FEE
+            return pool, factor, Reason.POOL_DOWN
+        return pool, factor, Reason.LOWER_POOL_FEE
 
     def _options(
         self,
@@ -386,18 +379,18 @@ class MaxMarginPolicy:
             return _exact(classes, limit_w)
         return _greedy(classes, limit_w)
 
-    def _reason(self, cls: _Class, index: int, best_free: int, limited_reason: str) -> str:
+    def _reason(self, cls: _Class, index: int, best_free: int, limited_reason: Reason) -> Reason:
         option = cls.options[index]
         if index != best_free and cls.options[best_free].power_w > option.power_w:
             return limited_reason
         best_real = max(range(len(cls.options)), key=lambda i: cls.options[i].margin_usd_per_hour)
-        if cls.pool_reason == REASON_POOLS_DOWN:
-            return REASON_POOLS_DOWN
+        if cls.pool_reason == Reason.POOLS_DOWN:
+            return Reason.POOLS_DOWN
         if index != best_real:
-            return REASON_BAND
+            return Reason.WITHIN_HYSTERESIS
         if option.workload.kind is WorkloadKind.SLEEP:
-            return REASON_ABOVE
-        return cls.pool_reason or REASON_BELOW
+            return Reason.PRICE_ABOVE_BREAKEVEN
+        return cls.pool_reason or Reason.PRICE_BELOW_BREAKEVEN
 
 
 _ID_OF = attrgetter("id")
