@@ -39,6 +39,7 @@ from scheduler.core.model import (
     Workload,
     WorkloadKind,
 )
+from scheduler.core.power import planned_power_w
 from scheduler.core.reasons import Reason
 from scheduler.policies import knapsack
 from scheduler.policies.gpu_queue import plan_gpu_nodes
@@ -205,14 +206,15 @@ class MaxMarginPolicy:
             * fee_factor
         )
         running = current is not None and current.is_running
-        sleep_margin = -device.sleep_power_w / 1e6 * price
-        options = [
-            _Option(self._workload(None, 0.0), device.sleep_power_w, sleep_margin, sleep_margin)
-        ]
+        sleep = self._workload(None, 0.0)
+        sleep_w = planned_power_w(device, sleep)
+        sleep_margin = -sleep_w / 1e6 * price
+        options = [_Option(sleep, sleep_w, sleep_margin, sleep_margin)]
         for level in self.power_levels if pool is not None else ():
-            power_w = device.nominal_power_w * level
+            workload = self._workload(pool, level)
+            power_w = planned_power_w(device, workload)
             margin = revenue_per_level * level - power_w / 1e6 * price
-            options.append(_Option(self._workload(pool, level), power_w, margin, margin))
+            options.append(_Option(workload, power_w, margin, margin))
         if current is None:
             return options
         breakeven = revenue_per_level / device.nominal_power_w * 1e6
