@@ -25,7 +25,7 @@ from scheduler.store.journal import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-FAILSAFE_REASON = Reason.FAILSAFE  # the name tests and callers know
+FAILSAFE_REASON = Reason.FAILSAFE  # kept under this name: the failsafe tests use it
 
 
 @dataclass(frozen=True, slots=True)
