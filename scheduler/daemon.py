@@ -37,7 +37,7 @@ from drivers.market.static import StaticMarketFeed
 from drivers.market.tariff import TariffConfig, TariffFeed
 from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api.app import create_app, serve
-from scheduler.api.routes import security_from_config
+from scheduler.api.wiring import security_from_config
 from scheduler.config.schema import ReplayPriceConfig, StaticMarketConfig, WattmuxConfig, pools_of
 from scheduler.control.ingest import FleetSink
 from scheduler.control.loop import ControlLoop
