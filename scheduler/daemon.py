@@ -55,7 +55,7 @@ from scheduler.core.state import FleetState
 from scheduler.observability.gpu_telemetry import GpuTelemetry
 from scheduler.observability.metrics import Metrics
 from scheduler.policies import available_policies, create_policy
-from scheduler.store.journal import ControlStore
+from scheduler.store.operator import ControlStore
 
 log = logging.getLogger(__name__)
 _Driver = TypeVar("_Driver")

@@ -42,7 +42,7 @@ from scheduler.api.views import (
 from scheduler.control.service import Actor, ControlRejected, ControlService, Curtail
 from scheduler.core.model import WorkloadKind
 from scheduler.observability.metrics import hashprice_from_market
-from scheduler.store.journal import StoreError
+from scheduler.store.sqlite import StoreError
 
 log = logging.getLogger(__name__)
 

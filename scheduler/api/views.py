@@ -19,7 +19,8 @@ from scheduler.control.service import MAX_DURATION_SECONDS, ControlService, Curt
 from scheduler.core.model import MARKET_INPUTS, TERA, Plan, Reading
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics, hashprice_from_market
-from scheduler.store.journal import AuditRecord, OverrideRow
+from scheduler.store.journal import AuditRecord
+from scheduler.store.operator import OverrideRow
 
 
 class ApiView(Protocol):

@@ -21,7 +21,8 @@ from drivers.errors import DriverError
 from scheduler.config.schema import WattmuxConfig, pools_of
 from scheduler.core.model import Device, Outcome, OutcomeStatus, Workload
 from scheduler.core.reasons import Reason
-from scheduler.store.journal import Store, StoreError
+from scheduler.store.journal import Store
+from scheduler.store.sqlite import StoreError
 
 log = logging.getLogger(__name__)
 

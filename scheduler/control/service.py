@@ -34,7 +34,8 @@ from scheduler.core.model import Assignment, Device, Plan, Snapshot, Workload, W
 from scheduler.core.power import planned_power_w
 from scheduler.core.reasons import ALWAYS_SENT_REASONS, Reason
 from scheduler.policies import Policy, PolicyFactory
-from scheduler.store.journal import ApiAuditEntry, ControlStore, Intent, OverrideRow
+from scheduler.store.journal import Intent
+from scheduler.store.operator import ApiAuditEntry, ControlStore, OverrideRow
 
 log = logging.getLogger(__name__)
 

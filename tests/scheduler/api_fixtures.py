@@ -17,7 +17,7 @@ from scheduler.core.model import Plan
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
 from scheduler.policies import available_policies
-from scheduler.store.journal import ControlStore
+from scheduler.store.operator import ControlStore
 
 NOW = 5000.0
 WALL = datetime(2024, 8, 20, 19, 30, tzinfo=UTC)

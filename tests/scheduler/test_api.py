@@ -39,7 +39,8 @@ from scheduler.core.model import (
 )
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
-from scheduler.store.journal import MEMORY, ControlStore
+from scheduler.store.operator import ControlStore
+from scheduler.store.sqlite import MEMORY
 from tests.scheduler.api_fixtures import (
     ControlledView,
     Tokens,

@@ -21,7 +21,7 @@ from scheduler.core.economics import market_economics, option_economics
 from scheduler.core.model import Event, Sample, Workload
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
-from scheduler.store.journal import ControlStore
+from scheduler.store.operator import ControlStore
 from tests.scheduler.api_fixtures import NOW, ControlledView, Tokens, build_app, make_control
 from tests.scheduler.helpers import market
 

@@ -19,7 +19,7 @@ from scheduler.control.service import Actor
 from scheduler.core.model import TERA, Sample, Workload
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
-from scheduler.store.journal import ControlStore
+from scheduler.store.operator import ControlStore
 from tests.scheduler.api_fixtures import (
     NOW,
     ControlledView,
