@@ -18,8 +18,6 @@ from drivers.limits import raise_open_files_limit
 from drivers.market.btc_price import BtcPriceConfig, BtcPriceFeed
 from drivers.market.ercot import ErcotConfig, ErcotRtmFeed
 from drivers.market.history import (
-    BtcDailyFeed,
-    ErcotReplayFeed,
     bundled_btc_path,
     bundled_ercot_path,
     intervals_from,
@@ -33,6 +31,7 @@ from drivers.market.network import (
     MempoolNetworkConfig,
     MempoolNetworkFeed,
 )
+from drivers.market.replay import BtcDailyFeed, ErcotReplayFeed
 from drivers.market.static import StaticMarketFeed
 from drivers.market.tariff import TariffConfig, TariffFeed
 from drivers.telemetry.mqtt import MqttIngest

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from drivers.market.history import ErcotReplayFeed
+from drivers.market.replay import ErcotReplayFeed
 from drivers.sim.site import SimSite
 from scheduler.api.auth import hash_token, new_token
 from scheduler.config.schema import WattmuxConfig, parse_config, pools_of
