@@ -32,6 +32,7 @@ from scheduler.api.views import (
     plan_view,
 )
 from scheduler.api.wiring import ApiSecurity, secure
+from scheduler.version import wattmux_version
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def create_app(view: ControlView, security: ApiSecurity) -> FastAPI:
     app = FastAPI(
         title="wattmux",
         summary="Schedules mining ASICs and GPU nodes by power price and network economics.",
-        version="0.1.0",
+        version=wattmux_version(),
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
