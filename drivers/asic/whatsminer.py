@@ -53,6 +53,7 @@ from drivers.asic.cgminer_parse import (
     section,
 )
 from drivers.asic.config import WhatsminerOptions
+from drivers.asic.registry import AsicDriver, AsicPlugin
 from drivers.asic.whatsminer_crypto import V2Token, v2_decrypt, v2_encrypt, v2_token
 from drivers.errors import Fatal, MalformedReply, Rejected
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
@@ -314,3 +315,29 @@ class WhatsminerDriver(CgminerDriver):
 
 
 _TOKEN_FIELDS = ("time", "salt", "newsalt")
+
+
+def create_whatsminer_driver(
+    pools: Mapping[str, Pool],
+    options: WhatsminerOptions,
+    *,
+    concurrency: int,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+) -> AsicDriver:
+    """API v2 on 4028 or API v3 on 4433, as ``api_version`` says."""
+    if options.api_version == 3:
+        from drivers.asic.whatsminer_v3 import WhatsminerV3Driver  # imports this module
+
+        return WhatsminerV3Driver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
+    return WhatsminerDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
+
+
+PLUGINS = (
+    AsicPlugin(
+        tag="whatsminer",
+        options=WhatsminerOptions,
+        factory=create_whatsminer_driver,
+        simulator="drivers.sim.whatsminer:simulate",
+    ),
+)

@@ -12,7 +12,7 @@ from collections.abc import Coroutine, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from scheduler.config.schema import ConfigError, load_config, summarize
+from scheduler.config.loading import ConfigError, load_config, summarize
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
