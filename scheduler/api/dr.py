@@ -19,7 +19,8 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from scheduler.core.economics import market_economics, option_economics
 from scheduler.core.model import Assignment, Event, Snapshot, Workload
-from scheduler.policies.demand_response import DemandResponsePolicy, planned_power_w
+from scheduler.core.power import planned_power_w
+from scheduler.policies.demand_response import DemandResponsePolicy
 
 if TYPE_CHECKING:
     from scheduler.api.routes import ControlView

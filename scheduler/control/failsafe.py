@@ -21,11 +21,12 @@ from drivers.errors import DriverError
 from scheduler.config.devices import pools_of
 from scheduler.config.schema import WattmuxConfig
 from scheduler.core.model import Device, Outcome, OutcomeStatus, Workload
+from scheduler.core.reasons import Reason
 from scheduler.store.journal import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-FAILSAFE_REASON = "failsafe"
+FAILSAFE_REASON = Reason.FAILSAFE  # kept under this name: the failsafe tests use it
 
 
 @dataclass(frozen=True, slots=True)

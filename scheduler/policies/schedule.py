@@ -21,12 +21,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scheduler.core.model import Assignment, Plan, Snapshot, Workload
+from scheduler.core.reasons import Reason
 from scheduler.policies import PolicyPlugin
 from scheduler.policies.leases import lease_assignment, pinned_leases
 from scheduler.policies.max_margin import MaxMarginOptions, MaxMarginPolicy
-
-REASON_WINDOW = "schedule_window"
-REASON_4CP = "4cp_window"
 
 
 class ScheduleWindowConfig(BaseModel):
@@ -144,12 +142,12 @@ class SchedulePolicy:
             inner=MaxMarginPolicy.from_config(config),
         )
 
-    def active(self, snapshot: Snapshot) -> list[tuple[ScheduleWindowConfig, str]]:
+    def active(self, snapshot: Snapshot) -> list[tuple[ScheduleWindowConfig, Reason]]:
         """The windows in force at the snapshot's wall time, each with the reason it gives."""
         local = snapshot.wall.astimezone(self.zone)
-        found = [(w, REASON_WINDOW) for w in self.windows if window_active(w, local)]
+        found = [(w, Reason.SCHEDULE_WINDOW) for w in self.windows if window_active(w, local)]
         if self.ercot_4cp and window_active(ERCOT_4CP, local):
-            found.append((ERCOT_4CP, REASON_4CP))
+            found.append((ERCOT_4CP, Reason.FOUR_CP_WINDOW))
         return found
 
     def plan(self, snapshot: Snapshot) -> Plan:
@@ -157,7 +155,11 @@ class SchedulePolicy:
         active = self.active(snapshot)
         sleeping = [reason for window, reason in active if window.action == "sleep"]
         if sleeping:
-            reason = REASON_4CP if REASON_4CP in sleeping else REASON_WINDOW
+            reason = (
+                Reason.FOUR_CP_WINDOW
+                if Reason.FOUR_CP_WINDOW in sleeping
+                else Reason.SCHEDULE_WINDOW
+            )
             pinned = pinned_leases(snapshot)  # a lease outranks a schedule window
             price = snapshot.market.power_price_usd_per_mwh
             assignments = tuple(
