@@ -11,9 +11,25 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from drivers.base import MarketFeed
 from drivers.errors import Unavailable
-from drivers.market.history import INTERVAL_SECONDS, BtcDay, PriceInterval
+from drivers.market.history import (
+    INTERVAL_SECONDS,
+    BtcDay,
+    PriceInterval,
+    bundled_btc_path,
+    bundled_ercot_path,
+    intervals_from,
+    load_btc_daily_csv,
+    load_ercot_csv,
+    parse_local_time,
+)
+from drivers.market.registry import FeedContext, MarketPlugin
 from scheduler.core.model import Reading
 
 # A replay position this close below an interval boundary counts as on it (float noise).
@@ -132,3 +148,37 @@ class BtcDailyFeed:
             "block_subsidy_btc": Reading(day.block_subsidy_btc, now, self.name),
             "fees_btc_per_block": Reading(0.0, now, f"{self.name}/fees-unknown"),
         }
+
+
+class ReplayPriceConfig(BaseModel):
+    """Replays a recorded ERCOT 15-minute trace as the live power price (demo, tests)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: Literal["ercot-replay"] = "ercot-replay"
+    path: Path | None = Field(None, description="CSV; default: the bundled 2024-08-19..21 slice")
+    start: str | None = Field(None, description="local time to start from, e.g. 2024-08-19 00:00")
+    speed: float = Field(1.0, gt=0, le=1_000_000, description="replay speed-up (1 = real time)")
+
+    @field_validator("start")
+    @classmethod
+    def _local_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.strptime(value, "%Y-%m-%d %H:%M")
+            except ValueError:
+                raise ValueError(f"expected YYYY-MM-DD HH:MM, got {value!r}") from None
+        return value
+
+
+def _replay_feeds(options: ReplayPriceConfig, context: FeedContext) -> list[MarketFeed]:
+    """The price replay and the BTC days it covers."""
+    intervals = load_ercot_csv(options.path or bundled_ercot_path())
+    if options.start:
+        intervals = intervals_from(intervals, parse_local_time(options.start))
+    replay = ErcotReplayFeed(intervals, speed=options.speed, clock=context.clock)
+    btc = BtcDailyFeed(replay, load_btc_daily_csv(bundled_btc_path()), clock=context.clock)
+    return [replay, btc]
+
+
+PLUGINS = (MarketPlugin(tag="ercot-replay", options=ReplayPriceConfig, factory=_replay_feeds),)

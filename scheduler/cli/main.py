@@ -11,7 +11,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from scheduler.config.schema import ConfigError, load_config, summarize
+from scheduler.config.loading import ConfigError, load_config, summarize
 from scheduler.version import wattmux_version
 
 EXIT_OK = 0

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 
 from drivers.asic.registry import AsicDriver, create_asic_driver
 from drivers.errors import DriverError
-from scheduler.config.schema import WattmuxConfig, pools_of
+from scheduler.config.devices import pools_of
+from scheduler.config.schema import WattmuxConfig
 from scheduler.core.model import Device, Outcome, OutcomeStatus, Workload
 from scheduler.core.reasons import Reason
 from scheduler.store.journal import Store

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scheduler.config.schema import PolicyConfig
+from pydantic import BaseModel, ConfigDict, Field
+
 from scheduler.core.economics import MarketEconomics, market_economics, option_economics
 from scheduler.core.model import (
     Assignment,
@@ -16,7 +17,18 @@ from scheduler.core.model import (
     WorkloadKind,
 )
 from scheduler.core.reasons import Reason
+from scheduler.policies import PolicyPlugin
 from scheduler.policies.gpu_queue import plan_gpu_nodes
+
+
+class BreakevenOptions(BaseModel):
+    """Settings of ``breakeven`` (and ``demand-response``, which builds on it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hysteresis_usd_per_mwh: float = Field(
+        5.0, ge=0, description="band around break-even: sleep above +band, wake below -band"
+    )
 
 
 class BreakevenPolicy:
@@ -37,8 +49,8 @@ class BreakevenPolicy:
         self.hysteresis_usd_per_mwh = hysteresis_usd_per_mwh
 
     @classmethod
-    def from_config(cls, config: PolicyConfig) -> BreakevenPolicy:
-        """Build from the [policy] section."""
+    def from_config(cls, config: BreakevenOptions) -> BreakevenPolicy:
+        """Build from its settings (the [policy] section's)."""
         return cls(hysteresis_usd_per_mwh=config.hysteresis_usd_per_mwh)
 
     def plan(self, snapshot: Snapshot) -> Plan:
@@ -92,3 +104,10 @@ class BreakevenPolicy:
             reason = Reason.WITHIN_HYSTERESIS if in_band else Reason.PRICE_ABOVE_BREAKEVEN
         option = option_economics(device, workload, economics)
         return Assignment(device.id, workload, reason, option.margin_usd_per_hour)
+
+
+PLUGINS = (
+    PolicyPlugin(
+        tag=BreakevenPolicy.name, options=BreakevenOptions, factory=BreakevenPolicy.from_config
+    ),
+)

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from scheduler.config.schema import PolicyConfig
 from scheduler.core.limits import active_events, event_limit_w
 from scheduler.core.model import Assignment, Device, Event, Plan, Snapshot, Workload
 from scheduler.core.power import planned_power_w
 from scheduler.core.reasons import Reason
-from scheduler.policies.breakeven import BreakevenPolicy
+from scheduler.policies import PolicyPlugin
+from scheduler.policies.breakeven import BreakevenOptions, BreakevenPolicy
 from scheduler.policies.leases import pinned_leases
 
 
@@ -46,7 +46,7 @@ class DemandResponsePolicy:
         self.base = BreakevenPolicy(hysteresis_usd_per_mwh=hysteresis_usd_per_mwh)
 
     @classmethod
-    def from_config(cls, config: PolicyConfig) -> DemandResponsePolicy:
+    def from_config(cls, config: BreakevenOptions) -> DemandResponsePolicy:
         """Build from the [policy] section."""
         return cls(hysteresis_usd_per_mwh=config.hysteresis_usd_per_mwh)
 
@@ -126,3 +126,12 @@ class DemandResponsePolicy:
             total_w -= planned_power_w(device, workload_of(device)) - device.sleep_power_w
             shed.append(device.id)
         return shed, before_w, total_w
+
+
+PLUGINS = (
+    PolicyPlugin(
+        tag=DemandResponsePolicy.name,
+        options=BreakevenOptions,
+        factory=DemandResponsePolicy.from_config,
+    ),
+)

@@ -27,7 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.config.schema import PolicyConfig
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from scheduler.core.economics import MarketEconomics, market_economics
 from scheduler.core.limits import site_limit_w
 from scheduler.core.model import (
@@ -41,7 +42,7 @@ from scheduler.core.model import (
 )
 from scheduler.core.power import planned_power_w
 from scheduler.core.reasons import Reason
-from scheduler.policies import knapsack
+from scheduler.policies import PolicyPlugin, knapsack
 from scheduler.policies.gpu_queue import plan_gpu_nodes
 from scheduler.policies.grouping import DeviceGrouper
 
@@ -102,8 +103,8 @@ class MaxMarginPolicy:
         self._grouper = DeviceGrouper()
 
     @classmethod
-    def from_config(cls, config: PolicyConfig) -> MaxMarginPolicy:
-        """Build from the [policy] section."""
+    def from_config(cls, config: MaxMarginOptions) -> MaxMarginPolicy:
+        """Build from its settings (the [policy] section's)."""
         return cls(
             sleep_band_usd_per_mwh=config.sleep_band_usd_per_mwh,
             wake_band_usd_per_mwh=config.wake_band_usd_per_mwh,
@@ -255,3 +256,55 @@ class MaxMarginPolicy:
         if option.workload.kind is WorkloadKind.SLEEP:
             return Reason.PRICE_ABOVE_BREAKEVEN
         return cls.pool_reason or Reason.PRICE_BELOW_BREAKEVEN
+
+
+class MaxMarginOptions(BaseModel):
+    """Settings of ``max-margin``: price bands, power levels, pool fees."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sleep_band_usd_per_mwh: float = Field(
+        0.0, ge=0, description="max-margin: a mining device sleeps above break-even + this"
+    )
+    wake_band_usd_per_mwh: float = Field(
+        0.0, ge=0, description="max-margin: a sleeping device wakes below break-even - this"
+    )
+    sleep_band_fraction: float = Field(
+        0.14, ge=0, le=10, description="max-margin: plus this fraction of break-even"
+    )
+    wake_band_fraction: float = Field(
+        0.06, ge=0, le=10, description="max-margin: plus this fraction of break-even"
+    )
+    power_levels: list[float] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="max-margin: relative mining power levels a device may be set to",
+    )
+
+    pool_fees: dict[str, float] = Field(
+        default_factory=dict,
+        description="max-margin: fee per pool name (fraction); others pay [economics] pool_fee",
+    )
+
+    @field_validator("pool_fees")
+    @classmethod
+    def _fees_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: fee for name, fee in value.items() if not 0.0 <= fee < 1.0}
+        if bad:
+            raise ValueError(f"pool fees must be in [0, 1), got {bad}")
+        return value
+
+    @field_validator("power_levels")
+    @classmethod
+    def _levels_in_range(cls, value: list[float]) -> list[float]:
+        bad = [level for level in value if not 0.0 < level <= 1.5]
+        if bad:
+            raise ValueError(f"power levels must be in (0, 1.5], got {bad}")
+        return sorted(set(value))
+
+
+PLUGINS = (
+    PolicyPlugin(
+        tag=MaxMarginPolicy.name, options=MaxMarginOptions, factory=MaxMarginPolicy.from_config
+    ),
+)

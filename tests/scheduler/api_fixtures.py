@@ -11,7 +11,8 @@ from typing import Any
 from scheduler.api.app import create_app
 from scheduler.api.auth import Authenticator, RateLimiter, Role, TokenEntry, hash_token, new_token
 from scheduler.api.wiring import ApiSecurity
-from scheduler.config.schema import WattmuxConfig, parse_config
+from scheduler.config.loading import parse_config
+from scheduler.config.schema import WattmuxConfig
 from scheduler.control.service import ControlService
 from scheduler.core.model import Plan
 from scheduler.core.state import FleetState

@@ -16,7 +16,7 @@ from scheduler.api.app import bound_port, serve
 from scheduler.api.auth import Role
 from scheduler.cli.client import EXIT_OK, EXIT_USAGE
 from scheduler.cli.main import main
-from scheduler.config.schema import parse_config
+from scheduler.config.loading import parse_config
 from scheduler.core.economics import market_economics, option_economics
 from scheduler.core.model import Event, Sample, Workload
 from scheduler.core.state import FleetState

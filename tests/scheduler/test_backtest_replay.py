@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from scheduler.backtest.engine import SwitchingCosts, load_trace, simulate_policy
-from scheduler.config.schema import load_config
+from scheduler.config.loading import load_config
 from scheduler.core.model import Assignment, Device, DeviceKind, Plan, Snapshot, Workload
 from scheduler.core.power import planned_power_w
 from scheduler.policies.max_margin import MaxMarginPolicy

@@ -14,7 +14,7 @@ from typing import Any
 import aiomqtt
 
 from drivers.sim.broker import Mosquitto
-from scheduler.config.schema import parse_config
+from scheduler.config.loading import parse_config
 from scheduler.core.model import WorkloadKind
 from scheduler.daemon import Daemon
 from tests.conftest import free_port
