@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers.limits import raise_open_files_limit
-from scheduler.config.schema import parse_config
+from scheduler.config.loading import parse_config
 from scheduler.core.model import OutcomeStatus, Reading, WorkloadKind
 from scheduler.daemon import Daemon
 

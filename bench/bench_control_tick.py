@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.site import SimSite
-from scheduler.config.schema import parse_config, pools_of
+from scheduler.config.devices import pools_of
+from scheduler.config.loading import parse_config
 from scheduler.daemon import Daemon
 
 MARKET = {

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import paho.mqtt.client as paho
 
 from drivers.sim.broker import Mosquitto
-from scheduler.config.schema import parse_config
+from scheduler.config.loading import parse_config
 from scheduler.daemon import Daemon
 
 PREFIX = "wattmux/bench"

@@ -25,7 +25,7 @@ import httpx
 
 from scheduler.api.app import bound_port, create_app, serve
 from scheduler.api.auth import Authenticator, RateLimiter, Role, TokenEntry, hash_token, new_token
-from scheduler.api.routes import ApiSecurity
+from scheduler.api.wiring import ApiSecurity
 from scheduler.core.model import TERA, Device, DeviceKind, Plan, Reading, Sample, Workload
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scheduler.backtest.engine import load_trace, run_backtest
-from scheduler.config.schema import parse_config
+from scheduler.config.loading import parse_config
 from scheduler.core.model import Reading, Workload
 from scheduler.core.state import FleetState
 from scheduler.policies.max_margin import MaxMarginPolicy

@@ -46,28 +46,6 @@ class SendsThenConfirms(Protocol):
 
 
 @runtime_checkable
-class SupportsSleep(Protocol):
-    """Optional capability: sleep and wake without losing the controller."""
-
-    async def sleep(self, device: Device) -> None:
-        """Put hashboards to sleep."""
-        ...
-
-    async def wake(self, device: Device) -> None:
-        """Wake hashboards up."""
-        ...
-
-
-@runtime_checkable
-class SupportsPoolSwitch(Protocol):
-    """Optional capability: move hash rate to another pool."""
-
-    async def switch_pool(self, device: Device, pool_url: str) -> None:
-        """Make pool_url the active pool (adding it if missing)."""
-        ...
-
-
-@runtime_checkable
 class MarketFeed(Protocol):
     """One market input (BTC price, difficulty, fees, power price)."""
 

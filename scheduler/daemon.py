@@ -15,34 +15,17 @@ import httpx
 from drivers.asic.registry import AsicDriver, create_asic_driver
 from drivers.base import MarketFeed
 from drivers.limits import raise_open_files_limit
-from drivers.market.btc_price import BtcPriceConfig, BtcPriceFeed
-from drivers.market.ercot import ErcotConfig, ErcotRtmFeed
-from drivers.market.history import (
-    BtcDailyFeed,
-    ErcotReplayFeed,
-    bundled_btc_path,
-    bundled_ercot_path,
-    intervals_from,
-    load_btc_daily_csv,
-    load_ercot_csv,
-    parse_local_time,
-)
-from drivers.market.network import (
-    BitcoindConfig,
-    BitcoindFeed,
-    MempoolNetworkConfig,
-    MempoolNetworkFeed,
-)
-from drivers.market.static import StaticMarketFeed
-from drivers.market.tariff import TariffConfig, TariffFeed
+from drivers.market.registry import FeedContext, build_market_feeds
+from drivers.queues.registry import QueueNodeDriver
 from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api.app import create_app, serve
-from scheduler.api.routes import security_from_config
-from scheduler.config.schema import ReplayPriceConfig, StaticMarketConfig, WattmuxConfig, pools_of
+from scheduler.api.wiring import security_from_config
+from scheduler.config.devices import pools_of
+from scheduler.config.schema import WattmuxConfig
 from scheduler.control.ingest import FleetSink
 from scheduler.control.loop import ControlLoop
 from scheduler.control.memory import StartupFreezer, heap_trimmer
-from scheduler.control.queues import QueueNodeDriver, build_queues
+from scheduler.control.queues import build_queues
 from scheduler.control.service import (
     ControlledGuard,
     ControlledPolicy,
@@ -55,7 +38,7 @@ from scheduler.core.state import FleetState
 from scheduler.observability.gpu_telemetry import GpuTelemetry
 from scheduler.observability.metrics import Metrics
 from scheduler.policies import available_policies, create_policy
-from scheduler.store.journal import ControlStore
+from scheduler.store.operator import ControlStore
 
 log = logging.getLogger(__name__)
 _Driver = TypeVar("_Driver")
@@ -68,41 +51,8 @@ def build_feeds(
 
     Live HTTP feeds share ``http``, which the caller owns and closes.
     """
-    feeds: list[MarketFeed] = []
-    for entry in config.market:
-        if http is None and isinstance(
-            entry, BtcPriceConfig | MempoolNetworkConfig | BitcoindConfig | ErcotConfig
-        ):
-            raise ValueError(f"market driver {entry.driver!r} needs an HTTP client")
-        if isinstance(entry, BtcPriceConfig):
-            assert http is not None
-            feeds.append(BtcPriceFeed(entry, http, clock=clock))
-        elif isinstance(entry, MempoolNetworkConfig):
-            assert http is not None
-            feeds.append(MempoolNetworkFeed(entry, http, clock=clock))
-        elif isinstance(entry, BitcoindConfig):
-            assert http is not None
-            feeds.append(BitcoindFeed(entry, http, clock=clock))
-        elif isinstance(entry, ErcotConfig):
-            assert http is not None
-            feeds.append(ErcotRtmFeed(entry, http, clock=clock))
-        elif isinstance(entry, TariffConfig):
-            feeds.append(TariffFeed(entry, config.site.timezone, clock=clock))
-        elif isinstance(entry, StaticMarketConfig):
-            values = {
-                name: value
-                for name, value in entry.model_dump(exclude={"driver"}).items()
-                if value is not None
-            }
-            feeds.append(StaticMarketFeed(values, clock=clock))
-        elif isinstance(entry, ReplayPriceConfig):
-            intervals = load_ercot_csv(entry.path or bundled_ercot_path())
-            if entry.start:
-                intervals = intervals_from(intervals, parse_local_time(entry.start))
-            replay = ErcotReplayFeed(intervals, speed=entry.speed, clock=clock)
-            feeds.append(replay)
-            feeds.append(BtcDailyFeed(replay, load_btc_daily_csv(bundled_btc_path()), clock=clock))
-    return feeds
+    context = FeedContext(clock=clock, timezone=config.site.timezone, http=http)
+    return build_market_feeds(config.market, context)
 
 
 class Daemon:

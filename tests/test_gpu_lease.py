@@ -9,7 +9,7 @@ from typing import Any
 
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.queue import SimQueue, SimQueueSpec
-from scheduler.config.schema import parse_config
+from scheduler.config.loading import parse_config
 from scheduler.core.model import WorkloadKind
 from scheduler.daemon import Daemon
 from scheduler.demo.gpu import gpu_config_entries, node_names

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from drivers.market.static import StaticMarketFeed
-from scheduler.config.schema import WattmuxConfig, parse_config
+from scheduler.config.loading import parse_config
+from scheduler.config.schema import WattmuxConfig
 from scheduler.core.model import Reading
 from scheduler.daemon import Daemon
 from scheduler.store.journal import Store

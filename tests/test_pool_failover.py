@@ -20,7 +20,9 @@ import pytest
 
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.site import SimSite
-from scheduler.config.schema import WattmuxConfig, parse_config, pools_of
+from scheduler.config.devices import pools_of
+from scheduler.config.loading import parse_config
+from scheduler.config.schema import WattmuxConfig
 from scheduler.daemon import Daemon
 from scheduler.store.journal import Store
 from tests.conftest import free_port

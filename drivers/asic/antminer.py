@@ -26,6 +26,7 @@ import httpx
 
 from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
 from drivers.asic.config import AntminerOptions
+from drivers.asic.registry import AsicPlugin
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
@@ -146,3 +147,6 @@ class AntminerDriver(CgminerDriver):
         if workload.kind is WorkloadKind.MINE and workload.power_level != 1.0:
             return "stock Antminer firmware has no power targets"
         return super()._refusal(device, workload)
+
+
+PLUGINS = (AsicPlugin(tag="antminer", options=AntminerOptions, factory=AntminerDriver),)

@@ -31,6 +31,7 @@ from typing import Any
 
 from drivers.asic.cgminer_parse import same_url
 from drivers.asic.config import AsicRsOptions
+from drivers.asic.registry import AsicPlugin
 from drivers.errors import DriverError, Fatal, Rejected, Timeout, Unavailable
 from scheduler.core.model import (
     Device,
@@ -182,3 +183,6 @@ class AsicRsDriver:
                 detail = f"device still reports {observed} after the deadline"
                 return Outcome(device.id, workload, OutcomeStatus.UNCONFIRMED, observed, detail)
             await self._sleep(min(self._options.confirm_interval_seconds, remaining))
+
+
+PLUGINS = (AsicPlugin(tag="asic-rs", options=AsicRsOptions, factory=AsicRsDriver),)

@@ -33,6 +33,7 @@ from drivers.asic.bos_messages import MinerStatus
 from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
 from drivers.asic.cgminer_parse import current_pool_url, parse_pools, rows, same_url
 from drivers.asic.config import BraiinsOptions
+from drivers.asic.registry import AsicPlugin
 from drivers.errors import MalformedReply, Rejected, Unavailable
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
@@ -152,3 +153,14 @@ class BraiinsDriver(CgminerDriver):
     async def switch_pool(self, device: Device, pool_url: str) -> None:
         """Refused: pools are not switched over the Braiins OS API here."""
         raise Rejected(device.id, "pool switching is not supported on Braiins OS (read only)")
+
+
+PLUGINS = (
+    AsicPlugin(
+        tag="braiins",
+        options=BraiinsOptions,
+        factory=BraiinsDriver,
+        simulator="drivers.sim.braiins_grpc:simulate",
+        version_keys=("BOSminer",),
+    ),
+)

@@ -50,7 +50,8 @@ from drivers.asic.cgminer_parse import (
     same_url,
     section,
 )
-from drivers.asic.config import CgminerFamilyOptions
+from drivers.asic.config import CgminerFamilyOptions, CgminerOptions
+from drivers.asic.registry import AsicPlugin
 from drivers.errors import DriverError, Fatal, MalformedReply, Rejected, Unavailable
 from scheduler.core.model import (
     Device,
@@ -490,3 +491,14 @@ class CgminerDriver:
         async with self._lock(device):
             reply = await self._command(device, "pools")
             await self._switch(device, pool, parse_pools(rows(reply, "POOLS")))
+
+
+PLUGINS = (
+    AsicPlugin(
+        tag="cgminer",
+        options=CgminerOptions,
+        factory=CgminerDriver,
+        simulator="drivers.sim.miner:simulate",
+        version_keys=("BMMiner", "CGMiner"),
+    ),
+)

@@ -1,11 +1,15 @@
-"""Configuration of a device driven over the cgminer-family API."""
+"""Options models of the built-in ASIC firmwares (each firmware's entry names its model).
+
+Which model validates a device's ``options`` is chosen by its ``driver`` tag
+through the ASIC registry (``drivers.asic.registry.ASIC_DRIVERS``).
+"""
 
 from __future__ import annotations
 
 from importlib.util import find_spec
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class CgminerFamilyOptions(BaseModel):
@@ -46,16 +50,6 @@ class LuxosOptions(CgminerFamilyOptions):
         lt=0.5,
         description="measured power within this share of the target confirms a power level",
     )
-
-
-def _driver_tag(value: Any) -> str:
-    """The ``driver`` tag of raw or parsed options; ``cgminer`` when it is left out."""
-    tag = (
-        value.get("driver", "cgminer")
-        if isinstance(value, dict)
-        else getattr(value, "driver", None)
-    )
-    return tag if isinstance(tag, str) else "cgminer"
 
 
 class AntminerOptions(CgminerFamilyOptions):
@@ -144,15 +138,3 @@ class WhatsminerOptions(CgminerFamilyOptions):
         if isinstance(value, dict) and value.get("api_version") == 3 and "port" not in value:
             return {**value, "port": 4433}
         return value
-
-
-AsicOptions = Annotated[
-    Annotated[CgminerOptions, Tag("cgminer")]
-    | Annotated[LuxosOptions, Tag("luxos")]
-    | Annotated[AntminerOptions, Tag("antminer")]
-    | Annotated[BraiinsOptions, Tag("braiins")]
-    | Annotated[WhatsminerOptions, Tag("whatsminer")]
-    | Annotated[AsicRsOptions, Tag("asic-rs")],
-    Discriminator(_driver_tag),
-]
-"""Driver settings of one ASIC entry, chosen by its ``driver`` tag."""

@@ -1,8 +1,9 @@
 """Find miners on a subnet: ask every address for cgminer's ``version`` with bounded concurrency.
 
 An address counts as a miner when it answers ``version`` on the API port with a
-cgminer-style reply.  The firmware is told apart by the VERSION keys it reports
-(``LUXminer`` -> luxos, ``BOSminer`` -> braiins, anything else -> cgminer); the model comes from ``Type``
+cgminer-style reply.  The firmware is told apart by the VERSION keys it reports, as each firmware's
+registry entry declares them (``LUXminer`` -> luxos, ``BOSminer`` -> braiins,
+anything else -> cgminer); the model comes from ``Type``
 (``Antminer S19j Pro`` -> ``S19j Pro``).  Short connect timeouts keep a /22 to
 seconds; progress is reported through a callback so the CLI can draw it.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from drivers.asic.cgminer_client import CgminerClient
 from drivers.asic.cgminer_parse import rows
+from drivers.asic.registry import ASIC_DRIVERS, DEFAULT_DRIVER
 from drivers.errors import DriverError
 
 MODEL_PREFIXES = ("Antminer ", "AntMiner ", "Whatsminer ", "WhatsMiner ")
@@ -45,18 +47,22 @@ def hosts(network: str) -> list[str]:
 def identify(address: str, port: int, version_rows: Iterable[dict[str, object]]) -> FoundMiner:
     """Name the driver and model from VERSION rows."""
     row = next(iter(version_rows), {})
-    driver = "luxos" if "LUXminer" in row else "braiins" if "BOSminer" in row else "cgminer"
+    entries = ASIC_DRIVERS.entries()
+    default = ASIC_DRIVERS.get(DEFAULT_DRIVER)
+    named = next(
+        (
+            entry
+            for entry in entries
+            if entry is not default and any(key in row for key in entry.version_keys)
+        ),
+        default,
+    )
     kind = str(row.get("Type") or row.get("Model") or "unknown")
     model = next((kind[len(p) :] for p in MODEL_PREFIXES if kind.startswith(p)), kind)
-    firmware = next(
-        (
-            f"{key} {row[key]}"
-            for key in ("LUXminer", "BMMiner", "CGMiner", "BOSminer")
-            if key in row
-        ),
-        "unknown",
-    )
-    return FoundMiner(address, port, driver, model.strip(), firmware)
+    keys = [*named.version_keys, *default.version_keys]
+    keys += [key for entry in entries for key in entry.version_keys if key not in keys]
+    firmware = next((f"{key} {row[key]}" for key in keys if key in row), "unknown")
+    return FoundMiner(address, port, named.tag, model.strip(), firmware)
 
 
 async def discover(

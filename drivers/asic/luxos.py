@@ -24,6 +24,7 @@ from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
 from drivers.asic.cgminer_client import Reply
 from drivers.asic.cgminer_parse import parse_power_w, rows, section
 from drivers.asic.config import LuxosOptions
+from drivers.asic.registry import AsicPlugin
 from drivers.errors import MalformedReply
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
@@ -116,3 +117,8 @@ class LuxosDriver(CgminerDriver):
 
         await self._in_session(device, change)
         self._targets[device.id] = power_level
+
+
+PLUGINS = (
+    AsicPlugin(tag="luxos", options=LuxosOptions, factory=LuxosDriver, version_keys=("LUXminer",)),
+)

@@ -37,7 +37,6 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
@@ -53,36 +52,15 @@ from drivers.asic.cgminer_parse import (
     section,
 )
 from drivers.asic.config import WhatsminerOptions
+from drivers.asic.registry import AsicDriver, AsicPlugin
 from drivers.asic.whatsminer_crypto import V2Token, v2_decrypt, v2_encrypt, v2_token
+from drivers.asic.whatsminer_models import PowerLevels
+from drivers.asic.whatsminer_v3 import WhatsminerV3Driver
 from drivers.errors import Fatal, MalformedReply, Rejected
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
 CODE_INVALID_JSON, CODE_PERMISSION_DENIED = 23, 45
 CODE_TOKEN_INVALID, CODE_TOKEN_LIMIT = 135, 136
-
-
-@dataclass(frozen=True, slots=True)
-class WhatsminerModel:
-    """What the driver needs to know per Whatsminer family."""
-
-    family: str
-    min_power_level: float  # lowest set_power_pct share this driver will send
-
-
-# The API accepts 0..100 %; the floors are this project's conservative choice, not vendor figures.
-MODELS: tuple[WhatsminerModel, ...] = (
-    WhatsminerModel("M30S", 0.5),
-    WhatsminerModel("M50", 0.5),
-    WhatsminerModel("M60", 0.4),
-)
-OTHER_MODEL = WhatsminerModel("other", 0.6)
-
-
-def model_facts(model: str) -> WhatsminerModel:
-    """The facts of the longest family prefix of ``model`` ("M30S++" -> M30S)."""
-    name = model.upper().removeprefix("WHATSMINER").strip()
-    matches = [m for m in MODELS if name.startswith(m.family)]
-    return max(matches, key=lambda m: len(m.family), default=OTHER_MODEL)
 
 
 def mining_off(device_id: str, status: Mapping[str, Any]) -> bool:
@@ -96,35 +74,6 @@ def mining_off(device_id: str, status: Mapping[str, Any]) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     raise MalformedReply(device_id, f"status: no btmineroff/mineroff in {message!r}")
-
-
-class PowerLevels:
-    """Power levels read as measured power over nominal, snapped to the last target."""
-
-    def __init__(self, tolerance: float) -> None:
-        self.tolerance = tolerance
-        self._targets: dict[str, float] = {}
-
-    def level(self, device: Device, power_w: float) -> float:
-        """The level a measured power shows (the target when within tolerance)."""
-        measured = power_w / device.nominal_power_w
-        target = self._targets.get(device.id, 1.0)
-        if abs(measured - target) <= self.tolerance:
-            return target
-        return min(1.0, max(0.01, round(measured, 2)))
-
-    def remember(self, device: Device, level: float) -> None:
-        """Record the level last set on ``device``."""
-        self._targets[device.id] = level
-
-    def range_refusal(self, device: Device, workload: Workload) -> str | None:
-        """Why ``workload``'s power level is outside what the model can do, or None."""
-        if workload.kind is not WorkloadKind.MINE:
-            return None
-        floor = model_facts(device.model).min_power_level
-        if not floor <= workload.power_level <= 1.0:
-            return f"Whatsminer {device.model} power levels run {floor:g}..1.0"
-        return None
 
 
 class WhatsminerDriver(CgminerDriver):
@@ -314,3 +263,27 @@ class WhatsminerDriver(CgminerDriver):
 
 
 _TOKEN_FIELDS = ("time", "salt", "newsalt")
+
+
+def create_whatsminer_driver(
+    pools: Mapping[str, Pool],
+    options: WhatsminerOptions,
+    *,
+    concurrency: int,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+) -> AsicDriver:
+    """API v2 on 4028 or API v3 on 4433, as ``api_version`` says."""
+    if options.api_version == 3:
+        return WhatsminerV3Driver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
+    return WhatsminerDriver(pools, options, concurrency=concurrency, clock=clock, sleep=sleep)
+
+
+PLUGINS = (
+    AsicPlugin(
+        tag="whatsminer",
+        options=WhatsminerOptions,
+        factory=create_whatsminer_driver,
+        simulator="drivers.sim.whatsminer:simulate",
+    ),
+)

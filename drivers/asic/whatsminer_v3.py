@@ -33,8 +33,8 @@ from drivers.asic.cgminer import CgminerDriver, MinerReading
 from drivers.asic.cgminer_client import decode_reply
 from drivers.asic.cgminer_parse import PoolEntry, current_pool_url, parse_number
 from drivers.asic.config import WhatsminerOptions
-from drivers.asic.whatsminer import PowerLevels
 from drivers.asic.whatsminer_crypto import FRAME_HEADER, frame, v3_token
+from drivers.asic.whatsminer_models import PowerLevels
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 

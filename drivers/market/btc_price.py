@@ -22,8 +22,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.backoff import Backoff
+from drivers.base import MarketFeed
 from drivers.errors import DriverError, MalformedReply, Unavailable
 from drivers.market.http import JsonEndpoint, finite_number
+from drivers.market.registry import FeedContext, MarketPlugin
 from scheduler.core.model import Reading
 
 log = logging.getLogger(__name__)
@@ -192,3 +194,10 @@ class BtcPriceFeed:
     def up(self) -> dict[str, bool]:
         """Whether each source's last poll succeeded."""
         return {s.name: s.up for s in self.sources}
+
+
+def _feeds(options: BtcPriceConfig, context: FeedContext) -> list[MarketFeed]:
+    return [BtcPriceFeed(options, context.need_http("btc-price"), clock=context.clock)]
+
+
+PLUGINS = (MarketPlugin(tag="btc-price", options=BtcPriceConfig, factory=_feeds),)

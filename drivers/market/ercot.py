@@ -20,8 +20,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from drivers.backoff import Backoff
+from drivers.base import MarketFeed
 from drivers.errors import MalformedReply, Unavailable
 from drivers.market.http import JsonEndpoint, finite_number
+from drivers.market.registry import FeedContext, MarketPlugin
 from scheduler.core.model import Reading
 
 ERCOT_ZONE = ZoneInfo("America/Chicago")
@@ -149,3 +151,10 @@ class ErcotRtmFeed:
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise MalformedReply(self.name, f"unexpected shape: {exc!r}") from exc
         return end, finite_number(self.name, newest[col["settlementPointPrice"]], "price")
+
+
+def _feeds(options: ErcotConfig, context: FeedContext) -> list[MarketFeed]:
+    return [ErcotRtmFeed(options, context.need_http("ercot-rtm"), clock=context.clock)]
+
+
+PLUGINS = (MarketPlugin(tag="ercot-rtm", options=ErcotConfig, factory=_feeds),)

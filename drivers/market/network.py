@@ -19,8 +19,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from drivers.backoff import Backoff
+from drivers.base import MarketFeed
 from drivers.errors import MalformedReply, Unavailable
 from drivers.market.http import JsonEndpoint, finite_number
+from drivers.market.registry import FeedContext, MarketPlugin
 from scheduler.core.model import Reading
 
 SATOSHI_PER_BTC = 100_000_000
@@ -179,3 +181,18 @@ class BitcoindFeed:
         readings = _readings(self.name, height, difficulty, fees_btc, self._clock())
         self.tip_height = height
         return readings
+
+
+def _mempool_feeds(options: MempoolNetworkConfig, context: FeedContext) -> list[MarketFeed]:
+    http = context.need_http("mempool-network")
+    return [MempoolNetworkFeed(options, http, clock=context.clock)]
+
+
+def _bitcoind_feeds(options: BitcoindConfig, context: FeedContext) -> list[MarketFeed]:
+    return [BitcoindFeed(options, context.need_http("bitcoind"), clock=context.clock)]
+
+
+PLUGINS = (
+    MarketPlugin(tag="mempool-network", options=MempoolNetworkConfig, factory=_mempool_feeds),
+    MarketPlugin(tag="bitcoind", options=BitcoindConfig, factory=_bitcoind_feeds),
+)

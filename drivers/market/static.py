@@ -6,7 +6,12 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from drivers.base import MarketFeed
+from drivers.market.registry import FeedContext, MarketPlugin
 from scheduler.core.model import MARKET_INPUTS, Reading
 
 
@@ -48,3 +53,28 @@ class StaticMarketFeed:
         """Return one reading per configured value, observed now."""
         now = self._clock()
         return {key: Reading(value, now, self.name) for key, value in self.values.items()}
+
+
+class StaticMarketConfig(BaseModel):
+    """Fixed market values, for sites without live feeds and for tests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: Literal["static"] = "static"
+    btc_price_usd: float | None = Field(None, gt=0, le=10_000_000)
+    difficulty: float | None = Field(None, gt=0)
+    block_subsidy_btc: float | None = Field(3.125, ge=0, le=50)
+    fees_btc_per_block: float | None = Field(0.0, ge=0, le=100)
+    power_price_usd_per_mwh: float | None = Field(None, ge=-1000, le=10_000)
+
+
+def _feeds(options: StaticMarketConfig, context: FeedContext) -> list[MarketFeed]:
+    values = {
+        name: value
+        for name, value in options.model_dump(exclude={"driver"}).items()
+        if value is not None
+    }
+    return [StaticMarketFeed(values, clock=context.clock)]
+
+
+PLUGINS = (MarketPlugin(tag="static", options=StaticMarketConfig, factory=_feeds),)

@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drivers.base import MarketFeed
+from drivers.market.registry import FeedContext, MarketPlugin
 from scheduler.core.model import Reading
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -83,3 +85,10 @@ class TariffFeed:
         """The price in force now."""
         price = self.price_at(self._wall())
         return {"power_price_usd_per_mwh": Reading(price, self._clock(), self.name)}
+
+
+def _feeds(options: TariffConfig, context: FeedContext) -> list[MarketFeed]:
+    return [TariffFeed(options, context.timezone, clock=context.clock)]
+
+
+PLUGINS = (MarketPlugin(tag="tariff", options=TariffConfig, factory=_feeds),)

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from drivers.queues.confirm import confirm_by_reading_back
+from drivers.queues.registry import QueueMember, QueueNodeDriver, QueuePlugin
 from scheduler.core.model import (
     Device,
     Outcome,
@@ -325,3 +326,17 @@ def _epoch(text: object) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def _driver(
+    options: KubernetesOptions,
+    queues: Mapping[str, QueueMember],
+    pools: Mapping[str, Pool],
+    *,
+    clock: Callable[[], float],
+) -> QueueNodeDriver:
+    preemption = {name: member.preemption_allowed for name, member in queues.items()}
+    return KubernetesQueue(options, preemption, pools, clock=clock)
+
+
+PLUGINS = (QueuePlugin(tag="kubernetes", options=KubernetesOptions, factory=_driver),)

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.errors import Rejected
 from drivers.queues.confirm import confirm_by_reading_back
+from drivers.queues.registry import QueueMember, QueueNodeDriver, QueuePlugin
 from drivers.queues.slurm_cli import SlurmCli, SlurmJob
 from scheduler.core.model import (
     Device,
@@ -272,3 +273,27 @@ class SlurmQueue:
 def _pool_of(job: SlurmJob) -> str | None:
     prefix = "wattmux pool="
     return job.comment[len(prefix) :] if job.comment.startswith(prefix) else None
+
+
+def _driver(
+    options: SlurmOptions,
+    queues: Mapping[str, QueueMember],
+    pools: Mapping[str, Pool],
+    *,
+    clock: Callable[[], float],
+) -> QueueNodeDriver:
+    specs = {
+        name: SlurmQueueSpec(member.options.partition, member.preemption_allowed)
+        for name, member in queues.items()
+    }
+    return SlurmQueue(options, specs, pools, clock=clock)
+
+
+PLUGINS = (
+    QueuePlugin(
+        tag="slurm",
+        options=SlurmOptions,
+        factory=_driver,
+        per_queue_fields=frozenset({"partition"}),
+    ),
+)

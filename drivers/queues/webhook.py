@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from drivers.queues.confirm import confirm_by_reading_back
+from drivers.queues.registry import QueueMember, QueueNodeDriver, QueuePlugin
 from scheduler.core.model import (
     Device,
     Outcome,
@@ -190,3 +191,17 @@ class WebhookQueue:
 def _first(exc: ValidationError) -> str:
     error = exc.errors()[0]
     return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+
+
+def _driver(
+    options: WebhookOptions,
+    queues: Mapping[str, QueueMember],
+    pools: Mapping[str, Pool],
+    *,
+    clock: Callable[[], float],
+) -> QueueNodeDriver:
+    preemption = {name: member.preemption_allowed for name, member in queues.items()}
+    return WebhookQueue(options, preemption, pools, clock=clock)
+
+
+PLUGINS = (QueuePlugin(tag="webhook", options=WebhookOptions, factory=_driver),)

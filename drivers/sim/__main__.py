@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from drivers.limits import raise_open_files_limit
-from drivers.sim.site import SimSite, range_devices
+from drivers.sim.site import SimSite, range_devices, simulated_firmwares
 from scheduler.core.model import Device, Pool
 
 
@@ -55,9 +55,9 @@ async def serve(args: argparse.Namespace) -> None:
         port=args.port,
         ramp_seconds=args.ramp_seconds,
         braiins_grpc_port=args.grpc_port,
-    ):
+    ) as site:
         ready = {"ready": len(devices), "first_address": args.first_address, "port": args.port}
-        if args.firmware == "braiins":
+        if site.companions:
             ready["grpc_port"] = args.grpc_port
         print(json.dumps(ready), flush=True)
         await stop.wait()
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--sleep-power-w", type=float, default=15.0, help="power asleep in W")
     parser.add_argument(
         "--firmware",
-        choices=("cgminer", "whatsminer", "braiins"),
+        choices=simulated_firmwares(),
         default="cgminer",
         help="personality: cgminer (with LuxOS commands), whatsminer (API v2; v3 on free ports)"
         " or braiins (cgminer reads plus the gRPC API on --grpc-port, user root/root)",

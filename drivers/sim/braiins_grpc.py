@@ -31,17 +31,16 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server, Stream
 
 from drivers.asic import bos_messages as bos
-
-if TYPE_CHECKING:
-    from drivers.sim.miner import SimMiner
+from drivers.sim.miner import SimMiner, SimServer
+from scheduler.core.model import Device, Pool
 
 # Power target range per model (default, min, max in W).  S19k Pro: read from a
 # real miner's ConfigurationService constraints; others: shares of nominal power.
@@ -267,3 +266,13 @@ class SimBraiinsGrpc:
         default, low, high = self.power_range_w
         power = bos.PowerConstraints(bos.Power(default), bos.Power(low), bos.Power(high))
         return bos.GetConstraintsResponse(bos.TunerConstraints(power))
+
+
+def simulate(
+    device: Device, pools: Sequence[Pool], *, companion_port: int = 0, **kwargs: Any
+) -> tuple[SimMiner, SimServer | None]:
+    """Braiins OS: the cgminer-compatible API reads, the gRPC API on ``companion_port`` commands."""
+    miner = SimMiner(device, pools, **kwargs)
+    miner.become_braiins_os()
+    grpc = SimBraiinsGrpc(miner, port=companion_port, clock=kwargs.get("clock", time.monotonic))
+    return miner, grpc

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from drivers.sim.miner import SimMiner
+from drivers.sim.physics import MinerPhysics
 
 Reply = dict[str, Any]
 
@@ -31,10 +30,31 @@ def profile_name(step: int) -> str:
     return "default" if step == 0 else f"{step:+d}"
 
 
+class LuxosHost(Protocol):
+    """What SimLuxos uses of the miner it runs on (drivers.sim.miner.SimMiner)."""
+
+    physics: MinerPhysics
+    session_timeout_seconds: float
+
+    def set_asleep(self, asleep: bool) -> None:
+        """Put the miner to sleep or wake it."""
+        ...
+
+    def set_power_level(self, power_level: float) -> None:
+        """Run at a share of stock power."""
+        ...
+
+    def _ok(
+        self, code: int, message: str, section: str | None = None, rows: list[Reply] | None = None
+    ) -> Reply: ...
+
+    def _error(self, code: int, message: str) -> Reply: ...
+
+
 class SimLuxos:
     """Profile and ATM state of one simulated LuxOS miner."""
 
-    def __init__(self, miner: SimMiner, session_seed: int) -> None:
+    def __init__(self, miner: LuxosHost, session_seed: int) -> None:
         self.miner = miner
         self._session_rng = random.Random(session_seed)
         self._session_id: str | None = None

@@ -40,7 +40,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from drivers.sim.luxos import SimLuxos
 from drivers.sim.physics import CHIP_RISE_C, MinerPhysics
@@ -488,3 +488,36 @@ class SimMiner(SimTcpServer):
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
+
+
+class SimServer(Protocol):
+    """A simulated server that a site starts and stops with its miner."""
+
+    async def start(self) -> None:
+        """Listen."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop listening (idempotent)."""
+        ...
+
+
+class Simulator(Protocol):
+    """A firmware's simulator, named by its ASIC registry entry (``simulator``).
+
+    Returns the miner serving the cgminer-style API on ``device.address`` and,
+    where the firmware has a second API, its server (on ``companion_port``, 0 = free).
+    """
+
+    def __call__(
+        self, device: Device, pools: Sequence[Pool], *, companion_port: int, **kwargs: Any
+    ) -> tuple[SimMiner, SimServer | None]:
+        """The miner (``kwargs`` go to SimMiner) and the companion server, if any."""
+        ...
+
+
+def simulate(
+    device: Device, pools: Sequence[Pool], *, companion_port: int = 0, **kwargs: Any
+) -> tuple[SimMiner, SimServer | None]:
+    """The cgminer simulator (with the LuxOS commands); no companion server."""
+    return SimMiner(device, pools, **kwargs), None

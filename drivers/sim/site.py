@@ -8,19 +8,36 @@ import ipaddress
 import time
 from collections.abc import Callable, Sequence
 
+from drivers.asic.registry import ASIC_DRIVERS
+from drivers.registry import load_simulator
 from drivers.sim.braiins_grpc import SimBraiinsGrpc
-from drivers.sim.miner import ConnectionStats, SimMiner
-from drivers.sim.whatsminer import SimWhatsminer
+from drivers.sim.miner import ConnectionStats, SimMiner, SimServer, Simulator, simulate
 from scheduler.core.model import TERA, Device, DeviceKind, Pool
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 
+def simulator(driver: str) -> Simulator:
+    """The simulator of a firmware tag (the cgminer simulator where none is declared)."""
+    entry = ASIC_DRIVERS.get(driver) if driver in ASIC_DRIVERS else None
+    if entry is None or entry.simulator is None:
+        return simulate
+    found: Simulator = load_simulator(entry.simulator)
+    return found
+
+
+def simulated_firmwares() -> tuple[str, ...]:
+    """The firmware tags that declare a simulator of their own."""
+    return tuple(entry.tag for entry in ASIC_DRIVERS.entries() if entry.simulator is not None)
+
+
 class SimSite:
     """An async context manager running one SimMiner per device, awake on the first pool.
 
-    A device whose driver is ``whatsminer`` gets a SimWhatsminer (API v2 on the
-    site's port, API v3 on a free port: ``site.miners[id].v3.port``).
+    Each device is played by the simulator its firmware's registry entry names
+    (``drivers.asic.registry``); a firmware without one is played by the cgminer
+    simulator.  A device whose driver is ``whatsminer`` gets a SimWhatsminer (API
+    v2 on the site's port, API v3 on a free port: ``site.miners[id].v3.port``).
 
     Each miner listens on ``device.address`` and the site's ``port`` (0 picks a
     free port per miner; ``site.devices`` then carries the bound ports).
@@ -64,10 +81,14 @@ class SimSite:
         if len({d.id for d in devices}) != len(devices):
             raise ValueError("device ids must be unique")
         self.connections = ConnectionStats()
-        self.miners: dict[str, SimMiner] = {
-            device.id: (SimWhatsminer if device.driver == "whatsminer" else SimMiner)(
+        self.miners: dict[str, SimMiner] = {}
+        self.companions: dict[str, SimServer] = {}
+        """Each device's second server where its firmware has one (Braiins OS: gRPC)."""
+        for device in devices:
+            miner, companion = simulator(device.driver)(
                 device,
                 pools,
+                companion_port=braiins_grpc_port,
                 port=port,
                 ramp_seconds=ramp_seconds,
                 thermal_tau_seconds=thermal_tau_seconds,
@@ -76,15 +97,19 @@ class SimSite:
                 noise_fraction=noise_fraction,
                 connection_stats=self.connections,
             )
-            for device in devices
-        }
-        self.braiins: dict[str, SimBraiinsGrpc] = {}
-        for device in devices:
-            if device.driver == "braiins":
-                miner = self.miners[device.id]
-                miner.become_braiins_os()
-                self.braiins[device.id] = SimBraiinsGrpc(miner, port=braiins_grpc_port, clock=clock)
+            self.miners[device.id] = miner
+            if companion is not None:
+                self.companions[device.id] = companion
         self._clock = clock
+
+    @property
+    def braiins(self) -> dict[str, SimBraiinsGrpc]:
+        """The gRPC servers of the devices that play Braiins OS."""
+        return {
+            device_id: server
+            for device_id, server in self.companions.items()
+            if isinstance(server, SimBraiinsGrpc)
+        }
 
     @property
     def devices(self) -> list[Device]:
@@ -103,7 +128,7 @@ class SimSite:
 
     async def start(self) -> None:
         """Start every miner; if one cannot listen, stop the others and raise."""
-        servers: list[SimMiner | SimBraiinsGrpc] = [*self.miners.values(), *self.braiins.values()]
+        servers: list[SimServer] = [*self.miners.values(), *self.companions.values()]
         results = await asyncio.gather(
             *(server.start() for server in servers), return_exceptions=True
         )
@@ -114,7 +139,7 @@ class SimSite:
 
     async def stop(self) -> None:
         """Stop every miner (idempotent)."""
-        servers: list[SimMiner | SimBraiinsGrpc] = [*self.miners.values(), *self.braiins.values()]
+        servers: list[SimServer] = [*self.miners.values(), *self.companions.values()]
         await asyncio.gather(*(server.stop() for server in servers))
 
     async def __aenter__(self) -> SimSite:

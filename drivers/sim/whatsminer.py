@@ -37,7 +37,7 @@ from drivers.asic.whatsminer_crypto import (
     v2_encrypt,
     v2_key,
 )
-from drivers.sim.miner import Reply, SimMiner
+from drivers.sim.miner import Reply, SimMiner, SimServer
 from drivers.sim.tcp import Fault
 from drivers.sim.whatsminer_v3 import SimWhatsminerV3
 from scheduler.core.model import Device, Pool
@@ -300,3 +300,10 @@ class SimWhatsminer(SimMiner):
             parsed = self._decrypt(parsed) or {}
         command = parsed.get("cmd", parsed.get("command", "")) if isinstance(parsed, dict) else ""
         return self.fault if str(command).split("+")[0] in self.fault_commands else None
+
+
+def simulate(
+    device: Device, pools: Sequence[Pool], *, companion_port: int = 0, **kwargs: Any
+) -> tuple[SimMiner, SimServer | None]:
+    """A Whatsminer: API v2 on the site's port, API v3 on a free port (``miner.v3.port``)."""
+    return SimWhatsminer(device, pools, **kwargs), None

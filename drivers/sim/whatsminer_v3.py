@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from drivers.asic.whatsminer_crypto import FRAME_HEADER, frame, v3_token
-
-if TYPE_CHECKING:
-    from drivers.sim.whatsminer import SimWhatsminer
+from drivers.sim.physics import MinerPhysics
+from scheduler.core.model import Device
 
 Reply = dict[str, Any]
 DEFAULT_PASSWORD = "super"
@@ -34,10 +34,58 @@ ACCOUNTS = frozenset({"super", "user1", "user2", "user3"})
 MAX_FRAME_BYTES = 64 * 1024
 
 
+class WhatsminerV3Host(Protocol):
+    """What SimWhatsminerV3 uses of its miner (drivers.sim.whatsminer.SimWhatsminer)."""
+
+    address: str
+    device: Device
+    physics: MinerPhysics
+    salt: str
+    power_pct: int
+    power_off_delay_seconds: float
+    power_on_delay_seconds: float
+    power_pct_delay_seconds: float
+    _clock: Callable[[], float]
+    _wall_clock: Callable[[], float]
+
+    @property
+    def asleep(self) -> bool:
+        """True while the miner sleeps."""
+        ...
+
+    def settle(self) -> None:
+        """Apply the delayed changes that are due."""
+        ...
+
+    def hashrate_hs(self, at: float | None = None) -> float:
+        """Hash rate now (or at ``at``)."""
+        ...
+
+    def power_w(self, at: float | None = None) -> float:
+        """Power draw now (or at ``at``)."""
+        ...
+
+    def chip_temperature_c(self, at: float | None = None) -> float:
+        """Chip temperature now (or at ``at``)."""
+        ...
+
+    def set_asleep(self, asleep: bool) -> None:
+        """Put the miner to sleep or wake it."""
+        ...
+
+    def set_power_level(self, power_level: float) -> None:
+        """Run at a share of stock power."""
+        ...
+
+    def _later(self, delay_seconds: float, change: Callable[[], None]) -> None: ...
+
+    def _pools_reply(self, _parameter: str | None) -> Reply: ...
+
+
 class SimWhatsminerV3:
     """The v3 listener of one SimWhatsminer (shares its state and its slowness)."""
 
-    def __init__(self, miner: SimWhatsminer, *, port: int = 0, password: str = "super") -> None:
+    def __init__(self, miner: WhatsminerV3Host, *, port: int = 0, password: str = "super") -> None:
         self.miner = miner
         self.password = password
         self.split_replies = False

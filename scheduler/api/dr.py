@@ -12,17 +12,16 @@ nothing (a GET: no audit row, no rate limit).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
+from scheduler.api.views import ControlView
 from scheduler.core.economics import market_economics, option_economics
 from scheduler.core.model import Assignment, Event, Snapshot, Workload
-from scheduler.policies.demand_response import DemandResponsePolicy, planned_power_w
-
-if TYPE_CHECKING:
-    from scheduler.api.routes import ControlView
+from scheduler.core.power import planned_power_w
+from scheduler.policies.demand_response import DemandResponsePolicy
 
 PREVIEW_ID = "preview"
 MAX_KW = 1e7

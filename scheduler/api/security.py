@@ -19,7 +19,8 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.api.auth import MUTATING_METHODS, ROUTE_ROLES, Authenticator, RateLimiter, Role
-from scheduler.store.journal import ApiAuditEntry, ControlStore, StoreError
+from scheduler.store.operator import ApiAuditEntry, ControlStore
+from scheduler.store.sqlite import StoreError
 
 log = logging.getLogger(__name__)
 

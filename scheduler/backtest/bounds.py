@@ -33,7 +33,6 @@ and switching costs as the backtest):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,31 +64,7 @@ def restricted_optimum_decisions(
     allowed: Sequence[bool],
 ) -> list[bool]:
     """Hindsight-optimal mine/sleep series of one device that may sleep only where allowed."""
-    mine_value, sleep_value = 0.0, -math.inf
-    came_from: list[tuple[bool, bool]] = []
-    for index, interval in enumerate(trace.intervals):
-        revenue_per_hour = cls.hashrate_ths * hashprices[index] / 24.0
-        price = interval.rtm_usd_per_mwh
-        mine_gain = revenue_per_hour * INTERVAL_HOURS - cls.power_w / 1e6 * INTERVAL_HOURS * price
-        sleep_gain = -cls.sleep_power_w / 1e6 * INTERVAL_HOURS * price
-        wake = revenue_per_hour * costs.wake_seconds / 3600.0 + costs.switch_cost_usd
-        stay_mining = mine_value + mine_gain
-        woken = sleep_value + mine_gain - wake
-        if allowed[index]:
-            stay_asleep = sleep_value + sleep_gain
-            slept = mine_value + sleep_gain - costs.switch_cost_usd
-        else:
-            stay_asleep = slept = -math.inf
-        came_from.append((stay_mining >= woken, slept > stay_asleep))
-        mine_value = max(stay_mining, woken)
-        sleep_value = max(stay_asleep, slept)
-    decisions = [True] * len(trace.intervals)
-    state = mine_value >= sleep_value
-    for index in range(len(trace.intervals) - 1, -1, -1):
-        decisions[index] = state
-        from_mine_if_mine, from_mine_if_sleep = came_from[index]
-        state = from_mine_if_mine if state else from_mine_if_sleep
-    return decisions
+    return optimum_decisions(cls, trace, hashprices, costs, allowed)
 
 
 def _bin(value: float, edges: Sequence[float]) -> int:

@@ -22,7 +22,7 @@ from scheduler.backtest.engine import (
 )
 from scheduler.backtest.four_cp import FourCpReport, check_in_trace, load_4cp_csv, settle_4cp
 from scheduler.backtest.plot import PlotUnavailableError, write_plot
-from scheduler.config.schema import ConfigError, load_config
+from scheduler.config.loading import ConfigError, load_config
 from scheduler.policies import UnknownPolicyError, create_policy
 
 EXIT_OK = 0

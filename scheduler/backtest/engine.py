@@ -20,9 +20,11 @@ reported with ``optimum_exact: false``.
 
 Revenue uses the BTC row of the interval's local (market) date, as the replay
 feed does, net of the configured pool fee; transaction fees are not in the
-record and count as 0.  The Guard is not applied: at 15-minute steps its
-dwell rule does not bind, and plans that exceed the cap are counted in
-``cap_violations`` instead of being corrected.
+record and count as 0.  A device the policy puts on AI work draws its planned
+power (``scheduler.core.power``: nominal, as the Guard counts it) and earns
+nothing: the record holds no AI prices.  The Guard is not applied: at
+15-minute steps its dwell rule does not bind, and plans that exceed the cap
+are counted in ``cap_violations`` instead of being corrected.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from drivers.market.history import (
     load_btc_daily_csv,
     load_ercot_csv,
 )
+from scheduler.backtest.optimum import hindsight_decisions
 from scheduler.config.schema import WattmuxConfig
 from scheduler.core.economics import breakeven_usd_per_mwh, hashprice_usd_per_th_day
 from scheduler.core.model import (
@@ -57,6 +60,7 @@ from scheduler.core.model import (
     Workload,
     WorkloadKind,
 )
+from scheduler.core.power import planned_power_w
 from scheduler.policies import Policy
 
 INTERVAL_SECONDS = 900.0
@@ -255,14 +259,6 @@ def _market(trace: Trace, index: int, price: float, now: float) -> MarketState:
     )
 
 
-def _power_w(device: Device, workload: Workload) -> float:
-    if workload.kind is WorkloadKind.MINE:
-        return device.nominal_power_w * workload.power_level
-    if workload.kind is WorkloadKind.SLEEP:
-        return device.sleep_power_w
-    return 0.0
-
-
 def _hashrate_ths(device: Device, workload: Workload) -> float:
     if workload.kind is WorkloadKind.MINE:
         return device.nominal_hashrate_hs / TERA * workload.power_level
@@ -292,9 +288,13 @@ class _Replay:
     changed: bool = False
 
     def assign(self, device_id: str, new: Workload, revenue_per_th_hour: float) -> None:
-        """Settle one assignment: a switch when the workload changes (AI workloads are not run)."""
+        """Settle one assignment: a switch when the workload changes.
+
+        An AI workload is run too: the device draws its planned power (nominal,
+        ``scheduler.core.power``) and earns nothing, the trace holding no AI prices.
+        """
         old = self.current.get(device_id)
-        if new is old or old is None or new.kind is WorkloadKind.AI:
+        if new is old or old is None:
             return
         if new == old:
             # An equal object: keep the plan's, so the next identical plan is seen by identity.
@@ -306,7 +306,7 @@ class _Replay:
             return
         self.switches += 1
         self.hashrate_ths += _hashrate_ths(device, new) - _hashrate_ths(device, old)
-        self.power_w += _power_w(device, new) - _power_w(device, old)
+        self.power_w += planned_power_w(device, new) - planned_power_w(device, old)
         if new.is_running and not old.is_running:
             self.lost_revenue += (
                 _hashrate_ths(device, new) * revenue_per_th_hour * self.wake_seconds / 3600.0
@@ -355,7 +355,7 @@ def simulate_policy(
         devices=device_map,
         current=current,
         hashrate_ths=sum(_hashrate_ths(device_map[d], w) for d, w in current.items()),
-        power_w=sum(_power_w(d, current[d.id]) if d.id in current else 0.0 for d in devices),
+        power_w=sum(planned_power_w(d, current[d.id]) if d.id in current else 0.0 for d in devices),
         wake_seconds=costs.wake_seconds,
     )
     nominal_w = sum(d.nominal_power_w for d in devices)
@@ -473,32 +473,24 @@ def optimum_decisions(
     trace: Trace,
     hashprices: Sequence[float],
     costs: SwitchingCosts,
+    allowed: Sequence[bool] | None = None,
 ) -> list[bool]:
-    """Hindsight-optimal mine/sleep series of one device (exact DP, starts mining)."""
-    total = len(trace.intervals)
-    mine_value, sleep_value = 0.0, -math.inf
-    # came_from[i] = (best predecessor of mine at i is mine?, of sleep at i is mine?)
-    came_from: list[tuple[bool, bool]] = []
+    """Hindsight-optimal mine/sleep series of one device (exact DP, starts mining).
+
+    With ``allowed``, the device may sleep only in the intervals where it is true.
+    """
+    mine_gain: list[float] = []
+    sleep_gain: list[float] = []
+    wake_cost: list[float] = []
     for index, interval in enumerate(trace.intervals):
         revenue_per_hour = cls.hashrate_ths * hashprices[index] / 24.0
         price = interval.rtm_usd_per_mwh
-        mine_gain = revenue_per_hour * INTERVAL_HOURS - cls.power_w / 1e6 * INTERVAL_HOURS * price
-        sleep_gain = -cls.sleep_power_w / 1e6 * INTERVAL_HOURS * price
-        wake = revenue_per_hour * costs.wake_seconds / 3600.0 + costs.switch_cost_usd
-        stay_mining = mine_value + mine_gain
-        woken = sleep_value + mine_gain - wake
-        stay_asleep = sleep_value + sleep_gain
-        slept = mine_value + sleep_gain - costs.switch_cost_usd
-        came_from.append((stay_mining >= woken, slept > stay_asleep))
-        mine_value = max(stay_mining, woken)
-        sleep_value = max(stay_asleep, slept)
-    decisions = [True] * total
-    state = mine_value >= sleep_value
-    for index in range(total - 1, -1, -1):
-        decisions[index] = state
-        from_mine_if_mine, from_mine_if_sleep = came_from[index]
-        state = from_mine_if_mine if state else from_mine_if_sleep
-    return decisions
+        mine_gain.append(
+            revenue_per_hour * INTERVAL_HOURS - cls.power_w / 1e6 * INTERVAL_HOURS * price
+        )
+        sleep_gain.append(-cls.sleep_power_w / 1e6 * INTERVAL_HOURS * price)
+        wake_cost.append(revenue_per_hour * costs.wake_seconds / 3600.0 + costs.switch_cost_usd)
+    return hindsight_decisions(mine_gain, sleep_gain, wake_cost, costs.switch_cost_usd, allowed)
 
 
 def naive_decisions(

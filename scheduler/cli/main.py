@@ -9,21 +9,14 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from scheduler.config.schema import ConfigError, load_config, summarize
+from scheduler.config.loading import ConfigError, load_config, summarize
+from scheduler.version import wattmux_version
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
-
-
-def _version() -> str:
-    try:
-        return version("wattmux")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _listen(value: str) -> str:
@@ -56,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
             "sleep when power costs more than the hash earns."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"wattmux {_version()}")
+    parser.add_argument("--version", action="version", version=f"wattmux {wattmux_version()}")
     parser.add_argument(
         "--log-level",
         default="INFO",

@@ -1,19 +1,18 @@
-"""wattmux configuration: a TOML file plus WATTMUX_* environment overrides, validated by pydantic.
+"""wattmux configuration schema: the pydantic models of the TOML file.
 
-Every error names the file, the field path and what was expected.  Environment
-variables override file values: ``WATTMUX_<SECTION>__<KEY>`` (double underscore
-between levels), for example ``WATTMUX_GUARD__MIN_DWELL_SECONDS=60`` or
-``WATTMUX_API__LISTEN=0.0.0.0:9470``.
+Reading the file, environment overrides and error messages are
+``scheduler.config.loading``; the devices an entry describes are built by
+``scheduler.config.devices``.  The settings of a device's firmware, a market
+feed, a queue backend and a policy are validated by the options model of the
+registry entry their ``driver`` (policy: ``name``) tag names
+(``drivers.asic.registry``, ``drivers.market.registry``,
+``drivers.queues.registry``, ``scheduler.policies``): a new plugin needs no edit here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
-import tomllib
-from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,24 +26,19 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
-from drivers.asic.config import AsicOptions, CgminerOptions
+from drivers.asic.config import CgminerOptions
+from drivers.asic.registry import ASIC_DRIVERS, DEFAULT_DRIVER, AsicSettings
 from drivers.gpu.config import GpuTelemetryOptions
-from drivers.market.btc_price import BtcPriceConfig
-from drivers.market.ercot import ErcotConfig
-from drivers.market.network import BitcoindConfig, MempoolNetworkConfig
-from drivers.market.tariff import TariffConfig
-from drivers.queues.kubernetes import KubernetesOptions
-from drivers.queues.slurm import SlurmOptions
-from drivers.queues.webhook import WebhookOptions
+from drivers.market.registry import MARKET_FEEDS, MarketSettings
+from drivers.queues.registry import QUEUE_BACKENDS, QueueSettings, driver_key
 from drivers.telemetry.mqtt import MqttOptions
 from scheduler.core.hardware import MODELS
-from scheduler.core.model import TERA, Device, DeviceKind, Lease, Pool
-
-ENV_PREFIX = "WATTMUX_"
-QUEUE_DRIVERS = ("slurm", "webhook", "kubernetes")
-
-LIVE_MARKET_DRIVERS = ("btc-price", "mempool-network", "bitcoind", "ercot-rtm", "tariff")
+from scheduler.core.model import TERA, Device, DeviceKind, Lease
+from scheduler.policies import POLICIES
+from scheduler.policies.breakeven import BreakevenOptions
+from scheduler.policies.schedule import ScheduleOptions
 
 
 class _Strict(BaseModel):
@@ -92,109 +86,63 @@ class EconomicsConfig(_Strict):
     pool_fee: float = Field(0.02, ge=0, lt=1, description="pool fee as a fraction (0.02 = 2%)")
 
 
-class ScheduleWindowConfig(_Strict):
-    """A recurring local-time window: sleep through it, or add a tariff charge to the power price."""
+class PolicyConfig(BreakevenOptions, ScheduleOptions):
+    """Which policy decides, and the policies' settings.
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="window name")
-    start: str = Field(description="local start HH:MM")
-    end: str = Field(description="local end HH:MM (before start: the window runs past midnight)")
-    weekdays: list[int] = Field(
-        default_factory=lambda: list(range(7)), description="0 = Monday ... 6 = Sunday"
-    )
-    months: list[int] = Field(default_factory=lambda: list(range(1, 13)), description="1..12")
-    action: Literal["sleep", "adder"] = Field("sleep", description="sleep, or add a charge")
-    adder_usd_per_mwh: float = Field(
-        0.0, ge=-1000, le=10_000, description="added to the power price in the window (adder)"
-    )
+    The flat keys are the settings of the shipped policies (each policy's options
+    model declares the keys it takes); ``[policy.options.<name>]`` holds the
+    settings of one policy, validated by its registered options model and, for a
+    shipped policy, taking precedence over the flat keys.
+    """
 
-    @field_validator("start", "end")
-    @classmethod
-    def _clock_time(cls, value: str) -> str:
-        try:
-            datetime.strptime(value, "%H:%M")
-        except ValueError:
-            raise ValueError(f"expected HH:MM, got {value!r}") from None
-        return value
-
-    @field_validator("weekdays")
-    @classmethod
-    def _weekdays(cls, value: list[int]) -> list[int]:
-        if not value or any(not 0 <= day <= 6 for day in value):
-            raise ValueError(f"weekdays must be 0 (Monday) .. 6 (Sunday), got {value}")
-        return value
-
-    @field_validator("months")
-    @classmethod
-    def _months(cls, value: list[int]) -> list[int]:
-        if not value or any(not 1 <= month <= 12 for month in value):
-            raise ValueError(f"months must be 1..12, got {value}")
-        return value
-
-
-class PolicyConfig(_Strict):
-    """Which policy decides and its knobs."""
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field("breakeven", description="registered policy name")
-    hysteresis_usd_per_mwh: float = Field(
-        5.0, ge=0, description="band around break-even: sleep above +band, wake below -band"
-    )
-    sleep_band_usd_per_mwh: float = Field(
-        0.0, ge=0, description="max-margin: a mining device sleeps above break-even + this"
-    )
-    wake_band_usd_per_mwh: float = Field(
-        0.0, ge=0, description="max-margin: a sleeping device wakes below break-even - this"
-    )
-    sleep_band_fraction: float = Field(
-        0.14, ge=0, le=10, description="max-margin: plus this fraction of break-even"
-    )
-    wake_band_fraction: float = Field(
-        0.06, ge=0, le=10, description="max-margin: plus this fraction of break-even"
-    )
-    power_levels: list[float] = Field(
-        default_factory=lambda: [1.0],
-        min_length=1,
-        description="max-margin: relative mining power levels a device may be set to",
-    )
-
-    pool_fees: dict[str, float] = Field(
+    options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="max-margin: fee per pool name (fraction); others pay [economics] pool_fee",
-    )
-    schedule: list[ScheduleWindowConfig] = Field(
-        default_factory=list, description="schedule policy: time-of-use windows"
-    )
-    ercot_4cp: bool = Field(
-        False, description="schedule policy: sleep in ERCOT 4CP windows (Jun-Sep weekdays)"
-    )
-    schedule_timezone: str | None = Field(
-        None, description="zone of the schedule windows; default: [site] timezone"
+        description="settings of one policy by name, [policy.options.<name>]; checked by its model",
     )
 
-    @field_validator("pool_fees")
+    @field_validator("options")
     @classmethod
-    def _fees_in_range(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = {name: fee for name, fee in value.items() if not 0.0 <= fee < 1.0}
-        if bad:
-            raise ValueError(f"pool fees must be in [0, 1), got {bad}")
-        return value
-
-    @field_validator("schedule_timezone")
-    @classmethod
-    def _schedule_zone(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _known_settings(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        problems: list[InitErrorDetails] = []
+        for name, table in value.items():
+            if name not in POLICIES:
+                known = ", ".join(POLICIES.tags())
+                raise ValueError(f"settings of unknown policy {name!r}; known: {known}")
+            model = POLICIES.get(name).options
+            if model is None:
+                raise ValueError(f"policy {name!r} takes the [policy] section, not a table")
             try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError) as exc:
-                raise ValueError(f"unknown IANA time zone {value!r}") from exc
+                model.model_validate(table)
+            except ValidationError as exc:
+                problems.extend(
+                    InitErrorDetails(
+                        type=error["type"],
+                        loc=(name, *error["loc"]),
+                        input=error["input"],
+                        ctx=error.get("ctx", {}),
+                    )
+                    for error in exc.errors()
+                )
+        if problems:
+            raise ValidationError.from_exception_data("policy options", problems)
         return value
 
-    @field_validator("power_levels")
-    @classmethod
-    def _levels_in_range(cls, value: list[float]) -> list[float]:
-        bad = [level for level in value if not 0.0 < level <= 1.5]
-        if bad:
-            raise ValueError(f"power levels must be in (0, 1.5], got {bad}")
-        return sorted(set(value))
+    def settings(self, name: str | None = None) -> BaseModel:
+        """The validated settings of a policy (default: the configured one).
+
+        Its options model takes the flat keys it declares, then its own table.
+        """
+        policy = name or self.name
+        model = POLICIES.get(policy).options
+        if model is None:
+            return self
+        flat = {
+            key: getattr(self, key) for key in model.model_fields if key in type(self).model_fields
+        }
+        return model.model_validate({**flat, **self.options.get(policy, {})})
 
 
 class GuardConfig(_Strict):
@@ -301,9 +249,9 @@ class _DeviceCommon(_Strict):
     nominal_power_w: float | None = Field(None, gt=0, description="default: model's")
     sleep_power_w: float | None = Field(None, ge=0, description="default: model's")
     max_temperature_c: float | None = Field(None, gt=0, lt=150, description="default: model's")
-    options: AsicOptions = Field(
+    options: Annotated[AsicSettings, ASIC_DRIVERS.validator(DEFAULT_DRIVER)] = Field(
         default_factory=CgminerOptions,
-        description="driver settings (driver = cgminer | luxos | antminer | braiins | whatsminer | asic-rs)",
+        description="driver settings (driver = a registered ASIC driver tag; default cgminer)",
     )
 
     @field_validator("model")
@@ -318,6 +266,7 @@ class _DeviceCommon(_Strict):
         raise NotImplementedError
 
     def _device(self, device_id: str, address: str) -> Device:
+        """One ASIC of this entry; the model's facts fill the gaps."""
         facts = MODELS[self.model]
         return Device(
             id=device_id,
@@ -376,51 +325,11 @@ class DeviceRangeConfig(_DeviceCommon):
         ]
 
 
-class StaticMarketConfig(_Strict):
-    """Fixed market values, for sites without live feeds and for tests."""
+MarketFeedConfig = Annotated[MarketSettings, MARKET_FEEDS.validator()]
+"""One [[market]] entry, validated by the feed its ``driver`` names."""
 
-    driver: Literal["static"] = "static"
-    btc_price_usd: float | None = Field(None, gt=0, le=10_000_000)
-    difficulty: float | None = Field(None, gt=0)
-    block_subsidy_btc: float | None = Field(3.125, ge=0, le=50)
-    fees_btc_per_block: float | None = Field(0.0, ge=0, le=100)
-    power_price_usd_per_mwh: float | None = Field(None, ge=-1000, le=10_000)
-
-
-class ReplayPriceConfig(_Strict):
-    """Replays a recorded ERCOT 15-minute trace as the live power price (demo, tests)."""
-
-    driver: Literal["ercot-replay"] = "ercot-replay"
-    path: Path | None = Field(None, description="CSV; default: the bundled 2024-08-19..21 slice")
-    start: str | None = Field(None, description="local time to start from, e.g. 2024-08-19 00:00")
-    speed: float = Field(1.0, gt=0, le=1_000_000, description="replay speed-up (1 = real time)")
-
-    @field_validator("start")
-    @classmethod
-    def _local_time(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                datetime.strptime(value, "%Y-%m-%d %H:%M")
-            except ValueError:
-                raise ValueError(f"expected YYYY-MM-DD HH:MM, got {value!r}") from None
-        return value
-
-
-MarketFeedConfig = Annotated[
-    StaticMarketConfig
-    | ReplayPriceConfig
-    | BtcPriceConfig
-    | MempoolNetworkConfig
-    | BitcoindConfig
-    | ErcotConfig
-    | TariffConfig,
-    Field(discriminator="driver"),
-]
-
-
-QueueOptions = Annotated[
-    SlurmOptions | WebhookOptions | KubernetesOptions, Field(discriminator="driver")
-]
+QueueOptions = Annotated[QueueSettings, QUEUE_BACKENDS.validator()]
+"""A queue's driver settings, validated by the backend its ``driver`` names."""
 
 
 class QueueConfig(_Strict):
@@ -546,11 +455,7 @@ class WattmuxConfig(_Strict):
             for pool in node.pools:
                 if pool not in pool_names:
                     errors.append(f"gpu_nodes[{index}].pools: unknown pool {pool!r}")
-            drivers = {
-                q.options.model_dump_json(exclude={"partition"})
-                for q in self.queues
-                if q.name in node.queues
-            }
+            drivers = {driver_key(q.options) for q in self.queues if q.name in node.queues}
             if len(drivers) > 1:
                 errors.append(f"gpu_nodes[{index}].queues: all of a node's queues need one driver")
         nodes = {node.id: node for node in self.gpu_nodes}
@@ -622,119 +527,3 @@ class WattmuxConfig(_Strict):
             if pool.name == name:
                 return pool
         raise KeyError(name)
-
-
-class ConfigError(Exception):
-    """A configuration could not be loaded; ``problems`` lists every error found."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        super().__init__(f"{source}: " + "; ".join(problems))
-        self.source = source
-        self.problems = problems
-
-
-def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
-    """Write WATTMUX_A__B=value into data["a"]["b"]; return {dotted path: variable name}."""
-    applied: dict[str, str] = {}
-    for variable, value in sorted(environ.items()):
-        if not variable.startswith(ENV_PREFIX) or "__" not in variable[len(ENV_PREFIX) :]:
-            continue
-        path = [part.lower() for part in variable[len(ENV_PREFIX) :].split("__")]
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                break
-            node = child
-        else:
-            node[path[-1]] = value
-            applied[".".join(path)] = variable
-    return applied
-
-
-def _format_loc(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part in (
-            "static",
-            "ercot-replay",
-            "cgminer",
-            "luxos",
-            "antminer",
-            "braiins",
-            "asic-rs",
-            *QUEUE_DRIVERS,
-            *LIVE_MARKET_DRIVERS,
-        ):
-            continue  # discriminator tags add nothing for the reader
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "(top level)"
-
-
-def parse_config(
-    data: dict[str, Any], source: str = "<config>", environ: Mapping[str, str] | None = None
-) -> WattmuxConfig:
-    """Validate already-parsed TOML data (plus env overrides) or raise ConfigError."""
-    applied = _apply_env(data, os.environ if environ is None else environ)
-    try:
-        return WattmuxConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            path = _format_loc(error["loc"])
-            origin = f" (from {applied[path]})" if path in applied else ""
-            got = error.get("input")
-            got_text = "" if isinstance(got, dict | list) else f" (got {got!r})"
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{path}{origin}: {message}{got_text}")
-        raise ConfigError(source, problems) from exc
-
-
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> WattmuxConfig:
-    """Read and validate a TOML config file, or raise ConfigError naming every problem."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from exc
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"TOML syntax: {exc}"]) from exc
-    return parse_config(data, str(path), environ)
-
-
-def summarize(config: WattmuxConfig) -> list[str]:
-    """Human-readable lines describing what a config loaded."""
-    devices = config.all_devices()
-    by_model: dict[str, int] = {}
-    for device in devices:
-        by_model[device.model] = by_model.get(device.model, 0) + 1
-    nominal_kw = sum(d.nominal_power_w for d in devices) / 1000
-    nominal_phs = sum(d.nominal_hashrate_hs for d in devices) / 1e15
-    models = ", ".join(f"{count} x {model}" for model, count in sorted(by_model.items()))
-    feeds = ", ".join(feed.driver for feed in config.market) or "none"
-    return [
-        f"site {config.site.name} ({config.site.timezone}), power cap {config.site.power_cap_kw:g} kW",
-        f"devices: {len(devices)} ({models}); nominal {nominal_kw:,.1f} kW, {nominal_phs:,.2f} PH/s",
-        f"pools: {', '.join(p.name for p in config.pools)}",
-        f"policy: {config.policy.name} (hysteresis {config.policy.hysteresis_usd_per_mwh:g} USD/MWh)",
-        f"guard: min dwell {config.guard.min_dwell_seconds:g} s, stale price after "
-        f"{config.guard.stale_price_seconds:g} s -> {config.guard.stale_action}",
-        f"control: tick {config.control.tick_seconds:g} s",
-        f"market feeds: {feeds}",
-        f"store: {config.store.path}",
-        f"api and /metrics: http://{config.api.listen}",
-    ]
-
-
-def pools_of(config: WattmuxConfig) -> dict[str, Pool]:
-    """The configured pools as model objects keyed by name."""
-    return {
-        p.name: Pool(name=p.name, url=p.url, user=p.user, password=p.password) for p in config.pools
-    }

@@ -18,13 +18,16 @@ from datetime import UTC, datetime
 
 from drivers.asic.registry import AsicDriver, create_asic_driver
 from drivers.errors import DriverError
-from scheduler.config.schema import WattmuxConfig, pools_of
+from scheduler.config.devices import pools_of
+from scheduler.config.schema import WattmuxConfig
 from scheduler.core.model import Device, Outcome, OutcomeStatus, Workload
-from scheduler.store.journal import Store, StoreError
+from scheduler.core.reasons import Reason
+from scheduler.store.journal import Store
+from scheduler.store.sqlite import StoreError
 
 log = logging.getLogger(__name__)
 
-FAILSAFE_REASON = "failsafe"
+FAILSAFE_REASON = Reason.FAILSAFE  # kept under this name: the failsafe tests use it
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,14 +25,9 @@ from scheduler.config.schema import GuardConfig
 from scheduler.core.economics import market_economics, option_economics
 from scheduler.core.limits import site_limit_w
 from scheduler.core.model import Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.core.power import planned_power_w
+from scheduler.core.reasons import SAFETY_REASONS, UNHELD_REASONS, Reason
 
-SAFETY_REASONS = frozenset({"stale_price", "stale_input", "thermal", "power_cap", "dr_event"})
-# Not safety, but never held back by dwell, gain or ramp either: leaving a pool that is down
-# (mining there earns nothing, whatever the margin says).
-FAILOVER_REASONS = frozenset({"pool_down", "pools_down"})
-# A contract, not a market bet: an AI lease that starts is not held back either.
-CONTRACT_REASONS = frozenset({"ai_lease"})
-UNHELD_REASONS = SAFETY_REASONS | FAILOVER_REASONS | CONTRACT_REASONS
 RAMP_WINDOW_SECONDS = 60.0
 
 
@@ -60,7 +55,8 @@ class Guard:
                 if assignment.reason not in SAFETY_REASONS:
                     device = snapshot.devices[device_id]
                     swing_kw = abs(
-                        _power_w(device, assignment.workload) - _power_w(device, current)
+                        planned_power_w(device, assignment.workload)
+                        - planned_power_w(device, current)
                     )
                     self.recent_switches.append((snapshot.now, swing_kw / 1000.0))
         ordered = tuple(assigned[d] for d in snapshot.devices if d in assigned)
@@ -68,9 +64,9 @@ class Guard:
 
     def _stale_price(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
         age = snapshot.market_age("power_price_usd_per_mwh")
-        reason = "stale_price"
+        reason = Reason.STALE_PRICE
         if age is not None and age <= self.config.stale_price_seconds:
-            reason = "stale_input"
+            reason = Reason.STALE_INPUT
             if all(
                 (a := snapshot.market_age(name)) is not None and a <= limit
                 for name, limit in self.config.max_input_age_seconds.items()
@@ -95,7 +91,7 @@ class Guard:
                 and sample.temperature_c >= device.max_temperature_c
             )
             if hot:
-                assigned[device_id] = Assignment(device_id, Workload.sleep(), "thermal", 0.0)
+                assigned[device_id] = Assignment(device_id, Workload.sleep(), Reason.THERMAL, 0.0)
 
     def _anti_flap(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
         economics = market_economics(snapshot)
@@ -113,11 +109,13 @@ class Guard:
             )
             since = self.last_switch_at.get(device_id)
             if since is not None and snapshot.now - since < self.config.min_dwell_seconds:
-                assigned[device_id] = Assignment(device_id, current, "min_dwell", now_margin)
+                assigned[device_id] = Assignment(device_id, current, Reason.MIN_DWELL, now_margin)
                 continue
             gain = assignment.expected_margin_usd_per_hour - now_margin
             if economics is not None and gain < self.config.min_margin_gain_usd_per_hour:
-                assigned[device_id] = Assignment(device_id, current, "below_min_gain", now_margin)
+                assigned[device_id] = Assignment(
+                    device_id, current, Reason.BELOW_MIN_GAIN, now_margin
+                )
 
     def ramp_used_kw(self, now: float) -> float:
         """The kW switched by non-safety changes in the 60 s up to now."""
@@ -138,7 +136,10 @@ class Guard:
             if assignment.reason in UNHELD_REASONS:
                 continue
             device = snapshot.devices[device_id]
-            swing_kw = abs(_power_w(device, assignment.workload) - _power_w(device, current)) / 1000
+            swing_kw = (
+                abs(planned_power_w(device, assignment.workload) - planned_power_w(device, current))
+                / 1000
+            )
             changes.append((-assignment.expected_margin_usd_per_hour, device_id, swing_kw))
         changes.sort()
         for _, device_id, swing_kw in changes:
@@ -146,20 +147,18 @@ class Guard:
                 budget_kw -= swing_kw
                 continue
             current = snapshot.current[device_id]
-            assigned[device_id] = Assignment(device_id, current, "ramp_limit", 0.0)
+            assigned[device_id] = Assignment(device_id, current, Reason.RAMP_LIMIT, 0.0)
 
     def _power_cap(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
-        def planned_power_w(device: Device) -> float:
+        def device_power_w(device: Device) -> float:
             assignment = assigned.get(device.id)
             workload = assignment.workload if assignment else snapshot.current.get(device.id)
-            if workload is None:
-                return device.nominal_power_w  # unknown: assume the worst
-            return _power_w(device, workload)
+            return planned_power_w(device, workload)  # unknown: the worst case
 
         limit_w, from_dr = site_limit_w(snapshot, self.power_cap_w)
         limit_w = self.power_cap_w if limit_w is None else min(limit_w, self.power_cap_w)
-        reason = "dr_event" if from_dr else "power_cap"
-        total_w = sum(planned_power_w(d) for d in snapshot.devices.values())
+        reason = Reason.DR_EVENT if from_dr else Reason.POWER_CAP
+        total_w = sum(device_power_w(d) for d in snapshot.devices.values())
         if total_w <= limit_w:
             return
 
@@ -176,14 +175,5 @@ class Guard:
         for device in running:
             if total_w <= limit_w:
                 break
-            total_w -= planned_power_w(device) - device.sleep_power_w
+            total_w -= device_power_w(device) - device.sleep_power_w
             assigned[device.id] = Assignment(device.id, Workload.sleep(), reason, 0.0)
-
-
-def _power_w(device: Device, workload: Workload) -> float:
-    """Nominal power of a device running a workload (AI: nominal, the worst case)."""
-    if workload.kind is WorkloadKind.MINE:
-        return device.nominal_power_w * workload.power_level
-    if workload.kind is WorkloadKind.SLEEP:
-        return device.sleep_power_w
-    return 0.0 if workload.kind is WorkloadKind.OFF else device.nominal_power_w

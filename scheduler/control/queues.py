@@ -1,7 +1,8 @@
 """AI queues in the daemon: one queue driver per cluster, demand priced by contract or spot rate.
 
 ``build_queues(config)`` groups the ``[[queues]]`` that share a driver
-configuration (one Slurm cluster, one webhook endpoint...) into one driver,
+configuration (one Slurm cluster, one webhook endpoint...) into one driver, built
+by the queue backend its ``driver`` tag names (``drivers.queues.registry``),
 which then controls and reads the ``[[gpu_nodes]]`` that serve them.  The
 ``PricedQueue`` in front of each driver applies the configured pricing, so a
 ``QueueDemand`` in the snapshot always carries the rate the economics use.
@@ -15,11 +16,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from drivers.base import MinerControl, QueueControl, TelemetrySource
-from drivers.queues.kubernetes import KubernetesOptions, KubernetesQueue
-from drivers.queues.slurm import SlurmOptions, SlurmQueue, SlurmQueueSpec
-from drivers.queues.webhook import WebhookOptions, WebhookQueue
-from scheduler.config.schema import QueueConfig, WattmuxConfig, pools_of
+from drivers.base import QueueControl
+from drivers.queues.registry import (
+    QUEUE_BACKENDS,
+    Closable,
+    QueueMember,
+    QueueNodeDriver,
+    driver_key,
+)
+from scheduler.config.devices import pools_of
+from scheduler.config.schema import QueueConfig, WattmuxConfig
 from scheduler.core.model import QueueDemand
 
 
@@ -33,10 +39,6 @@ class QueueSource(Protocol):
     async def demand(self) -> dict[str, QueueDemand]:
         """Demand per queue name, priced; raise DriverError when the queue cannot be read."""
         ...
-
-
-class QueueNodeDriver(QueueControl, TelemetrySource, MinerControl, Protocol):
-    """A queue driver that also reads and moves the GPU nodes serving its queues."""
 
 
 class PricedQueue:
@@ -79,7 +81,7 @@ class Queues:
     async def aclose(self) -> None:
         """Close the drivers that hold an HTTP client (webhook, Kubernetes)."""
         for source in self.sources:
-            if isinstance(source.driver, WebhookQueue | KubernetesQueue):
+            if isinstance(source.driver, Closable):
                 await source.driver.aclose()
 
 
@@ -88,25 +90,17 @@ def build_queues(config: WattmuxConfig, clock: Callable[[], float] = time.monoto
     pools = pools_of(config)
     groups: dict[str, list[QueueConfig]] = {}
     for queue in config.queues:
-        groups.setdefault(queue.options.model_dump_json(exclude={"partition"}), []).append(queue)
+        groups.setdefault(driver_key(queue.options), []).append(queue)
     result = Queues()
     by_queue: dict[str, QueueNodeDriver] = {}
     for members in groups.values():
         first = members[0].options
-        driver: QueueNodeDriver
-        if isinstance(first, SlurmOptions):
-            specs = {
-                q.name: SlurmQueueSpec(q.options.partition, q.preemption_allowed)
-                for q in members
-                if isinstance(q.options, SlurmOptions)
-            }
-            driver = SlurmQueue(first, specs, pools, clock=clock)
-        elif isinstance(first, WebhookOptions):
-            preemption = {q.name: q.preemption_allowed for q in members}
-            driver = WebhookQueue(first, preemption, pools, clock=clock)
-        elif isinstance(first, KubernetesOptions):
-            preemption = {q.name: q.preemption_allowed for q in members}
-            driver = KubernetesQueue(first, preemption, pools, clock=clock)
+        driver = QUEUE_BACKENDS.get(first.driver).factory(
+            first,
+            {q.name: QueueMember(q.options, q.preemption_allowed) for q in members},
+            pools,
+            clock=clock,
+        )
         name = ",".join(q.name for q in members)
         result.sources.append(PricedQueue(name, driver, {q.name: q for q in members}))
         for queue in members:

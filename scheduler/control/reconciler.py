@@ -73,7 +73,6 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
         *,
         concurrency: int = 32,
         wall_clock: Callable[[], datetime] = _utcnow,
-        dry_run: bool = False,
         state: FleetState | None = None,
         max_attempts: int = 3,
         backoff: Backoff | None = None,
@@ -84,7 +83,6 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
         self.store = store
         self.metrics = metrics
         self.wall_clock = wall_clock
-        self.dry_run = dry_run
         self.state = state
         self.max_attempts = max(1, max_attempts)
         self.backoff = backoff or Backoff(base_seconds=1.0, cap_seconds=30.0)
@@ -196,12 +194,7 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
 
     async def _attempt(self, assignment: Assignment, device: Device, intent_id: int) -> Outcome:
         """Apply once through the driver (its intent already written); record the outcome."""
-        if self.dry_run:
-            outcome = Outcome(
-                device.id, assignment.workload, OutcomeStatus.SKIPPED, None, "dry-run"
-            )
-        else:
-            outcome = await self._apply(self.controls[device.id], device, assignment.workload)
+        outcome = await self._apply(self.controls[device.id], device, assignment.workload)
         self._finish(intent_id, outcome)
         self.metrics.commands.labels(outcome=outcome.status.value).inc()
         self.last_outcomes[device.id] = outcome

@@ -27,19 +27,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scheduler.config.schema import PolicyConfig
-from scheduler.control.guard import SAFETY_REASONS, Guard
+from scheduler.control.guard import Guard
 from scheduler.control.reconciler import Reconciler
 from scheduler.core.economics import market_economics, option_economics
 from scheduler.core.model import Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
+from scheduler.core.power import planned_power_w
+from scheduler.core.reasons import ALWAYS_SENT_REASONS, Reason
 from scheduler.policies import Policy, PolicyFactory
-from scheduler.store.journal import ApiAuditEntry, ControlStore, Intent, OverrideRow
+from scheduler.store.journal import Intent
+from scheduler.store.operator import ApiAuditEntry, ControlStore, OverrideRow
 
 log = logging.getLogger(__name__)
 
-OVERRIDE = "override"
-CURTAIL = "curtail"
-# Reasons that go out to devices whatever the mode: safety rules and site curtailment.
-ALWAYS_SENT = SAFETY_REASONS | {CURTAIL}
 MAX_DURATION_SECONDS = 7 * 24 * 3600.0
 
 
@@ -301,7 +300,7 @@ class ControlledPolicy:
                 device_id: Assignment(
                     device_id,
                     workload,
-                    mode.value,
+                    Reason(mode.value),
                     _margin(snapshot.devices[device_id], workload, snapshot),
                 )
                 for device_id, workload in snapshot.current.items()
@@ -318,7 +317,7 @@ class ControlledPolicy:
                     assigned[row.device_id] = Assignment(
                         row.device_id,
                         row.workload,
-                        OVERRIDE,
+                        Reason.OVERRIDE,
                         _margin(device, row.workload, snapshot),
                     )
         ordered = tuple(assigned[d] for d in snapshot.devices if d in assigned)
@@ -331,8 +330,8 @@ class ControlledGuard(Guard):
     control: ControlService | None = None
 
     def _anti_flap(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
-        pinned = {d: a for d, a in assigned.items() if a.reason == OVERRIDE}
-        rest = {d: a for d, a in assigned.items() if a.reason != OVERRIDE}
+        pinned = {d: a for d, a in assigned.items() if a.reason == Reason.OVERRIDE}
+        rest = {d: a for d, a in assigned.items() if a.reason != Reason.OVERRIDE}
         super()._anti_flap(rest, snapshot)
         assigned.clear()
         assigned.update(rest)
@@ -347,17 +346,6 @@ class ControlledGuard(Guard):
         apply_curtail(assigned, snapshot, target_w)
 
 
-def _planned_power_w(device: Device, workload: Workload | None) -> float:
-    """Power a device draws in a workload (the worst case when unknown)."""
-    if workload is None:
-        return device.nominal_power_w
-    if workload.kind is WorkloadKind.MINE:
-        return device.nominal_power_w * workload.power_level
-    if workload.kind is WorkloadKind.SLEEP:
-        return device.sleep_power_w
-    return 0.0 if workload.kind is WorkloadKind.OFF else device.nominal_power_w
-
-
 def apply_curtail(assigned: dict[str, Assignment], snapshot: Snapshot, target_w: float) -> None:
     """Sleep running devices, least efficient first, until the planned site power <= target_w."""
 
@@ -365,7 +353,7 @@ def apply_curtail(assigned: dict[str, Assignment], snapshot: Snapshot, target_w:
         assignment = assigned.get(device.id)
         return assignment.workload if assignment else snapshot.current.get(device.id)
 
-    total_w = sum(_planned_power_w(d, workload_of(d)) for d in snapshot.devices.values())
+    total_w = sum(planned_power_w(d, workload_of(d)) for d in snapshot.devices.values())
     running = [
         d for d in snapshot.devices.values() if (w := workload_of(d)) is not None and w.is_running
     ]
@@ -373,8 +361,8 @@ def apply_curtail(assigned: dict[str, Assignment], snapshot: Snapshot, target_w:
     for device in running:
         if total_w <= target_w:
             break
-        total_w -= _planned_power_w(device, workload_of(device)) - device.sleep_power_w
-        assigned[device.id] = Assignment(device.id, Workload.sleep(), CURTAIL, 0.0)
+        total_w -= planned_power_w(device, workload_of(device)) - device.sleep_power_w
+        assigned[device.id] = Assignment(device.id, Workload.sleep(), Reason.CURTAIL, 0.0)
 
 
 class ControlledReconciler(Reconciler):
@@ -421,7 +409,7 @@ class ControlledReconciler(Reconciler):
         if mode in (Mode.AUTO, Mode.MANUAL):
             self._dry_logged.clear()
             return super().reconcile(plan, snapshot)
-        safety = tuple(a for a in plan.assignments if a.reason in ALWAYS_SENT)
+        safety = tuple(a for a in plan.assignments if a.reason in ALWAYS_SENT_REASONS)
         started = super().reconcile(Plan(plan.created_at, safety), snapshot)
         if mode is Mode.DRY_RUN:
             self._log_dry_run(plan, snapshot)
@@ -431,7 +419,7 @@ class ControlledReconciler(Reconciler):
         """Record each would-be command once as an intent finished ``skipped``."""
         for assignment in plan.assignments:
             device_id = assignment.device_id
-            if assignment.reason in ALWAYS_SENT or device_id in self.in_flight:
+            if assignment.reason in ALWAYS_SENT_REASONS or device_id in self.in_flight:
                 continue
             observed = snapshot.current.get(device_id)
             if observed is None or observed == assignment.workload:

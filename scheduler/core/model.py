@@ -17,6 +17,8 @@ from datetime import datetime
 from itertools import accumulate, repeat
 from typing import overload
 
+from scheduler.core.reasons import Reason
+
 TERA = 1e12
 
 
@@ -297,7 +299,7 @@ class Assignment:
 
     device_id: str
     workload: Workload
-    reason: str
+    reason: Reason | str  # a Reason; a third-party policy may give its own string
     expected_margin_usd_per_hour: float
     switching_cost_usd: float = 0.0  # AI progress lost by preempting jobs to make this switch
     drain_seconds: float = 0.0  # expected wait for running AI jobs before the switch completes
@@ -309,7 +311,7 @@ class AssignmentGroup:
 
     device_ids: tuple[str, ...]
     workload: Workload
-    reason: str
+    reason: Reason | str  # a Reason; a third-party policy may give its own string
     expected_margin_usd_per_hour: float
     switching_cost_usd: float = 0.0
     drain_seconds: float = 0.0
@@ -452,7 +454,7 @@ _ASSIGNMENT_SETTERS: tuple[Callable[[Assignment, object], None], ...] | None = (
 def build_assignments(
     device_ids: Sequence[str],
     workload: Workload,
-    reason: str,
+    reason: Reason | str,
     margin: float,
     switching_cost_usd: float = 0.0,
     drain_seconds: float = 0.0,

@@ -15,10 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from drivers.market.history import ErcotReplayFeed
+from drivers.market.replay import ErcotReplayFeed
 from drivers.sim.site import SimSite
 from scheduler.api.auth import hash_token, new_token
-from scheduler.config.schema import WattmuxConfig, parse_config, pools_of
+from scheduler.config.devices import pools_of
+from scheduler.config.loading import parse_config
+from scheduler.config.schema import WattmuxConfig
 from scheduler.core.economics import market_economics
 from scheduler.core.hardware import MODELS
 from scheduler.core.model import DeviceKind, WorkloadKind

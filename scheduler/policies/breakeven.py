@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scheduler.config.schema import PolicyConfig
+from pydantic import BaseModel, ConfigDict, Field
+
 from scheduler.core.economics import MarketEconomics, market_economics, option_economics
 from scheduler.core.model import (
     Assignment,
@@ -15,13 +16,19 @@ from scheduler.core.model import (
     Workload,
     WorkloadKind,
 )
+from scheduler.core.reasons import Reason
+from scheduler.policies import PolicyPlugin
 from scheduler.policies.gpu_queue import plan_gpu_nodes
 
-REASON_BELOW = "price_below_breakeven"
-REASON_ABOVE = "price_above_breakeven"
-REASON_BAND = "within_hysteresis"
-REASON_POOL_DOWN = "pool_down"  # the current pool is down: the first pool that is up
-REASON_POOLS_DOWN = "pools_down"  # every pool of the device is down: sleep
+
+class BreakevenOptions(BaseModel):
+    """Settings of ``breakeven`` (and ``demand-response``, which builds on it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hysteresis_usd_per_mwh: float = Field(
+        5.0, ge=0, description="band around break-even: sleep above +band, wake below -band"
+    )
 
 
 class BreakevenPolicy:
@@ -42,8 +49,8 @@ class BreakevenPolicy:
         self.hysteresis_usd_per_mwh = hysteresis_usd_per_mwh
 
     @classmethod
-    def from_config(cls, config: PolicyConfig) -> BreakevenPolicy:
-        """Build from the [policy] section."""
+    def from_config(cls, config: BreakevenOptions) -> BreakevenPolicy:
+        """Build from its settings (the [policy] section's)."""
         return cls(hysteresis_usd_per_mwh=config.hysteresis_usd_per_mwh)
 
     def plan(self, snapshot: Snapshot) -> Plan:
@@ -78,22 +85,29 @@ class BreakevenPolicy:
             in_band = not mine and current is not None and price <= breakeven
         up = [p for p in device.pools if pools_up.get(p, True)]
         if mine and not up:
-            return Assignment(device.id, Workload.sleep(), REASON_POOLS_DOWN, 0.0)
+            return Assignment(device.id, Workload.sleep(), Reason.POOLS_DOWN, 0.0)
         if mine:
             pool = current.pool if mining_now and current and current.pool in up else None
             workload = Workload.mine(pool or up[0])
             if current is not None and current == workload:
                 workload = current  # the driver's shared object: no copy per device
-            reason = REASON_BAND if in_band else REASON_BELOW
+            reason = Reason.WITHIN_HYSTERESIS if in_band else Reason.PRICE_BELOW_BREAKEVEN
             if (
                 mining_now
                 and current is not None
                 and current.pool not in up
                 and current.pool in device.pools
             ):
-                reason = REASON_POOL_DOWN
+                reason = Reason.POOL_DOWN
         else:
             workload = Workload.sleep()
-            reason = REASON_BAND if in_band else REASON_ABOVE
+            reason = Reason.WITHIN_HYSTERESIS if in_band else Reason.PRICE_ABOVE_BREAKEVEN
         option = option_economics(device, workload, economics)
         return Assignment(device.id, workload, reason, option.margin_usd_per_hour)
+
+
+PLUGINS = (
+    PolicyPlugin(
+        tag=BreakevenPolicy.name, options=BreakevenOptions, factory=BreakevenPolicy.from_config
+    ),
+)

@@ -16,24 +16,13 @@ from __future__ import annotations
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from scheduler.config.schema import PolicyConfig
 from scheduler.core.limits import active_events, event_limit_w
-from scheduler.core.model import Assignment, Device, Event, Plan, Snapshot, Workload, WorkloadKind
-from scheduler.policies.breakeven import BreakevenPolicy
+from scheduler.core.model import Assignment, Device, Event, Plan, Snapshot, Workload
+from scheduler.core.power import planned_power_w
+from scheduler.core.reasons import Reason
+from scheduler.policies import PolicyPlugin
+from scheduler.policies.breakeven import BreakevenOptions, BreakevenPolicy
 from scheduler.policies.leases import pinned_leases
-
-REASON_DR = "dr_event"
-
-
-def planned_power_w(device: Device, workload: Workload | None) -> float:
-    """Nominal power of a device on a workload (unknown: the worst case, stock power)."""
-    if workload is None:
-        return device.nominal_power_w
-    if workload.kind is WorkloadKind.MINE:
-        return device.nominal_power_w * workload.power_level
-    if workload.kind is WorkloadKind.SLEEP:
-        return device.sleep_power_w
-    return 0.0 if workload.kind is WorkloadKind.OFF else device.nominal_power_w
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +46,7 @@ class DemandResponsePolicy:
         self.base = BreakevenPolicy(hysteresis_usd_per_mwh=hysteresis_usd_per_mwh)
 
     @classmethod
-    def from_config(cls, config: PolicyConfig) -> DemandResponsePolicy:
+    def from_config(cls, config: BreakevenOptions) -> DemandResponsePolicy:
         """Build from the [policy] section."""
         return cls(hysteresis_usd_per_mwh=config.hysteresis_usd_per_mwh)
 
@@ -75,7 +64,7 @@ class DemandResponsePolicy:
         kept = set(pinned_leases(snapshot))
         shed, _, _ = self._shed(snapshot, assigned, min(limits), kept)
         for device_id in shed:
-            assigned[device_id] = Assignment(device_id, Workload.sleep(), REASON_DR, 0.0)
+            assigned[device_id] = Assignment(device_id, Workload.sleep(), Reason.DR_EVENT, 0.0)
         ordered = tuple(assigned[d] for d in snapshot.devices if d in assigned)
         return Plan(created_at=plan.created_at, assignments=ordered)
 
@@ -137,3 +126,12 @@ class DemandResponsePolicy:
             total_w -= planned_power_w(device, workload_of(device)) - device.sleep_power_w
             shed.append(device.id)
         return shed, before_w, total_w
+
+
+PLUGINS = (
+    PolicyPlugin(
+        tag=DemandResponsePolicy.name,
+        options=BreakevenOptions,
+        factory=DemandResponsePolicy.from_config,
+    ),
+)

@@ -37,18 +37,10 @@ from scheduler.core.model import (
     Workload,
     WorkloadKind,
 )
+from scheduler.core.reasons import Reason
 from scheduler.policies.leases import lease_assignment, pinned_leases
 
 SWITCH_HORIZON_SECONDS = 3600.0
-
-REASON_AI_DEMAND = "ai_demand"  # the queue has work for the node and it pays more than mining
-REASON_AI_RUNNING = "ai_job_running"  # jobs run on the node and pay more than mining
-REASON_QUEUE_EMPTY = "queue_empty"  # no AI work for the node; mining pays
-REASON_MINING_ABOVE_AI = "mining_above_ai_rate"  # AI work waits but mining pays more
-REASON_MINING_BELOW_COST = "mining_below_cost"  # no AI work and mining does not pay: stay available
-REASON_PREEMPTION_COST = (
-    "preemption_cost"  # mining pays more per hour, not enough to lose the progress
-)
 
 
 def plan_gpu_nodes(
@@ -133,9 +125,9 @@ def _decide(
         # Would leaving have won but for the progress a preemption loses?
         unpenalised = max(options, key=lambda o: o[1] + (o[2] / horizon_h if horizon_h else 0.0))
         reason = (
-            REASON_PREEMPTION_COST
+            Reason.PREEMPTION_COST
             if unpenalised[0].kind is not WorkloadKind.AI
-            else REASON_AI_RUNNING
+            else Reason.AI_JOB_RUNNING
         )
     else:
         waiting = any(remaining.get(queue, 0) > 0 for queue in device.queues)
@@ -143,9 +135,9 @@ def _decide(
     return Assignment(device.id, workload, reason, value, lost_usd, drain_s)
 
 
-def _reason(workload: Workload, new_ai_gpus: int, waiting: bool) -> str:
+def _reason(workload: Workload, new_ai_gpus: int, waiting: bool) -> Reason:
     if workload.kind is WorkloadKind.AI:
-        return REASON_AI_DEMAND if new_ai_gpus > 0 else REASON_MINING_BELOW_COST
+        return Reason.AI_DEMAND if new_ai_gpus > 0 else Reason.MINING_BELOW_COST
     if workload.kind is WorkloadKind.MINE:
-        return REASON_MINING_ABOVE_AI if waiting else REASON_QUEUE_EMPTY
-    return REASON_MINING_BELOW_COST
+        return Reason.MINING_ABOVE_AI_RATE if waiting else Reason.QUEUE_EMPTY
+    return Reason.MINING_BELOW_COST

@@ -13,8 +13,7 @@ from collections.abc import Iterable
 
 from scheduler.core.limits import active_events
 from scheduler.core.model import Assignment, Device, Event, Lease, Snapshot, Workload
-
-REASON_LEASE = "ai_lease"
+from scheduler.core.reasons import Reason
 
 
 def pinned_leases(snapshot: Snapshot, events: Iterable[Event] | None = None) -> dict[str, Lease]:
@@ -42,5 +41,5 @@ def lease_assignment(device: Device, lease: Lease, power_price_usd_per_mwh: floa
     """ai(lease queue), reason ``ai_lease``, margin = lease price - the node's power cost."""
     cost = device.nominal_power_w / 1e6 * power_price_usd_per_mwh
     return Assignment(
-        device.id, Workload.ai(lease.queue), REASON_LEASE, lease.price_usd_per_hour - cost
+        device.id, Workload.ai(lease.queue), Reason.AI_LEASE, lease.price_usd_per_hour - cost
     )

@@ -22,7 +22,9 @@ from drivers.errors import Unavailable
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
 from scheduler.api.auth import hash_token, new_token
-from scheduler.config.schema import WattmuxConfig, parse_config, pools_of
+from scheduler.config.devices import pools_of
+from scheduler.config.loading import parse_config
+from scheduler.config.schema import WattmuxConfig
 from scheduler.control.systemd import SystemdNotifier
 from scheduler.core.model import Reading
 from scheduler.daemon import Daemon, build_feeds

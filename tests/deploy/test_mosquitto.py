@@ -145,7 +145,9 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     config = broker_config(tmp_path, port, tls_port)
     assert MOSQUITTO is not None
     log = (tmp_path / "mosquitto.log").open("wb")
-    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(  # cwd: where the shipped config's persistence writes
+        [MOSQUITTO, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
+    )
     try:
         for _ in range(100):
             with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
@@ -186,6 +188,12 @@ async def collect(subscriber: aiomqtt.Client, until: str) -> set[tuple[str, str]
             assert isinstance(message.payload, bytes)
             seen.add((topic, message.payload.decode()))
     return seen
+
+
+def test_one_shipped_config_keeps_the_daemons_session() -> None:
+    assert sorted(p.name for p in DEPLOY.parent.glob("mosquitto*")) == ["mosquitto"]
+    lines = (DEPLOY / "wattmux.conf").read_text().splitlines()
+    assert "persistence true" in lines and "max_queued_messages 10000" in lines
 
 
 @pytest.mark.system
@@ -233,6 +241,7 @@ async def test_each_identity_reaches_only_its_topics(broker: Broker) -> None:
             ("telemetry", "wattmux/s1/price/power"),  # denied: not a price gateway
             ("telemetry", "wattmux/s1/plan/m1"),  # denied
             ("price-feed", "wattmux/s1/price/power"),  # allowed
+            ("price-feed", "wattmux/s1/price/other"),  # denied: not the power price
             ("price-feed", "wattmux/s1/events/dr"),  # denied
             ("dr-gateway", "wattmux/s1/events/dr"),  # allowed
             ("dr-gateway", "wattmux/s1/telemetry/m2"),  # denied

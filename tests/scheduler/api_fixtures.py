@@ -10,14 +10,15 @@ from typing import Any
 
 from scheduler.api.app import create_app
 from scheduler.api.auth import Authenticator, RateLimiter, Role, TokenEntry, hash_token, new_token
-from scheduler.api.routes import ApiSecurity
-from scheduler.config.schema import WattmuxConfig, parse_config
+from scheduler.api.wiring import ApiSecurity
+from scheduler.config.loading import parse_config
+from scheduler.config.schema import WattmuxConfig
 from scheduler.control.service import ControlService
 from scheduler.core.model import Plan
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
 from scheduler.policies import available_policies
-from scheduler.store.journal import ControlStore
+from scheduler.store.operator import ControlStore
 
 NOW = 5000.0
 WALL = datetime(2024, 8, 20, 19, 30, tzinfo=UTC)

@@ -15,7 +15,9 @@ import os
 import re
 import signal
 import socket
+import tomllib
 from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,9 @@ from scheduler.core.model import (
 )
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
-from scheduler.store.journal import MEMORY, ControlStore
+from scheduler.store.operator import ControlStore
+from scheduler.store.sqlite import MEMORY
+from scheduler.version import wattmux_version
 from tests.fakes import asic
 from tests.scheduler.api_fixtures import (
     ControlledView,
@@ -50,6 +54,8 @@ from tests.scheduler.api_fixtures import (
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "api.json"
 UPDATE_GOLDEN = os.environ.get("WATTMUX_UPDATE_GOLDEN") == "1"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+PYPROJECT_VERSION = tomllib.loads(PYPROJECT.read_text())["project"]["version"]
 NOW = 5000.0
 POOL_FEE = 0.02
 
@@ -217,6 +223,30 @@ async def test_openapi_documents_response_models(client: httpx.AsyncClient) -> N
     assert "hashprice_usd_per_th_day" in components["MarketView"]["properties"]
     ok = schema["paths"]["/v1/plan"]["get"]["responses"]["200"]["content"]["application/json"]
     assert ok["schema"]["items"]["$ref"].endswith("/AssignmentView")
+
+
+async def test_api_version_is_pyprojects(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert schema["info"]["version"] == PYPROJECT_VERSION == wattmux_version()
+
+
+def test_api_version_comes_from_the_package_metadata(
+    view: FakeView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def metadata_version(name: str) -> str:
+        assert name == "wattmux"
+        return "9.8.7"
+
+    monkeypatch.setattr("scheduler.version.metadata_version", metadata_version)
+    assert build_app(view, TOKENS).openapi()["info"]["version"] == "9.8.7"
+
+
+def test_version_without_metadata_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> str:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr("scheduler.version.metadata_version", missing)
+    assert wattmux_version() == "unknown"
 
 
 # --- golden file ---------------------------------------------------------------------------

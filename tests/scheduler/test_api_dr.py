@@ -16,12 +16,12 @@ from scheduler.api.app import bound_port, serve
 from scheduler.api.auth import Role
 from scheduler.cli.client import EXIT_OK, EXIT_USAGE
 from scheduler.cli.main import main
-from scheduler.config.schema import parse_config
+from scheduler.config.loading import parse_config
 from scheduler.core.economics import market_economics, option_economics
 from scheduler.core.model import Event, Sample, Workload
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
-from scheduler.store.journal import ControlStore
+from scheduler.store.operator import ControlStore
 from tests.scheduler.api_fixtures import NOW, ControlledView, Tokens, build_app, make_control
 from tests.scheduler.helpers import market
 

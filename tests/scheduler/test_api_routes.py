@@ -16,6 +16,7 @@ from scheduler.api.app import bound_port, serve
 from scheduler.api.auth import Role
 from scheduler.core.model import Workload
 from scheduler.policies import available_policies
+from scheduler.store.journal import DecisionRecord
 from tests.scheduler.api_fixtures import WALL, ControlledView, Tokens, build_app
 from tests.scheduler.test_api_security import make_view
 
@@ -68,13 +69,10 @@ def seed_log(view: ControlledView) -> None:
     for minute in range(10):
         device = f"m{minute % 3 + 1}"
         reason = "price_above_breakeven" if minute % 2 else "price_below_breakeven"
-        store.record_decision(
-            at=WALL + timedelta(minutes=minute),
-            device_id=device,
-            workload=Workload.sleep() if minute % 2 else Workload.mine("main"),
-            reason=reason,
-            expected_margin_usd_per_hour=float(minute),
-            previous=None,
+        workload = Workload.sleep() if minute % 2 else Workload.mine("main")
+        store.record_decisions(
+            WALL + timedelta(minutes=minute),
+            [DecisionRecord(device, workload, reason, float(minute), None)],
         )
     intent = store.begin_intent(
         at=WALL + timedelta(minutes=20),

@@ -19,7 +19,7 @@ from scheduler.control.service import Actor
 from scheduler.core.model import TERA, Sample, Workload
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
-from scheduler.store.journal import ControlStore
+from scheduler.store.operator import ControlStore
 from tests.scheduler.api_fixtures import (
     NOW,
     ControlledView,
@@ -101,7 +101,7 @@ def test_a_route_without_a_rule_refuses_to_build(
     view: ControlledView, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reduced = {k: v for k, v in ROUTE_ROLES.items() if k != ("PUT", "/v1/mode")}
-    monkeypatch.setattr("scheduler.api.routes.ROUTE_ROLES", reduced)
+    monkeypatch.setattr("scheduler.api.wiring.ROUTE_ROLES", reduced)
     with pytest.raises(RuntimeError, match=re.escape("PUT /v1/mode")):
         build_app(view, TOKENS)
 

@@ -21,7 +21,7 @@ from scheduler.backtest.engine import (
     optimum_decisions,
     run_backtest,
 )
-from scheduler.config.schema import load_config
+from scheduler.config.loading import load_config
 from scheduler.policies.breakeven import BreakevenPolicy
 from scheduler.policies.max_margin import MaxMarginPolicy
 

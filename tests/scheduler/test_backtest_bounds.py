@@ -21,7 +21,8 @@ from scheduler.backtest.engine import (
     optimum_decisions,
     run_backtest,
 )
-from scheduler.config.schema import WattmuxConfig, load_config
+from scheduler.config.loading import load_config
+from scheduler.config.schema import WattmuxConfig
 from scheduler.policies.max_margin import MaxMarginPolicy
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import date
 
 from scheduler.backtest.engine import SwitchingCosts, load_trace, simulate_policy
-from scheduler.config.schema import load_config
-from scheduler.core.model import Assignment, Plan, Snapshot, Workload
+from scheduler.config.loading import load_config
+from scheduler.core.model import Assignment, Device, DeviceKind, Plan, Snapshot, Workload
+from scheduler.core.power import planned_power_w
 from scheduler.policies.max_margin import MaxMarginPolicy
 from tests.scheduler.test_backtest import BTC, FLEETS, PRICES
 
@@ -110,3 +111,49 @@ def test_grouped_and_tuple_plans_settle_to_the_same_bits() -> None:
     assert (grouped.as_dict(), grouped_violations) == (flat.as_dict(), flat_violations)
     assert grouped.margin_series_usd == flat.margin_series_usd
     assert grouped.power_series_kw == flat.power_series_kw
+
+
+GPU_NODE = Device(
+    id="g1",
+    kind=DeviceKind.GPU_NODE,
+    model="8x GPU",
+    driver="slurm",
+    address="g1",
+    port=0,
+    nominal_hashrate_hs=150e12,
+    nominal_power_w=6000.0,
+    sleep_power_w=800.0,
+    pools=("main",),
+    gpus=8,
+    queues=("train",),
+)
+
+
+class SleepThenAi:
+    """The GPU node sleeps in the first interval and serves ai(train) from then on."""
+
+    name = "sleep-then-ai"
+
+    def plan(self, snapshot: Snapshot) -> Plan:
+        """Sleep at t=0, AI after."""
+        workload = SLEEP if snapshot.now == 0 else Workload.ai("train")
+        return Plan(snapshot.now, (Assignment(GPU_NODE.id, workload, "test", 0.0),))
+
+
+def test_an_ai_workload_draws_the_planned_power_of_the_guard() -> None:
+    """AI work is settled at nominal power (as the Guard plans it), earning no mining revenue."""
+    trace = load_trace(PRICES, BTC, date(2024, 8, 19), date(2024, 8, 19))
+    result, _ = simulate_policy(
+        SleepThenAi(),
+        [GPU_NODE],
+        trace,
+        info="realtime",
+        costs=SwitchingCosts(),
+        pool_fee=0.0,
+        power_cap_w=1e9,
+    )
+    ai_kw = planned_power_w(GPU_NODE, Workload.ai("train")) / 1000
+    assert ai_kw == 6.0
+    assert result.power_series_kw == [0.8] + [ai_kw] * 95
+    assert result.switches == 2  # mine -> sleep -> ai
+    assert result.revenue_usd == 0.0

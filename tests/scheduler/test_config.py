@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.cli.main import main
-from scheduler.config.schema import ConfigError, load_config, parse_config
+from scheduler.config.loading import ConfigError, load_config, parse_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "wattmux.example.toml"
 

@@ -10,7 +10,7 @@ import pytest
 from drivers.queues.kubernetes import KubernetesQueue
 from drivers.queues.slurm import SlurmQueue
 from drivers.queues.webhook import WebhookQueue
-from scheduler.config.schema import ConfigError, parse_config
+from scheduler.config.loading import ConfigError, parse_config
 from scheduler.control.queues import build_queues
 from scheduler.core.model import DeviceKind, Workload
 

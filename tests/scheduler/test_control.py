@@ -21,7 +21,7 @@ from scheduler.core.model import Device, Outcome, OutcomeStatus, Plan, Workload
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
 from scheduler.policies import available_policies
-from scheduler.store.journal import ControlStore
+from scheduler.store.operator import ControlStore
 from tests.scheduler.api_fixtures import WALL
 from tests.scheduler.helpers import device, snapshot
 

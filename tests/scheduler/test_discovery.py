@@ -9,7 +9,7 @@ import tomllib
 from drivers.asic.discover import hosts
 from drivers.sim.site import SimSite
 from scheduler.cli.discover import main_args, run_discover
-from scheduler.config.schema import parse_config
+from scheduler.config.loading import parse_config
 from scheduler.core.model import Device, Pool
 from tests.fakes import asic
 

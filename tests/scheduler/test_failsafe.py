@@ -10,7 +10,8 @@ import pytest
 
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
-from scheduler.config.schema import load_config, pools_of
+from scheduler.config.devices import pools_of
+from scheduler.config.loading import load_config
 from scheduler.control.failsafe import FAILSAFE_REASON, curtail_all
 from scheduler.store.journal import Store
 from tests.deploy.sim_daemon import free_port_on

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from drivers.market.ercot import ERCOT_ZONE
-from scheduler.config.schema import parse_config
+from scheduler.config.loading import parse_config
 from scheduler.daemon import Daemon
 from tests.conftest import free_port
 from tests.drivers.market.replay_server import ReplayServer, Reply

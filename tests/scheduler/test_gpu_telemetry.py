@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.gpu.config import GpuTelemetryOptions
-from scheduler.config.schema import parse_config
+from scheduler.config.loading import parse_config
 from scheduler.core.state import FleetState
 from scheduler.daemon import Daemon
 from scheduler.observability.gpu_telemetry import GpuTelemetry

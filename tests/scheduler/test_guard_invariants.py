@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from scheduler.config.schema import GuardConfig
-from scheduler.control.guard import SAFETY_REASONS, Guard, _power_w
+from scheduler.control.guard import Guard
 from scheduler.core.limits import site_limit_w
 from scheduler.core.model import (
     Assignment,
@@ -21,6 +21,8 @@ from scheduler.core.model import (
     Snapshot,
     Workload,
 )
+from scheduler.core.power import planned_power_w as _power_w
+from scheduler.core.reasons import SAFETY_REASONS
 from scheduler.policies.max_margin import MaxMarginPolicy
 from tests.scheduler.helpers import BTC_USD, DIFFICULTY, device
 

@@ -15,7 +15,7 @@ import aiomqtt
 import pytest
 
 from drivers.sim.broker import Mosquitto
-from scheduler.config.schema import parse_config
+from scheduler.config.loading import parse_config
 from scheduler.core.model import WorkloadKind
 from scheduler.daemon import Daemon
 from tests.conftest import free_port

@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from scheduler.config.schema import ConfigError, GuardConfig, parse_config
+from scheduler.config.loading import ConfigError, parse_config
+from scheduler.config.schema import GuardConfig
 from scheduler.control.guard import Guard
 from scheduler.control.ingest import expire_pushed_sample
 from scheduler.core.model import Reading, Sample, Workload

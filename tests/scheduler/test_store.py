@@ -11,14 +11,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.core.model import OutcomeStatus, Workload
-from scheduler.store.journal import (
-    PENDING,
-    SCHEMA_VERSION,
-    AuditKind,
-    DecisionRecord,
-    Store,
-    StoreError,
-)
+from scheduler.store.journal import PENDING, AuditKind, DecisionRecord, Store
+from scheduler.store.sqlite import SCHEMA_VERSION, StoreError
 
 T0 = datetime(2024, 8, 20, 14, 30, 0, tzinfo=UTC)
 
@@ -64,17 +58,17 @@ def test_memory_store_works_for_tests() -> None:
 
 
 def test_decision_round_trip(store: Store) -> None:
-    decision_id = store.record_decision(
-        at=at(5),
-        device_id="m1",
-        workload=Workload.sleep(),
-        reason="price_above_breakeven",
-        expected_margin_usd_per_hour=-0.42,
-        previous=Workload.mine("main"),
+    store.record_decisions(
+        at(5),
+        [
+            DecisionRecord(
+                "m1", Workload.sleep(), "price_above_breakeven", -0.42, Workload.mine("main")
+            )
+        ],
     )
     [record] = store.audit()
     assert record.kind is AuditKind.DECISION
-    assert record.id == decision_id
+    assert record.id == 1
     assert record.at == at(5)
     assert record.at.tzinfo is not None and record.at.utcoffset() == timedelta(0)
     assert record.device_id == "m1"
@@ -86,13 +80,8 @@ def test_decision_round_trip(store: Store) -> None:
 
 
 def test_first_decision_has_no_previous(store: Store) -> None:
-    store.record_decision(
-        at=T0,
-        device_id="m1",
-        workload=Workload.mine("main", 0.8),
-        reason="price_below_breakeven",
-        expected_margin_usd_per_hour=1.5,
-        previous=None,
+    store.record_decisions(
+        T0, [DecisionRecord("m1", Workload.mine("main", 0.8), "price_below_breakeven", 1.5, None)]
     )
     [record] = store.audit()
     assert record.previous is None
@@ -142,15 +131,8 @@ def test_batched_intents_are_committed_in_order_with_their_ids(db_path: Path, st
     assert [i.id for i in store.open_intents()] == [before, ids[0], after]
 
 
-def test_batched_decisions_set_desired_and_read_back_like_single_ones(store: Store) -> None:
-    store.record_decision(
-        at=at(0),
-        device_id="m9",
-        workload=Workload.sleep(),
-        reason="thermal",
-        expected_margin_usd_per_hour=0.0,
-        previous=None,
-    )
+def test_batched_decisions_set_desired_and_read_back(store: Store) -> None:
+    store.record_decisions(at(0), [DecisionRecord("m9", Workload.sleep(), "thermal", 0.0, None)])
     store.record_decisions(
         at(5),
         [
@@ -164,7 +146,11 @@ def test_batched_decisions_set_desired_and_read_back_like_single_ones(store: Sto
     assert second.at == at(5) and second.previous == Workload.mine("main")
     assert second.reason == "dr_event" and second.expected_margin_usd_per_hour == -0.5
     assert newest.previous is None and newest.workload == Workload.mine("main")
-    assert store.desired() == {"m1": Workload.sleep(), "m2": Workload.mine("main")}
+    assert store.desired() == {
+        "m1": Workload.sleep(),
+        "m2": Workload.mine("main"),
+        "m9": Workload.sleep(),
+    }
     store.record_decisions(
         at(7), [DecisionRecord("m1", Workload.mine("main"), "price_below_breakeven", 1.0, None)]
     )
@@ -223,13 +209,13 @@ def test_set_desired_replaces_previous_value(store: Store) -> None:
 def test_everything_survives_reopen(db_path: Path) -> None:
     with Store.open(db_path) as store:
         store.set_desired("m1", Workload.mine("main", 0.9), "price_below_breakeven", T0)
-        store.record_decision(
-            at=T0,
-            device_id="m1",
-            workload=Workload.mine("main", 0.9),
-            reason="price_below_breakeven",
-            expected_margin_usd_per_hour=2.0,
-            previous=Workload.sleep(),
+        store.record_decisions(
+            T0,
+            [
+                DecisionRecord(
+                    "m1", Workload.mine("main", 0.9), "price_below_breakeven", 2.0, Workload.sleep()
+                )
+            ],
         )
         open_id = store.begin_intent(
             at=at(1), device_id="m1", workload=Workload.mine("main", 0.9), reason="x"
@@ -244,27 +230,15 @@ def test_everything_survives_reopen(db_path: Path) -> None:
 
 
 def test_audit_newest_first_with_filters_and_limit(store: Store) -> None:
-    store.record_decision(
-        at=at(10),
-        device_id="m1",
-        workload=Workload.sleep(),
-        reason="price_above_breakeven",
-        expected_margin_usd_per_hour=0.0,
-        previous=None,
+    store.record_decisions(
+        at(10), [DecisionRecord("m1", Workload.sleep(), "price_above_breakeven", 0.0, None)]
     )
     # same wall time as the decision, written after it: newer
     command = store.begin_intent(
         at=at(10), device_id="m1", workload=Workload.sleep(), reason="price_above_breakeven"
     )
     store.begin_intent(at=at(20), device_id="m2", workload=Workload.off(), reason="thermal")
-    store.record_decision(
-        at=at(5),
-        device_id="m2",
-        workload=Workload.off(),
-        reason="thermal",
-        expected_margin_usd_per_hour=0.0,
-        previous=None,
-    )
+    store.record_decisions(at(5), [DecisionRecord("m2", Workload.off(), "thermal", 0.0, None)])
     everything = store.audit()
     assert [(r.at, r.kind, r.device_id) for r in everything] == [
         (at(20), AuditKind.COMMAND, "m2"),

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from drivers.sim.site import SimSite
-from scheduler.config.schema import load_config, pools_of
+from scheduler.config.devices import pools_of
+from scheduler.config.loading import load_config
 from scheduler.control.systemd import (
     SystemdHeartbeat,
     SystemdNotifier,

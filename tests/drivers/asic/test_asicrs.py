@@ -11,10 +11,11 @@ from drivers.asic import asicrs
 from drivers.asic import config as asic_config
 from drivers.asic.asicrs import AsicRsDriver
 from drivers.asic.config import AsicRsOptions
-from drivers.asic.registry import CAPABILITIES, create_asic_driver
+from drivers.asic.registry import create_asic_driver
 from drivers.errors import Fatal, Unavailable
 from drivers.sim.site import SimSite
-from scheduler.config.schema import ConfigError, parse_config, pools_of
+from scheduler.config.devices import pools_of
+from scheduler.config.loading import ConfigError, parse_config
 from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
 needs_wheel = pytest.mark.skipif(not asicrs.HAVE_ASIC_RS, reason="pyasic-rs is not installed")
@@ -58,7 +59,6 @@ def test_config_picks_the_asic_rs_driver() -> None:
     assert (device.driver, device.port) == ("asic-rs", 4028)
     driver = create_asic_driver(pools_of(parsed), parsed.devices[0].options, concurrency=4)
     assert isinstance(driver, AsicRsDriver)
-    assert CAPABILITIES["asic-rs"].sleep and not CAPABILITIES["asic-rs"].power_target
 
 
 @dataclasses.dataclass

@@ -14,7 +14,7 @@ from drivers.asic.bos_messages import MinerStatus
 from drivers.asic.braiins import BraiinsDriver
 from drivers.asic.config import BraiinsOptions
 from drivers.asic.discover import discover
-from drivers.base import MinerControl, SupportsSleep, TelemetrySource
+from drivers.base import MinerControl, TelemetrySource
 from drivers.errors import Fatal, Timeout, Unavailable
 from drivers.sim.braiins_grpc import SimBraiinsGrpc
 from drivers.sim.miner import SimMiner
@@ -61,7 +61,7 @@ async def bos() -> AsyncIterator[Bos]:
 
 async def test_reads_go_over_the_cgminer_api_and_the_state_over_grpc(bos: Bos) -> None:
     driver = bos.driver()
-    assert isinstance(driver, TelemetrySource | MinerControl | SupportsSleep)
+    assert isinstance(driver, TelemetrySource | MinerControl)
     sample = await driver.collect(bos.device)
     assert sample.workload == Workload.mine("main") and sample.power_w > 3000
     assert bos.api.calls["Login"] == 1 and bos.api.calls["GetMinerDetails"] == 1

@@ -24,7 +24,7 @@ from drivers.asic.cgminer import (
     same_url,
 )
 from drivers.asic.config import CgminerOptions
-from drivers.base import MinerControl, SupportsPoolSwitch, SupportsSleep, TelemetrySource
+from drivers.base import MinerControl, TelemetrySource
 from drivers.errors import MalformedReply, Rejected, Timeout, Unavailable
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
@@ -86,7 +86,7 @@ def driver(fake_time: FakeTime) -> CgminerDriver:
 
 
 def test_driver_implements_the_protocols(driver: CgminerDriver) -> None:
-    for protocol in (TelemetrySource, MinerControl, SupportsSleep, SupportsPoolSwitch):
+    for protocol in (TelemetrySource, MinerControl):
         assert isinstance(driver, protocol)
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from drivers.asic.config import WhatsminerOptions
-from drivers.asic.whatsminer import WhatsminerDriver, mining_off, model_facts
+from drivers.asic.whatsminer import WhatsminerDriver, mining_off
 from drivers.asic.whatsminer_crypto import v2_decrypt, v2_encrypt, v2_token
+from drivers.asic.whatsminer_models import model_facts
 from drivers.errors import Fatal, Rejected, Timeout
 from drivers.sim.site import SimSite
 from drivers.sim.tcp import Fault

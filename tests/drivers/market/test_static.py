@@ -7,8 +7,7 @@ import math
 import pytest
 
 from drivers.base import MarketFeed
-from drivers.market.static import StaticMarketFeed
-from scheduler.config.schema import StaticMarketConfig
+from drivers.market.static import StaticMarketConfig, StaticMarketFeed
 from scheduler.core.model import MARKET_INPUTS, MarketState
 from tests.fakes import FakeClock
 

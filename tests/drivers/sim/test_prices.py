@@ -12,8 +12,6 @@ from drivers.base import MarketFeed
 from drivers.errors import Fatal, Unavailable
 from drivers.market.history import (
     ERCOT_ZONE,
-    BtcDailyFeed,
-    ErcotReplayFeed,
     PriceInterval,
     bundled_btc_path,
     bundled_ercot_path,
@@ -21,6 +19,7 @@ from drivers.market.history import (
     load_btc_daily_csv,
     load_ercot_csv,
 )
+from drivers.market.replay import BtcDailyFeed, ErcotReplayFeed
 from scheduler.core.economics import MarketEconomics, market_economics
 from scheduler.core.hardware import MODELS
 from scheduler.core.model import TERA, Device, DeviceKind, MarketState, Snapshot

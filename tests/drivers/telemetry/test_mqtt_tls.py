@@ -19,7 +19,7 @@ from tests.drivers.telemetry.test_mqtt import ListSink
 
 pytestmark = pytest.mark.system
 
-ACL = Path(__file__).resolve().parents[3] / "deploy" / "mosquitto-wattmux.acl"
+ACL = Path(__file__).resolve().parents[3] / "deploy" / "mosquitto" / "wattmux.acl"
 
 
 def run(*args: str, cwd: Path) -> None:
@@ -36,7 +36,7 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
     run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext", cwd=tmp_path)  # fmt: skip
     run("mosquitto_passwd", "-b", "-c", "passwd", "wattmux", "s3cret", cwd=tmp_path)
-    run("mosquitto_passwd", "-b", "passwd", "site-gateway", "gw-pass", cwd=tmp_path)
+    run("mosquitto_passwd", "-b", "passwd", "price-feed", "gw-pass", cwd=tmp_path)
     broker = Mosquitto(directory=tmp_path)
     conf = broker.conf_path.read_text().replace("allow_anonymous true", "allow_anonymous false")
     conf += (
@@ -73,7 +73,7 @@ async def test_tls_with_credentials_and_acl(tls_broker: tuple[Mosquitto, Path]) 
     gateway = aiomqtt.Client(
         broker.host,
         broker.port,
-        username="site-gateway",
+        username="price-feed",
         password="gw-pass",
         tls_params=aiomqtt.TLSParameters(ca_certs=str(ca)),
         identifier="gw",

@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.config.schema import PolicyConfig, ScheduleWindowConfig, parse_config
+from scheduler.config.loading import parse_config
+from scheduler.config.schema import PolicyConfig
 from scheduler.core.model import Event, Snapshot, Workload
 from scheduler.policies import create_policy
 from scheduler.policies.demand_response import DemandResponsePolicy
-from scheduler.policies.schedule import SchedulePolicy, window_active
+from scheduler.policies.schedule import SchedulePolicy, ScheduleWindowConfig, window_active
 from tests.scheduler.helpers import device, snapshot
 
 FLEET = [
@@ -111,7 +112,7 @@ def test_schedule_config_takes_the_site_zone_and_names_bad_fields() -> None:
         "pools": [{"name": "main", "url": "stratum+tcp://p:3333", "user": "u"}],
         "devices": [{"id": "a", "model": "S21", "pools": ["main"], "address": "127.60.0.1"}],
     }
-    from scheduler.config.schema import ConfigError
+    from scheduler.config.loading import ConfigError
 
     with pytest.raises(ConfigError, match=r"policy.schedule\[0\].start: expected HH:MM"):
         parse_config(data, environ={})

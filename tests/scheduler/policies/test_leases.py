@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.config.schema import GuardConfig, PolicyConfig, ScheduleWindowConfig, parse_config
+from scheduler.config.loading import parse_config
+from scheduler.config.schema import GuardConfig, PolicyConfig
 from scheduler.control.guard import Guard
 from scheduler.core.model import Event, Lease, Snapshot, Workload
 from scheduler.policies import create_policy
 from scheduler.policies.demand_response import DemandResponsePolicy
 from scheduler.policies.leases import pinned_leases
-from scheduler.policies.schedule import SchedulePolicy
+from scheduler.policies.schedule import SchedulePolicy, ScheduleWindowConfig
 from tests.scheduler.helpers import device
 from tests.scheduler.policies.test_gpu_queue import CHEAP, decide, demand, gpu_node, gpu_snapshot
 
@@ -161,7 +162,7 @@ def test_lease_config_is_checked_and_becomes_the_model_lease() -> None:
     (model,) = [entry.lease() for entry in config.leases]
     assert model.start == datetime(2026, 12, 1, 6, tzinfo=UTC)
     assert (model.node, model.queue, model.priority) == ("g1", "train", 5)
-    from scheduler.config.schema import ConfigError
+    from scheduler.config.loading import ConfigError
 
     for bad, message in (
         ({"node": "nope"}, "unknown gpu node"),

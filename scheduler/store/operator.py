@@ -1,0 +1,170 @@
+"""The operator's durable state in SQLite: overrides, settings and the API audit log.
+
+Every change made through the API is committed in one transaction with its
+audit row, so an acknowledged change is never without its record.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+
+from scheduler.core.model import Workload
+from scheduler.store.journal import Store
+from scheduler.store.sqlite import from_text, to_text
+
+
+@dataclass(frozen=True, slots=True)
+class ApiAuditEntry:
+    """One mutating API request: who, from where, what it changed (before -> after), result."""
+
+    at: datetime
+    principal: str
+    role: str
+    remote: str
+    method: str
+    path: str
+    before: str
+    after: str
+    result: str
+    status_code: int
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideRow:
+    """A device pinned to a workload until a wall time, by an API principal."""
+
+    device_id: str
+    workload: Workload
+    until: datetime
+    note: str
+    by: str
+    at: datetime
+
+
+def _insert_api_audit(db: sqlite3.Connection, entry: ApiAuditEntry) -> int:
+    """Insert one API audit row inside an open transaction; return its id."""
+    cursor = db.execute(
+        "INSERT INTO api_audit (at, principal, role, remote, method, path, before, after,"
+        " result, status_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            to_text(entry.at),
+            entry.principal,
+            entry.role,
+            entry.remote,
+            entry.method,
+            entry.path,
+            entry.before,
+            entry.after,
+            entry.result,
+            entry.status_code,
+        ),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+class ControlStore(Store):
+    """The Store plus operator state (overrides, settings) and the API audit log.
+
+    Every change made through the API is committed in one transaction with
+    its audit row, so an acknowledged change is never without its record.
+    """
+
+    def record_api_audit(self, entry: ApiAuditEntry) -> int:
+        """Durably append an audit row for a request that changed nothing (denied, invalid)."""
+        with self._write() as db:
+            return _insert_api_audit(db, entry)
+
+    def put_override(self, row: OverrideRow, audit: ApiAuditEntry) -> None:
+        """Pin a device (replacing its earlier override) and audit it, in one transaction."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO overrides (device_id, workload, until, note, by, at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
+                " workload = excluded.workload, until = excluded.until, note = excluded.note,"
+                " by = excluded.by, at = excluded.at",
+                (
+                    row.device_id,
+                    str(row.workload),
+                    to_text(row.until),
+                    row.note,
+                    row.by,
+                    to_text(row.at),
+                ),
+            )
+            _insert_api_audit(db, audit)
+
+    def delete_override(self, device_id: str, audit: ApiAuditEntry | None) -> bool:
+        """Remove a device's override (auditing it when audit is given); True if one existed."""
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM overrides WHERE device_id = ?", (device_id,))
+            if audit is not None:
+                _insert_api_audit(db, audit)
+            return cursor.rowcount > 0
+
+    def overrides(self) -> list[OverrideRow]:
+        """Every stored override, by device id."""
+        rows = self._read(
+            "SELECT device_id, workload, until, note, by, at FROM overrides ORDER BY device_id"
+        )
+        return [
+            OverrideRow(
+                device_id=row["device_id"],
+                workload=Workload.parse(row["workload"]),
+                until=from_text(row["until"]),
+                note=row["note"],
+                by=row["by"],
+                at=from_text(row["at"]),
+            )
+            for row in rows
+        ]
+
+    def put_setting(
+        self, key: str, value: str | None, at: datetime, audit: ApiAuditEntry | None
+    ) -> None:
+        """Set (or with None, clear) a setting and audit it, in one transaction."""
+        with self._write() as db:
+            if value is None:
+                db.execute("DELETE FROM settings WHERE key = ?", (key,))
+            else:
+                db.execute(
+                    "INSERT INTO settings (key, value, at) VALUES (?, ?, ?) ON CONFLICT (key)"
+                    " DO UPDATE SET value = excluded.value, at = excluded.at",
+                    (key, value, to_text(at)),
+                )
+            if audit is not None:
+                _insert_api_audit(db, audit)
+
+    def settings(self) -> dict[str, str]:
+        """Every stored setting."""
+        return {row["key"]: row["value"] for row in self._read("SELECT key, value FROM settings")}
+
+    def api_audit(self, *, limit: int = 100, offset: int = 0) -> list[ApiAuditEntry]:
+        """API audit rows, newest first."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        rows = self._read(
+            "SELECT * FROM api_audit ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset)
+        )
+        return [
+            ApiAuditEntry(
+                at=from_text(row["at"]),
+                principal=row["principal"],
+                role=row["role"],
+                remote=row["remote"],
+                method=row["method"],
+                path=row["path"],
+                before=row["before"],
+                after=row["after"],
+                result=row["result"],
+                status_code=row["status_code"],
+                id=row["id"],
+            )
+            for row in rows
+        ]
+
+    def integrity_check(self) -> str:
+        """The result of ``PRAGMA integrity_check`` (``ok`` when the file is sound)."""
+        return "; ".join(str(row[0]) for row in self._read("PRAGMA integrity_check"))
