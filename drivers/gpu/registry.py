@@ -7,7 +7,13 @@ is the ``source`` label of the ``wattmux_gpu_*`` gauges; an entry may also name
 a gauge saying whether its sources could be opened on this host
 (``wattmux_gpu_nvml_available``).  Built-ins are the modules of ``drivers.gpu``
 (``nvml``, ``dcgm``); installed packages add sources through the entry point
-group ``wattmux.gpu_telemetry``.
+group ``wattmux.gpu_telemetry``.  A secret among the options is a ``SecretStr``
+(``/v1/config`` shows the effective configuration).
+
+A new source needs one module: its options model, its source class and
+``PLUGINS``; ``nvml = true`` and ``dcgm_urls`` in ``drivers.gpu.config`` are
+short for entries of the built-ins, every other source is a
+``[[gpu_telemetry.sources]]`` table.
 """
 
 from __future__ import annotations
