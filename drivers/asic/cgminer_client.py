@@ -26,12 +26,11 @@ from typing import Any, cast
 
 import msgspec
 
+from drivers.bounds import MAX_REPLY_BYTES, json_problem
 from drivers.errors import MalformedReply, Rejected, Timeout, Unavailable
 from drivers.slots import Slots
 
 Reply = dict[str, Any]
-
-MAX_REPLY_BYTES = 1024 * 1024
 
 
 # Repairs for known firmware slips, tried in order only when strict parsing fails.
@@ -47,10 +46,18 @@ _encode = msgspec.json.Encoder().encode  # {"command": ..., "parameter": ...} as
 
 
 def decode_reply(raw: bytes, source: str) -> Reply:
-    """Decode one reply (NUL already stripped) into a JSON object or raise MalformedReply."""
+    """Decode one reply (NUL already stripped) into a JSON object or raise MalformedReply.
+
+    Before any parser sees it, the reply is checked against drivers/bounds.py
+    (nesting depth, digits in a number, string length): nothing a miner sends
+    raises anything but MalformedReply.
+    """
+    problem = json_problem(raw)
+    if problem is not None:
+        raise MalformedReply(source, f"reply {problem}")
     try:
         value = _fast_decode.decode(raw)  # well-formed JSON: the common case, in C
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         value = _decode_lenient(raw, source)
     if not isinstance(value, dict):
         raise MalformedReply(source, f"reply is a JSON {type(value).__name__}, not an object")
@@ -61,16 +68,20 @@ def _decode_lenient(raw: bytes, source: str) -> Any:
     """Decode what strict JSON refuses: bad UTF-8, raw control characters, firmware slips."""
     text = raw.decode("utf-8", errors="replace").strip()
     try:
-        value = json.loads(text, strict=False)  # strict=False: raw control chars in strings
+        return json.loads(text, strict=False)  # strict=False: raw control chars in strings
     except json.JSONDecodeError as exc:
-        repaired = text
-        for pattern, replacement in _REPAIRS:
-            repaired = pattern.sub(replacement, repaired)
-        try:
-            value = json.loads(repaired, strict=False)
-        except json.JSONDecodeError:
-            raise MalformedReply(source, f"reply is not JSON ({exc.msg} at {exc.pos})") from exc
-    return value
+        reason = f"reply is not JSON ({exc.msg} at {exc.pos})"
+    except (ValueError, RecursionError) as exc:  # beyond what json_problem bounds
+        raise MalformedReply(source, f"reply is not JSON ({type(exc).__name__})") from None
+    repaired = text
+    del text
+    for pattern, replacement in _REPAIRS:
+        repaired = pattern.sub(replacement, repaired)
+    try:
+        return json.loads(repaired, strict=False)
+    except (ValueError, RecursionError):
+        # from None: the exception would keep the reply's text alive through its frames
+        raise MalformedReply(source, reason) from None
 
 
 def status_entry(reply: Mapping[str, Any]) -> Mapping[str, Any] | None:
