@@ -12,15 +12,14 @@ and never raises anything but the driver's ``MalformedReply``:
                     (``implausible_reading``): a miner that reports -1e24 TH/s or
                     9,999 C is malformed, not stored
 
-The JSON checks run in C (bytes.count, a regular expression, bytes.replace/split)
-on the common reply and only do more when a shortcut cannot clear it.
+The JSON checks are a few scans in C (bytes.count/translate/find/replace, one
+regular expression with a literal prefix), linear in the reply's size.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from itertools import accumulate
 from typing import Final
 
 MAX_REPLY_BYTES: Final = 1024 * 1024
@@ -38,14 +37,69 @@ MAX_POWER_W: Final = 1_000_000.0
 MIN_TEMPERATURE_C: Final = -40.0
 MAX_TEMPERATURE_C: Final = 200.0
 
-_LONG_NUMBER = re.compile(rb"[0-9]{%d}" % (MAX_NUMBER_DIGITS + 1))
-# +1 for [ and {, -1 for ] and }, 0 for every other byte
-_STEP: Final = [1 if c in b"[{" else -1 if c in b"]}" else 0 for c in range(256)]
+# Brackets become ( and ), digits 0, everything else is dropped or kept as it is.
+_BRACKETS_ONLY: Final = bytes.maketrans(b"[{]}", b"(())")
 _NOT_BRACKETS: Final = bytes(c for c in range(256) if c not in b"[]{}")
+_DIGITS_AS_ZERO: Final = bytes.maketrans(b"0123456789", b"0" * 10)
 
 
-def _long_number(max_digits: int) -> re.Pattern[bytes]:
-    return re.compile(rb"[0-9]{%d}" % (max_digits + 1))
+def _has_long_number(raw: bytes, max_digits: int) -> bool:
+    return b"0" * (max_digits + 1) in raw.translate(_DIGITS_AS_ZERO)
+
+
+def _deeper_than(brackets: bytes, max_depth: int) -> bool:
+    """Whether a string of ( and ) nests deeper than ``max_depth`` (all in C).
+
+    A run of more than max_depth openers is too deep at once.  Otherwise each
+    pass removes every innermost pair (at least one level); when no pair is
+    left what remains is ``)))(((`` and its openers are the unclosed depth.
+    """
+    if b"(" * (max_depth + 1) in brackets:
+        return True
+    for _ in range(max_depth):
+        reduced = brackets.replace(b"()", b"")
+        if len(reduced) == len(brackets):
+            return reduced.count(b"(") > max_depth
+        brackets = reduced
+        if not brackets:
+            return False
+    return True  # max_depth passes each removed a level, and brackets remain
+
+
+def _outside_strings(raw: bytes) -> bytes:
+    """The text outside JSON strings.
+
+    Escaped backslashes go first, then escaped quotes, left to right as a JSON
+    parser reads them; every remaining quote opens or closes a string.
+    """
+    return b"".join(raw.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[0::2])
+
+
+def _long_string(max_string: int) -> re.Pattern[bytes]:
+    """A quote followed by more than max_string bytes without a quote."""
+    return re.compile(b'"[^"]{%d}' % (max_string + 1))
+
+
+_LONG_STRING: Final = _long_string(MAX_STRING_BYTES)
+
+
+def _deeper_than(brackets: bytes, max_depth: int) -> bool:
+    """Whether a string of ( and ) nests deeper than ``max_depth`` (all in C).
+
+    A run of more than max_depth openers is too deep at once.  Otherwise each
+    pass removes every innermost pair (at least one level); when no pair is
+    left what remains is ``)))(((`` and its openers are the unclosed depth.
+    """
+    if b"(" * (max_depth + 1) in brackets:
+        return True
+    for _ in range(max_depth):
+        reduced = brackets.replace(b"()", b"")
+        if len(reduced) == len(brackets):
+            return reduced.count(b"(") > max_depth
+        brackets = reduced
+        if not brackets:
+            return False
+    return True  # max_depth passes each removed a level, and brackets remain
 
 
 def _outside_and_inside(raw: bytes) -> tuple[bytes, list[bytes]]:
@@ -67,30 +121,22 @@ def json_problem(
 ) -> str | None:
     """Why ``raw`` is too deep, too long a number or too long a string to parse; None if fine.
 
-    Cheap on ordinary replies (a few C scans); the exact scan outside strings only
-    runs when a shortcut cannot clear the reply.  Unbalanced brackets are left to
-    the parser, which refuses them.
+    Every check is a few C scans of the bytes as they are; brackets and digits
+    inside strings may make one fire, and only then is it confirmed on the text
+    outside strings.  Unbalanced brackets are left to the parser, which refuses them.
     """
-    deep = raw.count(b"[") + raw.count(b"{") > max_depth
-    number = _LONG_NUMBER if max_digits == MAX_NUMBER_DIGITS else _long_number(max_digits)
-    long_number = number.search(raw) is not None
-    long_string = len(raw) > max_string
-    if not (deep or long_number or long_string):
-        return None
-    outside, strings = _outside_and_inside(raw)
-    if long_string:
-        longest = max(map(len, strings), default=0)
-        if longest > max_string:
-            return f"a string of {longest} bytes (limit {max_string})"
-    if deep:
-        steps = outside.translate(None, _NOT_BRACKETS)
-        depth = max(accumulate(map(_STEP.__getitem__, steps)), default=0)
-        if depth > max_depth:
-            return f"nested {depth} deep (limit {max_depth})"
-    if long_number:
-        longest_digits = max(map(len, re.findall(rb"[0-9]+", outside)), default=0)
-        if longest_digits > max_digits:
-            return f"a number of {longest_digits} digits (limit {max_digits})"
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _deeper_than(
+        raw.translate(_BRACKETS_ONLY, _NOT_BRACKETS), max_depth
+    ):
+        outside = _outside_strings(raw)
+        if _deeper_than(outside.translate(_BRACKETS_ONLY, _NOT_BRACKETS), max_depth):
+            return f"nested more than {max_depth} deep"
+    if _has_long_number(raw, max_digits) and _has_long_number(_outside_strings(raw), max_digits):
+        return f"a number of more than {max_digits} digits"
+    if len(raw) > max_string:
+        pattern = _LONG_STRING if max_string == MAX_STRING_BYTES else _long_string(max_string)
+        if pattern.search(raw) is not None:
+            return f"a string of more than {max_string} bytes"
     return None
 
 

@@ -54,6 +54,7 @@ from drivers.asic.cgminer_parse import (
 )
 from drivers.asic.config import WhatsminerOptions
 from drivers.asic.whatsminer_crypto import V2Token, v2_decrypt, v2_encrypt, v2_token
+from drivers.bounds import json_problem
 from drivers.errors import Fatal, MalformedReply, Rejected
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
@@ -200,9 +201,13 @@ class WhatsminerDriver(CgminerDriver):
         if not isinstance(encoded, str):
             raise MalformedReply(device.id, f"{command}: enc is {type(encoded).__name__}")
         try:
-            value = json.loads(v2_decrypt(token.aes_key, encoded))
-        except ValueError as exc:
-            raise MalformedReply(device.id, f"{command}: reply does not decrypt: {exc}") from exc
+            plain = v2_decrypt(token.aes_key, encoded)
+            problem = json_problem(plain.encode())
+            if problem is not None:
+                raise MalformedReply(device.id, f"{command}: decrypted reply {problem}")
+            value = json.loads(plain)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedReply(device.id, f"{command}: reply does not decrypt: {exc}") from None
         if not isinstance(value, dict):
             raise MalformedReply(device.id, f"{command}: decrypted reply is not an object")
         return value

@@ -25,8 +25,11 @@ def test_ordinary_replies_pass() -> None:
 
 def test_too_deep_too_long_a_number_too_long_a_string() -> None:
     deep = b"[" * (MAX_NESTING_DEPTH + 1) + b"]" * (MAX_NESTING_DEPTH + 1)
-    assert json_problem(deep) == f"nested {MAX_NESTING_DEPTH + 1} deep (limit {MAX_NESTING_DEPTH})"
+    assert json_problem(deep) == f"nested more than {MAX_NESTING_DEPTH} deep"
     assert json_problem(b"[" * 10_000) is not None  # never closed: still refused
+    assert json_problem(b"{[" * 40 + b"1" + b"]}" * 40) is not None  # mixed kinds
+    truncated = b"[" + b"{}," * 100  # shallow, unclosed: left to the parser
+    assert json_problem(truncated) is None
     assert "digits" in (json_problem(b"[" + b"9" * (MAX_NUMBER_DIGITS + 1) + b"]") or "")
     long_string = b'["' + b"a" * (MAX_STRING_BYTES + 1) + b'"]'
     assert "string" in (json_problem(long_string) or "")
