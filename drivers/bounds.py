@@ -83,35 +83,6 @@ def _long_string(max_string: int) -> re.Pattern[bytes]:
 _LONG_STRING: Final = _long_string(MAX_STRING_BYTES)
 
 
-def _deeper_than(brackets: bytes, max_depth: int) -> bool:
-    """Whether a string of ( and ) nests deeper than ``max_depth`` (all in C).
-
-    A run of more than max_depth openers is too deep at once.  Otherwise each
-    pass removes every innermost pair (at least one level); when no pair is
-    left what remains is ``)))(((`` and its openers are the unclosed depth.
-    """
-    if b"(" * (max_depth + 1) in brackets:
-        return True
-    for _ in range(max_depth):
-        reduced = brackets.replace(b"()", b"")
-        if len(reduced) == len(brackets):
-            return reduced.count(b"(") > max_depth
-        brackets = reduced
-        if not brackets:
-            return False
-    return True  # max_depth passes each removed a level, and brackets remain
-
-
-def _outside_and_inside(raw: bytes) -> tuple[bytes, list[bytes]]:
-    """The text outside JSON strings, and the strings' contents (escapes dropped).
-
-    Escaped backslashes go first, then escaped quotes, left to right as a JSON
-    parser reads them; every remaining quote opens or closes a string.
-    """
-    parts = raw.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')
-    return b"".join(parts[0::2]), parts[1::2]
-
-
 def json_problem(
     raw: bytes,
     *,
