@@ -187,12 +187,15 @@ class CgminerClient:
         except OSError as exc:  # refused, reset, unreachable
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise Unavailable(source, f"cannot talk to {address}:{port}: {reason}") from exc
-        except _ReplyTooLarge as exc:
-            raise MalformedReply(source, f"reply larger than {self.max_reply_bytes} bytes") from exc
         finally:
             timer.cancel()
             if transport is not None:
                 transport.close()
+            # Whatever happened, the protocol keeps no bytes: an exception's traceback may
+            # keep this frame (and so the protocol) alive in a reference cycle for a while.
+            protocol.release()
+        if protocol.too_large:  # raised here, outside any except: no exception chained to it
+            raise MalformedReply(source, f"reply larger than {self.max_reply_bytes} bytes")
         if not raw:
             raise MalformedReply(source, "empty reply")
         return raw
@@ -219,10 +222,6 @@ class _Deadline:
         return self.task.uncancel()
 
 
-class _ReplyTooLarge(Exception):
-    """The reply passed max_reply_bytes (internal; becomes MalformedReply)."""
-
-
 class _ClosedSilently(OSError):
     """The miner closed without a byte (internal; becomes Unavailable)."""
 
@@ -235,11 +234,19 @@ class _ReplyProtocol(asyncio.Protocol):
         self._done = done
         self._limit = limit
         self._buffer = bytearray()
+        self._transport: asyncio.BaseTransport | None = None
+        self.too_large = False  # the reply passed ``limit``: reading stopped, bytes dropped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the request as soon as the connection is up."""
+        self._transport = transport
         # uvloop's transports are not asyncio.Transport subclasses: cast, do not check.
         cast(asyncio.WriteTransport, transport).write(self._payload)
+
+    def release(self) -> None:
+        """Drop the bytes collected and the transport (every exit of a command)."""
+        self._buffer = bytearray()
+        self._transport = None
 
     def data_received(self, data: bytes) -> None:
         """Collect reply bytes; finish at the NUL terminator."""
@@ -248,7 +255,11 @@ class _ReplyProtocol(asyncio.Protocol):
         end = data.find(b"\x00")
         self._buffer += data if end < 0 else data[:end]
         if len(self._buffer) > self._limit:
-            self._done.set_exception(_ReplyTooLarge())
+            self.too_large = True
+            self._buffer = bytearray()
+            if self._transport is not None:
+                cast(asyncio.Transport, self._transport).abort()  # a miner may never stop
+            self._done.set_result(b"")
         elif end >= 0:
             self._done.set_result(bytes(self._buffer))
 

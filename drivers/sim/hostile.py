@@ -169,8 +169,10 @@ class HostileMiner:
         if behaviour is Behaviour.ENDLESS or behaviour is Behaviour.OVERSIZED:
             limit = 64 * 1024 * 1024 if behaviour is Behaviour.OVERSIZED else None
             writer.write(b"[")
-            while limit is None or self.bytes_sent < limit:
+            sent = 0
+            while limit is None or sent < limit:
                 writer.write(CHUNK)
+                sent += len(CHUNK)
                 self.bytes_sent += len(CHUNK)
                 await writer.drain()  # raises once the client has gone
             writer.write(b"\x00")
