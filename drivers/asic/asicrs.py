@@ -32,7 +32,8 @@ from typing import Any
 from drivers.asic.cgminer_parse import same_url
 from drivers.asic.config import AsicRsOptions
 from drivers.asic.registry import AsicPlugin
-from drivers.errors import DriverError, Fatal, Rejected, Timeout, Unavailable
+from drivers.bounds import implausible_reading
+from drivers.errors import DriverError, Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from scheduler.core.model import (
     Device,
     Outcome,
@@ -123,6 +124,11 @@ class AsicRsDriver:
             workload = Workload.mine(self._pool_name(active[0]))
         else:
             raise Unavailable(device.id, "hashing but no active pool reported")
+        implausible = implausible_reading(
+            hashrate_hs, float(data.wattage), data.average_temperature
+        )
+        if implausible is not None:
+            raise MalformedReply(device.id, f"implausible reading: {implausible}")
         return Sample(
             device_id=device.id,
             observed_at=self._clock(),

@@ -113,7 +113,9 @@ class BosClient:
         except GRPCError as exc:
             raise _mapped(source, method, exc) from exc
         except WireError as exc:
-            raise MalformedReply(source, f"{method.name}: {exc}") from exc
+            raise MalformedReply(source, f"{method.name}: {exc}") from None
+        except (NotImplementedError, AssertionError) as exc:  # grpclib: compressed, short message
+            raise MalformedReply(source, f"{method.name}: bad message ({exc})") from None
         except (ProtocolError, StreamTerminatedError, h2.exceptions.ProtocolError) as exc:
             raise Unavailable(source, f"{method.name}: HTTP/2 failure: {exc}") from exc
         except OSError as exc:

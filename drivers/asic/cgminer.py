@@ -52,6 +52,7 @@ from drivers.asic.cgminer_parse import (
 )
 from drivers.asic.config import CgminerFamilyOptions, CgminerOptions
 from drivers.asic.registry import AsicPlugin
+from drivers.bounds import implausible_reading
 from drivers.errors import DriverError, Fatal, MalformedReply, Rejected, Unavailable
 from scheduler.core.model import (
     Device,
@@ -209,6 +210,11 @@ class CgminerDriver:
     async def collect(self, device: Device) -> Sample:
         """Return a fresh sample of the device; raise a DriverError when it cannot be read."""
         reading = await self._read(device)
+        implausible = implausible_reading(
+            reading.hashrate_hs, reading.power_w, reading.temperature_c
+        )
+        if implausible is not None:
+            raise MalformedReply(device.id, f"implausible reading: {implausible}")
         if reading.asleep:
             workload = Workload.sleep()
         elif reading.pool_url is None:

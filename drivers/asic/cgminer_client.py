@@ -26,12 +26,11 @@ from typing import Any, cast
 
 import msgspec
 
+from drivers.bounds import MAX_REPLY_BYTES, json_problem
 from drivers.errors import MalformedReply, Rejected, Timeout, Unavailable
 from drivers.slots import Slots
 
 Reply = dict[str, Any]
-
-MAX_REPLY_BYTES = 1024 * 1024
 
 
 # Repairs for known firmware slips, tried in order only when strict parsing fails.
@@ -47,10 +46,18 @@ _encode = msgspec.json.Encoder().encode  # {"command": ..., "parameter": ...} as
 
 
 def decode_reply(raw: bytes, source: str) -> Reply:
-    """Decode one reply (NUL already stripped) into a JSON object or raise MalformedReply."""
+    """Decode one reply (NUL already stripped) into a JSON object or raise MalformedReply.
+
+    Before any parser sees it, the reply is checked against drivers/bounds.py
+    (nesting depth, digits in a number, string length): nothing a miner sends
+    raises anything but MalformedReply.
+    """
+    problem = json_problem(raw)
+    if problem is not None:
+        raise MalformedReply(source, f"reply {problem}")
     try:
         value = _fast_decode.decode(raw)  # well-formed JSON: the common case, in C
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         value = _decode_lenient(raw, source)
     if not isinstance(value, dict):
         raise MalformedReply(source, f"reply is a JSON {type(value).__name__}, not an object")
@@ -61,16 +68,20 @@ def _decode_lenient(raw: bytes, source: str) -> Any:
     """Decode what strict JSON refuses: bad UTF-8, raw control characters, firmware slips."""
     text = raw.decode("utf-8", errors="replace").strip()
     try:
-        value = json.loads(text, strict=False)  # strict=False: raw control chars in strings
+        return json.loads(text, strict=False)  # strict=False: raw control chars in strings
     except json.JSONDecodeError as exc:
-        repaired = text
-        for pattern, replacement in _REPAIRS:
-            repaired = pattern.sub(replacement, repaired)
-        try:
-            value = json.loads(repaired, strict=False)
-        except json.JSONDecodeError:
-            raise MalformedReply(source, f"reply is not JSON ({exc.msg} at {exc.pos})") from exc
-    return value
+        reason = f"reply is not JSON ({exc.msg} at {exc.pos})"
+    except (ValueError, RecursionError) as exc:  # beyond what json_problem bounds
+        raise MalformedReply(source, f"reply is not JSON ({type(exc).__name__})") from None
+    repaired = text
+    del text
+    for pattern, replacement in _REPAIRS:
+        repaired = pattern.sub(replacement, repaired)
+    try:
+        return json.loads(repaired, strict=False)
+    except (ValueError, RecursionError):
+        # from None: the exception would keep the reply's text alive through its frames
+        raise MalformedReply(source, reason) from None
 
 
 def status_entry(reply: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -176,12 +187,15 @@ class CgminerClient:
         except OSError as exc:  # refused, reset, unreachable
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise Unavailable(source, f"cannot talk to {address}:{port}: {reason}") from exc
-        except _ReplyTooLarge as exc:
-            raise MalformedReply(source, f"reply larger than {self.max_reply_bytes} bytes") from exc
         finally:
             timer.cancel()
             if transport is not None:
                 transport.close()
+            # Whatever happened, the protocol keeps no bytes: an exception's traceback may
+            # keep this frame (and so the protocol) alive in a reference cycle for a while.
+            protocol.release()
+        if protocol.too_large:  # raised here, outside any except: no exception chained to it
+            raise MalformedReply(source, f"reply larger than {self.max_reply_bytes} bytes")
         if not raw:
             raise MalformedReply(source, "empty reply")
         return raw
@@ -208,10 +222,6 @@ class _Deadline:
         return self.task.uncancel()
 
 
-class _ReplyTooLarge(Exception):
-    """The reply passed max_reply_bytes (internal; becomes MalformedReply)."""
-
-
 class _ClosedSilently(OSError):
     """The miner closed without a byte (internal; becomes Unavailable)."""
 
@@ -224,11 +234,19 @@ class _ReplyProtocol(asyncio.Protocol):
         self._done = done
         self._limit = limit
         self._buffer = bytearray()
+        self._transport: asyncio.BaseTransport | None = None
+        self.too_large = False  # the reply passed ``limit``: reading stopped, bytes dropped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the request as soon as the connection is up."""
+        self._transport = transport
         # uvloop's transports are not asyncio.Transport subclasses: cast, do not check.
         cast(asyncio.WriteTransport, transport).write(self._payload)
+
+    def release(self) -> None:
+        """Drop the bytes collected and the transport (every exit of a command)."""
+        self._buffer = bytearray()
+        self._transport = None
 
     def data_received(self, data: bytes) -> None:
         """Collect reply bytes; finish at the NUL terminator."""
@@ -237,7 +255,11 @@ class _ReplyProtocol(asyncio.Protocol):
         end = data.find(b"\x00")
         self._buffer += data if end < 0 else data[:end]
         if len(self._buffer) > self._limit:
-            self._done.set_exception(_ReplyTooLarge())
+            self.too_large = True
+            self._buffer = bytearray()
+            if self._transport is not None:
+                cast(asyncio.Transport, self._transport).abort()  # a miner may never stop
+            self._done.set_result(b"")
         elif end >= 0:
             self._done.set_result(bytes(self._buffer))
 

@@ -22,6 +22,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from drivers.bounds import MAX_GRPC_MESSAGE_BYTES, MAX_PROTO_NESTING_DEPTH
+
 
 class WireError(ValueError):
     """Bytes that are not a valid encoding of the expected message."""
@@ -102,8 +104,16 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
             raise WireError("varint longer than ten bytes")
 
 
-def decode(message_type: type[M], data: bytes) -> M:
-    """Decode ``data`` into ``message_type``; unknown fields are skipped; WireError when broken."""
+def decode(message_type: type[M], data: bytes, _depth: int = 0) -> M:
+    """Decode ``data`` into ``message_type``; unknown fields are skipped; WireError when broken.
+
+    Bounded (drivers/bounds.py): at most MAX_GRPC_MESSAGE_BYTES, nested at most
+    MAX_PROTO_NESTING_DEPTH messages deep.
+    """
+    if len(data) > MAX_GRPC_MESSAGE_BYTES:
+        raise WireError(f"{len(data)} bytes, over the {MAX_GRPC_MESSAGE_BYTES} byte limit")
+    if _depth > MAX_PROTO_NESTING_DEPTH:
+        raise WireError(f"nested over {MAX_PROTO_NESTING_DEPTH} messages deep")
     by_number = {field.number: field for field in message_type.FIELDS}
     values: dict[str, Any] = {}
     at = 0
@@ -143,5 +153,5 @@ def decode(message_type: type[M], data: bytes) -> M:
                 raise WireError(f"{message_type.__name__}.{field.name}: not UTF-8") from exc
         else:
             assert isinstance(payload, bytes) and field.message is not None
-            values[field.name] = decode(field.message, payload)
+            values[field.name] = decode(field.message, payload, _depth + 1)
     return message_type(**values)

@@ -56,6 +56,7 @@ from drivers.asic.registry import AsicDriver, AsicPlugin
 from drivers.asic.whatsminer_crypto import V2Token, v2_decrypt, v2_encrypt, v2_token
 from drivers.asic.whatsminer_models import PowerLevels
 from drivers.asic.whatsminer_v3 import WhatsminerV3Driver
+from drivers.bounds import json_problem
 from drivers.errors import Fatal, MalformedReply, Rejected
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
@@ -149,9 +150,13 @@ class WhatsminerDriver(CgminerDriver):
         if not isinstance(encoded, str):
             raise MalformedReply(device.id, f"{command}: enc is {type(encoded).__name__}")
         try:
-            value = json.loads(v2_decrypt(token.aes_key, encoded))
-        except ValueError as exc:
-            raise MalformedReply(device.id, f"{command}: reply does not decrypt: {exc}") from exc
+            plain = v2_decrypt(token.aes_key, encoded)
+            problem = json_problem(plain.encode())
+            if problem is not None:
+                raise MalformedReply(device.id, f"{command}: decrypted reply {problem}")
+            value = json.loads(plain)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedReply(device.id, f"{command}: reply does not decrypt: {exc}") from None
         if not isinstance(value, dict):
             raise MalformedReply(device.id, f"{command}: decrypted reply is not an object")
         return value

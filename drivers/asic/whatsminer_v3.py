@@ -35,11 +35,12 @@ from drivers.asic.cgminer_parse import PoolEntry, current_pool_url, parse_number
 from drivers.asic.config import WhatsminerOptions
 from drivers.asic.whatsminer_crypto import FRAME_HEADER, frame, v3_token
 from drivers.asic.whatsminer_models import PowerLevels
+from drivers.bounds import MAX_REPLY_BYTES
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
 Reply = dict[str, Any]
-MAX_FRAME_BYTES = 1024 * 1024
+MAX_FRAME_BYTES = MAX_REPLY_BYTES
 
 
 class V3Client:

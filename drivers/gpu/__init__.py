@@ -1,1 +1,1 @@
-"""GPU node telemetry: NVML on the node, or a dcgm-exporter scrape."""
+"""GPU node telemetry: NVML on the node, a dcgm-exporter scrape, or a registered source."""

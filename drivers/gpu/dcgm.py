@@ -1,14 +1,22 @@
-"""dcgm-exporter scrape: GPU power, temperature, utilisation, memory and Xid from Prometheus text."""
+"""dcgm-exporter scrape: GPU power, temperature, utilisation, memory and Xid from Prometheus text.
+
+``DcgmSource`` is the ``dcgm`` entry of the GPU telemetry registry (each URL of
+``[gpu_telemetry] dcgm_urls``, or ``[[gpu_telemetry.sources]] driver = "dcgm"``
+with its ``url``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Literal
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.errors import MalformedReply, Timeout, Unavailable
+from drivers.gpu.registry import GpuSourceContext, GpuTelemetryPlugin, GpuValues
 
 # dcgm-exporter metric -> field of the per-GPU dict
 FIELDS: Mapping[str, str] = MappingProxyType(
@@ -61,3 +69,38 @@ class DcgmScraper:
         if response.status_code != 200:
             raise Unavailable(self.url, f"HTTP {response.status_code}")
         return parse_dcgm(response.text, self.url)
+
+
+class DcgmSourceOptions(BaseModel):
+    """One dcgm-exporter to scrape."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: Literal["dcgm"] = "dcgm"
+    url: str = Field(description="the dcgm-exporter /metrics URL")
+
+
+class DcgmSource:
+    """The GPU telemetry source of one dcgm-exporter; GPUs keyed ``<Hostname>/<UUID>``."""
+
+    def __init__(self, scraper: DcgmScraper) -> None:
+        self.scraper = scraper
+        self.name = f"dcgm:{scraper.url}"
+
+    async def open(self) -> None:
+        """Nothing to open: each read is one HTTP request."""
+
+    async def read(self) -> Mapping[str, GpuValues]:
+        """One scrape."""
+        return await self.scraper.scrape()
+
+    async def close(self) -> None:
+        """Nothing to close: the HTTP client is the caller's."""
+
+
+def dcgm_sources(options: DcgmSourceOptions, context: GpuSourceContext) -> Sequence[DcgmSource]:
+    """The source of one dcgm-exporter URL."""
+    return [DcgmSource(DcgmScraper(options.url, context.http, context.timeout_seconds))]
+
+
+PLUGINS = (GpuTelemetryPlugin(tag="dcgm", options=DcgmSourceOptions, factory=dcgm_sources),)

@@ -4,15 +4,23 @@
 library or a GPU is missing, so the daemon can log it once and go on without
 GPU telemetry.  Xid errors arrive as NVML events (critical Xid event type);
 each ``read()`` drains the pending ones and counts them per GPU.
+
+``NvmlSource`` is the ``nvml`` entry of the GPU telemetry registry
+(``[gpu_telemetry] nvml = true``, or ``[[gpu_telemetry.sources]] driver = "nvml"``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from drivers.errors import Fatal, Unavailable
+from drivers.gpu.registry import GpuSourceContext, GpuTelemetryPlugin, GpuValues
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +142,67 @@ class NvmlReader:
             self._events = None
         nvml.nvmlShutdown()
         self.count = 0
+
+
+class NvmlSourceOptions(BaseModel):
+    """The GPUs of this host, read through NVML; nothing to set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: Literal["nvml"] = "nvml"
+
+
+def values_of(reading: GpuReading) -> GpuValues:
+    """The fields of one reading (``last_xid`` only once there was one)."""
+    values = {
+        "power_w": reading.power_w,
+        "power_limit_w": reading.power_limit_w,
+        "temperature_c": reading.temperature_c,
+        "utilization_percent": reading.utilization_percent,
+        "memory_used_bytes": float(reading.memory_used_bytes),
+        "memory_total_bytes": float(reading.memory_total_bytes),
+        "xid_errors": float(reading.xid_errors),
+    }
+    if reading.last_xid is not None:
+        values["last_xid"] = float(reading.last_xid)
+    return values
+
+
+class NvmlSource:
+    """The GPU telemetry source of this host's GPUs: an NvmlReader, read in a thread."""
+
+    name = "nvml"
+
+    def __init__(self, reader: NvmlReader | None = None) -> None:
+        self.reader = reader if reader is not None else NvmlReader()
+
+    async def open(self) -> None:
+        """Open NVML; Fatal when there is no NVML library or no GPU."""
+        self.reader.open()
+
+    async def read(self) -> Mapping[str, GpuValues]:
+        """Each GPU's values by UUID (NVML blocks: read in a thread)."""
+        readings = await asyncio.to_thread(self.reader.read)
+        return {reading.uuid: values_of(reading) for reading in readings}
+
+    async def close(self) -> None:
+        """Shut NVML down."""
+        self.reader.close()
+
+
+def nvml_sources(options: NvmlSourceOptions, context: GpuSourceContext) -> Sequence[NvmlSource]:
+    """The one NVML source of this host."""
+    return [NvmlSource()]
+
+
+PLUGINS = (
+    GpuTelemetryPlugin(
+        tag="nvml",
+        options=NvmlSourceOptions,
+        factory=nvml_sources,
+        available_gauge=(
+            "wattmux_gpu_nvml_available",
+            "1 if NVML was opened on this host, else 0.",
+        ),
+    ),
+)

@@ -2,11 +2,12 @@
 
 Errors (all DriverError): ``Timeout`` (no complete reply in time), ``Unavailable``
 (connection failed, 5xx, 429 with ``retry_after_seconds``, or still backing off),
-``MalformedReply`` (truncated or non-JSON body), ``Fatal`` (401/403: credentials).
+``MalformedReply`` (truncated, non-JSON, too deep or over MAX_HTTP_BODY_BYTES body), ``Fatal`` (401/403: credentials).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import math
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 
 from drivers.backoff import Backoff, RetryGate
+from drivers.bounds import MAX_HTTP_BODY_BYTES, json_problem
 from drivers.errors import Fatal, MalformedReply, Timeout, Unavailable
 
 
@@ -79,14 +81,20 @@ class JsonEndpoint:
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> Any:
         try:
-            response = await self.client.request(
-                method, url, timeout=self.timeout_seconds, **kwargs
-            )
+            async with asyncio.timeout(self.timeout_seconds):  # the whole exchange, body included
+                async with self.client.stream(
+                    method, url, timeout=self.timeout_seconds, **kwargs
+                ) as response:
+                    status = response.status_code
+                    content = b""
+                    if status < 400 or (status == 500 and method == "POST"):
+                        content = await self._body(response)
+        except TimeoutError as exc:
+            raise Timeout(self.name, f"no complete reply in {self.timeout_seconds:g} s") from exc
         except httpx.TimeoutException as exc:
             raise Timeout(self.name, f"no complete reply in {self.timeout_seconds:g} s") from exc
         except httpx.HTTPError as exc:  # connection refused/reset, truncated body, protocol
             raise Unavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
-        status = response.status_code
         if status in (429, 503):
             wait = retry_after_seconds(response.headers.get("retry-after"))
             raise RateLimited(self.name, f"HTTP {status}", wait)
@@ -94,10 +102,23 @@ class JsonEndpoint:
             raise Fatal(self.name, f"HTTP {status}: check the credentials")
         if status >= 400 and not (status == 500 and method == "POST"):
             raise Unavailable(self.name, f"HTTP {status}")
+        problem = json_problem(content)
+        if problem is not None:
+            raise MalformedReply(self.name, f"body is not JSON we take: {problem}")
         try:
-            return json.loads(response.content, parse_constant=_no_constants)
-        except ValueError as exc:
-            raise MalformedReply(self.name, f"body is not JSON: {exc}") from exc
+            return json.loads(content, parse_constant=_no_constants)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedReply(self.name, f"body is not JSON: {exc}") from None
+
+    async def _body(self, response: httpx.Response) -> bytes:
+        """The body, at most MAX_HTTP_BODY_BYTES (MalformedReply beyond: the rest is not read)."""
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_HTTP_BODY_BYTES:
+                del body
+                raise MalformedReply(self.name, f"body larger than {MAX_HTTP_BODY_BYTES} bytes")
+        return bytes(body)
 
 
 def _no_constants(name: str) -> Any:

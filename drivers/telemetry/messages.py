@@ -13,6 +13,7 @@ from datetime import datetime
 
 import msgspec
 
+from drivers.bounds import json_problem
 from drivers.errors import DriverError
 from scheduler.core.model import Event, Reading, Sample, Workload
 
@@ -105,6 +106,9 @@ class Decoder:
                 "oversized",
                 f"{len(payload)} bytes > limit {self.limits.max_payload_bytes}",
             )
+        problem = json_problem(payload)  # before msgspec: no depth or digit it cannot take
+        if problem is not None:
+            raise MessageRejected(source, "malformed", f"payload {problem}")
 
     def _workload(self, source: str, text: str) -> Workload:
         workload = self._workloads.get(text)

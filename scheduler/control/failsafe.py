@@ -5,7 +5,9 @@ daemon has failed and will not be restarted.  It reads the same config,
 commands every device to sleep through the same drivers (with read-back
 confirmation), records an intent per command in the store when the store can
 be opened (a broken store must not stop the failsafe), and reports which
-devices it could not curtail.
+devices it could not curtail.  Nothing one device does (a hostile reply, a
+driver bug) reaches past that device: every exception is contained per device
+and reported as that device's outcome.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from scheduler.config.schema import WattmuxConfig
 from scheduler.core.model import Device, Outcome, OutcomeStatus, Workload
 from scheduler.core.reasons import Reason
 from scheduler.store.journal import Store
-from scheduler.store.sqlite import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +50,28 @@ async def curtail_all(
 ) -> FailsafeReport:
     """Command every configured device to sleep; return every outcome."""
     pools = pools_of(config)
+    safe = Workload.sleep()
     targets: list[tuple[Device, AsicDriver]] = []
+    unreached: list[Outcome] = []  # devices no driver could be built for
     for entry in (*config.devices, *config.device_ranges):
-        driver = create_asic_driver(  # the entry's firmware personality (LuxOS, stock, ...)
-            pools, entry.options, concurrency=max(config.control.command_concurrency, 1)
-        )
-        targets.extend((device, driver) for device in entry.devices())
+        devices = entry.devices()
+        try:
+            driver = create_asic_driver(  # the entry's firmware personality (LuxOS, stock, ...)
+                pools, entry.options, concurrency=max(config.control.command_concurrency, 1)
+            )
+        except Exception as exc:  # contained: the other entries' devices still go to sleep
+            detail = f"no driver: {_internal(exc)}"
+            unreached.extend(
+                Outcome(d.id, safe, OutcomeStatus.UNAVAILABLE, None, detail) for d in devices
+            )
+            continue
+        targets.extend((device, driver) for device in devices)
     try:
         store: Store | None = Store.open(config.store.path)
-    except StoreError as exc:
+    except Exception as exc:  # StoreError or worse: the failsafe goes on without the store
         log.error("failsafe continues without the store: %s", exc)
         store = None
     semaphore = asyncio.Semaphore(max(config.control.command_concurrency, 1))
-    safe = Workload.sleep()
 
     async def curtail(device: Device, driver: AsicDriver) -> Outcome:
         intent_id = _begin(store, device, safe, wall_clock())
@@ -70,6 +80,9 @@ async def curtail_all(
                 outcome = await driver.apply(device, safe)
             except DriverError as exc:
                 outcome = Outcome(device.id, safe, OutcomeStatus.UNAVAILABLE, None, exc.message)
+            except Exception as exc:  # a bug in one device's driver fails only that device
+                detail = _internal(exc)
+                outcome = Outcome(device.id, safe, OutcomeStatus.UNAVAILABLE, None, detail)
         _finish(store, intent_id, outcome, wall_clock())
         return outcome
 
@@ -82,7 +95,14 @@ async def curtail_all(
     finally:
         if store is not None:
             store.close()
-    return FailsafeReport(tuple(task.result() for task in tasks))
+    return FailsafeReport((*unreached, *(task.result() for task in tasks)))
+
+
+def _internal(exc: Exception) -> str:
+    """One line for an exception that is not a DriverError, bounded in length."""
+    text = str(exc)
+    text = text[:200] + "..." if len(text) > 200 else text
+    return f"internal error: {type(exc).__name__}: {text}"
 
 
 def _begin(store: Store | None, device: Device, workload: Workload, at: datetime) -> int | None:
@@ -93,7 +113,7 @@ def _begin(store: Store | None, device: Device, workload: Workload, at: datetime
             at=at, device_id=device.id, workload=workload, reason=FAILSAFE_REASON
         )
         store.set_desired(device.id, workload, FAILSAFE_REASON, at)
-    except StoreError as exc:
+    except Exception as exc:  # StoreError or worse: the command is sent all the same
         log.error("failsafe: %s: intent not recorded: %s", device.id, exc)
         return None
     return intent_id
@@ -104,5 +124,5 @@ def _finish(store: Store | None, intent_id: int | None, outcome: Outcome, at: da
         return
     try:
         store.finish_intent(intent_id, at=at, status=outcome.status, detail=outcome.detail)
-    except StoreError as exc:
+    except Exception as exc:  # StoreError or worse: the next device is not held up
         log.error("failsafe: %s: outcome not recorded: %s", outcome.device_id, exc)

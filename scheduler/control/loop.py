@@ -20,7 +20,7 @@ from scheduler.control.reconciler import Reconciler
 from scheduler.core.model import Assignment, Device, Plan
 from scheduler.core.pool_health import PoolHealth
 from scheduler.core.state import FleetState
-from scheduler.observability.metrics import Metrics
+from scheduler.observability.metrics import INTERNAL_ERROR_REASON, Metrics
 from scheduler.policies import Policy
 from scheduler.store.journal import DecisionRecord, Store
 
@@ -94,18 +94,32 @@ class ControlLoop:
                 return
             try:
                 sample = await self.telemetry[device.id].collect(device)
-            except DriverError as exc:
                 was_reachable = self.state.status[device.id].reachable
-                self.state.mark_unreachable(device.id, exc.message, self.clock())
-                self.metrics.poll_errors.labels(reason=exc.reason).inc()
-                if was_reachable or self.ticks == 0:
-                    log.warning("%s unreachable: %s", device.id, exc.message)
+                self.state.observe(sample)
+            except DriverError as exc:
+                self._poll_failed(device, exc.reason, exc.message)
                 return
-            if not self.state.status[device.id].reachable and self.ticks > 0:
+            except Exception as exc:  # a bug in one device's driver: contained here
+                self._poll_failed(device, INTERNAL_ERROR_REASON, _internal(exc), exc)
+                return
+            if not was_reachable and self.ticks > 0:
                 log.info("%s reachable again", device.id)
-            self.state.observe(sample)
 
         await run_bounded(poll, list(self.state.devices.values()), self.poll_concurrency)
+
+    def _poll_failed(
+        self, device: Device, reason: str, message: str, bug: Exception | None = None
+    ) -> None:
+        """Mark a device unreachable, count the failure, log it once until it recovers.
+
+        ``bug``: an exception that is not a DriverError; its traceback is logged
+        (once), and not kept.
+        """
+        was_reachable = self.state.status[device.id].reachable
+        self.state.mark_unreachable(device.id, message, self.clock())
+        self.metrics.poll_errors.labels(reason=reason).inc()
+        if was_reachable or self.ticks == 0:
+            log.warning("%s unreachable: %s", device.id, message, exc_info=bug)
 
     async def poll_feeds(self) -> None:
         """Fetch every market feed once; a failing feed is marked down and its old values age."""
@@ -113,18 +127,17 @@ class ControlLoop:
         async def fetch(feed: MarketFeed) -> None:
             try:
                 readings = await feed.fetch()
+                self.state.observe_market(readings)
             except DriverError as exc:
-                self._source_states(feed)
-                if self._feed_up.get(feed.name, True):
-                    log.warning("market feed %s down: %s", feed.name, exc.message)
-                self._feed_up[feed.name] = False
-                self.metrics.source_up.labels(source=feed.name).set(0)
+                self._feed_failed(feed, exc.message)
+                return
+            except Exception as exc:  # a bug in one feed: contained here
+                self._feed_failed(feed, _internal(exc))
                 return
             if not self._feed_up.get(feed.name, True):
                 log.info("market feed %s up again", feed.name)
             self._feed_up[feed.name] = True
             self.metrics.source_up.labels(source=feed.name).set(1)
-            self.state.observe_market(readings)
             self._source_states(feed)
 
         await _gather_all(fetch(feed) for feed in self.feeds)
@@ -136,9 +149,10 @@ class ControlLoop:
             label = f"queue:{source.name}"
             try:
                 demands = await source.demand()
-            except DriverError as exc:
+            except Exception as exc:  # DriverError, or a bug in one queue
+                message = exc.message if isinstance(exc, DriverError) else _internal(exc)
                 if self._feed_up.get(label, True):
-                    log.warning("AI queue %s down: %s", source.name, exc.message)
+                    log.warning("AI queue %s down: %s", source.name, message)
                 self._feed_up[label] = False
                 self.metrics.source_up.labels(source=label).set(0)
                 self.state.forget_queues(source.queue_names)
@@ -151,6 +165,14 @@ class ControlLoop:
             self.state.observe_queues(demands)
 
         await _gather_all(fetch(source) for source in self.queues)
+
+    def _feed_failed(self, feed: MarketFeed, message: str) -> None:
+        """Mark a feed down (its old values age out); log it once until it is up again."""
+        self._source_states(feed)
+        if self._feed_up.get(feed.name, True):
+            log.warning("market feed %s down: %s", feed.name, message)
+        self._feed_up[feed.name] = False
+        self.metrics.source_up.labels(source=feed.name).set(0)
 
     def update_pool_health(self) -> None:
         """Fold the devices' pool reports into FleetState.pools_up and wattmux_pool_up{pool}."""
@@ -247,6 +269,18 @@ class ControlLoop:
                     break
                 self.wake.clear()
                 self.react()
+
+
+def _internal(exc: Exception) -> str:
+    """One line for an unexpected exception (a driver or parser bug), bounded in length."""
+    text = str(exc)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return (
+        f"internal error: {type(exc).__name__}: {text}"
+        if text
+        else f"internal error: {type(exc).__name__}"
+    )
 
 
 async def _first_of(*events: asyncio.Event) -> None:

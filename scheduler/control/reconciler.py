@@ -41,6 +41,7 @@ from typing import cast
 
 from drivers.backoff import Backoff
 from drivers.base import MinerControl, SendsThenConfirms
+from drivers.errors import DriverError, Rejected
 from drivers.slots import Slots
 from scheduler.core.model import (
     Assignment,
@@ -52,7 +53,7 @@ from scheduler.core.model import (
     Workload,
 )
 from scheduler.core.state import Drift, FleetState
-from scheduler.observability.metrics import Metrics
+from scheduler.observability.metrics import INTERNAL_ERROR_REASON, Metrics
 from scheduler.store.journal import Store
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
         self._two_step: dict[type, bool] = {}  # driver class -> implements SendsThenConfirms
         self.last_acknowledged_at: float | None = None
         self._tasks: asyncio.TaskGroup | None = None
+        self._faulty: set[str] = set()  # devices whose driver raised a bug (logged once)
 
     async def __aenter__(self) -> Reconciler:
         """Open the task group that owns command tasks."""
@@ -194,10 +196,43 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
 
     async def _attempt(self, assignment: Assignment, device: Device, intent_id: int) -> Outcome:
         """Apply once through the driver (its intent already written); record the outcome."""
-        outcome = await self._apply(self.controls[device.id], device, assignment.workload)
+        outcome = await self._contained(device, assignment.workload)
         self._finish(intent_id, outcome)
         self.metrics.commands.labels(outcome=outcome.status.value).inc()
         self.last_outcomes[device.id] = outcome
+        return outcome
+
+    async def _contained(self, device: Device, workload: Workload) -> Outcome:
+        """The driver's apply, with anything it raises turned into this device's outcome.
+
+        Drivers report failure as an Outcome; a DriverError that escapes one
+        anyway, or any other exception (a bug in a parser), is contained here:
+        it never reaches the task group, it fails only this device's command
+        (unavailable: the device is not commanded again until a poll reads it),
+        and a bug is counted in wattmux_poll_errors_total{reason="internal"} and
+        logged with its traceback once until the device's next confirmed command.
+        """
+        try:
+            outcome = await self._apply(self.controls[device.id], device, workload)
+        except DriverError as exc:
+            status = (
+                OutcomeStatus.REJECTED if isinstance(exc, Rejected) else OutcomeStatus.UNAVAILABLE
+            )
+            return Outcome(device.id, workload, status, None, exc.message)
+        except Exception as exc:  # a bug in one device's driver: contained here
+            self.metrics.poll_errors.labels(reason=INTERNAL_ERROR_REASON).inc()
+            if device.id not in self._faulty:
+                self._faulty.add(device.id)
+                log.error("%s: %s failed: internal error", device.id, workload, exc_info=exc)
+            return Outcome(
+                device.id,
+                workload,
+                OutcomeStatus.UNAVAILABLE,
+                None,
+                f"internal error: {type(exc).__name__}",
+            )
+        if outcome.status is OutcomeStatus.CONFIRMED:
+            self._faulty.discard(device.id)
         return outcome
 
     async def _apply(self, control: MinerControl, device: Device, workload: Workload) -> Outcome:

@@ -64,6 +64,11 @@ _STATE_OF_KIND: Final = {
 _DESIRED_KINDS: Final = tuple(kind.value for kind in WorkloadKind)
 
 
+# wattmux_poll_errors_total{reason}: a device's I/O raised something that is not a
+# DriverError (a parser bug, RecursionError, ...); contained at the device's boundary.
+INTERNAL_ERROR_REASON: Final = "internal"
+
+
 def driver_error_reasons() -> tuple[str, ...]:
     """Return every DriverError.reason value in the error tree, sorted."""
     reasons: set[str] = set()
@@ -244,7 +249,7 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        for reason in driver_error_reasons():
+        for reason in (*driver_error_reasons(), INTERNAL_ERROR_REASON):
             self.poll_errors.labels(reason=reason)
         self.source_up = Gauge(
             "wattmux_source_up",
