@@ -42,8 +42,8 @@ lint: $(STAMP) ## ruff check and format, mypy --strict, the import contracts (py
 	$(VENV)/bin/mypy scheduler drivers
 	$(VENV)/bin/lint-imports --no-logo
 
-unit: $(STAMP) ## the tests that start no process and need no external binary (not system, not soak)
-	$(PY) -m pytest -q -m "not system and not soak"
+unit: $(STAMP) ## the quick tests: no process, no server, no external binary, not exhaustive (not system, slow or soak)
+	$(PY) -m pytest -q -m "not system and not slow and not soak"
 
 system: $(STAMP) mosquitto prometheus systemd-analyze slurm ## the tests that start processes: mosquitto, Slurm, Prometheus, the daemon
 	$(PY) -m pytest -q -m "system and not soak"

@@ -25,8 +25,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "soak: long-running test, only with --run-soak (make soak)")
     config.addinivalue_line(
         "markers",
-        "system: starts a process or needs an external binary (mosquitto, Slurm, Prometheus, "
-        "promtool, systemd-analyze, a wattmux or simulator subprocess); make unit leaves these out",
+        "slow: exhaustive or whole-trace (the route x role matrix, schemathesis and Hypothesis "
+        "fuzzing of the API and decoders, 10-month backtests); make test runs these, make unit not",
+    )
+    config.addinivalue_line(
+        "markers",
+        "system: starts a process or a server, or needs an external binary (mosquitto, Slurm, "
+        "Prometheus, promtool, systemd-analyze, a wattmux or simulator subprocess, a simulated "
+        "miner or an HTTP server listening on loopback, the daemon); make unit leaves these out",
     )
 
 
@@ -55,13 +61,22 @@ class _NoProcess(subprocess.Popen):  # type: ignore[type-arg]
         )
 
 
+def _no_server(sock: socket.socket, backlog: int = 0) -> None:
+    """Stands in for socket.listen in a test without the system mark."""
+    pytest.fail(
+        "this test starts a server: mark it @pytest.mark.system (CONTRIBUTING.md, test markers)",
+        pytrace=False,
+    )
+
+
 @pytest.fixture(autouse=True)
-def _processes_only_in_system_tests(
+def _processes_and_servers_only_in_system_tests(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A test that starts a process (subprocess or asyncio's) must carry the system mark."""
+    """A test that starts a process (subprocess or asyncio's) or a server must carry the system mark."""
     if request.node.get_closest_marker("system") is None:
         monkeypatch.setattr(subprocess, "Popen", _NoProcess)
+        monkeypatch.setattr(socket.socket, "listen", _no_server)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -26,6 +26,8 @@ from scheduler.daemon import Daemon
 from scheduler.store.journal import Store
 from tests.conftest import free_port
 
+pytestmark = pytest.mark.system
+
 # 2024-08-20: the S21's break-even is about 101.7 USD/MWh at a 0 % pool fee.
 MARKET = {
     "btc_price_usd": 59_013.80,

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.queue import SimQueue, SimQueueSpec
 from scheduler.config.loading import parse_config
@@ -42,6 +44,7 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = 10.0) -> 
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.system
 async def test_gpu_nodes_mine_when_the_queue_is_empty_and_serve_jobs_when_they_arrive(
     tmp_path: Path,
 ) -> None:

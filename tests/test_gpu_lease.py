@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.queue import SimQueue, SimQueueSpec
 from scheduler.config.loading import parse_config
@@ -15,6 +17,8 @@ from scheduler.daemon import Daemon
 from scheduler.demo.gpu import gpu_config_entries, node_names
 from scheduler.store.journal import Store
 from tests.test_gpu_demo import MARKET, PriceFeed, eventually
+
+pytestmark = pytest.mark.system
 
 
 async def test_a_leased_node_serves_ai_while_the_others_mine(tmp_path: Path) -> None:

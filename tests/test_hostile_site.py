@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drivers.asic.registry import AsicDriver
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.hostile import Behaviour, HostileMiner
@@ -23,6 +25,8 @@ from scheduler.config.loading import parse_config
 from scheduler.core.model import Device, Outcome, Reading, Sample, Workload
 from scheduler.daemon import Daemon
 from tests.test_end_to_end import MARKET, SPIKE, eventually, free_port_on, metric_samples
+
+pytestmark = pytest.mark.system
 
 GOOD = "127.91.3.1"
 HOSTILE = {

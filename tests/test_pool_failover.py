@@ -28,6 +28,8 @@ from scheduler.store.journal import Store
 from tests.conftest import free_port
 from tests.test_end_to_end import AUTH, CHEAP, MARKET, TOKEN, PriceFeed, eventually, free_port_on
 
+pytestmark = pytest.mark.system
+
 MAIN_URL = "stratum+tcp://main.pool.invalid:3333"
 BACKUP_URL = "stratum+tcp://backup.pool.invalid:3333"
 RECOVERY_SECONDS = 1.5

@@ -12,6 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,8 @@ from drivers.bounds import json_problem
 from drivers.errors import MalformedReply
 from drivers.telemetry.messages import Decoder, Limits, MessageRejected
 from scheduler.core.model import Device, DeviceKind
+
+pytestmark = pytest.mark.slow
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -290,6 +290,7 @@ def http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(trust_env=False, timeout=5.0, headers=ADMIN)
 
 
+@pytest.mark.system
 async def test_serve_over_real_http_and_stop_cleanly(view: FakeView) -> None:
     app: FastAPI = build_app(view, TOKENS)
     handlers_before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -310,6 +311,7 @@ async def test_serve_over_real_http_and_stop_cleanly(view: FakeView) -> None:
         probe.connect(("127.0.0.1", port))
 
 
+@pytest.mark.system
 async def test_serve_stops_when_the_body_raises(view: FakeView) -> None:
     with pytest.raises(LookupError):
         async with serve(build_app(view, TOKENS), "127.0.0.1", 0) as server:
@@ -319,6 +321,7 @@ async def test_serve_stops_when_the_body_raises(view: FakeView) -> None:
         probe.connect(("127.0.0.1", port))
 
 
+@pytest.mark.system
 async def test_serve_on_busy_port_raises_oserror(view: FakeView) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

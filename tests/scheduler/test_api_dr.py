@@ -151,6 +151,7 @@ async def test_bad_queries_are_422_and_change_nothing(
     assert (after.events, dict(after.current)) == (before.events, dict(before.current))
 
 
+@pytest.mark.system
 async def test_the_cli_prints_the_preview_in_order(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

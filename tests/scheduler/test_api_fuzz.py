@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -23,6 +24,8 @@ from schemathesis.specs.openapi.checks import (
 from scheduler.api.auth import Role
 from tests.scheduler.api_fixtures import Tokens, build_app
 from tests.scheduler.test_api_security import make_view
+
+pytestmark = pytest.mark.slow
 
 TOKENS = Tokens()
 ADMIN = TOKENS.header(Role.ADMIN)

@@ -146,6 +146,7 @@ async def test_policy_selection_is_admin_only_and_checked(client: httpx.AsyncCli
     ).status_code == 200
 
 
+@pytest.mark.system
 async def test_tls(view: ControlledView, tmp_path: Path) -> None:
     authority = trustme.CA()
     certificate = authority.issue_cert("127.70.7.1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,9 @@ async def admin(view: ControlledView) -> AsyncIterator[httpx.AsyncClient]:
 
 APP_ROUTES = sorted(
     (method, route.path)
-    for route in build_app(make_view(Path("/tmp/wattmux-matrix-unused")), TOKENS).routes
+    for route in build_app(
+        make_view(Path(tempfile.mkdtemp(prefix="wattmux-matrix-"))), TOKENS
+    ).routes
     if isinstance(route, APIRoute) or route.path == "/openapi.json"
     for method in (getattr(route, "methods", None) or {"GET"})
     if method != "HEAD"
@@ -106,6 +109,7 @@ def test_a_route_without_a_rule_refuses_to_build(
         build_app(view, TOKENS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("caller", CALLERS)
 @pytest.mark.parametrize(("method", "path"), APP_ROUTES)
 async def test_route_role_matrix(view: ControlledView, method: str, path: str, caller: str) -> None:
@@ -367,7 +371,7 @@ async def test_no_body_can_carry_a_cap_or_a_limit(
 
 
 def test_no_route_takes_a_cap_or_a_limit_in_its_schema() -> None:
-    app = build_app(make_view(Path("/tmp/wattmux-matrix-unused")), TOKENS)
+    app = build_app(make_view(Path(tempfile.mkdtemp(prefix="wattmux-matrix-"))), TOKENS)
     text = json.dumps(app.openapi()["components"]["schemas"])
     for name in ("OverrideRequest", "ModeRequest", "CurtailRequest", "PolicyRequest"):
         properties = app.openapi()["components"]["schemas"][name]["properties"]

@@ -25,6 +25,8 @@ from scheduler.config.loading import load_config
 from scheduler.policies.breakeven import BreakevenPolicy
 from scheduler.policies.max_margin import MaxMarginPolicy
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "drivers" / "market" / "data"
 PRICES = DATA / "ercot_hb_south_15min_2024-06-01_2025-03-27.csv"

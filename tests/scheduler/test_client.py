@@ -48,6 +48,7 @@ async def cli(
     return code, out, err
 
 
+@pytest.mark.system
 async def test_status_and_devices_print_tables(
     served: tuple[str, ControlledView], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -77,6 +78,7 @@ async def test_status_and_devices_print_tables(
     assert [d["id"] for d in json.loads(out)] == ["m1", "m2", "m3"]
 
 
+@pytest.mark.system
 async def test_override_curtail_mode_change_the_daemon(
     served: tuple[str, ControlledView], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -102,6 +104,7 @@ async def test_override_curtail_mode_change_the_daemon(
     assert view.control.overrides() == [] and view.control.curtail() is None
 
 
+@pytest.mark.system
 async def test_exit_codes(
     served: tuple[str, ControlledView], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -124,6 +127,7 @@ async def test_exit_codes(
     assert view.control is not None and view.control.mode is Mode.AUTO
 
 
+@pytest.mark.system
 async def test_token_from_the_environment(
     served: tuple[str, ControlledView],
     capsys: pytest.CaptureFixture[str],
@@ -152,6 +156,7 @@ def test_new_tokens_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> 
     assert new_token() == "c" * 43
 
 
+@pytest.mark.system
 async def test_a_dashed_token_is_taken_as_token_equals(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

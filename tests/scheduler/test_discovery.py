@@ -6,6 +6,8 @@ import io
 import socket
 import tomllib
 
+import pytest
+
 from drivers.asic.discover import hosts
 from drivers.sim.site import SimSite
 from scheduler.cli.discover import main_args, run_discover
@@ -44,6 +46,7 @@ def device(address: str, model: str) -> Device:
     )
 
 
+@pytest.mark.system
 async def test_discover_finds_every_miner_and_prints_entries_that_validate() -> None:
     port = common_free_port()
     models = ["S19j Pro", "S21", "S19j Pro", "Mystery 9000", "S21"]

@@ -16,6 +16,8 @@ from scheduler.control.failsafe import FAILSAFE_REASON, curtail_all
 from scheduler.store.journal import Store
 from tests.deploy.sim_daemon import free_port_on
 
+pytestmark = pytest.mark.system
+
 
 def write_config(tmp_path: Path, subnet: int, port: int, store: Path) -> Path:
     path = tmp_path / "wattmux.toml"

@@ -17,6 +17,8 @@ from scheduler.control import failsafe
 from scheduler.core.model import Device, Outcome, Workload
 from tests.deploy.sim_daemon import free_port_on
 
+pytestmark = pytest.mark.system
+
 HOSTILE = {
     "bad-deep": ("127.91.4.20", Behaviour.DEEP),
     "bad-int": ("127.91.4.21", Behaviour.HUGE_INTEGER),

@@ -8,11 +8,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from drivers.market.ercot import ERCOT_ZONE
 from scheduler.config.loading import parse_config
 from scheduler.daemon import Daemon
 from tests.conftest import free_port
 from tests.drivers.market.replay_server import ReplayServer, Reply
+
+pytestmark = pytest.mark.system
 
 
 def ercot_body(price: str) -> bytes:

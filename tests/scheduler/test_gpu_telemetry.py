@@ -30,6 +30,7 @@ def values(metrics: Metrics, name: str) -> dict[tuple[str, ...], float]:
     return {}
 
 
+@pytest.mark.system
 async def test_no_nvml_is_said_and_dcgm_is_exported(caplog: pytest.LogCaptureFixture) -> None:
     metrics = Metrics(FleetState([]))
     async with ReplayServer("127.40.4.1") as server, httpx.AsyncClient() as http:

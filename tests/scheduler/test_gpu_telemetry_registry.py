@@ -191,6 +191,7 @@ def test_an_entry_point_of_the_group_adds_a_source() -> None:
         GPU_TELEMETRY.unregister("rack-bmc")
 
 
+@pytest.mark.system
 async def test_a_dcgm_table_reads_like_dcgm_urls() -> None:
     async with ReplayServer("127.40.4.3") as server, httpx.AsyncClient() as http:
         server.set("/metrics", Reply(body=DCGM))

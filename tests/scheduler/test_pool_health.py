@@ -104,6 +104,7 @@ def test_guard_never_holds_a_move_off_a_dead_pool() -> None:
     assert held.reason == "min_dwell"  # any other reason is held by the dwell
 
 
+@pytest.mark.system
 async def test_the_cgminer_driver_reports_each_enabled_pool_by_name_over_tcp() -> None:
     from drivers.asic.cgminer import CgminerDriver
     from drivers.asic.config import CgminerOptions

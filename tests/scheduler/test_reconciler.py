@@ -29,6 +29,8 @@ from scheduler.observability.metrics import Metrics
 from scheduler.store.journal import Store
 from tests.fakes import asic
 
+pytestmark = pytest.mark.system
+
 POOLS = {"main": Pool("main", "stratum+tcp://main.pool.invalid:3333", "site.w1")}
 OPTIONS = CgminerOptions(
     timeout_seconds=0.3, confirm_timeout_seconds=0.3, confirm_interval_seconds=0.05

@@ -116,6 +116,7 @@ class GateFeed:
         return {}
 
 
+@pytest.mark.system
 async def test_daemon_is_ready_after_first_tick_and_pings_only_while_ticking(
     tmp_path: Path, listener: tuple[str, socket.socket]
 ) -> None:

@@ -15,6 +15,8 @@ from drivers.sim.site import SimSite
 from scheduler.core.model import Device, OutcomeStatus, Pool, Workload
 from tests.fakes import asic
 
+pytestmark = pytest.mark.system
+
 POOLS = {"main": Pool("main", "stratum+tcp://main.example:3333", "site.w1")}
 
 

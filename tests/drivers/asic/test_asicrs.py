@@ -78,6 +78,7 @@ async def lux() -> AsyncIterator[Lux]:
         yield Lux(site, device)
 
 
+@pytest.mark.system
 @needs_wheel
 async def test_the_library_reads_the_simulated_miner(lux: Lux) -> None:
     sample = await AsicRsDriver(POOLS, OPTIONS).collect(lux.device)
@@ -87,6 +88,7 @@ async def test_the_library_reads_the_simulated_miner(lux: Lux) -> None:
     assert sample.temperature_c is not None and sample.temperature_c > 25
 
 
+@pytest.mark.system
 @needs_wheel
 async def test_sleep_and_wake_go_through_the_library_and_are_read_back(lux: Lux) -> None:
     driver = AsicRsDriver(POOLS, OPTIONS)
@@ -101,6 +103,7 @@ async def test_sleep_and_wake_go_through_the_library_and_are_read_back(lux: Lux)
     assert not miner.asleep and miner.command_counts["curtail"] == 2
 
 
+@pytest.mark.system
 @needs_wheel
 async def test_power_levels_are_refused_without_touching_the_miner(lux: Lux) -> None:
     outcome = await AsicRsDriver(POOLS, OPTIONS).apply(lux.device, Workload.mine("main", 0.8))
@@ -108,6 +111,7 @@ async def test_power_levels_are_refused_without_touching_the_miner(lux: Lux) -> 
     assert "curtail" not in lux.site.miners[lux.device.id].command_counts
 
 
+@pytest.mark.system
 @needs_wheel
 async def test_a_miner_that_disappears_is_unavailable(lux: Lux) -> None:
     driver = AsicRsDriver(POOLS, OPTIONS)

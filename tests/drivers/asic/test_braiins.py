@@ -21,6 +21,8 @@ from drivers.sim.miner import SimMiner
 from drivers.sim.site import SimSite
 from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 
+pytestmark = pytest.mark.system
+
 POOLS = {
     "main": Pool("main", "stratum+tcp://main.example:3333", "w"),
     "backup": Pool("backup", "stratum+tcp://backup.example:3333", "w"),

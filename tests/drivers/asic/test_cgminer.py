@@ -93,6 +93,7 @@ def test_driver_implements_the_protocols(driver: CgminerDriver) -> None:
 # ---- telemetry ------------------------------------------------------------------------------
 
 
+@pytest.mark.system
 async def test_collect_reads_telemetry(site: SimSite, driver: CgminerDriver) -> None:
     device = site.devices[0]
     state = site.miners[device.id].state()
@@ -107,6 +108,7 @@ async def test_collect_reads_telemetry(site: SimSite, driver: CgminerDriver) -> 
     assert site.miners[device.id].connections.total == 1  # one joined command
 
 
+@pytest.mark.system
 async def test_collect_reads_sleep_back(site: SimSite, driver: CgminerDriver) -> None:
     device = site.devices[1]
     site.miners[device.id].set_asleep(True)
@@ -115,12 +117,14 @@ async def test_collect_reads_sleep_back(site: SimSite, driver: CgminerDriver) ->
     assert (sample.pool_url, sample.power_w, sample.hashrate_hs) == (None, 20.0, 0.0)
 
 
+@pytest.mark.system
 async def test_collect_names_an_unconfigured_pool_by_its_url(site: SimSite) -> None:
     driver = CgminerDriver({"backup": POOLS["backup"]}, OPTIONS)
     sample = await driver.collect(site.devices[0])
     assert sample.workload == Workload.mine(POOLS["main"].url)
 
 
+@pytest.mark.system
 async def test_collect_parses_replies_without_nul(site: SimSite, driver: CgminerDriver) -> None:
     device = site.devices[0]
     site.miners[device.id].nul_terminator = False
@@ -128,6 +132,7 @@ async def test_collect_parses_replies_without_nul(site: SimSite, driver: Cgminer
     assert sample.power_w == round(site.miners[device.id].power_w())
 
 
+@pytest.mark.system
 async def test_collect_parses_ghs_hashrates(site: SimSite, driver: CgminerDriver) -> None:
     device = site.devices[0]
     miner = site.miners[device.id]
@@ -139,6 +144,7 @@ async def test_collect_parses_ghs_hashrates(site: SimSite, driver: CgminerDriver
 # ---- apply ----------------------------------------------------------------------------------
 
 
+@pytest.mark.system
 async def test_switching_pool_is_confirmed_by_read_back(
     site: SimSite, driver: CgminerDriver
 ) -> None:
@@ -151,6 +157,7 @@ async def test_switching_pool_is_confirmed_by_read_back(
     assert miner.command_counts["switchpool"] == 1
 
 
+@pytest.mark.system
 async def test_apply_sends_nothing_when_already_there(site: SimSite, driver: CgminerDriver) -> None:
     device = site.devices[0]
     outcome = await driver.apply(device, Workload.mine("main"))
@@ -161,6 +168,7 @@ async def test_apply_sends_nothing_when_already_there(site: SimSite, driver: Cgm
     }
 
 
+@pytest.mark.system
 async def test_sleep_and_wake_are_confirmed(site: SimSite, driver: CgminerDriver) -> None:
     device = site.devices[2]
     miner = site.miners[device.id]
@@ -174,6 +182,7 @@ async def test_sleep_and_wake_are_confirmed(site: SimSite, driver: CgminerDriver
     assert not miner.asleep
 
 
+@pytest.mark.system
 async def test_wake_then_switch_from_sleep(site: SimSite, driver: CgminerDriver) -> None:
     device = site.devices[0]
     miner = site.miners[device.id]
@@ -183,6 +192,7 @@ async def test_wake_then_switch_from_sleep(site: SimSite, driver: CgminerDriver)
     assert miner.state().active_pool_url == POOLS["backup"].url and not miner.asleep
 
 
+@pytest.mark.system
 async def test_a_missing_pool_is_added_then_switched_to(
     site: SimSite, driver: CgminerDriver
 ) -> None:
@@ -198,6 +208,7 @@ async def test_a_missing_pool_is_added_then_switched_to(
     assert again.status is OutcomeStatus.CONFIRMED and miner.command_counts["addpool"] == 1
 
 
+@pytest.mark.system
 async def test_an_open_session_is_taken_over(site: SimSite, driver: CgminerDriver) -> None:
     device = site.devices[0]
     miner = site.miners[device.id]
@@ -211,6 +222,7 @@ async def test_an_open_session_is_taken_over(site: SimSite, driver: CgminerDrive
     "workload",
     [Workload.off(), Workload.ai("q"), Workload.mine("nowhere"), Workload.mine("main", 0.8)],
 )
+@pytest.mark.system
 async def test_what_the_driver_cannot_do_is_rejected_without_commands(
     site: SimSite, driver: CgminerDriver, workload: Workload
 ) -> None:
@@ -220,6 +232,7 @@ async def test_what_the_driver_cannot_do_is_rejected_without_commands(
     assert not site.miners[device.id].command_counts
 
 
+@pytest.mark.system
 async def test_unconfirmed_when_the_device_does_not_follow(
     site: SimSite, driver: CgminerDriver, fake_time: FakeTime
 ) -> None:
@@ -235,6 +248,7 @@ async def test_unconfirmed_when_the_device_does_not_follow(
     assert miner.command_counts["switchpool"] == 1
 
 
+@pytest.mark.system
 async def test_switch_pool_and_sleep_capabilities(site: SimSite, driver: CgminerDriver) -> None:
     device = site.devices[2]
     miner = site.miners[device.id]
@@ -253,6 +267,7 @@ async def test_switch_pool_and_sleep_capabilities(site: SimSite, driver: Cgminer
     ("fault", "error"),
     [(Fault.CLOSE, Unavailable), (Fault.GARBAGE, MalformedReply), (Fault.HANG, Timeout)],
 )
+@pytest.mark.system
 async def test_faults_raise_the_matching_error(
     site: SimSite, driver: CgminerDriver, fault: Fault, error: type[Exception]
 ) -> None:
@@ -266,6 +281,7 @@ async def test_faults_raise_the_matching_error(
     assert caught.value.source == device.id
 
 
+@pytest.mark.system
 async def test_a_command_cancelled_from_outside_is_cancelled_not_timed_out(
     site: SimSite, driver: CgminerDriver
 ) -> None:
@@ -292,6 +308,7 @@ async def test_a_refused_port_is_unavailable(driver: CgminerDriver) -> None:
     assert "refused" in caught.value.message.lower()
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("fault", [Fault.CLOSE, Fault.GARBAGE, Fault.HANG])
 @pytest.mark.parametrize("workload", [Workload.sleep(), Workload.mine("backup")])
 async def test_apply_on_a_faulty_miner_is_unavailable(
@@ -304,6 +321,7 @@ async def test_apply_on_a_faulty_miner_is_unavailable(
     assert outcome.observed is None and outcome.detail
 
 
+@pytest.mark.system
 async def test_a_fault_after_the_command_leaves_it_unconfirmed_or_unavailable(
     site: SimSite, fake_time: FakeTime
 ) -> None:
@@ -330,6 +348,7 @@ async def test_a_fault_after_the_command_leaves_it_unconfirmed_or_unavailable(
     assert "malformed" in outcome.detail
 
 
+@pytest.mark.system
 async def test_concurrency_bound_holds_across_200_miners() -> None:
     devices = [make_device(i, prefix="127.79") for i in range(200)]
     async with SimSite(devices, SITE_POOLS, port=0) as site:
@@ -407,6 +426,7 @@ def test_pool_urls_compare_loosely_but_not_too_loosely() -> None:
     assert not same_url("stratum+tcp://main.example:3334", "stratum+tcp://main.example:3333")
 
 
+@pytest.mark.system
 async def test_firmware_without_joined_commands_is_read_one_command_at_a_time() -> None:
     summary = json.loads(recorded("summary"))
     summary["SUMMARY"][0]["Power"] = 3250  # as if this firmware reported power
@@ -424,6 +444,7 @@ async def test_firmware_without_joined_commands_is_read_one_command_at_a_time() 
     assert sample.hashrate_hs == pytest.approx(101873.14e9)
 
 
+@pytest.mark.system
 async def test_stock_bmminer_without_power_is_malformed_not_guessed() -> None:
     replies = {name: recorded(name) + b"\x00" for name in ("summary", "pools", "stats")}
     async with ReplayServer(replies) as server:
@@ -431,6 +452,7 @@ async def test_stock_bmminer_without_power_is_malformed_not_guessed() -> None:
             await CgminerDriver(POOLS, OPTIONS).collect(bmminer_device(server))
 
 
+@pytest.mark.system
 async def test_sleep_on_firmware_without_sessions_is_rejected() -> None:
     summary = json.loads(recorded("summary"))
     summary["SUMMARY"][0]["Power"] = 3250
@@ -447,6 +469,7 @@ async def test_sleep_on_firmware_without_sessions_is_rejected() -> None:
     assert "logon" in outcome.detail and "curtail" not in server.seen
 
 
+@pytest.mark.system
 async def test_client_rejects_on_status_e_and_caps_reply_size(site: SimSite) -> None:
     device = site.devices[0]
     client = CgminerClient(timeout_seconds=0.5)
@@ -459,6 +482,7 @@ async def test_client_rejects_on_status_e_and_caps_reply_size(site: SimSite) -> 
         await small.command(device.address, device.port, "stats")
 
 
+@pytest.mark.system
 async def test_client_reports_an_empty_reply_and_a_missing_status() -> None:
     replies = {"summary": b"\x00", "pools": b'{"POOLS":[]}\x00', "version": b"[1,2]\x00"}
     async with ReplayServer(replies) as server:

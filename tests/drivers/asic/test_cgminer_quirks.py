@@ -59,6 +59,7 @@ async def serve_once(reply: bytes) -> tuple[asyncio.Server, int]:
         b'{"STATUS":"E","When":1,"Code":14,"Msg":"invalid cmd","Description":""}',
     ],
 )
+@pytest.mark.system
 async def test_access_denied_and_privileged_errors_are_rejected(reply: bytes) -> None:
     server, port = await serve_once(reply)
     async with server:
@@ -76,6 +77,7 @@ async def site() -> AsyncIterator[SimSite]:
         yield sim
 
 
+@pytest.mark.system
 async def test_a_kept_session_is_reused_and_renewed_when_it_expired(site: SimSite) -> None:
     now = [1000.0]
     options = CgminerOptions(

@@ -46,6 +46,7 @@ def test_decode_reply_refuses_deep_nesting_and_huge_integers(raw: bytes) -> None
         decode_reply(raw, "bad-1")
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("behaviour", list(Behaviour), ids=str)
 async def test_each_hostile_miner_is_a_driver_error(behaviour: Behaviour) -> None:
     address = f"127.91.1.{list(Behaviour).index(behaviour) + 1}"

@@ -13,6 +13,8 @@ from drivers.errors import MalformedReply
 from drivers.sim.hostile import Behaviour, HostileMiner
 from scheduler.core.model import Device, DeviceKind, Pool
 
+pytestmark = pytest.mark.system
+
 POOLS = {"main": Pool("main", "stratum+tcp://main.pool.invalid:3333", "site.w1")}
 POLLS = 20
 

@@ -19,6 +19,8 @@ from drivers.sim.tcp import Fault
 from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 from tests.fakes import asic
 
+pytestmark = pytest.mark.system
+
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "luxos" / "s19jpro_2024.1.26"
 POOLS = {
     "main": Pool("main", "stratum+tcp://main.example:3333", "site.w1"),

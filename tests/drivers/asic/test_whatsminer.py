@@ -64,6 +64,7 @@ def whatsminer(site: SimSite, device: Device) -> SimWhatsminer:
     return miner
 
 
+@pytest.mark.system
 async def test_sleep_is_an_encrypted_power_off_confirmed_only_once_status_shows_it(
     site: SimSite,
 ) -> None:
@@ -80,6 +81,7 @@ async def test_sleep_is_an_encrypted_power_off_confirmed_only_once_status_shows_
     assert miner.tokens_issued == 1  # one token for both writes
 
 
+@pytest.mark.system
 async def test_power_target_is_set_power_pct_and_reads_back_as_measured_power(
     site: SimSite,
 ) -> None:
@@ -97,6 +99,7 @@ async def test_power_target_is_set_power_pct_and_reads_back_as_measured_power(
     assert miner.command_counts["set_power_pct"] == 1  # already there: no second write
 
 
+@pytest.mark.system
 async def test_levels_outside_the_model_range_are_refused_before_any_traffic(
     site: SimSite,
 ) -> None:
@@ -110,6 +113,7 @@ async def test_levels_outside_the_model_range_are_refused_before_any_traffic(
     assert model_facts("M30S++").family == "M30S" and model_facts("M60S").min_power_level == 0.4
 
 
+@pytest.mark.system
 async def test_pool_move_is_update_pools_with_the_pool_first(site: SimSite) -> None:
     device = site.devices[1]
     miner = whatsminer(site, device)
@@ -119,6 +123,7 @@ async def test_pool_move_is_update_pools_with_the_pool_first(site: SimSite) -> N
     assert miner.command_counts["update_pools"] == 1
 
 
+@pytest.mark.system
 async def test_wrong_password_is_refused_by_the_miner_and_reported_rejected(
     site: SimSite,
 ) -> None:
@@ -132,6 +137,7 @@ async def test_wrong_password_is_refused_by_the_miner_and_reported_rejected(
     assert not miner.asleep and miner.command_counts["power_off"] == 0
 
 
+@pytest.mark.system
 async def test_writes_disabled_on_the_miner_are_rejected(site: SimSite) -> None:
     device = site.devices[0]
     whatsminer(site, device).write_enabled = False
@@ -139,6 +145,7 @@ async def test_writes_disabled_on_the_miner_are_rejected(site: SimSite) -> None:
         await WhatsminerDriver(POOLS, OPTIONS).sleep(device)
 
 
+@pytest.mark.system
 async def test_an_expired_token_is_replaced_once_and_the_write_goes_through(
     site: SimSite,
 ) -> None:
@@ -156,6 +163,7 @@ async def test_an_expired_token_is_replaced_once_and_the_write_goes_through(
     assert miner.tokens_issued == 3 and miner.command_counts["set_power_pct"] == 2
 
 
+@pytest.mark.system
 async def test_the_token_limit_code_136_fetches_a_new_token(site: SimSite) -> None:
     device = site.devices[0]
     miner = whatsminer(site, device)
@@ -166,6 +174,7 @@ async def test_the_token_limit_code_136_fetches_a_new_token(site: SimSite) -> No
     assert miner.tokens_issued == 2 and miner.command_counts["power_on"] == 2
 
 
+@pytest.mark.system
 async def test_a_hung_miner_times_out_and_a_hung_write_is_unavailable(site: SimSite) -> None:
     device = site.devices[0]
     miner = whatsminer(site, device)
@@ -179,6 +188,7 @@ async def test_a_hung_miner_times_out_and_a_hung_write_is_unavailable(site: SimS
         await driver.collect(device)
 
 
+@pytest.mark.system
 async def test_encrypted_replies_do_not_carry_the_plaintext(site: SimSite) -> None:
     """A write's reply on the wire is {"enc": ...} and decrypts with the token's key only."""
     device = site.devices[0]
@@ -213,6 +223,7 @@ async def replay(files: dict[str, str]) -> tuple[asyncio.Server, dict[str, int]]
     return await asyncio.start_server(handle, "127.38.1.1", 0), seen
 
 
+@pytest.mark.system
 async def test_recorded_replies_read_as_a_sample_with_quoted_firmware_quirks() -> None:
     server, seen = await replay(
         {

@@ -77,6 +77,7 @@ async def test_options_default_to_port_4433_for_api_v3() -> None:
     assert WhatsminerOptions.model_validate({}).port == 4028
 
 
+@pytest.mark.system
 async def test_sleep_and_wake_stop_and_start_the_service_with_signed_writes(
     miner: SimWhatsminer,
 ) -> None:
@@ -93,6 +94,7 @@ async def test_sleep_and_wake_stop_and_start_the_service_with_signed_writes(
     assert miner.v3.requests.count("get.device.info") >= 1
 
 
+@pytest.mark.system
 async def test_wrong_password_is_refused_then_fatal_after_a_fresh_salt(
     miner: SimWhatsminer,
 ) -> None:
@@ -105,6 +107,7 @@ async def test_wrong_password_is_refused_then_fatal_after_a_fresh_salt(
     assert not miner.asleep
 
 
+@pytest.mark.system
 async def test_default_password_means_no_write_permission(miner: SimWhatsminer) -> None:
     miner.v3.password = "super"
     driver = WhatsminerV3Driver(POOLS, OPTIONS.model_copy(update={"password": "super"}))
@@ -112,6 +115,7 @@ async def test_default_password_means_no_write_permission(miner: SimWhatsminer) 
         await driver.sleep(v3_device(miner))
 
 
+@pytest.mark.system
 async def test_a_new_salt_after_a_restart_is_fetched_again(miner: SimWhatsminer) -> None:
     device = v3_device(miner)
     driver = WhatsminerV3Driver(POOLS, OPTIONS)
@@ -122,6 +126,7 @@ async def test_a_new_salt_after_a_restart_is_fetched_again(miner: SimWhatsminer)
     assert miner.v3.requests.count("get.device.info") == 2
 
 
+@pytest.mark.system
 async def test_replies_split_across_reads_and_heartbeats_are_handled(miner: SimWhatsminer) -> None:
     miner.v3.split_replies = True
     client = V3Client(timeout_seconds=1.0)
@@ -162,6 +167,7 @@ async def raw_server(payload: bytes) -> asyncio.Server:
         (frame(b'{"msg": "ok"}'), MalformedReply, "no integer code"),
     ],
 )
+@pytest.mark.system
 async def test_bad_frames_map_to_driver_errors(
     payload: bytes, error: type[Exception], match: str
 ) -> None:
@@ -172,12 +178,14 @@ async def test_bad_frames_map_to_driver_errors(
             await V3Client(timeout_seconds=1.0).call("127.38.3.1", port, {"cmd": "x"}, source="t")
 
 
+@pytest.mark.system
 async def test_a_hung_v3_miner_times_out(miner: SimWhatsminer) -> None:
     miner.v3.hang = True
     with pytest.raises(Timeout):
         await WhatsminerV3Driver(POOLS, OPTIONS).collect(v3_device(miner))
 
 
+@pytest.mark.system
 async def test_pool_moves_are_refused_over_v3(miner: SimWhatsminer) -> None:
     pools = {**POOLS, "other": Pool("other", "stratum+tcp://other.example:3333", "w")}
     outcome = await WhatsminerV3Driver(pools, OPTIONS).apply(

@@ -23,6 +23,7 @@ def test_nvml_without_gpu_says_so_clearly() -> None:
         NvmlReader().read()
 
 
+@pytest.mark.system
 async def test_dcgm_scrape_of_recorded_output() -> None:
     async with ReplayServer("127.40.2.1") as server, httpx.AsyncClient() as client:
         server.set("/metrics", Reply(body=DCGM))

@@ -64,6 +64,7 @@ def serve_btc(server: ReplayServer) -> None:
     server.set("/api/v3/simple/price", Reply(body=fixture("coingecko/simple_price.json")))
 
 
+@pytest.mark.system
 async def test_btc_price_is_the_median_of_four_sources(
     server: ReplayServer, client: httpx.AsyncClient
 ) -> None:
@@ -75,6 +76,7 @@ async def test_btc_price_is_the_median_of_four_sources(
     assert reading.source == "median(mempool,coinbase,kraken,coingecko)"
 
 
+@pytest.mark.system
 async def test_btc_bad_sources_are_dropped_and_age_out(
     server: ReplayServer, client: httpx.AsyncClient
 ) -> None:
@@ -102,6 +104,7 @@ async def test_btc_bad_sources_are_dropped_and_age_out(
         await feed.fetch()
 
 
+@pytest.mark.system
 async def test_429_retry_after_is_honoured(server: ReplayServer, client: httpx.AsyncClient) -> None:
     clock = FakeClock()
     server.set(
@@ -127,6 +130,7 @@ async def test_429_retry_after_is_honoured(server: ReplayServer, client: httpx.A
     assert feed.tip_height == 872_400
 
 
+@pytest.mark.system
 async def test_slow_and_truncated_replies(server: ReplayServer, client: httpx.AsyncClient) -> None:
     server.set("/api/v1/blocks", Reply(body=fixture("mempool/blocks.json"), delay_s=1.0))
     config = MempoolNetworkConfig(url=server.url("/api/v1/blocks"), timeout_seconds=0.2)
@@ -144,6 +148,7 @@ async def test_slow_and_truncated_replies(server: ReplayServer, client: httpx.As
         ).fetch()
 
 
+@pytest.mark.system
 async def test_bitcoind_json_rpc(server: ReplayServer, client: httpx.AsyncClient) -> None:
     replies = {
         m: fixture(f"bitcoind/{m}.json")
@@ -188,6 +193,7 @@ def test_subsidy_halvings() -> None:
     ]
 
 
+@pytest.mark.system
 async def test_ercot_newest_interval_and_plausibility(
     server: ReplayServer, client: httpx.AsyncClient
 ) -> None:

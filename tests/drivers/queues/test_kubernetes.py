@@ -172,6 +172,7 @@ def mining_setup(on_node: str) -> list[Step]:
     ]
 
 
+@pytest.mark.system
 async def test_demand_counts_pending_pods_and_their_gpus_per_queue(api: ScriptedApi) -> None:
     api.steps = [
         Step("GET", "/api/v1/pods?fieldSelector=status.phase=Pending", 200, "pods-pending.json")
@@ -182,6 +183,7 @@ async def test_demand_counts_pending_pods_and_their_gpus_per_queue(api: Scripted
     await queue.aclose()
 
 
+@pytest.mark.system
 async def test_mining_never_evicts_a_running_ai_pod_without_preemption(api: ScriptedApi) -> None:
     api.steps = [
         *mining_setup("pods-on-node-ai.json"),
@@ -205,6 +207,7 @@ async def test_mining_never_evicts_a_running_ai_pod_without_preemption(api: Scri
     await queue.aclose()
 
 
+@pytest.mark.system
 async def test_preemption_evicts_the_ai_pod_and_the_miner_runs(api: ScriptedApi) -> None:
     def eviction(body: Any) -> None:
         assert body["kind"] == "Eviction" and body["metadata"]["name"] == "train-llm-7b-1"
@@ -234,6 +237,7 @@ async def test_preemption_evicts_the_ai_pod_and_the_miner_runs(api: ScriptedApi)
     await queue.aclose()
 
 
+@pytest.mark.system
 async def test_back_to_ai_deletes_the_miner_and_lifts_taint_and_our_cordon(
     api: ScriptedApi,
 ) -> None:
@@ -265,6 +269,7 @@ async def test_back_to_ai_deletes_the_miner_and_lifts_taint_and_our_cordon(
     await queue.aclose()
 
 
+@pytest.mark.system
 async def test_collect_reads_jobs_and_estimates_power(api: ScriptedApi) -> None:
     api.steps = [
         Step("GET", NODE_PATH, 200, "node.json"),
@@ -280,6 +285,7 @@ async def test_collect_reads_jobs_and_estimates_power(api: ScriptedApi) -> None:
     await queue.aclose()
 
 
+@pytest.mark.system
 async def test_forbidden_is_fatal(api: ScriptedApi) -> None:
     api.steps = [
         Step("GET", "/api/v1/pods?fieldSelector=status.phase=Pending", 403, "status-403.json")

@@ -51,6 +51,7 @@ def driver(sim: SimQueue, clock: FakeClock, preemption: bool = False) -> Webhook
     return WebhookQueue(options, {"train": preemption}, POOLS, clock=clock, sleep=clock.sleep)
 
 
+@pytest.mark.system
 async def test_demand_reports_pending_work_and_the_spot_rate(
     sim: SimQueue, clock: FakeClock
 ) -> None:
@@ -65,6 +66,7 @@ async def test_demand_reports_pending_work_and_the_spot_rate(
     await queue.aclose()
 
 
+@pytest.mark.system
 async def test_mining_and_back_with_read_back(sim: SimQueue, clock: FakeClock) -> None:
     queue = driver(sim, clock)
     outcome = await queue.apply(node(), Workload.mine("main"))
@@ -84,6 +86,7 @@ async def test_mining_and_back_with_read_back(sim: SimQueue, clock: FakeClock) -
     await queue.aclose()
 
 
+@pytest.mark.system
 async def test_a_running_job_drains_unless_preemption_is_allowed(
     sim: SimQueue, clock: FakeClock
 ) -> None:
@@ -109,6 +112,7 @@ async def test_a_running_job_drains_unless_preemption_is_allowed(
     await preempting.aclose()
 
 
+@pytest.mark.system
 async def test_errors_name_the_problem(sim: SimQueue, clock: FakeClock) -> None:
     queue = driver(sim, clock)
     with pytest.raises(Rejected, match="404"):

@@ -96,6 +96,7 @@ async def miner(clock: FakeClock) -> AsyncIterator[SimMiner]:
 # ---- reply shapes ---------------------------------------------------------------------------
 
 
+@pytest.mark.system
 async def test_summary_is_one_nul_terminated_document_then_close(miner: SimMiner) -> None:
     raw = await exchange(miner.address, miner.port, b'{"command":"summary"}')
     assert raw.endswith(b"\x00") and raw.count(b"\x00") == 1  # and EOF followed
@@ -107,6 +108,7 @@ async def test_summary_is_one_nul_terminated_document_then_close(miner: SimMiner
     assert row["Power"] == NOMINAL_W
 
 
+@pytest.mark.system
 async def test_pools_lists_every_pool_with_the_first_active(miner: SimMiner) -> None:
     reply = await ask(miner, "pools")
     assert status(reply)["Code"] == 7
@@ -119,6 +121,7 @@ async def test_pools_lists_every_pool_with_the_first_active(miner: SimMiner) -> 
     assert pools[0]["User"] == "site.w1"
 
 
+@pytest.mark.system
 async def test_stats_carry_bmminer_style_temperatures_and_fans(miner: SimMiner) -> None:
     reply = await ask(miner, "stats")
     assert status(reply)["Code"] == 70
@@ -132,6 +135,7 @@ async def test_stats_carry_bmminer_style_temperatures_and_fans(miner: SimMiner) 
     assert all(detail[f"fan{f}"] > 0 for f in (1, 2, 3, 4))
 
 
+@pytest.mark.system
 async def test_version_and_config(miner: SimMiner) -> None:
     version = await ask(miner, "version")
     assert status(version)["Code"] == 22 and "S19j Pro" in version["VERSION"][0]["Type"]
@@ -140,6 +144,7 @@ async def test_version_and_config(miner: SimMiner) -> None:
     assert config["CONFIG"][0]["IsPowerSupplyOn"] is True
 
 
+@pytest.mark.system
 async def test_joined_report_commands_answer_in_one_connection(miner: SimMiner) -> None:
     reply = await ask(miner, "summary+pools+stats+config")
     assert set(reply) == {"summary", "pools", "stats", "config", "id"}
@@ -150,6 +155,7 @@ async def test_joined_report_commands_answer_in_one_connection(miner: SimMiner) 
     assert reply["config"][0]["CONFIG"][0]["CurtailMode"] == "None"
 
 
+@pytest.mark.system
 async def test_joined_command_refuses_a_non_report_part(miner: SimMiner) -> None:
     reply = await ask(miner, "summary+switchpool+nonsense")
     assert reply["summary"][0]["STATUS"][0]["STATUS"] == "S"
@@ -158,11 +164,13 @@ async def test_joined_command_refuses_a_non_report_part(miner: SimMiner) -> None
     assert miner.state().active_pool_url == POOLS[0].url
 
 
+@pytest.mark.system
 async def test_unknown_command_is_cgminer_code_14(miner: SimMiner) -> None:
     entry = status(await ask(miner, "frobnicate"))
     assert (entry["STATUS"], entry["Code"], entry["Msg"]) == ("E", 14, "Invalid command")
 
 
+@pytest.mark.system
 async def test_bad_json_and_missing_command(miner: SimMiner) -> None:
     raw = await exchange(miner.address, miner.port, b"{not json", half_close=True)
     assert json.loads(raw[:-1])["STATUS"][0]["Code"] == 23
@@ -173,6 +181,7 @@ async def test_bad_json_and_missing_command(miner: SimMiner) -> None:
 # ---- pool commands --------------------------------------------------------------------------
 
 
+@pytest.mark.system
 async def test_switchpool_enablepool_disablepool(miner: SimMiner) -> None:
     assert status(await ask(miner, "switchpool", "1"))["Code"] == 27
     pools = (await ask(miner, "pools"))["POOLS"]
@@ -189,6 +198,7 @@ async def test_switchpool_enablepool_disablepool(miner: SimMiner) -> None:
     assert miner.state().active_pool_url == POOLS[1].url  # priority 0 again once enabled
 
 
+@pytest.mark.system
 async def test_addpool_appends_a_pool_and_honours_escapes(miner: SimMiner) -> None:
     entry = status(await ask(miner, "addpool", r"stratum+tcp://new.example:3333,acct\,w9,x"))
     assert (entry["STATUS"], entry["Code"]) == ("S", 55)
@@ -206,6 +216,7 @@ async def test_addpool_appends_a_pool_and_honours_escapes(miner: SimMiner) -> No
 # ---- sessions and sleep ---------------------------------------------------------------------
 
 
+@pytest.mark.system
 async def test_curtail_without_a_session_is_denied(miner: SimMiner) -> None:
     entry = status(await ask(miner, "curtail", "deadbeef,sleep"))
     assert (entry["STATUS"], entry["Code"]) == ("E", 45)
@@ -213,6 +224,7 @@ async def test_curtail_without_a_session_is_denied(miner: SimMiner) -> None:
     assert not miner.asleep
 
 
+@pytest.mark.system
 async def test_logon_curtail_sleep_wakeup_logoff(miner: SimMiner) -> None:
     logon = await ask(miner, "logon")
     session_id = logon["SESSION"][0]["SessionID"]
@@ -236,6 +248,7 @@ async def test_logon_curtail_sleep_wakeup_logoff(miner: SimMiner) -> None:
     assert not miner.asleep
 
 
+@pytest.mark.system
 async def test_session_expires_after_idle_timeout(miner: SimMiner, clock: FakeClock) -> None:
     first = (await ask(miner, "logon"))["SESSION"][0]["SessionID"]
     clock.advance(miner.session_timeout_seconds - 1)
@@ -249,6 +262,7 @@ async def test_session_expires_after_idle_timeout(miner: SimMiner, clock: FakeCl
 # ---- physics --------------------------------------------------------------------------------
 
 
+@pytest.mark.system
 async def test_power_and_hashrate_ramp_linearly(clock: FakeClock) -> None:
     sim = SimMiner(make_device(2), POOLS, port=0, ramp_seconds=30, clock=clock, noise_fraction=0)
     async with sim:
@@ -280,6 +294,7 @@ async def test_a_reversal_mid_ramp_starts_from_the_present_value(clock: FakeCloc
     assert sim.power_w() == pytest.approx(NOMINAL_W)
 
 
+@pytest.mark.system
 async def test_average_hashrate_counts_time_asleep(miner: SimMiner, clock: FakeClock) -> None:
     clock.advance(100)
     miner.set_asleep(True)
@@ -365,11 +380,13 @@ async def test_noise_is_seeded_by_device_id(clock: FakeClock) -> None:
 # ---- faults and wire variants ---------------------------------------------------------------
 
 
+@pytest.mark.system
 async def test_fault_close_accepts_then_closes_silently(miner: SimMiner) -> None:
     miner.fault = Fault.CLOSE
     assert await exchange(miner.address, miner.port, b'{"command":"summary"}') == b""
 
 
+@pytest.mark.system
 async def test_fault_garbage_is_broken_json_with_nul(miner: SimMiner) -> None:
     miner.fault = Fault.GARBAGE
     raw = await exchange(miner.address, miner.port, b'{"command":"summary"}')
@@ -378,6 +395,7 @@ async def test_fault_garbage_is_broken_json_with_nul(miner: SimMiner) -> None:
         json.loads(raw[:-1])
 
 
+@pytest.mark.system
 async def test_fault_hang_never_answers_and_stop_still_returns(clock: FakeClock) -> None:
     sim = SimMiner(make_device(8), POOLS, port=0, clock=clock)
     await sim.start()
@@ -394,6 +412,7 @@ async def test_fault_hang_never_answers_and_stop_still_returns(clock: FakeClock)
     writer.close()
 
 
+@pytest.mark.system
 async def test_fault_slow_answers_after_the_delay(miner: SimMiner) -> None:
     miner.fault, miner.fault_delay_seconds = Fault.SLOW, 0.2
     started = time.monotonic()
@@ -402,6 +421,7 @@ async def test_fault_slow_answers_after_the_delay(miner: SimMiner) -> None:
     assert status(reply)["STATUS"] == "S"
 
 
+@pytest.mark.system
 async def test_reply_without_nul_when_configured(miner: SimMiner) -> None:
     miner.nul_terminator = False
     raw = await exchange(miner.address, miner.port, b'{"command":"summary"}')
@@ -409,12 +429,14 @@ async def test_reply_without_nul_when_configured(miner: SimMiner) -> None:
     assert json.loads(raw)["SUMMARY"][0]["Power"] == NOMINAL_W
 
 
+@pytest.mark.system
 async def test_hashrate_in_ghs_when_configured(miner: SimMiner) -> None:
     miner.hashrate_unit = "GHS"
     row = (await ask(miner, "summary"))["SUMMARY"][0]
     assert "MHS 5s" not in row and row["GHS 5s"] == pytest.approx(NOMINAL_HS / 1e9)
 
 
+@pytest.mark.system
 async def test_connections_are_counted_while_served(miner: SimMiner) -> None:
     miner.fault, miner.fault_delay_seconds = Fault.SLOW, 0.1
     await asyncio.gather(*(ask(miner, "summary") for _ in range(5)))
@@ -438,6 +460,7 @@ def test_site_refuses_the_same_endpoint_twice() -> None:
         SimSite([device, twin], POOLS, port=4028)
 
 
+@pytest.mark.system
 async def test_site_starts_200_miners_quickly_all_mining_on_the_first_pool() -> None:
     devices = [make_device(i, prefix="127.76") for i in range(200)]
     started = time.monotonic()
@@ -452,6 +475,7 @@ async def test_site_starts_200_miners_quickly_all_mining_on_the_first_pool() -> 
         assert site.total_power_w() == pytest.approx(200 * NOMINAL_W, rel=0.01)
 
 
+@pytest.mark.system
 async def test_site_total_power_drops_by_what_a_sleeping_miner_saves(clock: FakeClock) -> None:
     devices = [make_device(i, prefix="127.75") for i in range(5)]
     async with SimSite(devices, POOLS, port=0, clock=clock) as site:
@@ -462,6 +486,7 @@ async def test_site_total_power_drops_by_what_a_sleeping_miner_saves(clock: Fake
         assert site.total_power_w() == pytest.approx(before - saved)
 
 
+@pytest.mark.system
 async def test_site_runs_a_thousand_miners() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2500 and hard >= 2500:
