@@ -12,6 +12,7 @@ from datetime import datetime
 
 from scheduler.core.model import Workload
 from scheduler.store.journal import Store
+from scheduler.store.prices import PriceStore
 from scheduler.store.sqlite import from_text, to_text
 
 
@@ -65,7 +66,7 @@ def _insert_api_audit(db: sqlite3.Connection, entry: ApiAuditEntry) -> int:
     return int(cursor.lastrowid or 0)
 
 
-class ControlStore(Store):
+class ControlStore(Store, PriceStore):
     """The Store plus operator state (overrides, settings) and the API audit log.
 
     Every change made through the API is committed in one transaction with
