@@ -160,6 +160,7 @@ class Daemon:
                 self.state.devices,
                 default_policy=config.policy.name,
                 policies=list(available_policies()),
+                clock=self.clock,  # curtail and overrides last their time across wall steps
             )
             self.control = control
             guard = ControlledGuard(config.guard, power_cap_w=config.site.power_cap_kw * 1000)

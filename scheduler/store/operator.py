@@ -7,6 +7,7 @@ audit row, so an acknowledged change is never without its record.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -104,6 +105,14 @@ class ControlStore(Store, PriceStore):
             if audit is not None:
                 _insert_api_audit(db, audit)
             return cursor.rowcount > 0
+
+    def set_override_ends(self, ends: Sequence[tuple[str, datetime]]) -> None:
+        """Move the end of existing overrides (device id, new until), in one transaction."""
+        with self._write() as db:
+            db.executemany(
+                "UPDATE overrides SET until = ? WHERE device_id = ?",
+                [(to_text(until), device_id) for device_id, until in ends],
+            )
 
     def overrides(self) -> list[OverrideRow]:
         """Every stored override, by device id."""
