@@ -144,15 +144,19 @@ async def test_a_queued_price_survives_a_broker_kill(broker: Broker) -> None:
         HOST, broker.port, username="price-feed", password=IDENTITIES["price-feed"], timeout=5
     ) as gateway:
         await gateway.publish(f"{PREFIX}/price/power", json.dumps(price).encode(), qos=1)
-    # The broker acknowledges first and saves in the same pass of its loop, right after.
-    await until(lambda: broker.saved() != before, 5.0)
+    # The broker acknowledges first and saves in the same pass of its loop, right after: give
+    # it that moment (without autosave_on_changes it saves only every 30 minutes or at exit).
+    for _ in range(100):
+        if broker.saved() != before:
+            break
+        await asyncio.sleep(0.01)
 
     broker.kill()
     broker.start()
 
     async with daemon() as ingest:
         await asyncio.wait_for(ingest.connected.wait(), 10)
-        await until(lambda: state.market.power_price_usd_per_mwh is not None)
+        await until(lambda: state.market.power_price_usd_per_mwh is not None, 5.0)
     reading = state.market.power_price_usd_per_mwh
     assert reading is not None and reading.value == 61.25
     assert reading.source == "mqtt:hb_south"
