@@ -103,6 +103,19 @@ def test_the_shipped_config_saves_on_every_change() -> None:
     assert "autosave_on_changes true" in lines and "autosave_interval 1" in lines
 
 
+async def settled(
+    broker: Broker, changed_from: tuple[int, int, int] | None = None, limit_s: float = 2.0
+) -> None:
+    """Wait (at most limit_s) until the persistence file changed from changed_from, if given,
+    and then stayed the same for 0.2 s: no save is half written when the broker is killed."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        seen = broker.saved()
+        await asyncio.sleep(0.2)
+        if broker.saved() == seen and (changed_from is None or seen != changed_from):
+            return
+
+
 async def until(predicate: object, limit_s: float = 10.0) -> None:
     deadline = time.monotonic() + limit_s
     while not predicate():  # type: ignore[operator]
@@ -139,6 +152,7 @@ async def test_a_queued_price_survives_a_broker_kill(broker: Broker) -> None:
         "interval_end": (start + timedelta(minutes=60)).isoformat(),
         "source": "hb_south",
     }
+    await settled(broker)  # the saves of the daemon's session are done
     before = broker.saved()
     async with aiomqtt.Client(
         HOST, broker.port, username="price-feed", password=IDENTITIES["price-feed"], timeout=5
@@ -146,10 +160,7 @@ async def test_a_queued_price_survives_a_broker_kill(broker: Broker) -> None:
         await gateway.publish(f"{PREFIX}/price/power", json.dumps(price).encode(), qos=1)
     # The broker acknowledges first and saves in the same pass of its loop, right after: give
     # it that moment (without autosave_on_changes it saves only every 30 minutes or at exit).
-    for _ in range(100):
-        if broker.saved() != before:
-            break
-        await asyncio.sleep(0.01)
+    await settled(broker, changed_from=before)
 
     broker.kill()
     broker.start()
