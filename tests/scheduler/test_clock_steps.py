@@ -12,14 +12,17 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
+from scheduler.api.auth import Role
 from scheduler.control.service import Actor, ControlRejected, ControlService
 from scheduler.core.model import Device
 from scheduler.policies import available_policies
 from scheduler.store.operator import ControlStore
-from tests.scheduler.api_fixtures import WALL
+from tests.scheduler.api_fixtures import WALL, Tokens, build_app
 from tests.scheduler.helpers import device
+from tests.scheduler.test_api_security import make_view
 
 ACTOR = Actor("ops", "operator", "127.70.0.9:1", "PUT", "/v1/test")
 
@@ -125,3 +128,23 @@ def test_active_overrides_are_capped_with_a_clear_error(tmp_path: Path) -> None:
         control.put_override("m4", "sleep", 600.0, "", ACTOR)
         control.put_override("m0", "sleep", 600.0, "", ACTOR)
         assert sorted(r.device_id for r in control.overrides()) == ["m0", "m1", "m4"]
+
+
+async def test_the_api_answers_409_past_the_override_cap(tmp_path: Path) -> None:
+    view = make_view(tmp_path)
+    assert view.control is not None
+    view.control.max_overrides = 2
+    tokens = Tokens()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=build_app(view, tokens)),
+        base_url="http://wattmux.test",
+        headers=tokens.header(Role.OPERATOR),
+    ) as client:
+        body = {"workload": "sleep", "duration_seconds": 600}
+        for name in sorted(view.state.devices)[:2]:
+            assert (await client.put(f"/v1/overrides/{name}", json=body)).status_code == 200
+        third = sorted(view.state.devices)[2]
+        refused = await client.put(f"/v1/overrides/{third}", json=body)
+        assert refused.status_code == 409
+        assert "overrides are active, the limit (2)" in refused.json()["detail"]
+        assert len((await client.get("/v1/overrides")).json()) == 2
