@@ -22,7 +22,7 @@ from scheduler.api.app import create_app, serve
 from scheduler.api.wiring import security_from_config
 from scheduler.config.devices import pools_of
 from scheduler.config.schema import WattmuxConfig
-from scheduler.control.ingest import FleetSink
+from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
 from scheduler.control.memory import StartupFreezer, heap_trimmer
 from scheduler.control.queues import build_queues
@@ -83,7 +83,11 @@ class Daemon:
         self.feeds = list(feeds) if feeds is not None else build_feeds(config, clock, self.http)
         self.loop: ControlLoop | None = None
         self.ready = asyncio.Event()
-        self.sink = FleetSink(self.state, self.metrics)
+        self.sink = FleetSink(
+            self.state,
+            self.metrics,
+            max_events=config.mqtt.max_events if config.mqtt is not None else 1000,
+        )
         self.ingest = (
             MqttIngest(config.mqtt, self.sink, site=config.site.name, clock=clock)
             if config.mqtt is not None
@@ -146,11 +150,17 @@ class Daemon:
             self.state.desired.update(
                 {d: w for d, w in store.desired().items() if d in self.state.devices}
             )
+            if self.ingest is not None:  # the last pushed price, while its interval lasts
+                kept = store.pushed_price(POWER_PRICE)
+                if kept is not None:
+                    self.sink.restore(kept, self.clock())
+                self.sink.persist = store.put_pushed_price
             control = ControlService(
                 store,
                 self.state.devices,
                 default_policy=config.policy.name,
                 policies=list(available_policies()),
+                clock=self.clock,  # curtail and overrides last their time across wall steps
             )
             self.control = control
             guard = ControlledGuard(config.guard, power_cap_w=config.site.power_cap_kw * 1000)

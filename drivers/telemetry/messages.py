@@ -2,8 +2,9 @@
 
 Every rejection raises ``MessageRejected`` with a machine-readable reason:
 ``oversized``, ``malformed`` (not JSON or wrong types), ``out_of_range``,
-``stale`` (older than allowed), ``future`` (timestamp ahead of our clock),
-``unknown_workload``.  Nothing here does I/O; the clocks are passed in.
+``stale`` (older than allowed), ``future`` (timestamp ahead of our clock; a
+price interval that starts, or a DR event that starts, further ahead than
+allowed), ``unknown_workload``.  Nothing here does I/O; the clocks are passed in.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ REJECT_REASONS = (
     "unknown_device",
     "unknown_topic",
     "expired",
+    "too_many_events",
 )
 
 
@@ -84,6 +86,8 @@ class Limits:
     price_floor_usd_per_mwh: float = -251.0
     price_cap_usd_per_mwh: float = 5000.0
     max_event_kw: float = 10_000_000.0
+    max_price_lead_seconds: float = 300.0  # a price interval may start at most this far ahead
+    max_event_lead_seconds: float = 7 * 86_400.0  # a DR event may start at most this far ahead
 
 
 _SAMPLE = msgspec.json.Decoder(SampleMessage)
@@ -206,6 +210,14 @@ class Decoder:
             raise MessageRejected("price", "malformed", "interval_end is not after interval_start")
         if msg.interval_end <= wall:
             raise MessageRejected("price", "stale", f"interval ended at {msg.interval_end}")
+        lead = (msg.interval_start - wall).total_seconds()
+        if lead > limits.max_price_lead_seconds:
+            raise MessageRejected(
+                "price",
+                "future",
+                f"interval starts {lead:.0f} s ahead (at {msg.interval_start}); "
+                f"at most {limits.max_price_lead_seconds:.0f} s allowed",
+            )
         source = f"mqtt:{msg.source}"[:64]
         return Reading(msg.usd_per_mwh, mono, source), msg
 
@@ -230,6 +242,14 @@ class Decoder:
             raise MessageRejected(msg.id, "out_of_range", f"{kw} kW is implausible")
         if msg.end <= wall:
             raise MessageRejected(msg.id, "stale", f"event ended at {msg.end}")
+        lead = (msg.start - wall).total_seconds()
+        if lead > self.limits.max_event_lead_seconds:
+            raise MessageRejected(
+                msg.id,
+                "future",
+                f"event starts {lead:.0f} s ahead (at {msg.start}); "
+                f"at most {self.limits.max_event_lead_seconds:.0f} s allowed",
+            )
         return Event(
             id=msg.id,
             start=msg.start,

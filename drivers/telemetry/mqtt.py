@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # CONNACK reason codes that retrying cannot fix (MQTT 3.1.1 and 5).
 _FATAL_CODES = frozenset({4, 5, 133, 134, 135, 138, 140})
 LOG_EVERY_SECONDS = 60.0
+UNKNOWN_DEVICES_LOGGED = 1000  # unknown device ids logged once each; beyond these only counted
 
 
 class MqttOptions(BaseModel):
@@ -63,6 +64,15 @@ class MqttOptions(BaseModel):
     max_payload_bytes: int = Field(1 << 20, ge=256, le=256 << 20)
     max_sample_age_seconds: float = Field(60.0, gt=0, description="older samples are stale")
     max_clock_skew_seconds: float = Field(5.0, ge=0)
+    max_price_lead_seconds: float = Field(
+        300.0, ge=0, description="a price whose interval starts further ahead is refused (future)"
+    )
+    max_event_lead_seconds: float = Field(
+        7 * 86_400.0, ge=0, description="a DR event that starts further ahead is refused (future)"
+    )
+    max_events: int = Field(
+        1000, ge=1, le=1_000_000, description="DR events kept (active or future); more are refused"
+    )
     price_floor_usd_per_mwh: float = Field(-251.0, description="ISO offer floor (ERCOT: -251)")
     price_cap_usd_per_mwh: float = Field(5000.0, description="ISO price cap (ERCOT: 5000)")
     push_devices: list[str] = Field(
@@ -77,6 +87,8 @@ class MqttOptions(BaseModel):
             max_payload_bytes=self.max_payload_bytes,
             max_sample_age_seconds=self.max_sample_age_seconds,
             max_clock_skew_seconds=self.max_clock_skew_seconds,
+            max_price_lead_seconds=self.max_price_lead_seconds,
+            max_event_lead_seconds=self.max_event_lead_seconds,
             price_floor_usd_per_mwh=self.price_floor_usd_per_mwh,
             price_cap_usd_per_mwh=self.price_cap_usd_per_mwh,
         )
@@ -93,12 +105,12 @@ class IngestSink(Protocol):
         """Take a batch of samples; return those of unknown devices."""
         ...
 
-    def on_power_price(self, reading: Reading) -> None:
-        """Take a power price."""
+    def on_power_price(self, reading: Reading, valid_from: datetime, valid_until: datetime) -> None:
+        """Take a power price for the interval [valid_from, valid_until) it was published for."""
         ...
 
     def on_event(self, event: Event) -> None:
-        """Take a demand-response event (new or updated by id)."""
+        """Take a demand-response event (new or updated by id); MessageRejected refuses it."""
         ...
 
     def on_rejected(self, reason: str) -> None:
@@ -163,6 +175,8 @@ class MqttIngest:
         self.received = 0
         self.connected = asyncio.Event()
         self._last_logged: dict[str, float] = {}
+        self._unknown_logged: set[str] = set()
+        self._unknown_overflow = False
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
@@ -293,10 +307,12 @@ class MqttIngest:
                 if not self.sink.on_sample(sample):
                     raise MessageRejected(device_id, "unknown_device", "no such device")
             elif topic == self._price:
-                reading, _ = self.decoder.price(payload, datetime.now(UTC), self._clock())
-                self.sink.on_power_price(reading)
+                wall = datetime.fromtimestamp(self._wall(), UTC)
+                reading, msg = self.decoder.price(payload, wall, self._clock())
+                self.sink.on_power_price(reading, msg.interval_start, msg.interval_end)
             elif topic == self._event:
-                self.sink.on_event(self.decoder.event(payload, datetime.now(UTC)))
+                wall = datetime.fromtimestamp(self._wall(), UTC)
+                self.sink.on_event(self.decoder.event(payload, wall))
             else:
                 raise MessageRejected(topic, "unknown_topic", "not a topic wattmux reads")
         except MessageRejected as exc:
@@ -304,6 +320,9 @@ class MqttIngest:
 
     def _reject(self, exc: MessageRejected) -> None:
         self.sink.on_rejected(exc.reason)
+        if exc.reason == "unknown_device":
+            self._unknown_device(exc.source)
+            return
         now = self._clock()
         last = self._last_logged.get(exc.source)
         if last is None or now - last >= LOG_EVERY_SECONDS:
@@ -311,6 +330,27 @@ class MqttIngest:
                 self._last_logged.clear()
             self._last_logged[exc.source] = now
             log.warning("mqtt message rejected (%s): %s", exc.reason, exc)
+
+    def _unknown_device(self, device_id: str) -> None:
+        """Log each unknown device id once (a bounded set of them); the counter counts them all."""
+        device_id = device_id[:128]
+        logged = self._unknown_logged
+        if device_id in logged or self._unknown_overflow:
+            return
+        if len(logged) >= UNKNOWN_DEVICES_LOGGED:
+            self._unknown_overflow = True  # the set is full: one last line says so
+            log.warning(
+                "mqtt samples of more than %d unknown device ids; further ones are not logged,"
+                ' only counted in wattmux_ingest_rejected_total{reason="unknown_device"}',
+                UNKNOWN_DEVICES_LOGGED,
+            )
+            return
+        logged.add(device_id)
+        log.warning(
+            "mqtt samples of unknown device %r are dropped (logged once per device id;"
+            ' counted in wattmux_ingest_rejected_total{reason="unknown_device"})',
+            device_id,
+        )
 
 
 def _payload(payload: Any) -> bytes:

@@ -18,6 +18,7 @@ bring it into the loop without changing the loop itself:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import logging
@@ -36,10 +37,13 @@ from scheduler.core.reasons import ALWAYS_SENT_REASONS, Reason
 from scheduler.policies import Policy, PolicyFactory
 from scheduler.store.journal import Intent
 from scheduler.store.operator import ApiAuditEntry, ControlStore, OverrideRow
+from scheduler.store.sqlite import StoreError
 
 log = logging.getLogger(__name__)
 
 MAX_DURATION_SECONDS = 7 * 24 * 3600.0
+MAX_OVERRIDES = 1000  # active overrides at once; one more is refused (409)
+CLOCK_STEP_SECONDS = 2.0  # the wall clock moving this much against the monotonic one is a step
 
 
 class Mode(enum.StrEnum):
@@ -120,11 +124,19 @@ class ControlService:
         default_policy: str,
         policies: Sequence[str],
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] | None = None,
+        max_overrides: int = MAX_OVERRIDES,
     ) -> None:
         self.store = store
         self.devices = devices
         self.policies = tuple(sorted(policies))
         self.wall_clock = wall_clock
+        self.max_overrides = max_overrides
+        # With a monotonic clock, durations (curtail, overrides) follow it: a step of the
+        # wall clock moves their wall-time ends by the same step (logged), so they still
+        # last the time they were given.
+        self._clock = clock
+        self._wall_offset = self._offset() if clock is not None else 0.0
         settings = store.settings()
         self.mode = Mode(settings.get("mode", Mode.AUTO.value))
         self.policy_name = settings.get("policy", default_policy)
@@ -151,15 +163,59 @@ class ControlService:
             status_code=200,
         )
 
+    # ---- wall clock steps -------------------------------------------------------------------
+
+    def _offset(self) -> float:
+        assert self._clock is not None
+        return self.wall_clock().timestamp() - self._clock()
+
+    def track_clock(self) -> float:
+        """Re-anchor curtail and overrides when the wall clock stepped; return the step (s).
+
+        Called by every read, so each tick notices a step before it decides.
+        """
+        if self._clock is None:
+            return 0.0
+        offset = self._offset()
+        step, self._wall_offset = offset - self._wall_offset, offset
+        if abs(step) < CLOCK_STEP_SECONDS:
+            return 0.0
+        shift = timedelta(seconds=step)
+        moved: list[OverrideRow] = []
+        for device_id, row in list(self._overrides.items()):
+            self._overrides[device_id] = dataclasses.replace(row, until=row.until + shift)
+            moved.append(self._overrides[device_id])
+        if self._curtail is not None:
+            self._curtail = dataclasses.replace(self._curtail, until=self._curtail.until + shift)
+        moved_text = [f"{len(moved)} override(s)"]
+        if self._curtail is not None:
+            moved_text.insert(0, f"curtail now until {self._curtail.until.isoformat()}")
+        log.warning(
+            "wall clock stepped by %+.1f s against the monotonic clock; re-anchored so they"
+            " last the time they were given: %s",
+            step,
+            ", ".join(moved_text),
+        )
+        try:  # so that a restart reads the re-anchored ends
+            if moved:
+                self.store.set_override_ends([(row.device_id, row.until) for row in moved])
+            if self._curtail is not None:
+                self.store.put_setting("curtail", self._curtail.to_json(), self.wall_clock(), None)
+        except StoreError as exc:
+            log.error("re-anchored ends could not be stored: %s", exc)
+        return step
+
     # ---- reads ----------------------------------------------------------------------------
 
     def overrides(self, now: datetime | None = None) -> list[OverrideRow]:
         """Overrides not yet expired at now (default: the wall clock)."""
+        self.track_clock()
         at = now or self.wall_clock()
         return [row for row in self._overrides.values() if row.until > at]
 
     def curtail(self, now: datetime | None = None) -> Curtail | None:
         """The curtail event in force at now, if any."""
+        self.track_clock()
         at = now or self.wall_clock()
         if self._curtail is None or self._curtail.until <= at:
             return None
@@ -204,7 +260,17 @@ class ControlService:
             options = ", ".join(str(w) for w in device.options())
             message = f"{device_id} cannot run {workload}; its options: {options}"
             raise ControlRejected(422, message, "workload")
+        self.track_clock()
         now = self.wall_clock()
+        for ended in [d for d, r in self._overrides.items() if r.until <= now]:
+            del self._overrides[ended]  # over: forget (the store row is replaced when reused)
+        if device_id not in self._overrides and len(self._overrides) >= self.max_overrides:
+            raise ControlRejected(
+                409,
+                f"{len(self._overrides)} overrides are active, the limit"
+                f" ({self.max_overrides}); end one"
+                f" (DELETE /v1/overrides/<device>) or wait until one expires",
+            )
         row = OverrideRow(
             device_id=device_id,
             workload=workload,
@@ -240,6 +306,7 @@ class ControlService:
         self, target_kw: float | None, duration_seconds: float, actor: Actor
     ) -> Curtail:
         """Start (or replace) a curtail event; it can only lower the site's power."""
+        self.track_clock()
         now = self.wall_clock()
         event = Curtail(target_kw, now + timedelta(seconds=duration_seconds), actor.principal)
         before = self.curtail(now)

@@ -7,11 +7,13 @@ audit row, so an acknowledged change is never without its record.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from scheduler.core.model import Workload
 from scheduler.store.journal import Store
+from scheduler.store.prices import PriceStore
 from scheduler.store.sqlite import from_text, to_text
 
 
@@ -65,7 +67,7 @@ def _insert_api_audit(db: sqlite3.Connection, entry: ApiAuditEntry) -> int:
     return int(cursor.lastrowid or 0)
 
 
-class ControlStore(Store):
+class ControlStore(Store, PriceStore):
     """The Store plus operator state (overrides, settings) and the API audit log.
 
     Every change made through the API is committed in one transaction with
@@ -103,6 +105,14 @@ class ControlStore(Store):
             if audit is not None:
                 _insert_api_audit(db, audit)
             return cursor.rowcount > 0
+
+    def set_override_ends(self, ends: Sequence[tuple[str, datetime]]) -> None:
+        """Move the end of existing overrides (device id, new until), in one transaction."""
+        with self._write() as db:
+            db.executemany(
+                "UPDATE overrides SET until = ? WHERE device_id = ?",
+                [(to_text(until), device_id) for device_id, until in ends],
+            )
 
     def overrides(self) -> list[OverrideRow]:
         """Every stored override, by device id."""

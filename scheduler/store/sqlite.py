@@ -84,6 +84,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX api_audit_at ON api_audit (at);
     """,
+    """
+    CREATE TABLE pushed_prices (
+        input TEXT PRIMARY KEY,
+        value REAL NOT NULL,
+        source TEXT NOT NULL,
+        interval_start TEXT NOT NULL,
+        interval_end TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

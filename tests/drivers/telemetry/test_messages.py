@@ -99,3 +99,34 @@ def test_prices_and_events() -> None:
     assert reason(lambda: decoder.event(event(target_kw=1, reduction_kw=1), NOW)) == "malformed"
     assert reason(lambda: decoder.event(event(target_kw=-5), NOW)) == "out_of_range"
     assert reason(lambda: decoder.event(event(target_kw=5), NOW + timedelta(hours=3))) == "stale"
+
+
+def test_prices_and_events_dated_too_far_ahead_are_future() -> None:
+    decoder = Decoder(Limits(max_price_lead_seconds=300.0, max_event_lead_seconds=86_400.0))
+
+    def price(start: datetime) -> bytes:
+        end = start + timedelta(minutes=15)
+        return json.dumps(
+            {
+                "usd_per_mwh": 4999,
+                "interval_start": start.isoformat(),
+                "interval_end": end.isoformat(),
+            }
+        ).encode()
+
+    year_2999 = datetime(2999, 1, 1, tzinfo=UTC)
+    assert reason(lambda: decoder.price(price(year_2999), NOW, 0)) == "future"
+    assert reason(lambda: decoder.price(price(NOW + timedelta(seconds=301)), NOW, 0)) == "future"
+    reading, _ = decoder.price(price(NOW + timedelta(seconds=299)), NOW, 0)  # within tolerance
+    assert reading.value == 4999
+
+    def event(start: datetime) -> bytes:
+        end = start + timedelta(hours=1)
+        return json.dumps(
+            {"id": "e1", "start": start.isoformat(), "end": end.isoformat(), "target_kw": 1}
+        ).encode()
+
+    assert reason(lambda: decoder.event(event(year_2999), NOW)) == "future"
+    assert reason(lambda: decoder.event(event(NOW + timedelta(days=1, seconds=1)), NOW)) == "future"
+    ahead = decoder.event(event(NOW + timedelta(hours=23)), NOW)  # announced a day ahead: kept
+    assert ahead.start == NOW + timedelta(hours=23)

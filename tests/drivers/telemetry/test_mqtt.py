@@ -43,7 +43,7 @@ class ListSink:
     def on_samples(self, samples: list[Sample]) -> list[Sample]:
         return [s for s in samples if not self.on_sample(s)]
 
-    def on_power_price(self, reading: Reading) -> None:
+    def on_power_price(self, reading: Reading, valid_from: datetime, valid_until: datetime) -> None:
         self.prices.append(reading)
 
     def on_event(self, event: Event) -> None:
