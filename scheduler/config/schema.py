@@ -202,6 +202,33 @@ class ApiConfig(_Strict):
         60.0, gt=0, le=60000, description="changes allowed per token and minute (then 429)"
     )
     mutation_burst: int = Field(20, ge=1, le=10000, description="changes allowed at once")
+    max_connections: int = Field(
+        256,
+        ge=8,
+        le=65536,
+        description="open connections at once (lowered to fit the open-files limit); then 503",
+    )
+    max_connections_per_client: int = Field(
+        32, ge=1, le=65536, description="open connections per client address; then 503"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=3600, description="a request's line and headers must arrive within this"
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a request's body must arrive within this of its headers"
+    )
+    keep_alive_seconds: int = Field(
+        5, ge=1, le=3600, description="idle time allowed between two requests on a connection"
+    )
+    anonymous_per_minute: float = Field(
+        60.0,
+        gt=0,
+        le=60000,
+        description="refused or tokenless requests allowed per client address and minute (then 429)",
+    )
+    anonymous_burst: int = Field(
+        20, ge=1, le=10000, description="refused or tokenless requests allowed at once per address"
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiConfig:
