@@ -136,7 +136,7 @@ class ConnectionGuard:
             self._last_log = now
 
     def protocol_class(self) -> type[asyncio.Protocol]:
-        """uvicorn's h11 protocol with this guard's caps and deadlines."""
+        """The uvicorn h11 protocol with this guard's caps and deadlines."""
         guard = self
 
         class GuardedH11Protocol(_GuardedH11Protocol):

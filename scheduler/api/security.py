@@ -5,13 +5,22 @@ gets 401 whatever its body, a too-small role 403, an oversized body 413 and a
 too-fast client 429.  Every mutating request that does not write its own
 audit row together with its change (see scheduler.control.service) gets one here,
 committed before the response starts.
+
+Refusals (401, 403, 413, 429) also spend the client address's budget
+(``refusal_limiter``); once it is spent the address gets 429 before anything
+else is done, and its refused changes are counted into one audit row per
+address and window (``RefusalAudit``) instead of a row each, so a flood of
+anonymous PUTs cannot grow the audit table without bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +35,8 @@ log = logging.getLogger(__name__)
 
 AUDITED = "audited"
 PRINCIPAL = "principal"
+REFUSAL_WINDOW_SECONDS = 60.0
+MAX_AGGREGATED_CLIENTS = 1024
 
 
 def route_template(app: Any, scope: Scope) -> str | None:
@@ -35,6 +46,125 @@ def route_template(app: Any, scope: Scope) -> str | None:
         if match is Match.FULL:
             return str(route.path)
     return None
+
+
+@dataclass
+class _Window:
+    """Refused changes from one address counted into one audit row."""
+
+    row_id: int
+    started: float
+    count: int
+    written: int
+
+
+class RefusalAudit:
+    """One audit row per client address and window for the changes refused as too many.
+
+    The first refusal of a window inserts the row (count 1); later ones only
+    count, and the row's result is rewritten with the count when the window
+    closes (a timer on the running loop), when the address's next window
+    starts, or on ``flush()``.  Past ``max_clients`` addresses in one window,
+    the others share one row (remote ``*``).
+    """
+
+    def __init__(
+        self,
+        audit_store: Callable[[], ControlStore | None],
+        *,
+        window_seconds: float = REFUSAL_WINDOW_SECONDS,
+        max_clients: int = MAX_AGGREGATED_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.audit_store = audit_store
+        self.window_seconds = window_seconds
+        self.max_clients = max_clients
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._windows: dict[str, _Window] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def result(count: int, client: str, window_seconds: float) -> str:
+        """The result text of an aggregated row (``refused_count`` reads the count back)."""
+        return (
+            f"rejected: {count} refused as too many from {client} "
+            f"(status 429, window {window_seconds:g} s)"
+        )
+
+    def count(self, client: str, method: str, path: str) -> None:
+        """Count one refused change from client."""
+        now = self.clock()
+        window = self._windows.get(client)
+        if window is not None and now - window.started >= self.window_seconds:
+            self._write(client, window)
+            del self._windows[client]
+            window = None
+        if window is None:
+            if len(self._windows) >= self.max_clients and client != "*":
+                self.count("*", method, path)
+                return
+            store = self.audit_store()
+            if store is None:
+                return
+            entry = ApiAuditEntry(
+                at=self.wall_clock(),
+                principal="anonymous",
+                role="none",
+                remote=client,
+                method=method,
+                path=path[:512],
+                before="null",
+                after="null",
+                result=self.result(1, client, self.window_seconds),
+                status_code=429,
+            )
+            try:
+                row_id = store.record_api_audit(entry)
+            except StoreError as exc:
+                log.error("cannot write the audit row of refusals from %s: %s", client, exc)
+                return
+            self._windows[client] = _Window(row_id, now, 1, 1)
+            self._arm()
+            return
+        window.count += 1
+
+    def flush(self) -> None:
+        """Write every window's count; forget the windows that have closed."""
+        now = self.clock()
+        for client, window in list(self._windows.items()):
+            self._write(client, window)
+            if now - window.started >= self.window_seconds:
+                del self._windows[client]
+        self._timer = None
+        if self._windows:
+            self._arm()
+
+    def _arm(self) -> None:
+        """Flush when the oldest open window closes (when a loop runs)."""
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = loop.call_later(self.window_seconds, self.flush)
+
+    def _write(self, client: str, window: _Window) -> None:
+        if window.count == window.written:
+            return
+        store = self.audit_store()
+        if store is None:
+            return
+        try:
+            store.update_api_audit_result(
+                window.row_id, self.result(window.count, client, self.window_seconds)
+            )
+        except StoreError as exc:
+            log.error("cannot update the audit row of refusals from %s: %s", client, exc)
+            return
+        window.written = window.count
 
 
 class SecurityMiddleware:
@@ -51,8 +181,12 @@ class SecurityMiddleware:
         audit_store: Callable[[], ControlStore | None],
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_reject: Callable[[str], None] | None = None,
+        refusal_limiter: RateLimiter | None = None,
+        refusal_audit: RefusalAudit | None = None,
     ) -> None:
         self.app = app
+        self.refusal_limiter = refusal_limiter
+        self.refusal_audit = refusal_audit
         self.router_app = router_app
         self.authenticator = authenticator
         self.limiter = limiter
@@ -75,12 +209,12 @@ class SecurityMiddleware:
             problem = self._check(scope, state, needed, mutating)
             if problem is not None:
                 status, detail, headers = problem
-                await self._reply(scope, state, send, status, detail, headers, mutating)
+                await self._refuse(scope, state, send, status, detail, headers, mutating)
                 return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             detail = f"body of {declared} bytes exceeds the limit of {self.max_body_bytes}"
-            await self._reply(scope, state, send, 413, detail, {}, mutating)
+            await self._refuse(scope, state, send, 413, detail, {}, mutating)
             return
         # Read the whole (bounded) body before the app sees it, then hand it over in one piece.
         chunks: list[bytes] = []
@@ -93,7 +227,7 @@ class SecurityMiddleware:
             size += len(chunk)
             if size > self.max_body_bytes:
                 detail = f"body exceeds the limit of {self.max_body_bytes} bytes"
-                await self._reply(scope, state, send, 413, detail, {}, mutating)
+                await self._refuse(scope, state, send, 413, detail, {}, mutating)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -140,6 +274,30 @@ class SecurityMiddleware:
                 retry = str(max(1, round(wait_seconds + 0.5)))
                 return 429, "too many changes; slow down", {"retry-after": retry}
         return None
+
+    async def _refuse(
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        send: Send,
+        status: int,
+        detail: str,
+        headers: dict[str, str],
+        mutating: bool,
+    ) -> None:
+        """Answer a refusal, or 429 (counted, not audited row by row) past the address's budget."""
+        if self.refusal_limiter is not None:
+            client = scope.get("client")
+            address = str(client[0]) if client else "unknown"
+            wait_seconds = self.refusal_limiter.take(address)
+            if wait_seconds > 0:
+                if mutating and self.refusal_audit is not None:
+                    self.refusal_audit.count(address, str(scope["method"]), str(scope["path"]))
+                retry = {"retry-after": str(max(1, round(wait_seconds + 0.5)))}
+                detail = "too many refused requests from this address; slow down"
+                await self._reply(scope, state, send, 429, detail, retry, False)
+                return
+        await self._reply(scope, state, send, status, detail, headers, mutating)
 
     async def _reply(
         self,

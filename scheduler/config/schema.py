@@ -220,14 +220,14 @@ class ApiConfig(_Strict):
     keep_alive_seconds: int = Field(
         5, ge=1, le=3600, description="idle time allowed between two requests on a connection"
     )
-    anonymous_per_minute: float = Field(
+    refused_per_minute: float = Field(
         60.0,
         gt=0,
         le=60000,
-        description="refused or tokenless requests allowed per client address and minute (then 429)",
+        description="refused requests (401, 403, 413, 429) per client address and minute; then 429",
     )
-    anonymous_burst: int = Field(
-        20, ge=1, le=10000, description="refused or tokenless requests allowed at once per address"
+    refused_burst: int = Field(
+        20, ge=1, le=10000, description="refused requests allowed at once per client address"
     )
 
     @model_validator(mode="after")
