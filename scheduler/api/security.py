@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -233,6 +234,12 @@ class SecurityMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if body and _parsed_as_json(scope):
+            invalid = _unacceptable_json(body)
+            if invalid is not None:
+                error = {"type": "json_invalid", "loc": ["body"], "msg": invalid, "input": {}}
+                await self._reply(scope, state, send, 422, [error], {}, mutating)
+                return
         delivered = False
 
         async def replay() -> Message:
@@ -305,7 +312,7 @@ class SecurityMiddleware:
         state: dict[str, Any],
         send: Send,
         status: int,
-        detail: str,
+        detail: str | list[dict[str, Any]],
         headers: dict[str, str],
         mutating: bool,
     ) -> None:
@@ -313,7 +320,8 @@ class SecurityMiddleware:
         if self.on_reject is not None:
             self.on_reject(str(status))
         if mutating:
-            self._audit(scope, state, status, f"rejected: {detail}")
+            reason = detail if isinstance(detail, str) else detail[0]["msg"]
+            self._audit(scope, state, status, f"rejected: {reason}")
         body = json.dumps({"detail": detail}).encode()
         raw_headers = [
             (b"content-type", b"application/json"),
@@ -359,3 +367,48 @@ def _header(scope: Scope, name: bytes) -> str:
 def _content_length(scope: Scope) -> int | None:
     text = _header(scope, b"content-length")
     return int(text) if text.isdigit() else None
+
+
+def _parsed_as_json(scope: Scope) -> bool:
+    """True when FastAPI will parse this request's body as JSON (no or a JSON content type)."""
+    kind = _header(scope, b"content-type").split(";", 1)[0].strip().lower()
+    return (
+        not kind
+        or kind == "application/json"
+        or (kind.startswith("application/") and kind.endswith("+json"))
+    )
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(f"number {text[:32]} is out of range")
+    return value
+
+
+def _constant(text: str) -> Any:
+    raise _NotFinite(f"{text} is not JSON")
+
+
+class _NotFinite(ValueError):
+    """A JSON body with NaN, Infinity or a number too large for a float."""
+
+
+def _unacceptable_json(body: bytes) -> str | None:
+    """Why body, valid to Python's json module, is no JSON a route takes (None: fine).
+
+    Python's parser reads ``NaN`` and ``Infinity`` and turns ``1e999`` into
+    infinity; none of them is JSON, a validation error quoting them cannot be
+    answered as JSON, and a float field would take them.  Too deep nesting and
+    too many digits are refused here too rather than crash the parse later.
+    Plain syntax errors are left to FastAPI's own 422.
+    """
+    try:
+        json.loads(body, parse_constant=_constant, parse_float=_finite)
+    except _NotFinite as exc:
+        return f"JSON decode error: {exc}"
+    except json.JSONDecodeError:
+        return None
+    except (ValueError, RecursionError) as exc:
+        return f"JSON decode error: {type(exc).__name__}"
+    return None
