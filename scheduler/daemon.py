@@ -18,6 +18,7 @@ from drivers.base import MarketFeed
 from drivers.limits import raise_open_files_limit
 from drivers.market.registry import FeedContext, build_market_feeds
 from drivers.queues.registry import QueueNodeDriver
+from drivers.secrets import settings_key
 from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api.app import create_app, serve
 from scheduler.api.connections import ConnectionLimits, connection_cap
@@ -119,7 +120,7 @@ class Daemon:
         by_options: dict[str, AsicDriver] = {}
         per_device: dict[str, AsicDriver] = {}
         for entry in (*self.config.devices, *self.config.device_ranges):
-            key = entry.options.model_dump_json()
+            key = settings_key(entry.options)  # secrets in: a masked dump would merge blocks
             if key not in by_options:
                 by_options[key] = create_asic_driver(
                     pools,

@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -33,6 +34,7 @@ from drivers.asic.registry import ASIC_DRIVERS, DEFAULT_DRIVER, AsicSettings
 from drivers.gpu.config import GpuTelemetryOptions
 from drivers.market.registry import MARKET_FEEDS, MarketSettings
 from drivers.queues.registry import QUEUE_BACKENDS, QueueSettings, driver_key
+from drivers.secrets import MaskedUrl
 from drivers.telemetry.mqtt import MqttOptions
 from scheduler.core.hardware import MODELS
 from scheduler.core.model import TERA, Device, DeviceKind, Lease
@@ -262,9 +264,11 @@ class PoolConfig(_Strict):
     """A mining pool the devices may be sent to."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    url: str = Field(pattern=r"^stratum(\+tcp|\+ssl|2\+tcp)?://.+", description="stratum URL")
+    url: MaskedUrl = Field(pattern=r"^stratum(\+tcp|\+ssl|2\+tcp)?://.+", description="stratum URL")
     user: str = Field(min_length=1, description="worker name")
-    password: str = Field("x", description="worker password (usually ignored by pools)")
+    password: SecretStr = Field(
+        SecretStr("x"), description="worker password (usually ignored by pools)"
+    )
 
 
 class _DeviceCommon(_Strict):
