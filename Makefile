@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit system bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest bench-api
+.PHONY: help install demo test lint unit system bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest bench-api bench-api-abuse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,8 @@ bench-ingest: $(STAMP) mosquitto ## MQTT ingest rate and price-to-decision laten
 	$(PY) bench/bench_ingest.py
 bench-api: $(STAMP) ## API latency: a read, a durable audited change, an audited refusal
 	$(PY) bench/bench_api.py
+bench-api-abuse: $(STAMP) ## miner polls failed while 2,000 idle sockets hold the API (goal 0)
+	$(PY) bench/bench_api_abuse.py
 
 soak: $(STAMP) ## long-running tests (not part of make test)
 	$(PY) -m pytest -q -m soak --run-soak

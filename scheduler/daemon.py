@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,8 +18,10 @@ from drivers.base import MarketFeed
 from drivers.limits import raise_open_files_limit
 from drivers.market.registry import FeedContext, build_market_feeds
 from drivers.queues.registry import QueueNodeDriver
+from drivers.secrets import settings_key
 from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api.app import create_app, serve
+from scheduler.api.connections import ConnectionLimits, connection_cap
 from scheduler.api.wiring import security_from_config
 from scheduler.config.devices import pools_of
 from scheduler.config.schema import WattmuxConfig
@@ -99,6 +102,7 @@ class Daemon:
             else None
         )
         self.control: ControlService | None = None
+        self.open_files_limit: int | None = None  # RLIMIT_NOFILE once run() has raised it
 
     def readiness(self) -> dict[str, bool]:
         """Ready = config loaded, store open, a power price and a device read, one reconcile done."""
@@ -120,7 +124,7 @@ class Daemon:
         by_options: dict[str, AsicDriver] = {}
         per_device: dict[str, AsicDriver] = {}
         for entry in (*self.config.devices, *self.config.device_ranges):
-            key = entry.options.model_dump_json()
+            key = settings_key(entry.options)  # secrets in: a masked dump would merge blocks
             if key not in by_options:
                 by_options[key] = create_asic_driver(
                     pools,
@@ -140,8 +144,11 @@ class Daemon:
     async def run(self, stop: asyncio.Event, *, serve_api: bool = True) -> None:
         """Run until stop is set; the API listens while the loop runs."""
         config = self.config
-        raise_open_files_limit(
-            config.control.poll_concurrency + config.control.command_concurrency + 1024
+        self.open_files_limit = raise_open_files_limit(
+            config.control.poll_concurrency
+            + config.control.command_concurrency
+            + 1024
+            + config.api.max_connections
         )
         create_policy(config.policy)  # an unknown policy name fails here, before anything runs
         queues = build_queues(config, self.clock)
@@ -213,10 +220,42 @@ class Daemon:
                 api.port,
                 tls_cert_file=str(api.tls_cert_file) if api.tls_cert_file else None,
                 tls_key_file=str(api.tls_key_file) if api.tls_key_file else None,
+                limits=self.connection_limits(),
             ):
                 await self._run_loop(stop)
         else:
             await self._run_loop(stop)
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The API's connection bounds, its cap lowered so the device sockets keep their fds."""
+        api, control = self.config.api, self.config.control
+        limit = self.open_files_limit
+        if limit is None:
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            if limit == resource.RLIM_INFINITY:
+                limit = 1 << 20
+        device_sockets = min(
+            len(self.state.devices), control.poll_concurrency + control.command_concurrency
+        )
+        cap = connection_cap(
+            api.max_connections, open_files_limit=int(limit), device_sockets=device_sockets
+        )
+        if cap < api.max_connections:
+            log.warning(
+                "API connections capped at %d (api.max_connections = %d): the open-files limit "
+                "(%d) is kept for %d device sockets and the daemon",
+                cap,
+                api.max_connections,
+                limit,
+                device_sockets,
+            )
+        return ConnectionLimits(
+            max_connections=cap,
+            max_per_client=api.max_connections_per_client,
+            header_timeout_seconds=api.header_timeout_seconds,
+            body_timeout_seconds=api.body_timeout_seconds,
+            keep_alive_seconds=api.keep_alive_seconds,
+        )
 
     async def _run_loop(self, stop: asyncio.Event) -> None:
         assert self.loop is not None

@@ -41,7 +41,7 @@ class AntminerWebClient:
     def __init__(self, options: AntminerOptions, http: httpx.AsyncClient | None = None) -> None:
         self._options = options
         self._http = http or httpx.AsyncClient(timeout=options.timeout_seconds)
-        self._auth = httpx.DigestAuth(options.web_username, options.web_password)
+        self._auth = httpx.DigestAuth(options.web_username, options.web_password.get_secret_value())
 
     async def _call(self, device: Device, method: str, path: str, body: Any = None) -> Any:
         url = f"http://{device.address}:{self._options.web_port}{path}"

@@ -102,7 +102,7 @@ class AsicRsDriver:
             if miner is None:
                 raise Unavailable(device.id, f"asic-rs identifies no miner at {device.address}")
             if self._options.username and self._options.password is not None:
-                miner.set_auth(self._options.username, self._options.password)
+                miner.set_auth(self._options.username, self._options.password.get_secret_value())
             self._miners[device.address] = miner
         return miner
 

@@ -60,7 +60,7 @@ class BraiinsDriver(CgminerDriver):
         self.api = api or BosClient(
             port=options.grpc_port,
             username=options.username,
-            password=options.password,
+            password=options.password.get_secret_value(),
             timeout_seconds=options.timeout_seconds,
             clock=clock,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.util import find_spec
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class CgminerFamilyOptions(BaseModel):
@@ -58,7 +58,7 @@ class AntminerOptions(CgminerFamilyOptions):
     driver: Literal["antminer"] = "antminer"
     web_port: int = Field(80, ge=1, le=65535, description="port of the miner's web interface")
     web_username: str = Field("root", min_length=1, description="web interface user")
-    web_password: str = Field("root", description="web interface password")
+    web_password: SecretStr = Field(SecretStr("root"), description="web interface password")
     confirm_timeout_seconds: float = Field(
         60.0, gt=0, le=600, description="a work-mode change takes about 20 s to land"
     )
@@ -70,7 +70,9 @@ class BraiinsOptions(CgminerFamilyOptions):
     driver: Literal["braiins"] = "braiins"
     grpc_port: int = Field(50051, ge=1, le=65535, description="port of the public gRPC API")
     username: str = Field("root", min_length=1, description="gRPC API user")
-    password: str = Field("root", description="gRPC API password (the miner's web password)")
+    password: SecretStr = Field(
+        SecretStr("root"), description="gRPC API password (the miner's web password)"
+    )
     confirm_timeout_seconds: float = Field(
         60.0, gt=0, le=600, description="pause and resume ramp the hashboards before they show"
     )
@@ -83,7 +85,7 @@ class AsicRsOptions(BaseModel):
 
     driver: Literal["asic-rs"] = "asic-rs"
     username: str | None = Field(None, min_length=1, description="login, when not the default")
-    password: str | None = Field(None, description="password, when not the default")
+    password: SecretStr | None = Field(None, description="password, when not the default")
     timeout_seconds: float = Field(5.0, gt=0, le=60, description="per-call deadline")
     confirm_timeout_seconds: float = Field(
         60.0, gt=0, le=600, description="how long to read back before calling a command unconfirmed"
@@ -111,8 +113,8 @@ class WhatsminerOptions(CgminerFamilyOptions):
     api_version: Literal[2, 3] = Field(
         2, description="2: cgminer-style API on 4028; 3: length-prefixed JSON on 4433"
     )
-    password: str = Field(
-        "admin",
+    password: SecretStr = Field(
+        SecretStr("admin"),
         min_length=1,
         description="admin password (v2) or the v3 account's password; writes need a non-default one",
     )

@@ -111,7 +111,7 @@ class WhatsminerDriver(CgminerDriver):
         fields = [message.get(k) if isinstance(message, dict) else None for k in _TOKEN_FIELDS]
         if not all(isinstance(f, str) and f for f in fields):
             raise MalformedReply(device.id, f"get_token: no time/salt/newsalt in {message!r}")
-        token = v2_token(self._whatsminer.password, *(str(f) for f in fields))
+        token = v2_token(self._whatsminer.password.get_secret_value(), *(str(f) for f in fields))
         self._tokens[device.id] = (token, self._clock())
         return token
 

@@ -133,7 +133,9 @@ class WhatsminerV3Driver(CgminerDriver):
         """Run a signed write; a token refusal fetches the salt again once, then is Fatal."""
         for attempt in (0, 1):
             ts = int(self._wall_clock())
-            token, _ = v3_token(command, self._whatsminer.password, await self._salt(device), ts)
+            token, _ = v3_token(
+                command, self._whatsminer.password.get_secret_value(), await self._salt(device), ts
+            )
             request = {
                 "cmd": command,
                 "ts": ts,

@@ -21,6 +21,7 @@ from typing import Annotated, cast
 from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.gpu.registry import GPU_TELEMETRY, GpuSourceSettings
+from drivers.secrets import MaskedUrl
 
 GpuSourceOptions = Annotated[GpuSourceSettings, GPU_TELEMETRY.validator()]
 """One ``[[gpu_telemetry.sources]]`` table, validated by the entry its ``driver`` names."""
@@ -32,7 +33,7 @@ class GpuTelemetryOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     nvml: bool = Field(False, description="read this host's GPUs through NVML")
-    dcgm_urls: list[str] = Field(
+    dcgm_urls: list[MaskedUrl] = Field(
         default_factory=list, description="dcgm-exporter /metrics URLs to scrape"
     )
     sources: list[GpuSourceOptions] = Field(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.errors import MalformedReply, Timeout, Unavailable
 from drivers.gpu.registry import GpuSourceContext, GpuTelemetryPlugin, GpuValues
+from drivers.secrets import MaskedUrl
 
 # dcgm-exporter metric -> field of the per-GPU dict
 FIELDS: Mapping[str, str] = MappingProxyType(
@@ -77,7 +78,7 @@ class DcgmSourceOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     driver: Literal["dcgm"] = "dcgm"
-    url: str = Field(description="the dcgm-exporter /metrics URL")
+    url: MaskedUrl = Field(description="the dcgm-exporter /metrics URL")
 
 
 class DcgmSource:

@@ -24,6 +24,7 @@ from drivers.base import MarketFeed
 from drivers.errors import MalformedReply, Unavailable
 from drivers.market.http import JsonEndpoint, finite_number
 from drivers.market.registry import FeedContext, MarketPlugin
+from drivers.secrets import MaskedUrl
 from scheduler.core.model import Reading
 
 ERCOT_ZONE = ZoneInfo("America/Chicago")
@@ -37,7 +38,7 @@ class ErcotConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     driver: Literal["ercot-rtm"] = "ercot-rtm"
-    url: str = Field(
+    url: MaskedUrl = Field(
         "https://api.ercot.com/api/public-reports/np6-905-cd/spp_node_zone_hub",
         description="report endpoint",
     )

@@ -23,6 +23,7 @@ from drivers.base import MarketFeed
 from drivers.errors import MalformedReply, Unavailable
 from drivers.market.http import JsonEndpoint, finite_number
 from drivers.market.registry import FeedContext, MarketPlugin
+from drivers.secrets import MaskedUrl
 from scheduler.core.model import Reading
 
 SATOSHI_PER_BTC = 100_000_000
@@ -63,7 +64,7 @@ class MempoolNetworkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     driver: Literal["mempool-network"] = "mempool-network"
-    url: str = Field("https://mempool.space/api/v1/blocks", description="blocks endpoint")
+    url: MaskedUrl = Field("https://mempool.space/api/v1/blocks", description="blocks endpoint")
     timeout_seconds: float = Field(5.0, gt=0, le=60)
 
 
@@ -115,7 +116,7 @@ class BitcoindConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     driver: Literal["bitcoind"] = "bitcoind"
-    url: str = Field("http://127.0.0.1:8332/", description="RPC URL")
+    url: MaskedUrl = Field("http://127.0.0.1:8332/", description="RPC URL")
     username: str | None = None
     password: SecretStr | None = None
     fees: bool = Field(True, description="read the tip's total fee with getblockstats")

@@ -28,11 +28,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from drivers.queues.confirm import confirm_by_reading_back
 from drivers.queues.registry import QueueMember, QueueNodeDriver, QueuePlugin
+from drivers.secrets import MaskedUrl, reveal
 from scheduler.core.model import (
     Device,
     Outcome,
@@ -58,10 +59,10 @@ class KubernetesOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     driver: Literal["kubernetes"] = "kubernetes"
-    api_url: str = Field(
+    api_url: MaskedUrl = Field(
         pattern=r"^https?://.+", description="API server, e.g. https://10.0.0.1:6443"
     )
-    token: str | None = Field(None, description="bearer token of wattmux's service account")
+    token: SecretStr | None = Field(None, description="bearer token of wattmux's service account")
     ca_file: str | None = Field(None, description="CA bundle of the API server")
     queue_label: str = Field("wattmux.io/queue", description="pod label naming its queue")
     mining_namespace: str = Field("wattmux")
@@ -101,7 +102,8 @@ class KubernetesQueue:
         self.options = options
         self.queues = dict(queues)
         self.pools = pools
-        headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
+        token = reveal(options.token)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         verify: str | bool = options.ca_file or True
         self.client = client or httpx.AsyncClient(
             timeout=options.timeout_seconds, headers=headers, verify=verify

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from drivers.base import MinerControl, QueueControl, TelemetrySource
 from drivers.registry import Plugin, Registry
+from drivers.secrets import settings_key
 from scheduler.core.model import Pool
 
 
@@ -84,4 +85,4 @@ QUEUE_BACKENDS: Registry[QueuePlugin] = Registry(
 def driver_key(options: QueueSettings) -> str:
     """Queues whose options give the same key share one driver (one cluster, one endpoint)."""
     entry = QUEUE_BACKENDS.get(options.driver)
-    return options.model_dump_json(exclude=set(entry.per_queue_fields))
+    return settings_key(options, exclude=set(entry.per_queue_fields))

@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from drivers.queues.confirm import confirm_by_reading_back
 from drivers.queues.registry import QueueMember, QueueNodeDriver, QueuePlugin
+from drivers.secrets import MaskedUrl, reveal
 from scheduler.core.model import (
     Device,
     Outcome,
@@ -41,8 +42,10 @@ class WebhookOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     driver: Literal["webhook"] = "webhook"
-    url: str = Field(pattern=r"^https?://.+", description="base URL, e.g. http://10.0.0.5:8080/v1")
-    token: str | None = Field(None, description="sent as 'Authorization: Bearer <token>'")
+    url: MaskedUrl = Field(
+        pattern=r"^https?://.+", description="base URL, e.g. http://10.0.0.5:8080/v1"
+    )
+    token: SecretStr | None = Field(None, description="sent as 'Authorization: Bearer <token>'")
     timeout_seconds: float = Field(5.0, gt=0, le=120)
     confirm_timeout_seconds: float = Field(20.0, gt=0, le=3600)
     confirm_interval_seconds: float = Field(0.5, gt=0, le=60)
@@ -91,7 +94,8 @@ class WebhookQueue:
         self.options = options
         self.queues = dict(queues)
         self.pools = pools
-        headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
+        token = reveal(options.token)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = client or httpx.AsyncClient(timeout=options.timeout_seconds, headers=headers)
         self._clock = clock
         self._sleep = sleep

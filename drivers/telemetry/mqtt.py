@@ -27,10 +27,11 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from drivers.backoff import Backoff, Sleep, Supervisor
 from drivers.errors import Fatal, Unavailable
+from drivers.secrets import reveal
 from drivers.telemetry.messages import Decoder, Limits, MessageRejected
 from scheduler.core.model import Event, Reading, Sample
 
@@ -52,7 +53,7 @@ class MqttOptions(BaseModel):
     prefix: str | None = Field(None, description="topic prefix; default wattmux/<site name>")
     client_id: str | None = Field(None, description="default wattmux-<site name>")
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     tls: bool = Field(False, description="connect with TLS")
     ca_file: Path | None = Field(None, description="CA bundle for the broker's certificate")
     cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
@@ -224,7 +225,7 @@ class MqttIngest:
             queue_type=Dispatch,
             identifier=self.client_id,
             username=options.username,
-            password=options.password,
+            password=reveal(options.password),
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=connect,

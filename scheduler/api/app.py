@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Generator
 import uvicorn
 from fastapi import FastAPI, Response
 
+from scheduler.api.connections import ACCEPT_BACKLOG, ConnectionGuard, ConnectionLimits
 from scheduler.api.dr import add_dr_routes
 from scheduler.api.routes import add_control_routes
 from scheduler.api.views import (
@@ -89,6 +90,8 @@ def create_app(view: ControlView, security: ApiSecurity) -> FastAPI:
 class _QuietServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to its owner."""
 
+    connection_guard: ConnectionGuard
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         """Install nothing: the daemon owns signals and stops the server itself."""
@@ -129,23 +132,31 @@ async def serve(
     shutdown_timeout_seconds: int = 5,
     tls_cert_file: str | None = None,
     tls_key_file: str | None = None,
-) -> AsyncIterator[uvicorn.Server]:
+    limits: ConnectionLimits | None = None,
+) -> AsyncIterator[_QuietServer]:
     """Run the app under uvicorn as a task while the block runs; stop it on exit.
 
     The socket is bound before uvicorn starts, so a busy port raises OSError
     here.  No signal handlers are installed and logging is left as configured.
+    Connections are bounded and timed by a ConnectionGuard (``limits``, default
+    ConnectionLimits()); the server's guard is ``server.connection_guard``.
     """
     sock = await _bind(host, port)
+    guard = ConnectionGuard(limits if limits is not None else ConnectionLimits())
     config = uvicorn.Config(
         app,
+        http=guard.protocol_class(),
         log_config=None,
         access_log=False,
         lifespan="off",
+        backlog=ACCEPT_BACKLOG,
+        timeout_keep_alive=guard.limits.keep_alive_seconds,
         timeout_graceful_shutdown=shutdown_timeout_seconds,
         ssl_certfile=tls_cert_file,
         ssl_keyfile=tls_key_file,
     )
     server = _QuietServer(config)
+    server.connection_guard = guard
     task = asyncio.create_task(server.serve(sockets=[sock]), name="api.serve")
     try:
         while not server.started:

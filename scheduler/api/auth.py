@@ -139,18 +139,37 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
 }
 
 
+SHARED_KEY = "*"
+"""The bucket every new key shares once a RateLimiter tracks ``max_keys`` keys."""
+
+
 @dataclass
 class RateLimiter:
-    """Token bucket per principal name: ``burst`` requests at once, refilled at ``per_minute``."""
+    """Token bucket per key: ``burst`` requests at once, refilled at ``per_minute``.
+
+    Keys are principal names (changes) or client addresses (refused requests).
+    With ``max_keys`` set, memory stays bounded however many keys a client
+    invents: full buckets are forgotten first, and past the bound every new key
+    shares one bucket.
+    """
 
     per_minute: float
     burst: int
     clock: Callable[[], float] = time.monotonic
+    max_keys: int | None = None
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def take(self, key: str) -> float:
         """Spend one request for key; return 0 if allowed, else seconds until one is available."""
         now = self.clock()
+        if (
+            self.max_keys is not None
+            and key not in self._buckets
+            and len(self._buckets) >= self.max_keys
+        ):
+            self._forget_full(now)
+            if len(self._buckets) >= self.max_keys:
+                key = SHARED_KEY
         tokens, last = self._buckets.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.per_minute / 60.0)
         if tokens >= 1.0:
@@ -158,3 +177,14 @@ class RateLimiter:
             return 0.0
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) * 60.0 / self.per_minute
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the buckets that have refilled to burst (a fresh bucket is the same)."""
+        rate = self.per_minute / 60.0
+        full = [
+            key
+            for key, (tokens, last) in self._buckets.items()
+            if key != SHARED_KEY and tokens + (now - last) * rate >= self.burst
+        ]
+        for key in full:
+            del self._buckets[key]

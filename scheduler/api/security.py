@@ -5,13 +5,23 @@ gets 401 whatever its body, a too-small role 403, an oversized body 413 and a
 too-fast client 429.  Every mutating request that does not write its own
 audit row together with its change (see scheduler.control.service) gets one here,
 committed before the response starts.
+
+Refusals (401, 403, 413, 429) also spend the client address's budget
+(``refusal_limiter``); once it is spent the address gets 429 before anything
+else is done, and its refused changes are counted into one audit row per
+address and window (``RefusalAudit``) instead of a row each, so a flood of
+anonymous PUTs cannot grow the audit table without bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +36,8 @@ log = logging.getLogger(__name__)
 
 AUDITED = "audited"
 PRINCIPAL = "principal"
+REFUSAL_WINDOW_SECONDS = 60.0
+MAX_AGGREGATED_CLIENTS = 1024
 
 
 def route_template(app: Any, scope: Scope) -> str | None:
@@ -35,6 +47,125 @@ def route_template(app: Any, scope: Scope) -> str | None:
         if match is Match.FULL:
             return str(route.path)
     return None
+
+
+@dataclass
+class _Window:
+    """Refused changes from one address counted into one audit row."""
+
+    row_id: int
+    started: float
+    count: int
+    written: int
+
+
+class RefusalAudit:
+    """One audit row per client address and window for the changes refused as too many.
+
+    The first refusal of a window inserts the row (count 1); later ones only
+    count, and the row's result is rewritten with the count when the window
+    closes (a timer on the running loop), when the address's next window
+    starts, or on ``flush()``.  Past ``max_clients`` addresses in one window,
+    the others share one row (remote ``*``).
+    """
+
+    def __init__(
+        self,
+        audit_store: Callable[[], ControlStore | None],
+        *,
+        window_seconds: float = REFUSAL_WINDOW_SECONDS,
+        max_clients: int = MAX_AGGREGATED_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.audit_store = audit_store
+        self.window_seconds = window_seconds
+        self.max_clients = max_clients
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._windows: dict[str, _Window] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def result(count: int, client: str, window_seconds: float) -> str:
+        """The result text of an aggregated row (``refused_count`` reads the count back)."""
+        return (
+            f"rejected: {count} refused as too many from {client} "
+            f"(status 429, window {window_seconds:g} s)"
+        )
+
+    def count(self, client: str, method: str, path: str) -> None:
+        """Count one refused change from client."""
+        now = self.clock()
+        window = self._windows.get(client)
+        if window is not None and now - window.started >= self.window_seconds:
+            self._write(client, window)
+            del self._windows[client]
+            window = None
+        if window is None:
+            if len(self._windows) >= self.max_clients and client != "*":
+                self.count("*", method, path)
+                return
+            store = self.audit_store()
+            if store is None:
+                return
+            entry = ApiAuditEntry(
+                at=self.wall_clock(),
+                principal="anonymous",
+                role="none",
+                remote=client,
+                method=method,
+                path=path[:512],
+                before="null",
+                after="null",
+                result=self.result(1, client, self.window_seconds),
+                status_code=429,
+            )
+            try:
+                row_id = store.record_api_audit(entry)
+            except StoreError as exc:
+                log.error("cannot write the audit row of refusals from %s: %s", client, exc)
+                return
+            self._windows[client] = _Window(row_id, now, 1, 1)
+            self._arm()
+            return
+        window.count += 1
+
+    def flush(self) -> None:
+        """Write every window's count; forget the windows that have closed."""
+        now = self.clock()
+        for client, window in list(self._windows.items()):
+            self._write(client, window)
+            if now - window.started >= self.window_seconds:
+                del self._windows[client]
+        self._timer = None
+        if self._windows:
+            self._arm()
+
+    def _arm(self) -> None:
+        """Flush when the oldest open window closes (when a loop runs)."""
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = loop.call_later(self.window_seconds, self.flush)
+
+    def _write(self, client: str, window: _Window) -> None:
+        if window.count == window.written:
+            return
+        store = self.audit_store()
+        if store is None:
+            return
+        try:
+            store.update_api_audit_result(
+                window.row_id, self.result(window.count, client, self.window_seconds)
+            )
+        except StoreError as exc:
+            log.error("cannot update the audit row of refusals from %s: %s", client, exc)
+            return
+        window.written = window.count
 
 
 class SecurityMiddleware:
@@ -51,8 +182,12 @@ class SecurityMiddleware:
         audit_store: Callable[[], ControlStore | None],
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_reject: Callable[[str], None] | None = None,
+        refusal_limiter: RateLimiter | None = None,
+        refusal_audit: RefusalAudit | None = None,
     ) -> None:
         self.app = app
+        self.refusal_limiter = refusal_limiter
+        self.refusal_audit = refusal_audit
         self.router_app = router_app
         self.authenticator = authenticator
         self.limiter = limiter
@@ -75,12 +210,12 @@ class SecurityMiddleware:
             problem = self._check(scope, state, needed, mutating)
             if problem is not None:
                 status, detail, headers = problem
-                await self._reply(scope, state, send, status, detail, headers, mutating)
+                await self._refuse(scope, state, send, status, detail, headers, mutating)
                 return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             detail = f"body of {declared} bytes exceeds the limit of {self.max_body_bytes}"
-            await self._reply(scope, state, send, 413, detail, {}, mutating)
+            await self._refuse(scope, state, send, 413, detail, {}, mutating)
             return
         # Read the whole (bounded) body before the app sees it, then hand it over in one piece.
         chunks: list[bytes] = []
@@ -93,12 +228,18 @@ class SecurityMiddleware:
             size += len(chunk)
             if size > self.max_body_bytes:
                 detail = f"body exceeds the limit of {self.max_body_bytes} bytes"
-                await self._reply(scope, state, send, 413, detail, {}, mutating)
+                await self._refuse(scope, state, send, 413, detail, {}, mutating)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if body and _parsed_as_json(scope):
+            invalid = _unacceptable_json(body)
+            if invalid is not None:
+                error = {"type": "json_invalid", "loc": ["body"], "msg": invalid, "input": {}}
+                await self._reply(scope, state, send, 422, [error], {}, mutating)
+                return
         delivered = False
 
         async def replay() -> Message:
@@ -141,7 +282,7 @@ class SecurityMiddleware:
                 return 429, "too many changes; slow down", {"retry-after": retry}
         return None
 
-    async def _reply(
+    async def _refuse(
         self,
         scope: Scope,
         state: dict[str, Any],
@@ -151,11 +292,36 @@ class SecurityMiddleware:
         headers: dict[str, str],
         mutating: bool,
     ) -> None:
+        """Answer a refusal, or 429 (counted, not audited row by row) past the address's budget."""
+        if self.refusal_limiter is not None:
+            client = scope.get("client")
+            address = str(client[0]) if client else "unknown"
+            wait_seconds = self.refusal_limiter.take(address)
+            if wait_seconds > 0:
+                if mutating and self.refusal_audit is not None:
+                    self.refusal_audit.count(address, str(scope["method"]), str(scope["path"]))
+                retry = {"retry-after": str(max(1, round(wait_seconds + 0.5)))}
+                detail = "too many refused requests from this address; slow down"
+                await self._reply(scope, state, send, 429, detail, retry, False)
+                return
+        await self._reply(scope, state, send, status, detail, headers, mutating)
+
+    async def _reply(
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        send: Send,
+        status: int,
+        detail: str | list[dict[str, Any]],
+        headers: dict[str, str],
+        mutating: bool,
+    ) -> None:
         """Answer {"detail": ...} with status, auditing it first when it was a mutation."""
         if self.on_reject is not None:
             self.on_reject(str(status))
         if mutating:
-            self._audit(scope, state, status, f"rejected: {detail}")
+            reason = detail if isinstance(detail, str) else detail[0]["msg"]
+            self._audit(scope, state, status, f"rejected: {reason}")
         body = json.dumps({"detail": detail}).encode()
         raw_headers = [
             (b"content-type", b"application/json"),
@@ -201,3 +367,48 @@ def _header(scope: Scope, name: bytes) -> str:
 def _content_length(scope: Scope) -> int | None:
     text = _header(scope, b"content-length")
     return int(text) if text.isdigit() else None
+
+
+def _parsed_as_json(scope: Scope) -> bool:
+    """True when FastAPI will parse this request's body as JSON (no or a JSON content type)."""
+    kind = _header(scope, b"content-type").split(";", 1)[0].strip().lower()
+    return (
+        not kind
+        or kind == "application/json"
+        or (kind.startswith("application/") and kind.endswith("+json"))
+    )
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(f"number {text[:32]} is out of range")
+    return value
+
+
+def _constant(text: str) -> Any:
+    raise _NotFinite(f"{text} is not JSON")
+
+
+class _NotFinite(ValueError):
+    """A JSON body with NaN, Infinity or a number too large for a float."""
+
+
+def _unacceptable_json(body: bytes) -> str | None:
+    """Why body, valid to Python's json module, is no JSON a route takes (None: fine).
+
+    Python's parser reads ``NaN`` and ``Infinity`` and turns ``1e999`` into
+    infinity; none of them is JSON, a validation error quoting them cannot be
+    answered as JSON, and a float field would take them.  Too deep nesting and
+    too many digits are refused here too rather than crash the parse later.
+    Plain syntax errors are left to FastAPI's own 422.
+    """
+    try:
+        json.loads(body, parse_constant=_constant, parse_float=_finite)
+    except _NotFinite as exc:
+        return f"JSON decode error: {exc}"
+    except json.JSONDecodeError:
+        return None
+    except (ValueError, RecursionError) as exc:
+        return f"JSON decode error: {type(exc).__name__}"
+    return None

@@ -15,9 +15,12 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from scheduler.api.auth import ROUTE_ROLES, Authenticator, RateLimiter, Role, TokenEntry
-from scheduler.api.security import SecurityMiddleware
+from scheduler.api.security import RefusalAudit, SecurityMiddleware
 from scheduler.api.views import ControlView
 from scheduler.config.schema import WattmuxConfig
+
+MAX_REFUSAL_ADDRESSES = 4096
+"""Client addresses whose refusals are counted apart; past it new ones share a bucket."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class ApiSecurity:
     authenticator: Authenticator
     limiter: RateLimiter
     max_body_bytes: int = 16384
+    refusal_limiter: RateLimiter | None = None  # per client address; None: no such limit
 
 
 def secure(app: FastAPI, view: ControlView, security: ApiSecurity) -> None:
@@ -61,6 +65,8 @@ def secure(app: FastAPI, view: ControlView, security: ApiSecurity) -> None:
         max_body_bytes=security.max_body_bytes,
         audit_store=audit_store,
         on_reject=count,
+        refusal_limiter=security.refusal_limiter,
+        refusal_audit=RefusalAudit(audit_store),
     )
 
 
@@ -74,4 +80,9 @@ def security_from_config(config: WattmuxConfig) -> ApiSecurity:
             per_minute=config.api.mutations_per_minute, burst=config.api.mutation_burst
         ),
         max_body_bytes=config.api.max_body_bytes,
+        refusal_limiter=RateLimiter(
+            per_minute=config.api.refused_per_minute,
+            burst=config.api.refused_burst,
+            max_keys=MAX_REFUSAL_ADDRESSES,
+        ),
     )

@@ -13,5 +13,6 @@ from scheduler.core.model import Pool
 def pools_of(config: WattmuxConfig) -> dict[str, Pool]:
     """The configured pools as model objects keyed by name."""
     return {
-        p.name: Pool(name=p.name, url=p.url, user=p.user, password=p.password) for p in config.pools
+        p.name: Pool(name=p.name, url=p.url, user=p.user, password=p.password.get_secret_value())
+        for p in config.pools
     }

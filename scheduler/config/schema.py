@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -33,6 +34,7 @@ from drivers.asic.registry import ASIC_DRIVERS, DEFAULT_DRIVER, AsicSettings
 from drivers.gpu.config import GpuTelemetryOptions
 from drivers.market.registry import MARKET_FEEDS, MarketSettings
 from drivers.queues.registry import QUEUE_BACKENDS, QueueSettings, driver_key
+from drivers.secrets import MaskedUrl
 from drivers.telemetry.mqtt import MqttOptions
 from scheduler.core.hardware import MODELS
 from scheduler.core.model import TERA, Device, DeviceKind, Lease
@@ -202,6 +204,33 @@ class ApiConfig(_Strict):
         60.0, gt=0, le=60000, description="changes allowed per token and minute (then 429)"
     )
     mutation_burst: int = Field(20, ge=1, le=10000, description="changes allowed at once")
+    max_connections: int = Field(
+        256,
+        ge=8,
+        le=65536,
+        description="open connections at once (lowered to fit the open-files limit); then 503",
+    )
+    max_connections_per_client: int = Field(
+        32, ge=1, le=65536, description="open connections per client address; then 503"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=3600, description="a request's line and headers must arrive within this"
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a request's body must arrive within this of its headers"
+    )
+    keep_alive_seconds: int = Field(
+        5, ge=1, le=3600, description="idle time allowed between two requests on a connection"
+    )
+    refused_per_minute: float = Field(
+        60.0,
+        gt=0,
+        le=60000,
+        description="refused requests (401, 403, 413, 429) per client address and minute; then 429",
+    )
+    refused_burst: int = Field(
+        20, ge=1, le=10000, description="refused requests allowed at once per client address"
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiConfig:
@@ -235,9 +264,11 @@ class PoolConfig(_Strict):
     """A mining pool the devices may be sent to."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    url: str = Field(pattern=r"^stratum(\+tcp|\+ssl|2\+tcp)?://.+", description="stratum URL")
+    url: MaskedUrl = Field(pattern=r"^stratum(\+tcp|\+ssl|2\+tcp)?://.+", description="stratum URL")
     user: str = Field(min_length=1, description="worker name")
-    password: str = Field("x", description="worker password (usually ignored by pools)")
+    password: SecretStr = Field(
+        SecretStr("x"), description="worker password (usually ignored by pools)"
+    )
 
 
 class _DeviceCommon(_Strict):

@@ -79,6 +79,11 @@ class ControlStore(Store, PriceStore):
         with self._write() as db:
             return _insert_api_audit(db, entry)
 
+    def update_api_audit_result(self, row_id: int, result: str) -> None:
+        """Rewrite the result of one audit row (the running count of an aggregated row)."""
+        with self._write() as db:
+            db.execute("UPDATE api_audit SET result = ? WHERE id = ?", (result, row_id))
+
     def put_override(self, row: OverrideRow, audit: ApiAuditEntry) -> None:
         """Pin a device (replacing its earlier override) and audit it, in one transaction."""
         with self._write() as db:

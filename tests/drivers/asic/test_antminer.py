@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
+from pydantic import SecretStr
 
 from drivers.asic.antminer import AntminerDriver
 from drivers.asic.config import AntminerOptions
@@ -87,7 +88,7 @@ async def test_a_mode_change_slower_than_the_deadline_is_unconfirmed(stock: Stoc
 
 
 async def test_wrong_web_credentials_are_fatal_not_retried(stock: Stock) -> None:
-    options = stock.options.model_copy(update={"web_password": "wrong"})
+    options = stock.options.model_copy(update={"web_password": SecretStr("wrong")})
     outcome = await AntminerDriver(POOLS, options).apply(stock.device, Workload.sleep())
     assert outcome.status is OutcomeStatus.REJECTED and "login refused" in outcome.detail
 

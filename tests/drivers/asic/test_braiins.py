@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import SecretStr
 
 from drivers.asic.bos_client import BosClient
 from drivers.asic.bos_messages import MinerStatus
@@ -125,7 +126,7 @@ async def test_a_target_outside_the_model_range_is_rejected_with_the_firmware_wo
 
 
 async def test_a_wrong_password_is_fatal_and_nothing_is_commanded(bos: Bos) -> None:
-    driver = bos.driver(password="wrong")
+    driver = bos.driver(password=SecretStr("wrong"))
     outcome = await driver.apply(bos.device, Workload.sleep())
     assert outcome.status is OutcomeStatus.REJECTED
     assert "login refused" in outcome.detail and "Bad credentials" in outcome.detail

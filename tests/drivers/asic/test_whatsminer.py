@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from drivers.asic.config import WhatsminerOptions
 from drivers.asic.whatsminer import WhatsminerDriver, mining_off
@@ -129,7 +130,7 @@ async def test_wrong_password_is_refused_by_the_miner_and_reported_rejected(
 ) -> None:
     device = site.devices[0]
     miner = whatsminer(site, device)
-    driver = WhatsminerDriver(POOLS, OPTIONS.model_copy(update={"password": "wrong"}))
+    driver = WhatsminerDriver(POOLS, OPTIONS.model_copy(update={"password": SecretStr("wrong")}))
     outcome = await driver.apply(device, Workload.sleep())
     assert outcome.status is OutcomeStatus.REJECTED and "decrypt" in (outcome.detail or "")
     with pytest.raises(Fatal):

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import SecretStr
 
 from drivers.asic.config import WhatsminerOptions
 from drivers.asic.whatsminer_crypto import frame
@@ -99,7 +100,7 @@ async def test_wrong_password_is_refused_then_fatal_after_a_fresh_salt(
     miner: SimWhatsminer,
 ) -> None:
     device = v3_device(miner)
-    driver = WhatsminerV3Driver(POOLS, OPTIONS.model_copy(update={"password": "wrong"}))
+    driver = WhatsminerV3Driver(POOLS, OPTIONS.model_copy(update={"password": SecretStr("wrong")}))
     outcome = await driver.apply(device, Workload.sleep())
     assert outcome.status is OutcomeStatus.REJECTED and "invalid token" in (outcome.detail or "")
     with pytest.raises(Fatal):
@@ -110,7 +111,7 @@ async def test_wrong_password_is_refused_then_fatal_after_a_fresh_salt(
 @pytest.mark.system
 async def test_default_password_means_no_write_permission(miner: SimWhatsminer) -> None:
     miner.v3.password = "super"
-    driver = WhatsminerV3Driver(POOLS, OPTIONS.model_copy(update={"password": "super"}))
+    driver = WhatsminerV3Driver(POOLS, OPTIONS.model_copy(update={"password": SecretStr("super")}))
     with pytest.raises(Rejected, match="no permission"):
         await driver.sleep(v3_device(miner))
 
