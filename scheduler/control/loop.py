@@ -13,6 +13,9 @@ poll still running is late.  Devices whose poll is still outstanding are left
 out of that tick's snapshot (unreachable there: "poll still running", so they
 are neither planned on a stale reading nor commanded); their poll's result
 lands in ``FleetState`` when it finishes and is used by a later tick.  A device
+whose last poll was late is polled on a task of its own that no tick waits for,
+until one of its polls ends within the deadline again: a hung miner costs the
+site one deadline, not one per tick.  A device
 has at most one outstanding poll: a tick does not queue a device whose earlier
 poll has not finished.  The driver's own timeout still ends a hung poll.  With
 ``poll_deadline_seconds=None`` a tick waits for every poll (the old behaviour).
@@ -116,7 +119,7 @@ class ControlLoop:
         self._active = 0  # workers not retired
         self._busy_active = 0  # workers not retired that are in the middle of a poll
         self._settled = asyncio.Event()  # queue empty and no poll running on an active worker
-        self._late_logged: set[str] = set()
+        self._late: set[str] = set()  # devices whose last poll ran past the deadline
 
     async def poll_devices(self) -> None:
         """Read every device once (bounded concurrency); failures mark the device unreachable.
@@ -131,7 +134,12 @@ class ControlLoop:
                 expire_pushed_sample(
                     self.state, device.id, self.push_sample_max_age_seconds, self.clock()
                 )
-            elif device.id not in self._polling:  # else its earlier poll is still running
+            elif device.id in self._polling:
+                continue  # its earlier poll is still running
+            elif device.id in self._late and self.poll_deadline_seconds is not None:
+                self._polling.add(device.id)  # late last time: polled, but not waited for
+                self._poll_in_background(device)
+            else:
                 self._polling.add(device.id)
                 queue.append(device)
         self._spawn_workers()
@@ -171,14 +179,34 @@ class ControlLoop:
                 self._active -= 1
                 self._busy_active -= 1
                 device_id = worker.device_id
-                if device_id not in self._late_logged:
-                    self._late_logged.add(device_id)
+                if device_id not in self._late:
+                    self._late.add(device_id)
                     log.warning(
                         "%s: poll still running after %.1f s: left out of this tick",
                         device_id,
                         self.poll_deadline_seconds,
                     )
         self._spawn_workers()
+
+    def _poll_in_background(self, device: Device) -> None:
+        """Poll a device that was late last time on a task of its own, which no tick waits for."""
+        worker = _PollWorker()
+        worker.retired = worker.busy = True
+        worker.device_id = device.id
+        task = asyncio.create_task(self._late_poll(worker, device), name="loop.poll.late")
+        self._workers[worker] = task
+
+    async def _late_poll(self, worker: _PollWorker, device: Device) -> None:
+        loop = asyncio.get_running_loop()
+        worker.started = started = loop.time()
+        try:
+            await self._poll(device)
+            if loop.time() - started < (self.poll_deadline_seconds or 0.0):
+                self._late.discard(device.id)  # on time again: the next tick waits for it
+        finally:
+            worker.busy = False
+            self._polling.discard(device.id)
+            del self._workers[worker]
 
     async def _work(self, worker: _PollWorker) -> None:
         """Poll queued devices until the queue is empty or this worker is retired."""
@@ -195,7 +223,7 @@ class ControlLoop:
                     worker.busy = False
                     self._polling.discard(device.id)
                     if not worker.retired:  # a retired (late) worker exits after this poll
-                        self._late_logged.discard(device.id)
+                        self._late.discard(device.id)
                         self._busy_active -= 1
         finally:
             del self._workers[worker]
