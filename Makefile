@@ -5,22 +5,24 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest bench-api bench-hostile
+.PHONY: help install demo test lint unit system bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest bench-api bench-hostile
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+CONSTRAINTS := constraints.txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "wattmux needs Python >= 3.11; found " + sys.version.split()[0])'
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python venv module missing: apt-get install python3-venv"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,fast]'
-	@$(PY) -m pip install --quiet --only-binary=pyasic-rs -e '.[asic-rs]' \
+	$(PY) -m pip install --quiet --upgrade -c $(CONSTRAINTS) pip
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,fast]'
+	@$(PY) -m pip install --quiet -c $(CONSTRAINTS) --only-binary=pyasic-rs -e '.[asic-rs]' \
 		|| echo "pyasic-rs has no wheel for this platform: the optional asic-rs driver and its tests are skipped"
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install wattmux with its dev tools
+install: $(STAMP) ## create .venv and install wattmux with its dev tools (versions pinned in constraints.txt)
 
 demo: $(STAMP) ## run the daemon on a simulated site replaying real ERCOT prices (DEMO_ARGS="--asics 500")
 	$(VENV)/bin/wattmux demo $(DEMO_ARGS)
@@ -34,14 +36,20 @@ mosquitto: ## make sure a mosquitto binary exists (the tests start their own bro
 		echo "mosquitto or openssl is missing: run 'sudo apt-get install mosquitto openssl' (Debian/Ubuntu), then make test again"; exit 1; \
 	fi
 
-lint: $(STAMP) ## ruff and mypy --strict on scheduler/ and drivers/
+lint: $(STAMP) ## ruff check and format, mypy --strict, the import contracts (pyproject [tool.importlinter])
 	$(VENV)/bin/ruff check scheduler drivers tests bench
+	$(VENV)/bin/ruff format --check scheduler drivers tests bench
 	$(VENV)/bin/mypy scheduler drivers
+	$(VENV)/bin/lint-imports --no-logo
 
-unit: $(STAMP) ## the test suite only
+unit: $(STAMP) ## the tests that start no process and need no external binary (not system, not soak)
+	$(PY) -m pytest -q -m "not system and not soak"
+
+system: $(STAMP) mosquitto prometheus systemd-analyze slurm ## the tests that start processes: mosquitto, Slurm, Prometheus, the daemon
+	$(PY) -m pytest -q -m "system and not soak"
+
+test: $(STAMP) mosquitto prometheus systemd-analyze slurm lint ## everything CI runs: install, lint, the whole test suite (soak aside)
 	$(PY) -m pytest -q
-
-test: $(STAMP) mosquitto prometheus systemd-analyze lint unit ## everything CI runs: install, lint, the whole test suite
 
 bench: $(STAMP) mosquitto ## every benchmark under bench/ (one JSON object per line)
 	@set -e; for script in bench/bench_*.py; do $(PY) $$script; done
@@ -66,7 +74,7 @@ soak: $(STAMP) ## long-running tests (not part of make test)
 	$(PY) -m pytest -q -m soak --run-soak
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 prometheus: ## make sure promtool and prometheus exist (Debian package; the tests start their own server)
 	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then :; \
@@ -81,7 +89,6 @@ bench-metrics: $(STAMP) ## /metrics render and HTTP scrape for 10,000 devices
 	$(PY) bench/bench_metrics.py
 
 .PHONY: slurm
-unit: slurm
 slurm: ## make sure Slurm and munge exist (the tests start their own one-host cluster)
 	@if command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -1,9 +1,11 @@
-"""Shared test fixtures: free loopback ports, the soak switch."""
+"""Shared test fixtures: free loopback ports, the soak switch, the system-test guard."""
 
 from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "soak: long-running test, only with --run-soak (make soak)")
+    config.addinivalue_line(
+        "markers",
+        "system: starts a process or needs an external binary (mosquitto, Slurm, Prometheus, "
+        "promtool, systemd-analyze, a wattmux or simulator subprocess); make unit leaves these out",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -30,6 +37,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
+
+
+class _NoProcess(subprocess.Popen):  # type: ignore[type-arg]
+    """Stands in for subprocess.Popen in a test without the system mark.
+
+    ctypes.util.find_library may run ldconfig to find libc (scheduler/control/memory.py):
+    a look-up of the standard library's, not a process the test starts.
+    """
+
+    def __new__(cls, *args: object, **kwargs: object) -> _NoProcess:
+        if sys._getframe(1).f_globals.get("__name__") == "ctypes.util":
+            return super().__new__(cls)
+        pytest.fail(
+            "this test starts a process: mark it @pytest.mark.system (CONTRIBUTING.md, test markers)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_system_tests(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test that starts a process (subprocess or asyncio's) must carry the system mark."""
+    if request.node.get_closest_marker("system") is None:
+        monkeypatch.setattr(subprocess, "Popen", _NoProcess)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

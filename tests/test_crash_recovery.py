@@ -34,6 +34,8 @@ import pytest
 
 from scheduler.api.auth import hash_token, new_token
 
+pytestmark = pytest.mark.system
+
 SIM_FIRST = "127.70.4.1"
 API_HOST = "127.70.5.1"
 COUNT = 6

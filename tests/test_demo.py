@@ -9,7 +9,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import free_port
+
+pytestmark = pytest.mark.system
 
 COUNTS = re.compile(r"price ([\d,.-]+) USD/MWh: (\d+) mining, (\d+) asleep")
 

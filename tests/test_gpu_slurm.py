@@ -19,6 +19,8 @@ from scheduler.daemon import Daemon
 from scheduler.store.journal import Store
 from tests.slurm_cluster import NODE, SlurmCluster
 
+pytestmark = pytest.mark.system
+
 MARKET = {
     "btc_price_usd": 59_013.80,
     "difficulty": 86_871_474_313_762.0,

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
 
 
+@pytest.mark.system
 def test_committed_dashboards_match_the_generator() -> None:
     result = subprocess.run(
         [sys.executable, str(GRAFANA / "generate.py"), "--check"],

@@ -196,6 +196,7 @@ def test_one_shipped_config_keeps_the_daemons_session() -> None:
     assert "persistence true" in lines and "max_queued_messages 10000" in lines
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 async def test_anonymous_and_wrong_passwords_are_refused(broker: Broker, tls: bool) -> None:
     with pytest.raises(aiomqtt.MqttError, match=REFUSED):
@@ -208,6 +209,7 @@ async def test_anonymous_and_wrong_passwords_are_refused(broker: Broker, tls: bo
         await daemon.publish("wattmux/s1/status", b"online", qos=1)
 
 
+@pytest.mark.system
 async def test_tls_listener_needs_tls(broker: Broker) -> None:
     with pytest.raises(aiomqtt.MqttError):
         async with aiomqtt.Client(
@@ -216,6 +218,7 @@ async def test_tls_listener_needs_tls(broker: Broker) -> None:
             pass
 
 
+@pytest.mark.system
 async def test_each_identity_reaches_only_its_topics(broker: Broker) -> None:
     async with (
         client(broker, "wattmux") as daemon,

@@ -39,12 +39,14 @@ def promtool(*args: str, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.system
 def test_rules_pass_promtool_check_rules() -> None:
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
 
 
+@pytest.mark.system
 def test_scrape_config_passes_promtool_check_config(tmp_path: Path) -> None:
     # The shipped config points at the token file of a site controller; check it in a copy of
     # the folder laid out as on such a host, with a token file where the config expects one.
@@ -73,12 +75,14 @@ def test_every_alert_has_a_unit_test_and_a_runbook() -> None:
         assert f"### {anchor}" in operations, f"operations.md has no section for {anchor}"
 
 
+@pytest.mark.system
 def test_rule_unit_tests_pass() -> None:
     result = promtool("test", "rules", str(RULE_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.system
 def test_rule_unit_tests_catch_a_weakened_rule(tmp_path: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "tests").mkdir()

@@ -34,6 +34,7 @@ def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.system
 def test_promtool_reports_a_bad_exposition() -> None:
     """The check can fail: a counter without _total and a family without help are findings."""
     bad = "# TYPE wattmux_things counter\nwattmux_things 1\n"
@@ -42,6 +43,7 @@ def test_promtool_reports_a_bad_exposition() -> None:
     assert "wattmux_things" in result.stdout + result.stderr
 
 
+@pytest.mark.system
 async def test_live_daemon_metrics_have_no_promtool_findings(tmp_path: Path) -> None:
     async with (
         sim_daemon(tmp_path, subnet=1) as sim,

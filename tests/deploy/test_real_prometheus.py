@@ -177,6 +177,7 @@ async def wait_for_scrapes(client: httpx.AsyncClient, scrapes: int, timeout_s: f
     raise AssertionError("prometheus did not scrape the daemon")
 
 
+@pytest.mark.system
 async def test_every_panel_and_alert_expression_returns_data(tmp_path: Path) -> None:
     assert len(DASHBOARDS) == 4
     async with sim_daemon(tmp_path, subnet=3) as sim:

@@ -57,12 +57,14 @@ def directives(unit: Path) -> dict[str, list[str]]:
     return found
 
 
+@pytest.mark.system
 @needs_analyze
 @pytest.mark.parametrize("unit", [UNIT, FAILSAFE], ids=lambda p: p.name)
 def test_units_are_hardened(unit: Path) -> None:
     assert exposure(unit) <= MAX_EXPOSURE
 
 
+@pytest.mark.system
 @needs_analyze
 def test_the_score_catches_a_unit_without_hardening(tmp_path: Path) -> None:
     text = UNIT.read_text().split("# Hardening\n")[0] + "\n[Install]\nWantedBy=multi-user.target\n"
@@ -110,6 +112,7 @@ def verify(directory: Path, *units: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.system
 @needs_analyze
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert (Path(sys.prefix) / "bin" / "wattmux").exists()
@@ -120,6 +123,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.system
 @needs_analyze
 def test_verify_reports_a_misspelled_directive(tmp_path: Path) -> None:
     broken = tmp_path / "src"

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from scheduler.core.hardware import MODELS
 from scheduler.core.model import (
-    TERA,
     Device,
-    DeviceKind,
     DeviceStatus,
     MarketState,
     Reading,
@@ -16,6 +13,7 @@ from scheduler.core.model import (
     Snapshot,
     Workload,
 )
+from tests.fakes import asic
 
 # 2024-08-20, the worked example of the shared data README.
 DIFFICULTY = 86_871_474_313_762.0
@@ -23,19 +21,7 @@ BTC_USD = 59_013.80
 
 
 def device(device_id: str, model: str = "S21") -> Device:
-    facts = MODELS[model]
-    return Device(
-        id=device_id,
-        kind=DeviceKind.ASIC,
-        model=model,
-        driver="cgminer",
-        address="127.0.0.1",
-        port=4028,
-        nominal_hashrate_hs=facts.hashrate_ths * TERA,
-        nominal_power_w=facts.power_w,
-        sleep_power_w=facts.sleep_power_w,
-        pools=("main", "backup"),
-    )
+    return asic(device_id, model, pools=("main", "backup"))
 
 
 def market(price_usd_per_mwh: float | None, observed_at: float = 100.0) -> MarketState:

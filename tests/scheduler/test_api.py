@@ -32,7 +32,6 @@ from scheduler.core.model import (
     TERA,
     Assignment,
     Device,
-    DeviceKind,
     MarketState,
     Plan,
     Reading,
@@ -44,6 +43,7 @@ from scheduler.observability.metrics import Metrics
 from scheduler.store.operator import ControlStore
 from scheduler.store.sqlite import MEMORY
 from scheduler.version import wattmux_version
+from tests.fakes import asic
 from tests.scheduler.api_fixtures import (
     ControlledView,
     Tokens,
@@ -61,17 +61,7 @@ POOL_FEE = 0.02
 
 
 def device(device_id: str, address: str, model: str = "S21 Pro") -> Device:
-    return Device(
-        id=device_id,
-        kind=DeviceKind.ASIC,
-        model=model,
-        driver="cgminer",
-        address=address,
-        port=4028,
-        nominal_hashrate_hs=234 * TERA,
-        nominal_power_w=3510.0,
-        pools=("main",),
-    )
+    return asic(device_id, model, address=address)
 
 
 def build_state() -> FleetState:

@@ -122,6 +122,7 @@ def test_max_margin_beats_always_on_and_naive(full_trace, name: str) -> None:  #
     assert bound["onset"]["realised_captured"] <= 0 and bound["onset"]["best_bin_hit_rate"] < 0.5
 
 
+@pytest.mark.system
 def test_cli_writes_json_and_shows_progress(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     result = subprocess.run(
@@ -159,6 +160,7 @@ def test_cli_writes_json_and_shows_progress(tmp_path: Path) -> None:
     assert "curtailment_value_captured" in result.stdout
 
 
+@pytest.mark.system
 def test_cli_unknown_policy_exits_2(tmp_path: Path) -> None:
     result = subprocess.run(
         [
@@ -181,6 +183,7 @@ def test_cli_unknown_policy_exits_2(tmp_path: Path) -> None:
     assert "unknown policy 'nope'" in result.stderr
 
 
+@pytest.mark.system
 def test_plot_needs_matplotlib_or_writes_a_png(tmp_path: Path) -> None:
     png = tmp_path / "out.png"
     result = subprocess.run(

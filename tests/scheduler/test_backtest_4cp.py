@@ -123,6 +123,7 @@ def run_cli(*extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.system
 def test_cli_reports_each_strategy_4cp_charge(tmp_path: Path) -> None:
     cp = write_csv(tmp_path, PEAK)
     out = tmp_path / "report.json"

@@ -10,7 +10,8 @@ from drivers.asic.discover import hosts
 from drivers.sim.site import SimSite
 from scheduler.cli.discover import main_args, run_discover
 from scheduler.config.loading import parse_config
-from scheduler.core.model import Device, DeviceKind, Pool
+from scheduler.core.model import Device, Pool
+from tests.fakes import asic
 
 POOL = Pool("main", "stratum+tcp://main.example:3333", "w")
 ADDRESSES = ["127.36.0.1", "127.36.0.7", "127.36.0.20", "127.36.0.100", "127.36.0.254"]
@@ -32,16 +33,14 @@ def common_free_port() -> int:
 
 
 def device(address: str, model: str) -> Device:
-    return Device(
+    return asic(
         f"d{address}",
-        DeviceKind.ASIC,
         model,
-        "cgminer",
-        address,
-        0,
-        104e12,
-        3068.0,
-        pools=("main",),
+        address=address,
+        port=0,
+        hashrate_hs=104e12,
+        power_w=3068.0,
+        sleep_power_w=15.0,
     )
 
 

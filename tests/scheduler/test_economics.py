@@ -19,17 +19,15 @@ from scheduler.core.economics import (
     option_economics,
     price_options,
 )
-from scheduler.core.hardware import MODELS
 from scheduler.core.model import (
-    TERA,
     Device,
-    DeviceKind,
     MarketState,
     Reading,
     Snapshot,
     Workload,
     WorkloadKind,
 )
+from tests.fakes import asic
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BTC_FILE = (
@@ -48,19 +46,7 @@ SUBSIDY_BTC = 3.125
 
 
 def make_device(model: str, device_id: str = "m1", pools: tuple[str, ...] = ("main",)) -> Device:
-    facts = MODELS[model]
-    return Device(
-        id=device_id,
-        kind=DeviceKind.ASIC,
-        model=model,
-        driver="cgminer",
-        address="127.0.0.1",
-        port=4028,
-        nominal_hashrate_hs=facts.hashrate_ths * TERA,
-        nominal_power_w=facts.power_w,
-        sleep_power_w=facts.sleep_power_w,
-        pools=pools,
-    )
+    return asic(device_id, model, pools=pools)
 
 
 def make_snapshot(pool_fee: float = 0.0, **values: float | None) -> Snapshot:

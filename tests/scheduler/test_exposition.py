@@ -10,7 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from scheduler.core.model import TERA, Device, DeviceKind, Sample, Workload, WorkloadKind
+from scheduler.core.model import TERA, Device, Sample, Workload, WorkloadKind
 from scheduler.core.state import FleetState
 from scheduler.observability.exposition import (
     DEVICE_FAMILIES,
@@ -18,23 +18,14 @@ from scheduler.observability.exposition import (
     escape_label_value,
     format_value,
 )
+from tests.fakes import asic
 
 NOW = 500.0
 ODD_IDS = ("plain", 'quo"te', "back\\slash", "new\nline", "ünïcode-ø")
 
 
 def device(device_id: str, model: str = "S21") -> Device:
-    return Device(
-        id=device_id,
-        kind=DeviceKind.ASIC,
-        model=model,
-        driver="cgminer",
-        address="127.0.0.1",
-        port=4028,
-        nominal_hashrate_hs=200 * TERA,
-        nominal_power_w=3500.0,
-        pools=("main",),
-    )
+    return asic(device_id, model, hashrate_hs=200 * TERA, power_w=3500.0, sleep_power_w=15.0)
 
 
 def build_state() -> FleetState:

@@ -6,6 +6,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
 from scheduler.config.devices import pools_of
@@ -66,6 +68,7 @@ async def test_curtail_all_sleeps_reachable_miners_and_reports_the_rest(tmp_path
         assert {str(w) for w in store.desired().values()} == {"sleep"}
 
 
+@pytest.mark.system
 async def test_cli_failsafe_works_without_a_usable_store(tmp_path: Path) -> None:
     port = free_port_on("127.80.6.1")
     broken_store = tmp_path / "a-directory"

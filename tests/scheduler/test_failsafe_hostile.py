@@ -66,6 +66,7 @@ options = {options}
     return path
 
 
+@pytest.mark.system
 async def test_cli_failsafe_sleeps_the_good_miners_and_reports_the_hostile_ones(
     tmp_path: Path,
 ) -> None:

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import pytest
 
 from drivers.sim.broker import Mosquitto
 from scheduler.config.loading import parse_config
 from scheduler.core.model import WorkloadKind
 from scheduler.daemon import Daemon
 from tests.conftest import free_port
+
+pytestmark = pytest.mark.system
 
 MARKET = {
     "driver": "static",

@@ -25,7 +25,6 @@ from scheduler.core.model import (
     MARKET_INPUTS,
     TERA,
     Device,
-    DeviceKind,
     MarketState,
     Reading,
     Sample,
@@ -34,6 +33,7 @@ from scheduler.core.model import (
 )
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import DEVICE_STATES, Metrics, hashprice_from_market
+from tests.fakes import asic
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "metrics.txt"
 UPDATE_GOLDEN = os.environ.get("WATTMUX_UPDATE_GOLDEN") == "1"
@@ -44,17 +44,7 @@ Labels = tuple[tuple[str, str], ...]
 
 
 def device(device_id: str, address: str) -> Device:
-    return Device(
-        id=device_id,
-        kind=DeviceKind.ASIC,
-        model="S21",
-        driver="cgminer",
-        address=address,
-        port=4028,
-        nominal_hashrate_hs=200 * TERA,
-        nominal_power_w=3500.0,
-        pools=("main",),
-    )
+    return asic(device_id, address=address)
 
 
 def build_state() -> FleetState:

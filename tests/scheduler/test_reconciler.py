@@ -15,12 +15,9 @@ from drivers.backoff import Backoff
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
 from scheduler.control.reconciler import Reconciler
-from scheduler.core.hardware import MODELS
 from scheduler.core.model import (
-    TERA,
     Assignment,
     Device,
-    DeviceKind,
     Outcome,
     OutcomeStatus,
     Plan,
@@ -30,6 +27,7 @@ from scheduler.core.model import (
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
 from scheduler.store.journal import Store
+from tests.fakes import asic
 
 POOLS = {"main": Pool("main", "stratum+tcp://main.pool.invalid:3333", "site.w1")}
 OPTIONS = CgminerOptions(
@@ -39,19 +37,7 @@ FLEET = 40
 
 
 def make_device(index: int) -> Device:
-    facts = MODELS["S21"]
-    return Device(
-        id=f"r-{index:03d}",
-        kind=DeviceKind.ASIC,
-        model="S21",
-        driver="cgminer",
-        address=f"127.31.{200 + index // 250}.{1 + index % 250}",
-        port=0,
-        nominal_hashrate_hs=facts.hashrate_ths * TERA,
-        nominal_power_w=facts.power_w,
-        sleep_power_w=facts.sleep_power_w,
-        pools=("main",),
-    )
+    return asic(f"r-{index:03d}", address=f"127.31.{200 + index // 250}.{1 + index % 250}", port=0)
 
 
 @pytest.fixture

@@ -154,6 +154,7 @@ async def test_daemon_is_ready_after_first_tick_and_pings_only_while_ticking(
     assert drain(sock)[-1] == "STOPPING=1\nSTATUS=stopping"
 
 
+@pytest.mark.system
 async def test_wattmux_run_under_a_notify_socket(
     tmp_path: Path, listener: tuple[str, socket.socket]
 ) -> None:

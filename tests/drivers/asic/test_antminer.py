@@ -12,23 +12,15 @@ from drivers.asic.antminer import AntminerDriver
 from drivers.asic.config import AntminerOptions
 from drivers.sim.antminer_web import SimAntminerWeb
 from drivers.sim.site import SimSite
-from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, OutcomeStatus, Pool, Workload
+from tests.fakes import asic
 
 POOLS = {"main": Pool("main", "stratum+tcp://main.example:3333", "site.w1")}
 
 
 def make_device(index: int) -> Device:
-    return Device(
-        id=f"ant-{index}",
-        kind=DeviceKind.ASIC,
-        model="S19j Pro",
-        driver="antminer",
-        address=f"127.35.1.{index + 1}",
-        port=0,
-        nominal_hashrate_hs=104e12,
-        nominal_power_w=3068.0,
-        sleep_power_w=20.0,
-        pools=("main",),
+    return asic(
+        f"ant-{index}", "S19j Pro", driver="antminer", address=f"127.35.1.{index + 1}", port=0
     )
 
 

@@ -28,7 +28,8 @@ from drivers.base import MinerControl, TelemetrySource
 from drivers.errors import MalformedReply, Rejected, Timeout, Unavailable
 from drivers.sim.miner import Fault
 from drivers.sim.site import SimSite
-from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, OutcomeStatus, Pool, Workload
+from tests.fakes import asic, sim_address
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "cgminer"
 POOLS = {
@@ -59,16 +60,11 @@ class FakeTime:
 
 
 def make_device(index: int, prefix: str = "127.32") -> Device:
-    return Device(
-        id=f"asic-{index:04d}",
-        kind=DeviceKind.ASIC,
-        model="S19j Pro",
-        driver="cgminer",
-        address=f"{prefix}.{index // 250}.{index % 250 + 1}",
+    return asic(
+        f"asic-{index:04d}",
+        "S19j Pro",
+        address=sim_address(prefix, index),
         port=0,
-        nominal_hashrate_hs=104e12,
-        nominal_power_w=3068.0,
-        sleep_power_w=20.0,
         pools=("main", "backup"),
     )
 

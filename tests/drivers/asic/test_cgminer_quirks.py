@@ -12,7 +12,8 @@ from drivers.asic.cgminer_client import CgminerClient
 from drivers.asic.config import CgminerOptions
 from drivers.errors import MalformedReply, Rejected
 from drivers.sim.site import SimSite
-from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from scheduler.core.model import Device, OutcomeStatus, Pool, Workload
+from tests.fakes import asic
 
 POOLS = {"main": Pool("main", "stratum+tcp://main.example:3333", "site.w1")}
 
@@ -66,17 +67,7 @@ async def test_access_denied_and_privileged_errors_are_rejected(reply: bytes) ->
 
 
 def make_device(index: int) -> Device:
-    return Device(
-        id=f"q-{index}",
-        kind=DeviceKind.ASIC,
-        model="S21",
-        driver="cgminer",
-        address=f"127.33.1.{index + 1}",
-        port=0,
-        nominal_hashrate_hs=200e12,
-        nominal_power_w=3500.0,
-        pools=("main",),
-    )
+    return asic(f"q-{index}", address=f"127.33.1.{index + 1}", port=0)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from drivers.sim.miner import SimMiner
 from drivers.sim.site import SimSite
 from drivers.sim.tcp import Fault
 from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from tests.fakes import asic
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "luxos" / "s19jpro_2024.1.26"
 POOLS = {
@@ -29,16 +30,12 @@ OPTIONS = LuxosOptions(
 
 
 def make_device(index: int) -> Device:
-    return Device(
-        id=f"lux-{index}",
-        kind=DeviceKind.ASIC,
-        model="S19j Pro",
+    return asic(
+        f"lux-{index}",
+        "S19j Pro",
         driver="luxos",
         address=f"127.34.0.{index + 1}",
         port=0,
-        nominal_hashrate_hs=104e12,
-        nominal_power_w=3068.0,
-        sleep_power_w=20.0,
         pools=("main", "backup"),
     )
 

@@ -18,6 +18,7 @@ from drivers.sim.site import SimSite
 from drivers.sim.tcp import Fault
 from drivers.sim.whatsminer import SimWhatsminer
 from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from tests.fakes import asic
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "whatsminer" / "m30s_v2.0.5"
 POOLS = {
@@ -34,17 +35,14 @@ OPTIONS = WhatsminerOptions(
 
 
 def make_device(index: int, model: str = "M30S++") -> Device:
-    return Device(
-        id=f"wm-{index}",
-        kind=DeviceKind.ASIC,
-        model=model,
+    return asic(
+        f"wm-{index}",
+        model,
         driver="whatsminer",
         address=f"127.38.0.{index + 1}",
         port=0,
-        nominal_hashrate_hs=112e12,
-        nominal_power_w=3472.0,
-        sleep_power_w=10.0,
         pools=("main", "backup"),
+        sleep_power_w=10.0,
     )
 
 

@@ -22,14 +22,7 @@ from drivers.market.network import (
 )
 from drivers.market.tariff import TariffConfig, TariffFeed
 from tests.drivers.market.replay_server import ReplayServer, Reply, fixture
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 @pytest.fixture
@@ -45,7 +38,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def btc_feed(
-    server: ReplayServer, client: httpx.AsyncClient, clock: Clock, **extra: object
+    server: ReplayServer, client: httpx.AsyncClient, clock: FakeClock, **extra: object
 ) -> BtcPriceFeed:
     config = BtcPriceConfig.model_validate(
         {
@@ -75,7 +68,7 @@ async def test_btc_price_is_the_median_of_four_sources(
     server: ReplayServer, client: httpx.AsyncClient
 ) -> None:
     serve_btc(server)
-    feed = btc_feed(server, client, Clock())
+    feed = btc_feed(server, client, FakeClock())
     reading = (await feed.fetch())["btc_price_usd"]
     # 94598, 94612, 94640, 94655.315 -> median of the middle two
     assert reading.value == pytest.approx((94612 + 94640) / 2)
@@ -85,7 +78,7 @@ async def test_btc_price_is_the_median_of_four_sources(
 async def test_btc_bad_sources_are_dropped_and_age_out(
     server: ReplayServer, client: httpx.AsyncClient
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     serve_btc(server)
     feed = btc_feed(server, client, clock)
     await feed.fetch()
@@ -110,7 +103,7 @@ async def test_btc_bad_sources_are_dropped_and_age_out(
 
 
 async def test_429_retry_after_is_honoured(server: ReplayServer, client: httpx.AsyncClient) -> None:
-    clock = Clock()
+    clock = FakeClock()
     server.set(
         "/api/v1/blocks",
         Reply(429, b"slow down", {"Retry-After": "120"}),
@@ -200,7 +193,7 @@ async def test_ercot_newest_interval_and_plausibility(
 ) -> None:
     server.set("/rtm", Reply(body=fixture("ercot/spp_node_zone_hub.json")))
     wall = datetime(2024, 8, 20, 23, 0, tzinfo=UTC)  # 18:00 CDT: interval HE18/3 ended 17:45
-    clock = Clock()
+    clock = FakeClock()
     config = ErcotConfig(url=server.url("/rtm"), settlement_point="HB_SOUTH")
     feed = ErcotRtmFeed(config, client, clock=clock, wall_clock=lambda: wall)
     reading = (await feed.fetch())["power_price_usd_per_mwh"]

@@ -9,14 +9,7 @@ import pytest
 from drivers.base import MarketFeed
 from drivers.market.static import StaticMarketConfig, StaticMarketFeed
 from scheduler.core.model import MARKET_INPUTS, MarketState
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 async def test_returns_every_value_observed_now() -> None:

@@ -22,6 +22,7 @@ import pytest
 from drivers.errors import Fatal
 from drivers.queues.kubernetes import KubernetesOptions, KubernetesQueue, pod_gpus
 from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
+from tests.fakes import FakeClock
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "kubernetes"
 HOST = "127.50.3.1"
@@ -98,24 +99,13 @@ async def api() -> AsyncIterator[ScriptedApi]:
     )
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def driver(api: ScriptedApi, preemption: bool = False) -> KubernetesQueue:
     options = KubernetesOptions(
         api_url=f"http://{HOST}:{api.port}",
         confirm_timeout_seconds=1.0,
         confirm_interval_seconds=1.0,
     )
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     return KubernetesQueue(
         options,
         {"train": preemption},

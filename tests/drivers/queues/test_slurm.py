@@ -86,11 +86,13 @@ def test_parse_records_keeps_reasons_with_spaces() -> None:
     ]
 
 
+@pytest.mark.system
 async def test_a_missing_client_is_fatal() -> None:
     with pytest.raises(Fatal, match="not found"):
         await SlurmCli("slurm").run("/nonexistent/squeue")
 
 
+@pytest.mark.system
 async def test_demand_counts_pending_jobs_and_gpus_per_partition(slurm: SlurmCluster) -> None:
     queue = driver(slurm)
     slurm.sbatch("-p", "ai", "--gres=gpu:4", "--wrap", "exec sleep 60")
@@ -107,6 +109,7 @@ async def test_demand_counts_pending_jobs_and_gpus_per_partition(slurm: SlurmClu
     assert sample.power_w == pytest.approx(3000.0)
 
 
+@pytest.mark.system
 async def test_mine_then_back_to_ai_on_an_idle_node(slurm: SlurmCluster) -> None:
     queue, node = driver(slurm), gpu_node()
     outcome = await queue.apply(node, Workload.mine("main"))
@@ -125,6 +128,7 @@ async def test_mine_then_back_to_ai_on_an_idle_node(slurm: SlurmCluster) -> None
     assert "ReservationName" not in slurm.command("scontrol", "-o", "show", "reservation")
 
 
+@pytest.mark.system
 async def test_a_running_ai_job_is_never_killed_without_preemption(slurm: SlurmCluster) -> None:
     queue, node = driver(slurm, confirm_s=2.0), gpu_node()
     ai_job = slurm.sbatch("-p", "ai", "--gres=gpu:2", "--wrap", "exec sleep 8")
@@ -142,6 +146,7 @@ async def test_a_running_ai_job_is_never_killed_without_preemption(slurm: SlurmC
     assert outcome.status is OutcomeStatus.CONFIRMED, outcome.detail
 
 
+@pytest.mark.system
 async def test_preemption_requeues_the_ai_job_when_allowed(slurm: SlurmCluster) -> None:
     queue, node = driver(slurm, preemption=True), gpu_node()
     ai_job = slurm.sbatch("-p", "ai", "--gres=gpu:4", "--wrap", "exec sleep 300")
@@ -152,6 +157,7 @@ async def test_preemption_requeues_the_ai_job_when_allowed(slurm: SlurmCluster) 
     assert (await queue.demand())["train"].pending_gpus == 4
 
 
+@pytest.mark.system
 async def test_sleep_drains_and_ai_resumes(slurm: SlurmCluster) -> None:
     queue, node = driver(slurm), gpu_node()
     outcome = await queue.apply(node, Workload.sleep())
@@ -163,6 +169,7 @@ async def test_sleep_drains_and_ai_resumes(slurm: SlurmCluster) -> None:
     assert "DRAIN" not in slurm.node_state()
 
 
+@pytest.mark.system
 async def test_an_operator_drain_is_not_undone(slurm: SlurmCluster) -> None:
     queue, node = driver(slurm, confirm_s=1.0), gpu_node()
     slurm.command("scontrol", "update", f"nodename={NODE}", "state=drain", "reason=maintenance")
@@ -171,6 +178,7 @@ async def test_an_operator_drain_is_not_undone(slurm: SlurmCluster) -> None:
     assert "DRAIN" in slurm.node_state()
 
 
+@pytest.mark.system
 async def test_unknown_queue_and_off_are_rejected(slurm: SlurmCluster) -> None:
     queue, node = driver(slurm), gpu_node()
     with pytest.raises(Rejected, match="not on this cluster"):
@@ -179,6 +187,7 @@ async def test_unknown_queue_and_off_are_rejected(slurm: SlurmCluster) -> None:
         await queue.apply(node, Workload.off())
 
 
+@pytest.mark.system
 async def test_client_failures_are_classified() -> None:
     cli = SlurmCli("slurm", timeout_seconds=0.3)
     with pytest.raises(Unavailable, match="Unable to contact"):

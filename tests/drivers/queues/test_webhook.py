@@ -11,20 +11,10 @@ from drivers.queues.webhook import WebhookOptions, WebhookQueue
 from drivers.sim.queue import SimQueue, SimQueueSpec
 from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
 from tests.conftest import free_port
+from tests.fakes import FakeClock
 
 HOST = "127.50.1.1"
 POOLS = {"main": Pool("main", "stratum+tcp://main.pool.invalid:3333", "w")}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def node(name: str = "n1") -> Device:

@@ -16,7 +16,8 @@ import pytest
 
 from drivers.sim.miner import Fault, SimMiner
 from drivers.sim.site import SimSite
-from scheduler.core.model import Device, DeviceKind, Pool
+from scheduler.core.model import Device, Pool
+from tests.fakes import FakeClock, asic, sim_address
 
 POOLS = [
     Pool("main", "stratum+tcp://main.example:3333", "site.w1"),
@@ -27,29 +28,15 @@ NOMINAL_W = 3068.0
 SLEEP_W = 20.0
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def make_device(index: int, prefix: str = "127.77") -> Device:
-    return Device(
-        id=f"sim-{index:04d}",
-        kind=DeviceKind.ASIC,
-        model="S19j Pro",
-        driver="cgminer",
-        address=f"{prefix}.{index // 250}.{index % 250 + 1}",
+    return asic(
+        f"sim-{index:04d}",
+        "S19j Pro",
+        address=sim_address(prefix, index),
         port=0,
-        nominal_hashrate_hs=NOMINAL_HS,
-        nominal_power_w=NOMINAL_W,
+        pools=(),
+        hashrate_hs=NOMINAL_HS,
+        power_w=NOMINAL_W,
         sleep_power_w=SLEEP_W,
     )
 

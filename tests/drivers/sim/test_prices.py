@@ -23,21 +23,12 @@ from drivers.market.replay import BtcDailyFeed, ErcotReplayFeed
 from scheduler.core.economics import MarketEconomics, market_economics
 from scheduler.core.hardware import MODELS
 from scheduler.core.model import TERA, Device, DeviceKind, MarketState, Snapshot
+from tests.fakes import FakeClock
 
 FIRST = datetime(2024, 8, 19, 0, 0, tzinfo=ERCOT_ZONE)
 ERCOT_HEADER = (
     "interval_start_local,hb_south_rtm_spp_usd_per_mwh,hb_south_dam_spp_usd_per_mwh,suspect_filled"
 )
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from drivers.sim.broker import Mosquitto
 from drivers.telemetry.mqtt import MqttIngest, MqttOptions
 from scheduler.core.model import Event, Reading, Sample, WorkloadKind
 
+pytestmark = pytest.mark.system
+
 PREFIX = "wattmux/t"
 
 

@@ -17,6 +17,8 @@ from drivers.sim.broker import Mosquitto
 from drivers.telemetry.mqtt import MqttIngest, MqttOptions
 from tests.drivers.telemetry.test_mqtt import ListSink
 
+pytestmark = pytest.mark.system
+
 ACL = Path(__file__).resolve().parents[3] / "deploy" / "mosquitto" / "wattmux.acl"
 
 
