@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit system bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest bench-api bench-api-abuse
+.PHONY: help install demo test lint unit system bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest bench-api bench-api-abuse bench-hostile
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ bench-api: $(STAMP) ## API latency: a read, a durable audited change, an audited
 	$(PY) bench/bench_api.py
 bench-api-abuse: $(STAMP) ## miner polls failed while 2,000 idle sockets hold the API (goal 0)
 	$(PY) bench/bench_api_abuse.py
+bench-hostile: $(STAMP) ## tick p95 beside hostile miners, RSS with an endless miner, failsafe of 10,000 with 1 % hostile
+	$(PY) bench/bench_hostile.py
+	$(PY) bench/bench_hostile_rss.py $(BENCH_RSS_ARGS)
+	$(PY) bench/bench_failsafe.py $(BENCH_FAILSAFE_ARGS)
 
 soak: $(STAMP) ## long-running tests (not part of make test)
 	$(PY) -m pytest -q -m soak --run-soak

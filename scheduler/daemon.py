@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from scheduler.api.connections import ConnectionLimits, connection_cap
 from scheduler.api.wiring import security_from_config
 from scheduler.config.devices import pools_of
 from scheduler.config.schema import WattmuxConfig
+from scheduler.control.failsafe import curtail_all
 from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
 from scheduler.control.memory import StartupFreezer, heap_trimmer
@@ -36,6 +38,7 @@ from scheduler.control.service import (
     ControlService,
 )
 from scheduler.control.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
+from scheduler.control.watchdog import LoopWatchdog
 from scheduler.core.model import Plan
 from scheduler.core.state import FleetState
 from scheduler.observability.gpu_telemetry import GpuTelemetry
@@ -68,8 +71,10 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         feeds: Sequence[MarketFeed] | None = None,
         notifier: SystemdNotifier | None = None,
+        exit_process: Callable[[int], None] = os._exit,
     ) -> None:
         self.config = config
+        self.exit_process = exit_process  # what the stuck-loop watchdog calls after the failsafe
         self.notifier = notifier if notifier is not None else SystemdNotifier.from_environ()
         self.clock = clock
         self.state = FleetState(
@@ -198,6 +203,7 @@ class Daemon:
                             config.mqtt.max_sample_age_seconds if config.mqtt else 60.0
                         ),
                         pool_recovery_seconds=config.control.pool_recovery_seconds,
+                        poll_deadline_seconds=config.control.poll_deadline_seconds,
                     )
                     self.sink.wake = self.loop.wake
                     async with contextlib.AsyncExitStack() as inputs:
@@ -273,15 +279,46 @@ class Daemon:
                 watchdog_s,
                 2 * self.config.control.tick_seconds,
             )
+        watchdog = self._watchdog(heartbeat)
+        if watchdog is not None:
+            self.loop.tick_listeners.append(watchdog.beat)
         self.loop.tick_listeners.append(heartbeat.tick_done)
         freezer = StartupFreezer()  # the collector stops walking start-up objects
         self.loop.tick_listeners.append(freezer.after_tick)
         self.loop.tick_listeners.append(heap_trimmer())  # freed poll memory back to the OS
+        if watchdog is not None:
+            watchdog.start()
         try:
             await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
         finally:
+            if watchdog is not None:
+                watchdog.stop()
             heartbeat.stopping()
             freezer.release()
+
+    def _watchdog(self, heartbeat: SystemdHeartbeat) -> LoopWatchdog | None:
+        """The stuck-loop watchdog of [control] watchdog_ticks (None when 0)."""
+        control = self.config.control
+        if control.watchdog_ticks <= 0:
+            return None
+        stuck_after = max(
+            control.watchdog_ticks * control.tick_seconds, control.watchdog_min_seconds
+        )
+        systemd_s = watchdog_seconds()
+        if systemd_s is not None and stuck_after >= systemd_s:
+            log.warning(
+                "stuck-loop watchdog (%.0f s) is not shorter than systemd WatchdogSec (%.0f s):"
+                " systemd may kill a stuck loop before the failsafe runs",
+                stuck_after,
+                systemd_s,
+            )
+        config = self.config
+        return LoopWatchdog(
+            stuck_after,
+            lambda: curtail_all(config),
+            heartbeat=heartbeat,
+            exit_process=self.exit_process,
+        )
 
 
 def default_store_path(directory: Path) -> Path:

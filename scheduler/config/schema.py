@@ -80,6 +80,27 @@ class ControlConfig(_Strict):
         le=86400,
         description="a pool that was down counts up again after miners see it alive this long",
     )
+    poll_deadline_seconds: float | None = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description=(
+            "a tick waits at most this long for any one device's poll; a slower poll goes on"
+            " in the background and that device is left out of the tick (none: wait for all)"
+        ),
+    )
+    watchdog_ticks: float = Field(
+        8.0,
+        ge=0,
+        le=10000,
+        description=(
+            "no tick completed in this many tick_seconds (and watchdog_min_seconds): the loop"
+            " is stuck; every device is put to sleep (failsafe) and the daemon exits (0: off)"
+        ),
+    )
+    watchdog_min_seconds: float = Field(
+        30.0, ge=0, le=86400, description="the stuck-loop watchdog never fires sooner than this"
+    )
 
 
 class EconomicsConfig(_Strict):

@@ -26,6 +26,16 @@ read-back each take one of those slots, and waiting sends go first: a
 fleet-wide curtail reaches every device before the read-backs start.
 ``last_acknowledged_at`` is when (on ``clock``) the most recent command was
 accepted by its device.
+
+No command twice: a device is not commanded while its previous command (its
+open intent) is in flight, nor on a reading older than its last acknowledged
+command.  ``acknowledged`` holds, per device, when (on ``clock``) its last
+command was accepted -- the send of a two-step driver, the end of a one-step
+``apply`` that reached the device (confirmed or unconfirmed) -- and a device
+whose sample was observed at or before that time waits for a newer reading: a
+poll that read it before the command landed still shows the old workload.
+Samples' ``observed_at`` must be on the same clock (the daemon passes one clock
+to drivers, loop and reconciler).
 """
 
 from __future__ import annotations
@@ -99,6 +109,7 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
         self._slots = Slots(max(1, concurrency))  # sends ahead of read-backs
         self._two_step: dict[type, bool] = {}  # driver class -> implements SendsThenConfirms
         self.last_acknowledged_at: float | None = None
+        self.acknowledged: dict[str, float] = {}  # device id -> its last command's acceptance
         self._tasks: asyncio.TaskGroup | None = None
         self._faulty: set[str] = set()  # devices whose driver raised a bug (logged once)
 
@@ -141,6 +152,11 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
                 continue
             if not snapshot.status[device_id].reachable:
                 continue  # not read -> not acted on; the plan still shows the wish
+            acknowledged = self.acknowledged.get(device_id)
+            if acknowledged is not None:
+                sample = snapshot.samples.get(device_id)
+                if sample is None or sample.observed_at <= acknowledged:
+                    continue  # read before its last command was accepted: wait for a new reading
             drift = self.drift.get(device_id)
             if (
                 drift is not None
@@ -243,14 +259,17 @@ class Reconciler(AbstractAsyncContextManager["Reconciler"]):
         await self._slots.acquire(ahead=True)
         try:
             if not two_step:
-                return await control.apply(device, workload)
+                outcome = await control.apply(device, workload)
+                if outcome.status in (OutcomeStatus.CONFIRMED, OutcomeStatus.UNCONFIRMED):
+                    self.acknowledged[device.id] = self.clock()
+                return outcome
             stepped = cast(SendsThenConfirms, control)  # checked once per class above
             sent = await stepped.send(device, workload)
         finally:
             self._slots.release()
         if sent is not None:
             return sent
-        self.last_acknowledged_at = self.clock()
+        self.last_acknowledged_at = self.acknowledged[device.id] = self.clock()
         await self._slots.acquire(ahead=False)
         try:
             return await stepped.confirm(device, workload)

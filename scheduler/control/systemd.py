@@ -6,7 +6,9 @@ datagram of ``KEY=value`` lines to the unix socket named by ``NOTIFY_SOCKET``
 ``NOTIFY_SOCKET``) it does nothing.  ``SystemdHeartbeat`` is what the daemon
 hangs on its control loop: after the first completed tick it sends
 ``READY=1``, after every completed tick ``WATCHDOG=1``.  A loop that hangs
-sends nothing, so systemd's ``WatchdogSec`` kills and restarts it.
+sends nothing, so systemd's ``WatchdogSec`` kills and restarts it; before
+that, the daemon's own stuck-loop watchdog (scheduler/control/watchdog.py)
+silences the heartbeat, runs the failsafe and exits.
 """
 
 from __future__ import annotations
@@ -82,15 +84,23 @@ class SystemdHeartbeat:
     def __init__(self, notifier: SystemdNotifier) -> None:
         self.notifier = notifier
         self.ready_sent = False
+        self.silenced = False
 
     def tick_done(self, ticks: int) -> None:
         """Called by the control loop after each completed tick (ticks counts them)."""
+        if self.silenced:
+            return
         if not self.ready_sent:
             self.ready_sent = self.notifier.notify(
                 READY="1", STATUS=f"running: first control tick done ({ticks})"
             )
             return
         self.notifier.notify(WATCHDOG="1")
+
+    def silence(self, status: str) -> None:
+        """No more READY or WATCHDOG pings (the loop watchdog took over); tell systemd why."""
+        self.silenced = True
+        self.notifier.notify(STATUS=status)
 
     def stopping(self) -> None:
         """Tell systemd the daemon is shutting down."""
