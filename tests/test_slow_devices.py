@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drivers.market.static import StaticMarketFeed
 from drivers.sim.hostile import Behaviour, HostileMiner
 from drivers.sim.site import SimSite
@@ -25,6 +27,8 @@ from scheduler.control.watchdog import EXIT_STUCK
 from scheduler.core.model import Reading
 from scheduler.daemon import Daemon
 from tests.test_end_to_end import CHEAP, MARKET, SPIKE, PriceFeed, eventually, free_port_on
+
+pytestmark = pytest.mark.system
 
 GOOD = "127.91.4.1"
 GOOD_COUNT = 20

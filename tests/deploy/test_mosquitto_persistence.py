@@ -123,6 +123,7 @@ async def until(predicate: object, limit_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.system
 async def test_a_queued_price_survives_a_broker_kill(broker: Broker) -> None:
     state = FleetState([device("m1")])
     options = MqttOptions.model_validate(

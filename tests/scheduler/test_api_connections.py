@@ -64,6 +64,7 @@ async def healthz(port: int, source: str = "127.0.0.1") -> int:
         return (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code
 
 
+@pytest.mark.system
 async def test_connections_over_the_cap_get_503_and_are_closed(tmp_path: Path) -> None:
     limits = ConnectionLimits(max_connections=4, max_per_client=100, header_timeout_seconds=30)
     async with running(tmp_path, limits) as server:
@@ -80,6 +81,7 @@ async def test_connections_over_the_cap_get_503_and_are_closed(tmp_path: Path) -
         assert await healthz(port) == 200  # room again once they are gone
 
 
+@pytest.mark.system
 async def test_each_client_address_has_its_own_cap(tmp_path: Path) -> None:
     limits = ConnectionLimits(max_connections=100, max_per_client=2, header_timeout_seconds=30)
     async with running(tmp_path, limits) as server:
@@ -94,6 +96,7 @@ async def test_each_client_address_has_its_own_cap(tmp_path: Path) -> None:
         await until(lambda: guard.open == 0 and not guard.per_client)
 
 
+@pytest.mark.system
 async def test_an_idle_connection_is_dropped_after_the_header_timeout(tmp_path: Path) -> None:
     limits = ConnectionLimits(header_timeout_seconds=0.3)
     async with running(tmp_path, limits) as server:
@@ -106,6 +109,7 @@ async def test_an_idle_connection_is_dropped_after_the_header_timeout(tmp_path: 
         assert guard.timed_out == 1
 
 
+@pytest.mark.system
 async def test_a_header_sent_one_byte_at_a_time_is_cut_off(tmp_path: Path) -> None:
     limits = ConnectionLimits(header_timeout_seconds=0.5)
     async with running(tmp_path, limits) as server:
@@ -124,6 +128,7 @@ async def test_a_header_sent_one_byte_at_a_time_is_cut_off(tmp_path: Path) -> No
         assert guard.timed_out == 1
 
 
+@pytest.mark.system
 async def test_a_body_that_never_completes_is_cut_off(tmp_path: Path) -> None:
     limits = ConnectionLimits(header_timeout_seconds=5.0, body_timeout_seconds=0.3)
     async with running(tmp_path, limits) as server:
@@ -142,6 +147,7 @@ async def test_a_body_that_never_completes_is_cut_off(tmp_path: Path) -> None:
         assert guard.timed_out == 1
 
 
+@pytest.mark.system
 async def test_keep_alive_requests_and_slow_handlers_are_not_cut_off(tmp_path: Path) -> None:
     # The head deadline restarts for every request, and a handler slower than it is fine:
     # the client owes nothing while its request is being answered.

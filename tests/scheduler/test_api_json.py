@@ -15,6 +15,8 @@ from scheduler.control.service import Mode
 from tests.scheduler.api_fixtures import ControlledView, Tokens, build_app
 from tests.scheduler.test_api_security import make_view
 
+pytestmark = pytest.mark.system
+
 TOKENS = Tokens()
 BAD_BODIES = [
     b'{"x": NaN}',

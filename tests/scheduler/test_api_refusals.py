@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
 from scheduler.api.app import bound_port, create_app, serve
 from scheduler.api.auth import SHARED_KEY, RateLimiter, Role
@@ -70,6 +71,7 @@ async def flood(port: int, total: int, headers: dict[str, str], connections: int
     return [code for part in parts for code in part]
 
 
+@pytest.mark.system
 async def test_a_flood_of_refused_puts_writes_a_bounded_number_of_audit_rows(
     tmp_path: Path,
 ) -> None:
@@ -94,6 +96,7 @@ async def test_a_flood_of_refused_puts_writes_a_bounded_number_of_audit_rows(
     assert aggregated.principal == "anonymous" and aggregated.path == "/v1/mode"
 
 
+@pytest.mark.system
 async def test_a_wrong_token_is_refused_the_same_way_and_a_valid_one_is_not(
     tmp_path: Path,
 ) -> None:

@@ -178,6 +178,7 @@ def secret_config(tmp_path: Path) -> WattmuxConfig:
     )
 
 
+@pytest.mark.system
 async def test_config_route_masks_passwords_tokens_and_url_credentials(tmp_path: Path) -> None:
     view = make_view(tmp_path)
     view.config = secret_config(tmp_path)

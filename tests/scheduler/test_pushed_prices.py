@@ -162,6 +162,7 @@ def test_a_stored_price_is_restored_only_while_its_interval_lasts(tmp_path: Path
     assert state.market.power_price_usd_per_mwh is None
 
 
+@pytest.mark.system
 async def test_a_pushed_price_survives_a_daemon_restart(tmp_path: Path) -> None:
     def reasons(daemon: Daemon) -> set[str]:
         plan = daemon.current_plan()
