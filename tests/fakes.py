@@ -58,6 +58,30 @@ def asic(
     )
 
 
+def gpu_node(
+    device_id: str = "g1",
+    *,
+    model: str = "8x GPU",
+    driver: str = "slurm",
+    address: str | None = None,
+) -> Device:
+    """A GPU node of 8 GPUs: 6 kW busy, 800 W idle, 150 TH/s mining, queue train, pool main."""
+    return Device(
+        id=device_id,
+        kind=DeviceKind.GPU_NODE,
+        model=model,
+        driver=driver,
+        address=address or device_id,
+        port=0,
+        nominal_hashrate_hs=150e12,
+        nominal_power_w=6000.0,
+        sleep_power_w=800.0,
+        pools=("main",),
+        gpus=8,
+        queues=("train",),
+    )
+
+
 def sim_address(prefix: str, index: int) -> str:
     """The index-th loopback address under a two-octet prefix: 127.32 gives 127.32.0.1, 127.32.0.2, ..."""
     return f"{prefix}.{index // 250}.{index % 250 + 1}"

@@ -6,9 +6,10 @@ from datetime import date
 
 from scheduler.backtest.engine import SwitchingCosts, load_trace, simulate_policy
 from scheduler.config.loading import load_config
-from scheduler.core.model import Assignment, Device, DeviceKind, Plan, Snapshot, Workload
+from scheduler.core.model import Assignment, Plan, Snapshot, Workload
 from scheduler.core.power import planned_power_w
 from scheduler.policies.max_margin import MaxMarginPolicy
+from tests.fakes import gpu_node
 from tests.scheduler.test_backtest import BTC, FLEETS, PRICES
 
 SLEEP = Workload.sleep()
@@ -113,20 +114,7 @@ def test_grouped_and_tuple_plans_settle_to_the_same_bits() -> None:
     assert grouped.power_series_kw == flat.power_series_kw
 
 
-GPU_NODE = Device(
-    id="g1",
-    kind=DeviceKind.GPU_NODE,
-    model="8x GPU",
-    driver="slurm",
-    address="g1",
-    port=0,
-    nominal_hashrate_hs=150e12,
-    nominal_power_w=6000.0,
-    sleep_power_w=800.0,
-    pools=("main",),
-    gpus=8,
-    queues=("train",),
-)
+GPU_NODE = gpu_node()
 
 
 class SleepThenAi:

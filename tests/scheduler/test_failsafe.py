@@ -70,6 +70,23 @@ async def test_curtail_all_sleeps_reachable_miners_and_reports_the_rest(tmp_path
         assert {str(w) for w in store.desired().values()} == {"sleep"}
 
 
+async def run_failsafe_cli(config: Path) -> tuple[int, str, str]:
+    """`wattmux failsafe --config` in its own process: exit status, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scheduler.cli.main",
+        "failsafe",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 @pytest.mark.system
 async def test_cli_failsafe_works_without_a_usable_store(tmp_path: Path) -> None:
     port = free_port_on("127.80.6.1")
@@ -78,18 +95,8 @@ async def test_cli_failsafe_works_without_a_usable_store(tmp_path: Path) -> None
     path = write_config(tmp_path, 6, port, broken_store)
     config = load_config(path)
     async with SimSite(config.all_devices(), list(pools_of(config).values()), port=port) as site:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "scheduler.cli.main",
-            "failsafe",
-            "--config",
-            str(path),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode == 0, err.decode()
+        returncode, out, err = await run_failsafe_cli(path)
+        assert returncode == 0, err
         assert all(m.asleep for m in site.miners.values())
-    assert "4 of 4 devices confirmed asleep" in out.decode()
-    assert "without the store" in err.decode()
+    assert "4 of 4 devices confirmed asleep" in out
+    assert "without the store" in err

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from scheduler.config.loading import load_config
 from scheduler.control import failsafe
 from scheduler.core.model import Device, Outcome, Workload
 from tests.deploy.sim_daemon import free_port_on
+from tests.scheduler.test_failsafe import run_failsafe_cli
 
 pytestmark = pytest.mark.system
 
@@ -81,26 +80,14 @@ async def test_cli_failsafe_sleeps_the_good_miners_and_reports_the_hostile_ones(
         for miner in hostile:
             await miner.start()
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "scheduler.cli.main",
-                "failsafe",
-                "--config",
-                str(path),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await asyncio.wait_for(process.communicate(), 60)
+            returncode, out, err = await run_failsafe_cli(path)
             assert all(m.asleep for m in site.miners.values())
         finally:
             for miner in hostile:
                 await miner.stop()
-    assert process.returncode != 0
-    assert "3 of 5 devices confirmed asleep" in out.decode()
-    reported = [
-        line.split(":")[0] for line in err.decode().splitlines() if ": unavailable: " in line
-    ]
+    assert returncode != 0
+    assert "3 of 5 devices confirmed asleep" in out
+    reported = [line.split(":")[0] for line in err.splitlines() if ": unavailable: " in line]
     assert sorted(reported) == ["bad-deep", "bad-int"]
 
 

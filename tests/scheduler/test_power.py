@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from scheduler.core.model import Device, DeviceKind, Workload
+from scheduler.core.model import Workload
 from scheduler.core.power import planned_power_w
+from tests.fakes import gpu_node
 
-NODE = Device(
-    id="g1",
-    kind=DeviceKind.GPU_NODE,
-    model="8x GPU",
-    driver="slurm",
-    address="g1",
-    port=0,
-    nominal_hashrate_hs=150e12,
-    nominal_power_w=6000.0,
-    sleep_power_w=800.0,
-    pools=("main",),
-    gpus=8,
-    queues=("train",),
-)
+NODE = gpu_node()
 
 
 def test_each_workload_draws_its_planned_power() -> None:

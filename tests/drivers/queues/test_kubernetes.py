@@ -21,8 +21,8 @@ import pytest
 
 from drivers.errors import Fatal
 from drivers.queues.kubernetes import KubernetesOptions, KubernetesQueue, pod_gpus
-from scheduler.core.model import Device, DeviceKind, OutcomeStatus, Pool, Workload
-from tests.fakes import FakeClock
+from scheduler.core.model import OutcomeStatus, Pool, Workload
+from tests.fakes import FakeClock, gpu_node
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "kubernetes"
 HOST = "127.50.3.1"
@@ -116,20 +116,7 @@ def driver(api: ScriptedApi, preemption: bool = False) -> KubernetesQueue:
     )
 
 
-NODE = Device(
-    id="g1",
-    kind=DeviceKind.GPU_NODE,
-    model="8xGPU",
-    driver="queue",
-    address="gpu-node-1",
-    port=0,
-    nominal_hashrate_hs=150e12,
-    nominal_power_w=6000.0,
-    sleep_power_w=800.0,
-    pools=("main",),
-    gpus=8,
-    queues=("train",),
-)
+NODE = gpu_node(model="8xGPU", driver="queue", address="gpu-node-1")
 
 
 def has_mining_taint(body: Any) -> None:
