@@ -8,11 +8,15 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler.config.loading import ConfigError, load_config, summarize
 from scheduler.version import wattmux_version
+
+if TYPE_CHECKING:
+    from scheduler.core.model import Outcome
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -183,8 +187,17 @@ def _failsafe(path: str) -> int:
 
     reports: list[FailsafeReport] = []
 
+    total = sum(len(entry.devices()) for entry in (*config.devices, *config.device_ranges))
+    done = [0, time.monotonic()]
+
+    def progress(outcome: Outcome) -> None:  # one line a second at most: long on 10,000 miners
+        done[0] += 1
+        if time.monotonic() - done[1] >= 1.0 and done[0] < total:
+            done[1] = time.monotonic()
+            print(f"failsafe: {done[0]} of {total} devices done", file=sys.stderr, flush=True)
+
     async def main() -> None:
-        reports.append(await curtail_all(config))
+        reports.append(await curtail_all(config, on_outcome=progress))
 
     _asyncio_run(main())
     report = reports[0]

@@ -101,6 +101,24 @@ class ControlConfig(_Strict):
     watchdog_min_seconds: float = Field(
         30.0, ge=0, le=86400, description="the stuck-loop watchdog never fires sooner than this"
     )
+    failsafe_attempts: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description=(
+            "the failsafe sends sleep to a device up to this many times while the device answers"
+            " but does not read back asleep (a command lost or ignored)"
+        ),
+    )
+    failsafe_confirm_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description=(
+            "the failsafe reads a device back this long after each sleep command before sending"
+            " it again (capped by the driver's own confirm_timeout_seconds)"
+        ),
+    )
 
 
 class EconomicsConfig(_Strict):

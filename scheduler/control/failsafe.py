@@ -13,10 +13,12 @@ and reported as that device's outcome.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from drivers.asic.registry import AsicDriver, create_asic_driver
 from drivers.errors import DriverError
@@ -47,8 +49,21 @@ async def curtail_all(
     config: WattmuxConfig,
     *,
     wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    on_outcome: Callable[[Outcome], None] | None = None,
+    pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> FailsafeReport:
-    """Command every configured device to sleep; return every outcome."""
+    """Command every configured device to sleep; return every outcome.
+
+    All devices are commanded at once: the drivers' own command slots
+    (``command_concurrency``) bound the sockets, and commands go ahead of
+    read-backs, so a fleet-wide failsafe reaches every device before it verifies
+    any.  A device that answers but does not read back asleep within
+    ``failsafe_confirm_seconds`` (a command lost or ignored) is sent sleep again,
+    up to ``failsafe_attempts`` commands; one that cannot be reached or answers
+    garbage is reported at once.  ``on_outcome`` sees each device's final
+    outcome as it comes (progress).
+    """
+    control = config.control
     pools = pools_of(config)
     safe = Workload.sleep()
     targets: list[tuple[Device, AsicDriver]] = []
@@ -57,7 +72,9 @@ async def curtail_all(
         devices = entry.devices()
         try:
             driver = create_asic_driver(  # the entry's firmware personality (LuxOS, stock, ...)
-                pools, entry.options, concurrency=max(config.control.command_concurrency, 1)
+                pools,
+                _short_confirm(entry.options, control.failsafe_confirm_seconds),
+                concurrency=max(control.command_concurrency, 1),
             )
         except Exception as exc:  # contained: the other entries' devices still go to sleep
             detail = f"no driver: {_internal(exc)}"
@@ -66,36 +83,76 @@ async def curtail_all(
             )
             continue
         targets.extend((device, driver) for device in devices)
+    for outcome in unreached:
+        _report(on_outcome, outcome)
     try:
         store: Store | None = Store.open(config.store.path)
     except Exception as exc:  # StoreError or worse: the failsafe goes on without the store
-        log.error("failsafe continues without the store: %s", exc)
+        log.error("failsafe: continues without the store: %s", exc)
         store = None
-    semaphore = asyncio.Semaphore(max(config.control.command_concurrency, 1))
+    journal = _Journal(store, wall_clock)
+    first_intents = journal.begin_all([device for device, _ in targets], safe)
+
+    async def attempt(device: Device, driver: AsicDriver, intent_id: int | None) -> Outcome:
+        try:
+            outcome = await driver.apply(device, safe)
+        except DriverError as exc:
+            outcome = Outcome(device.id, safe, OutcomeStatus.UNAVAILABLE, None, exc.message)
+        except Exception as exc:  # a bug in one device's driver fails only that device
+            detail = _internal(exc)
+            outcome = Outcome(device.id, safe, OutcomeStatus.UNAVAILABLE, None, detail)
+        journal.finish(intent_id, outcome)
+        return outcome
 
     async def curtail(device: Device, driver: AsicDriver) -> Outcome:
-        intent_id = _begin(store, device, safe, wall_clock())
-        async with semaphore:
-            try:
-                outcome = await driver.apply(device, safe)
-            except DriverError as exc:
-                outcome = Outcome(device.id, safe, OutcomeStatus.UNAVAILABLE, None, exc.message)
-            except Exception as exc:  # a bug in one device's driver fails only that device
-                detail = _internal(exc)
-                outcome = Outcome(device.id, safe, OutcomeStatus.UNAVAILABLE, None, detail)
-        _finish(store, intent_id, outcome, wall_clock())
+        outcome = await attempt(device, driver, first_intents.get(device.id))
+        for number in range(2, control.failsafe_attempts + 1):
+            if outcome.status is not OutcomeStatus.UNCONFIRMED:
+                break  # confirmed, refused, or unreachable / garbage: sending again won't help
+            log.warning("failsafe: %s: sleep not confirmed, sending again (%d)", device.id, number)
+            await pause(_RETRY_PAUSE_SECONDS)
+            outcome = await attempt(device, driver, journal.begin(device, safe))
+            if outcome.status is not OutcomeStatus.CONFIRMED:
+                outcome = dataclasses.replace(
+                    outcome, detail=f"{outcome.detail} (after {number} sleep commands)"
+                )
+        _report(on_outcome, outcome)
         return outcome
 
     try:
         async with asyncio.TaskGroup() as group:
+            flusher = group.create_task(journal.flush_every(_FLUSH_SECONDS), name="failsafe.flush")
             tasks = [
                 group.create_task(curtail(device, driver), name=f"failsafe[{device.id}].apply")
                 for device, driver in targets
             ]
+            await asyncio.gather(*tasks)
+            flusher.cancel()
     finally:
+        journal.flush()
         if store is not None:
             store.close()
     return FailsafeReport((*unreached, *(task.result() for task in tasks)))
+
+
+_RETRY_PAUSE_SECONDS = 0.5
+
+
+def _short_confirm(options: Any, seconds: float) -> Any:
+    """The entry's driver options with the read-back window capped at ``seconds``."""
+    current = getattr(options, "confirm_timeout_seconds", None)
+    if not isinstance(current, int | float) or current <= seconds:
+        return options
+    return options.model_copy(update={"confirm_timeout_seconds": seconds})
+
+
+def _report(on_outcome: Callable[[Outcome], None] | None, outcome: Outcome) -> None:
+    if on_outcome is None:
+        return
+    try:
+        on_outcome(outcome)
+    except Exception as exc:  # a progress printer never stops the failsafe
+        log.error("failsafe: progress report failed: %s", _internal(exc))
 
 
 def _internal(exc: Exception) -> str:
@@ -105,24 +162,64 @@ def _internal(exc: Exception) -> str:
     return f"internal error: {type(exc).__name__}: {text}"
 
 
-def _begin(store: Store | None, device: Device, workload: Workload, at: datetime) -> int | None:
-    if store is None:
-        return None
-    try:
-        intent_id = store.begin_intent(
-            at=at, device_id=device.id, workload=workload, reason=FAILSAFE_REASON
-        )
-        store.set_desired(device.id, workload, FAILSAFE_REASON, at)
-    except Exception as exc:  # StoreError or worse: the command is sent all the same
-        log.error("failsafe: %s: intent not recorded: %s", device.id, exc)
-        return None
-    return intent_id
+class _Journal:
+    """The failsafe's intents, written in few transactions.
+
+    A 10,000-device failsafe must not wait on 20,000 synchronous commits: every
+    first command's intent is written in one transaction before any is sent, the
+    ends in batches.  A failing store is logged, never raised.
+    """
+
+    def __init__(self, store: Store | None, wall_clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._clock = wall_clock
+        self._ends: list[tuple[int, datetime, OutcomeStatus, str]] = []
+
+    def begin_all(self, devices: list[Device], workload: Workload) -> dict[str, int]:
+        """Record one intent per device (and sleep as its desired workload); id per device id."""
+        if self._store is None or not devices:
+            return {}
+        at = self._clock()
+        rows = [(device.id, workload, FAILSAFE_REASON) for device in devices]
+        try:
+            ids = self._store.begin_intents(at, rows)
+            self._store.set_desired_many(rows, at)
+        except Exception as exc:  # StoreError or worse: the commands are sent all the same
+            log.error("failsafe: intents not recorded: %s", exc)
+            return {}
+        return {device.id: intent_id for device, intent_id in zip(devices, ids, strict=True)}
+
+    def begin(self, device: Device, workload: Workload) -> int | None:
+        """Record one more command's intent (a resend)."""
+        if self._store is None:
+            return None
+        try:
+            return self._store.begin_intent(
+                at=self._clock(), device_id=device.id, workload=workload, reason=FAILSAFE_REASON
+            )
+        except Exception as exc:  # StoreError or worse: the command is sent all the same
+            log.error("failsafe: %s: intent not recorded: %s", device.id, exc)
+            return None
+
+    def finish(self, intent_id: int | None, outcome: Outcome) -> None:
+        """Queue how a command ended; written by the next flush."""
+        if self._store is not None and intent_id is not None:
+            self._ends.append((intent_id, self._clock(), outcome.status, outcome.detail))
+
+    def flush(self) -> None:
+        """Write the queued ends in one transaction."""
+        ends, self._ends = self._ends, []
+        if self._store is None or not ends:
+            return
+        try:
+            self._store.finish_intents(ends)
+        except Exception as exc:  # StoreError or worse: the next device is not held up
+            log.error("failsafe: %d outcomes not recorded: %s", len(ends), exc)
+
+    async def flush_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.flush()
 
 
-def _finish(store: Store | None, intent_id: int | None, outcome: Outcome, at: datetime) -> None:
-    if store is None or intent_id is None:
-        return
-    try:
-        store.finish_intent(intent_id, at=at, status=outcome.status, detail=outcome.detail)
-    except Exception as exc:  # StoreError or worse: the next device is not held up
-        log.error("failsafe: %s: outcome not recorded: %s", outcome.device_id, exc)
+_FLUSH_SECONDS = 1.0

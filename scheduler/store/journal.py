@@ -234,6 +234,19 @@ class Store(Database):
                 (device_id, str(workload), reason, to_text(at)),
             )
 
+    def set_desired_many(self, rows: Sequence[tuple[str, Workload, str]], at: datetime) -> None:
+        """set_desired() for many (device id, workload, reason) rows in one transaction."""
+        if not rows:
+            return
+        text = to_text(at)
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO desired (device_id, workload, reason, at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (device_id) DO UPDATE SET"
+                " workload = excluded.workload, reason = excluded.reason, at = excluded.at",
+                ((device_id, str(workload), reason, text) for device_id, workload, reason in rows),
+            )
+
     def desired(self) -> dict[str, Workload]:
         """Return the desired workload of every device that has one."""
         rows = self._read("SELECT device_id, workload FROM desired ORDER BY device_id")

@@ -100,3 +100,49 @@ async def test_cli_failsafe_works_without_a_usable_store(tmp_path: Path) -> None
         assert all(m.asleep for m in site.miners.values())
     assert "4 of 4 devices confirmed asleep" in out
     assert "without the store" in err
+
+
+async def test_a_lost_sleep_command_is_sent_again(tmp_path: Path) -> None:
+    """A miner that drops the first sleep (no answer, still mining) is commanded again."""
+    port = free_port_on("127.80.7.1")
+    config = load_config(write_config(tmp_path, 7, port, tmp_path / "store.sqlite"))
+    control = config.control.model_copy(update={"failsafe_confirm_seconds": 0.3})
+    config = config.model_copy(update={"control": control})
+    resends: list[float] = []
+    async with SimSite(config.all_devices(), list(pools_of(config).values()), port=port) as site:
+        lossy = site.miners["s21-002"]
+        lossy.fault, lossy.fault_commands = Fault.CLOSE, frozenset({"curtail"})
+
+        async def pause(seconds: float) -> None:  # the failsafe waits before a resend
+            resends.append(seconds)
+            lossy.fault = None  # the next command gets through
+
+        report = await curtail_all(config, pause=pause)
+        assert all(m.asleep for m in site.miners.values())
+    assert report.failed == ()
+    assert len(resends) == 1
+    with Store.open(tmp_path / "store.sqlite") as store:
+        lossy_intents = [
+            r for r in store.audit(kind="command", limit=100) if r.device_id == "s21-002"
+        ]
+    assert sorted(r.outcome for r in lossy_intents) == ["confirmed", "unconfirmed"]
+
+
+async def test_a_miner_that_never_obeys_is_given_up_after_the_configured_attempts(
+    tmp_path: Path,
+) -> None:
+    port = free_port_on("127.80.8.1")
+    config = load_config(write_config(tmp_path, 8, port, tmp_path / "store.sqlite"))
+    control = config.control.model_copy(
+        update={"failsafe_confirm_seconds": 0.2, "failsafe_attempts": 2}
+    )
+    config = config.model_copy(update={"control": control})
+    async with SimSite(config.all_devices(), list(pools_of(config).values()), port=port) as site:
+        deaf = site.miners["s21-003"]
+        deaf.fault, deaf.fault_commands = Fault.CLOSE, frozenset({"curtail"})
+        seen: list[str] = []
+        report = await curtail_all(config, on_outcome=lambda o: seen.append(o.device_id))
+        assert not deaf.asleep
+    assert sorted(seen) == ["s21-001", "s21-002", "s21-003", "s21-004"]  # progress, each once
+    assert [o.device_id for o in report.failed] == ["s21-003"]
+    assert "after 2 sleep commands" in report.failed[0].detail
