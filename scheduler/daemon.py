@@ -44,7 +44,7 @@ from scheduler.core.state import FleetState
 from scheduler.observability.gpu_telemetry import GpuTelemetry
 from scheduler.observability.metrics import Metrics
 from scheduler.policies import available_policies, create_policy
-from scheduler.store.operator import ControlStore
+from scheduler.store.operator import ControlStore, RefusedAuditRetention
 
 log = logging.getLogger(__name__)
 _Driver = TypeVar("_Driver")
@@ -286,6 +286,10 @@ class Daemon:
         freezer = StartupFreezer()  # the collector stops walking start-up objects
         self.loop.tick_listeners.append(freezer.after_tick)
         self.loop.tick_listeners.append(heap_trimmer())  # freed poll memory back to the OS
+        if self.control is not None:  # refused-request audit rows: [store] refused_audit_days
+            self.loop.tick_listeners.append(
+                RefusedAuditRetention(self.control.store, self.config.store.refused_audit_days)
+            )
         if watchdog is not None:
             watchdog.start()
         try:

@@ -216,6 +216,15 @@ class StoreConfig(_Strict):
     """Where desired state, intents and the audit log live."""
 
     path: Path = Field(Path("/var/lib/wattmux/wattmux.sqlite"), description="SQLite file")
+    refused_audit_days: float = Field(
+        30.0,
+        ge=0,
+        le=36500,
+        description=(
+            "audit rows of refused API requests (status 400 and above: nothing changed) older"
+            " than this are deleted, checked hourly (0: keep them all); changes are always kept"
+        ),
+    )
 
 
 class ApiTokenConfig(_Strict):

@@ -6,15 +6,19 @@ audit row, so an acknowledged change is never without its record.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from scheduler.core.model import Workload
 from scheduler.store.journal import Store
 from scheduler.store.prices import PriceStore
-from scheduler.store.sqlite import from_text, to_text
+from scheduler.store.sqlite import StoreError, from_text, to_text
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,17 @@ class ControlStore(Store, PriceStore):
         """Rewrite the result of one audit row (the running count of an aggregated row)."""
         with self._write() as db:
             db.execute("UPDATE api_audit SET result = ? WHERE id = ?", (result, row_id))
+
+    def prune_refused_audit(self, before: datetime) -> int:
+        """Delete audit rows of refused requests (status >= 400) older than ``before``.
+
+        Rows of changes (status below 400) are never deleted.  Returns how many went.
+        """
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM api_audit WHERE status_code >= 400 AND at < ?", (to_text(before),)
+            )
+            return int(cursor.rowcount)
 
     def put_override(self, row: OverrideRow, audit: ApiAuditEntry) -> None:
         """Pin a device (replacing its earlier override) and audit it, in one transaction."""
@@ -183,3 +198,44 @@ class ControlStore(Store, PriceStore):
     def integrity_check(self) -> str:
         """The result of ``PRAGMA integrity_check`` (``ok`` when the file is sound)."""
         return "; ".join(str(row[0]) for row in self._read("PRAGMA integrity_check"))
+
+
+class RefusedAuditRetention:
+    """A tick listener that deletes old refused-request audit rows, at most once an hour.
+
+    Refused requests are rate-limited and aggregated per client address, but an
+    address that keeps knocking still adds rows for as long as it does: past
+    ``[store] refused_audit_days`` they go.  A store error is logged and retried
+    at the next hour, never raised into the loop.
+    """
+
+    def __init__(
+        self,
+        store: ControlStore,
+        days: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        every_seconds: float = 3600.0,
+    ) -> None:
+        self.store = store
+        self.days = days
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.every_seconds = every_seconds
+        self._last: float | None = None
+
+    def __call__(self, _tick: int) -> None:
+        """After a tick: prune when the last pruning is an hour old."""
+        now = self.clock()
+        if self.days <= 0 or (self._last is not None and now - self._last < self.every_seconds):
+            return
+        self._last = now
+        before = self.wall_clock() - timedelta(days=self.days)
+        try:
+            deleted = self.store.prune_refused_audit(before)
+        except StoreError as exc:
+            log.error("cannot delete old refused-request audit rows: %s", exc)
+            return
+        if deleted:
+            log.info("deleted %d refused-request audit rows older than %g days", deleted, self.days)
