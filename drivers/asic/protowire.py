@@ -26,7 +26,6 @@ from typing import Any, ClassVar, TypeVar
 
 from drivers.bounds import MAX_GRPC_MESSAGE_BYTES, MAX_PROTO_NESTING_DEPTH
 
-
 MAX_REPEATED = 1024  # entries of one repeated field (boards, fans, pools: a handful each)
 
 
