@@ -84,7 +84,7 @@ def strip_make(kind: str) -> str:
 
 
 async def devdetails_model(client: CgminerClient, address: str, port: int) -> str:
-    """The model ``devdetails`` names (Whatsminer ``M60S_VK40``, BOSer ``Antminer S19j Pro``).""""
+    """The model ``devdetails`` names (Whatsminer ``M60S_VK40``, BOSer ``Antminer S19j Pro``)."""
     try:
         reply = await client.command(address, port, "devdetails")
     except DriverError:
