@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -312,9 +312,9 @@ def test_reader_reads_what_the_simulator_does(
 # ---- control from the other clients, read back by wattmux ------------------------------------
 
 
-async def _observe(personality: str, want: WorkloadKind, timeout: float = 5.0) -> WorkloadKind:
+async def _observe(personality: str, want: WorkloadKind, within: float = 5.0) -> WorkloadKind:
     driver = _wattmux_driver(personality)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         workload = await driver.observe(_device(personality))
         if workload.kind is want or time.monotonic() > deadline:
