@@ -198,6 +198,413 @@ class GetConstraintsResponse(Message):
     )
 
 
+# ---- reads that other clients make (miner.proto, cooling.proto, pool.proto, ...) -----------
+
+
+@dataclass(frozen=True, slots=True)
+class GigaHashrate(Message):
+    """A hash rate in GH/s."""
+
+    gigahash_per_second: float = 0.0
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(1, "gigahash_per_second", Kind.DOUBLE),)
+
+
+@dataclass(frozen=True, slots=True)
+class TeraHashrate(Message):
+    """A hash rate in TH/s."""
+
+    terahash_per_second: float = 0.0
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(1, "terahash_per_second", Kind.DOUBLE),)
+
+
+@dataclass(frozen=True, slots=True)
+class Temperature(Message):
+    """A temperature in degrees Celsius."""
+
+    degree_c: float = 0.0
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(1, "degree_c", Kind.DOUBLE),)
+
+
+@dataclass(frozen=True, slots=True)
+class Voltage(Message):
+    """A voltage in volts."""
+
+    volt: float = 0.0
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(1, "volt", Kind.DOUBLE),)
+
+
+@dataclass(frozen=True, slots=True)
+class Frequency(Message):
+    """A frequency in hertz."""
+
+    hertz: float = 0.0
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(1, "hertz", Kind.DOUBLE),)
+
+
+@dataclass(frozen=True, slots=True)
+class UInt32Value(Message):
+    """google.protobuf.UInt32Value (Hashboard.chips_count)."""
+
+    value: int = 0
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(1, "value", Kind.VARINT),)
+
+
+@dataclass(frozen=True, slots=True)
+class RealHashrate(Message):
+    """Measured hash rate over a few windows (5 s, 1 min, 15 min, since restart)."""
+
+    last_5s: GigaHashrate | None = None
+    last_1m: GigaHashrate | None = None
+    last_15m: GigaHashrate | None = None
+    since_restart: GigaHashrate | None = None
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "last_5s", Kind.MESSAGE, GigaHashrate),
+        Field(4, "last_1m", Kind.MESSAGE, GigaHashrate),
+        Field(6, "last_15m", Kind.MESSAGE, GigaHashrate),
+        Field(10, "since_restart", Kind.MESSAGE, GigaHashrate),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkSolverStats(Message):
+    """Hash rates of a work solver (the whole miner or one hashboard)."""
+
+    real_hashrate: RealHashrate | None = None
+    nominal_hashrate: GigaHashrate | None = None
+    error_hashrate: GigaHashrate | None = None
+    found_blocks: int = 0
+    best_share: int = 0
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "real_hashrate", Kind.MESSAGE, RealHashrate),
+        Field(2, "nominal_hashrate", Kind.MESSAGE, GigaHashrate),
+        Field(3, "error_hashrate", Kind.MESSAGE, GigaHashrate),
+        Field(4, "found_blocks", Kind.VARINT),
+        Field(5, "best_share", Kind.VARINT),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats(Message):
+    """Share counters of a pool or of the miner."""
+
+    accepted_shares: int = 0
+    rejected_shares: int = 0
+    stale_shares: int = 0
+    last_difficulty: int = 0
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "accepted_shares", Kind.VARINT),
+        Field(2, "rejected_shares", Kind.VARINT),
+        Field(3, "stale_shares", Kind.VARINT),
+        Field(4, "last_difficulty", Kind.VARINT),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MinerPowerStats(Message):
+    """Approximated consumption of the miner."""
+
+    approximated_consumption: Power | None = None
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "approximated_consumption", Kind.MESSAGE, Power),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GetMinerStatsResponse(Message):
+    """MinerService.GetMinerStats reply."""
+
+    pool_stats: PoolStats | None = None
+    miner_stats: WorkSolverStats | None = None
+    power_stats: MinerPowerStats | None = None
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "pool_stats", Kind.MESSAGE, PoolStats),
+        Field(2, "miner_stats", Kind.MESSAGE, WorkSolverStats),
+        Field(3, "power_stats", Kind.MESSAGE, MinerPowerStats),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TemperatureSensor(Message):
+    """A temperature sensor reading (location: 1 chip, 2 PCB, ...)."""
+
+    id: int = 0
+    location: int = 0
+    temperature: Temperature | None = None
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "id", Kind.VARINT),
+        Field(2, "location", Kind.VARINT),
+        Field(3, "temperature", Kind.MESSAGE, Temperature),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Hashboard(Message):
+    """One hashboard of GetHashboardsResponse."""
+
+    id: str = ""
+    enabled: bool = False
+    chips_count: UInt32Value | None = None
+    current_voltage: Voltage | None = None
+    current_frequency: Frequency | None = None
+    highest_chip_temp: TemperatureSensor | None = None
+    board_temp: Temperature | None = None
+    stats: WorkSolverStats | None = None
+    model: str = ""
+    serial_number: str = ""
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "id", Kind.STRING),
+        Field(2, "enabled", Kind.VARINT),
+        Field(3, "chips_count", Kind.MESSAGE, UInt32Value),
+        Field(4, "current_voltage", Kind.MESSAGE, Voltage),
+        Field(5, "current_frequency", Kind.MESSAGE, Frequency),
+        Field(6, "highest_chip_temp", Kind.MESSAGE, TemperatureSensor),
+        Field(7, "board_temp", Kind.MESSAGE, Temperature),
+        Field(8, "stats", Kind.MESSAGE, WorkSolverStats),
+        Field(9, "model", Kind.STRING),
+        Field(12, "serial_number", Kind.STRING),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GetHashboardsResponse(Message):
+    """MinerService.GetHashboards reply."""
+
+    hashboards: tuple[Hashboard, ...] = ()
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "hashboards", Kind.MESSAGE, Hashboard, repeated=True),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FanState(Message):
+    """One fan of GetCoolingStateResponse."""
+
+    position: int = 0
+    rpm: int = 0
+    target_speed_ratio: float = 0.0
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "position", Kind.VARINT),
+        Field(2, "rpm", Kind.VARINT),
+        Field(3, "target_speed_ratio", Kind.DOUBLE),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GetCoolingStateResponse(Message):
+    """CoolingService.GetCoolingState reply."""
+
+    fans: tuple[FanState, ...] = ()
+    highest_temperature: TemperatureSensor | None = None
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "fans", Kind.MESSAGE, FanState, repeated=True),
+        Field(2, "highest_temperature", Kind.MESSAGE, TemperatureSensor),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Quota(Message):
+    """Pool group quota."""
+
+    value: int = 0
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(1, "value", Kind.VARINT),)
+
+
+@dataclass(frozen=True, slots=True)
+class BosPool(Message):
+    """One pool of a pool group (PoolService)."""
+
+    uid: str = ""
+    url: str = ""
+    user: str = ""
+    enabled: bool = False
+    alive: bool = False
+    active: bool = False
+    stats: PoolStats | None = None
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "uid", Kind.STRING),
+        Field(2, "url", Kind.STRING),
+        Field(3, "user", Kind.STRING),
+        Field(4, "enabled", Kind.VARINT),
+        Field(5, "alive", Kind.VARINT),
+        Field(6, "active", Kind.VARINT),
+        Field(7, "stats", Kind.MESSAGE, PoolStats),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolGroup(Message):
+    """A pool group: name, quota, pools."""
+
+    name: str = ""
+    quota: Quota | None = None
+    pools: tuple[BosPool, ...] = ()
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "name", Kind.STRING),
+        Field(2, "quota", Kind.MESSAGE, Quota),
+        Field(4, "pools", Kind.MESSAGE, BosPool, repeated=True),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GetPoolGroupsResponse(Message):
+    """PoolService.GetPoolGroups reply."""
+
+    pool_groups: tuple[PoolGroup, ...] = ()
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "pool_groups", Kind.MESSAGE, PoolGroup, repeated=True),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LocateDeviceStatus(Message):
+    """ActionsService Get/SetLocateDeviceStatus reply (the LED blinks while enabled)."""
+
+    enabled: bool = False
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(1, "enabled", Kind.VARINT),)
+
+
+@dataclass(frozen=True, slots=True)
+class SetLocateDeviceStatusRequest(Message):
+    """ActionsService.SetLocateDeviceStatus request."""
+
+    enable: bool = False
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(1, "enable", Kind.VARINT),)
+
+
+@dataclass(frozen=True, slots=True)
+class PowerTargetMode(Message):
+    """Tuner mode: a power target."""
+
+    power_target: Power | None = None
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(1, "power_target", Kind.MESSAGE, Power),)
+
+
+@dataclass(frozen=True, slots=True)
+class TunerPerformanceMode(Message):
+    """Tuner performance mode (power-target member only)."""
+
+    power_target: PowerTargetMode | None = None
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(1, "power_target", Kind.MESSAGE, PowerTargetMode),)
+
+
+@dataclass(frozen=True, slots=True)
+class PerformanceMode(Message):
+    """PerformanceService.GetActivePerformanceMode reply (tuner mode)."""
+
+    tuner_mode: TunerPerformanceMode | None = None
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(2, "tuner_mode", Kind.MESSAGE, TunerPerformanceMode),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfiguration(Message):
+    """One pool of the configuration."""
+
+    uid: str = ""
+    url: str = ""
+    user: str = ""
+    enabled: bool = False
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "uid", Kind.STRING),
+        Field(2, "url", Kind.STRING),
+        Field(3, "user", Kind.STRING),
+        Field(5, "enabled", Kind.VARINT),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolGroupConfiguration(Message):
+    """One pool group of the configuration."""
+
+    uid: str = ""
+    name: str = ""
+    quota: Quota | None = None
+    pools: tuple[PoolConfiguration, ...] = ()
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "uid", Kind.STRING),
+        Field(2, "name", Kind.STRING),
+        Field(3, "quota", Kind.MESSAGE, Quota),
+        Field(5, "pools", Kind.MESSAGE, PoolConfiguration, repeated=True),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TunerConfiguration(Message):
+    """Tuner configuration: enabled, mode (1 power target), power target."""
+
+    enabled: bool = False
+    tuner_mode: int = 0
+    power_target: Power | None = None
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "enabled", Kind.VARINT),
+        Field(2, "tuner_mode", Kind.VARINT),
+        Field(3, "power_target", Kind.MESSAGE, Power),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GetMinerConfigurationResponse(Message):
+    """ConfigurationService.GetMinerConfiguration reply (pool groups and tuner)."""
+
+    pool_groups: tuple[PoolGroupConfiguration, ...] = ()
+    tuner: TunerConfiguration | None = None
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "pool_groups", Kind.MESSAGE, PoolGroupConfiguration, repeated=True),
+        Field(3, "tuner", Kind.MESSAGE, TunerConfiguration),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BosVersion(Message):
+    """Firmware version (``current`` like ``2025-05-06-0-...-25.05-plus``)."""
+
+    current: str = ""
+    major: str = ""
+    bos_plus: bool = False
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "current", Kind.STRING),
+        Field(2, "major", Kind.STRING),
+        Field(3, "bos_plus", Kind.VARINT),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MinerIdentity(Message):
+    """Brand and model as the firmware names them."""
+
+    miner_model: str = ""
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field(4, "miner_model", Kind.STRING),)
+
+
+@dataclass(frozen=True, slots=True)
+class MinerDetails(Message):
+    """MinerService.GetMinerDetails reply with identity, version, MAC and sticker hash rate."""
+
+    uid: str = ""
+    miner_identity: MinerIdentity | None = None
+    bos_version: BosVersion | None = None
+    hostname: str = ""
+    mac_address: str = ""
+    sticker_hashrate: GigaHashrate | None = None
+    bosminer_uptime_s: int = 0
+    system_uptime_s: int = 0
+    status: int = MinerStatus.UNSPECIFIED
+    serial_number: str = ""
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field(1, "uid", Kind.STRING),
+        Field(2, "miner_identity", Kind.MESSAGE, MinerIdentity),
+        Field(5, "bos_version", Kind.MESSAGE, BosVersion),
+        Field(6, "hostname", Kind.STRING),
+        Field(7, "mac_address", Kind.STRING),
+        Field(9, "sticker_hashrate", Kind.MESSAGE, GigaHashrate),
+        Field(10, "bosminer_uptime_s", Kind.VARINT),
+        Field(11, "system_uptime_s", Kind.VARINT),
+        Field(12, "status", Kind.VARINT),
+        Field(16, "serial_number", Kind.STRING),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Method:
     """One unary RPC: its HTTP/2 path and its request and reply types."""
@@ -222,6 +629,32 @@ SET_POWER_TARGET = Method(
 GET_TUNER_STATE = Method("PerformanceService", "GetTunerState", Empty, GetTunerStateResponse)
 GET_MINER_DETAILS = Method("MinerService", "GetMinerDetails", Empty, GetMinerDetailsResponse)
 GET_CONSTRAINTS = Method("ConfigurationService", "GetConstraints", Empty, GetConstraintsResponse)
+GET_MINER_STATS = Method("MinerService", "GetMinerStats", Empty, GetMinerStatsResponse)
+GET_HASHBOARDS = Method("MinerService", "GetHashboards", Empty, GetHashboardsResponse)
+GET_COOLING_STATE = Method("CoolingService", "GetCoolingState", Empty, GetCoolingStateResponse)
+GET_POOL_GROUPS = Method("PoolService", "GetPoolGroups", Empty, GetPoolGroupsResponse)
+GET_LOCATE = Method("ActionsService", "GetLocateDeviceStatus", Empty, LocateDeviceStatus)
+SET_LOCATE = Method(
+    "ActionsService", "SetLocateDeviceStatus", SetLocateDeviceStatusRequest, LocateDeviceStatus
+)
+GET_PERFORMANCE_MODE = Method(
+    "PerformanceService", "GetActivePerformanceMode", Empty, PerformanceMode
+)
+GET_MINER_CONFIGURATION = Method(
+    "ConfigurationService", "GetMinerConfiguration", Empty, GetMinerConfigurationResponse
+)
+GET_MINER_DETAILS_FULL = Method("MinerService", "GetMinerDetails", Empty, MinerDetails)
+"""GetMinerDetails with every field the simulator serves (the driver decodes the short form)."""
+READ_METHODS = (
+    GET_MINER_STATS,
+    GET_HASHBOARDS,
+    GET_COOLING_STATE,
+    GET_POOL_GROUPS,
+    GET_LOCATE,
+    SET_LOCATE,
+    GET_PERFORMANCE_MODE,
+    GET_MINER_CONFIGURATION,
+)
 METHODS = (
     LOGIN,
     PAUSE,

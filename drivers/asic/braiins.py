@@ -161,6 +161,6 @@ PLUGINS = (
         options=BraiinsOptions,
         factory=BraiinsDriver,
         simulator="drivers.sim.braiins_grpc:simulate",
-        version_keys=("BOSminer",),
+        version_keys=("BOSer", "BOSminer"),
     ),
 )

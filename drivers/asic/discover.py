@@ -2,8 +2,9 @@
 
 An address counts as a miner when it answers ``version`` on the API port with a
 cgminer-style reply.  The firmware is told apart by the VERSION keys it reports, as each firmware's
-registry entry declares them (``LUXminer`` -> luxos, ``BOSminer`` -> braiins,
-anything else -> cgminer); the model comes from ``Type``
+registry entry declares them (``LUXminer`` -> luxos, ``BOSer`` or ``BOSminer`` ->
+braiins, anything else -> cgminer); a Whatsminer answers ``version`` with its firmware
+version in ``Msg`` and names its model in ``devdetails`` (``M60S_VK40``); the model comes from ``Type``
 (``Antminer S19j Pro`` -> ``S19j Pro``).  Short connect timeouts keep a /22 to
 seconds; progress is reported through a callback so the CLI can draw it.
 """
@@ -11,6 +12,7 @@ seconds; progress is reported through a callback so the CLI can draw it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -57,12 +59,38 @@ def identify(address: str, port: int, version_rows: Iterable[dict[str, object]])
         ),
         default,
     )
-    kind = str(row.get("Type") or row.get("Model") or "unknown")
-    model = next((kind[len(p) :] for p in MODEL_PREFIXES if kind.startswith(p)), kind)
+    model = strip_make(str(row.get("Type") or row.get("Model") or "unknown"))
     keys = [*named.version_keys, *default.version_keys]
     keys += [key for entry in entries for key in entry.version_keys if key not in keys]
     firmware = next((f"{key} {row[key]}" for key in keys if key in row), "unknown")
-    return FoundMiner(address, port, named.tag, model.strip(), firmware)
+    return FoundMiner(address, port, named.tag, model, firmware)
+
+
+def whatsminer_firmware(reply: dict[str, object]) -> str | None:
+    """``Whatsminer <fw_ver>`` when ``version`` came back in Whatsminer's shape, else None.
+
+    Whatsminer answers ``version`` like ``get_version``: STATUS inline and
+    ``Msg`` = ``{"api_ver": ..., "fw_ver": "20230714.15.REL"}``.
+    """
+    message = reply.get("Msg")
+    if isinstance(message, dict) and isinstance(message.get("fw_ver"), str):
+        return f"Whatsminer {message['fw_ver']}"
+    return None
+
+
+def strip_make(kind: str) -> str:
+    """``Antminer S19j Pro`` -> ``S19j Pro`` (the make prefixes firmware puts before a model)."""
+    return next((kind[len(p) :] for p in MODEL_PREFIXES if kind.startswith(p)), kind).strip()
+
+
+async def devdetails_model(client: CgminerClient, address: str, port: int) -> str:
+    """The model ``devdetails`` names (Whatsminer ``M60S_VK40``, BOSer ``Antminer S19j Pro``)."""
+    try:
+        reply = await client.command(address, port, "devdetails")
+    except DriverError:
+        return "unknown"
+    first = next(iter(rows(reply, "DEVDETAILS")), {})
+    return str(first.get("Model") or "unknown").strip()
 
 
 async def discover(
@@ -88,7 +116,16 @@ async def discover(
             except DriverError:
                 reply = None
         if reply is not None:
-            found.append(identify(address, port, rows(reply, "VERSION")))
+            firmware = whatsminer_firmware(reply)
+            if firmware is None:
+                miner = identify(address, port, rows(reply, "VERSION"))
+                if miner.model == "unknown":  # BOSer names the model in devdetails only
+                    model = await devdetails_model(client, address, port)
+                    miner = dataclasses.replace(miner, model=strip_make(model))
+                found.append(miner)
+            else:
+                model = await devdetails_model(client, address, port)
+                found.append(FoundMiner(address, port, "whatsminer", model, firmware))
         done += 1
         if progress is not None:
             progress(done, len(targets), len(found))

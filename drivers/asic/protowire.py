@@ -6,8 +6,9 @@ table-driven codec (about a hundred lines) avoids a code generator at build
 time and untyped generated modules under mypy --strict.  The encoding follows
 the protobuf wire format: a key is ``(field_number << 3) | wire_type`` as a
 varint; wire type 0 is a varint (uint32, uint64, bool, enum), 2 is
-length-delimited (string, nested message), 1 and 5 are fixed 64/32-bit
-values (skipped when unknown).  Scalars equal to their default are not
+length-delimited (string, nested message; a repeated message field is one
+entry per occurrence), 1 is a fixed 64-bit value (a double where the table
+says so) and 5 a fixed 32-bit one (skipped when unknown).  Scalars equal to their default are not
 written (proto3); a nested message is written whenever it is set, even empty
 (that is how a oneof member shows it is present).  Unknown fields are
 skipped, so newer firmware that adds fields still decodes.
@@ -19,10 +20,13 @@ implementation (tests/fixtures/braiins/wire.json).
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from drivers.bounds import MAX_GRPC_MESSAGE_BYTES, MAX_PROTO_NESTING_DEPTH
+
+MAX_REPEATED = 1024  # entries of one repeated field (boards, fans, pools: a handful each)
 
 
 class WireError(ValueError):
@@ -35,6 +39,7 @@ class Kind(enum.Enum):
     VARINT = 0  # uint32, uint64, bool, enum (kept as int: proto3 enums are open)
     STRING = 2
     MESSAGE = 3  # length-delimited, decoded with the field's message type
+    DOUBLE = 1  # fixed 64-bit IEEE 754 (hash rates, temperatures, voltages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,8 @@ class Field:
     name: str
     kind: Kind
     message: type[Message] | None = None
+    repeated: bool = False
+    """A repeated message field: the attribute holds a tuple of messages."""
 
 
 class Message:
@@ -75,7 +82,14 @@ def encode(message: Message) -> bytes:
     out = bytearray()
     for field in message.FIELDS:
         value = getattr(message, field.name)
-        if field.kind is Kind.VARINT:
+        if field.repeated:
+            for item in value:
+                data = encode(item)
+                out += _varint(field.number << 3 | 2) + _varint(len(data)) + data
+        elif field.kind is Kind.DOUBLE:
+            if value:
+                out += _varint(field.number << 3 | 1) + struct.pack("<d", float(value))
+        elif field.kind is Kind.VARINT:
             number = int(value)
             if number:
                 out += _varint(field.number << 3) + _varint(number)
@@ -131,16 +145,20 @@ def decode(message_type: type[M], data: bytes, _depth: int = 0) -> M:
                 raise WireError(f"field {number}: {length} bytes announced, fewer left")
             payload, at = data[at : at + length], at + length
         elif wire_type in (1, 5):
-            at += 8 if wire_type == 1 else 4
-            if at > len(data):
+            width = 8 if wire_type == 1 else 4
+            if at + width > len(data):
                 raise WireError(f"field {number}: truncated fixed-width value")
+            known = by_number.get(number)
+            if wire_type == 1 and known is not None and known.kind is Kind.DOUBLE:
+                values[known.name] = struct.unpack("<d", data[at : at + 8])[0]
+            at += width
             continue
         else:
             raise WireError(f"field {number}: unsupported wire type {wire_type}")
         field = by_number.get(number)
         if field is None:
             continue
-        expected = 0 if field.kind is Kind.VARINT else 2
+        expected = {Kind.VARINT: 0, Kind.DOUBLE: 1}.get(field.kind, 2)
         if wire_type != expected:
             raise WireError(f"{message_type.__name__}.{field.name}: wire type {wire_type}")
         if field.kind is Kind.VARINT:
@@ -153,5 +171,11 @@ def decode(message_type: type[M], data: bytes, _depth: int = 0) -> M:
                 raise WireError(f"{message_type.__name__}.{field.name}: not UTF-8") from exc
         else:
             assert isinstance(payload, bytes) and field.message is not None
-            values[field.name] = decode(field.message, payload, _depth + 1)
+            decoded = decode(field.message, payload, _depth + 1)
+            if field.repeated:
+                if len(values.get(field.name, ())) >= MAX_REPEATED:
+                    raise WireError(f"{message_type.__name__}.{field.name}: over {MAX_REPEATED}")
+                values[field.name] = (*values.get(field.name, ()), decoded)
+            else:
+                values[field.name] = decoded
     return message_type(**values)

@@ -183,7 +183,9 @@ class WhatsminerDriver(CgminerDriver):
             raise MalformedReply(device.id, "summary has no SUMMARY row")
         summary = summary_rows[0]
         hashrate_hs = parse_hashrate_hs(summary)
-        power_w = parse_power_w(summary, [], [])
+        # Power_RT is the PSU's real-time reading; Power the firmware's average (older firmware
+        # has only Power).
+        power_w = parse_number(summary.get("Power_RT")) or parse_power_w(summary, [], [])
         if hashrate_hs is None or power_w is None:
             raise MalformedReply(device.id, "SUMMARY lacks MHS or Power")
         temperature = parse_number(summary.get("Chip Temp Max", summary.get("Temperature")))

@@ -39,6 +39,8 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Server, Stream
 
 from drivers.asic import bos_messages as bos
+from drivers.sim import boser
+from drivers.sim.braiins_web import SimBraiinsWeb
 from drivers.sim.miner import SimMiner, SimServer
 from scheduler.core.model import Device, Pool
 
@@ -66,8 +68,12 @@ class SimBraiinsGrpc:
         resume_delay_seconds: float = 2.0,
         tune_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        web_port: int | None = None,
     ) -> None:
         self.miner = miner
+        self.locate = False
+        self.web = None if web_port is None else SimBraiinsWeb(miner, port=web_port)
+        """The web interface (page and GraphQL) on ``web_port`` (0 = free), if asked for."""
         self.username = username
         self.password = password
         self.token_timeout_seconds = token_timeout_seconds
@@ -117,10 +123,14 @@ class SimBraiinsGrpc:
         self._bound_port = int(sock.getsockname()[1])
         self._server = Server([self], codec=bos.BosCodec())
         await self._server.start(sock=sock)
+        if self.web is not None:
+            await self.web.start()
 
     async def stop(self) -> None:
         """Stop listening and cancel calls in progress (hung ones included)."""
         server, self._server = self._server, None
+        if self.web is not None:
+            await self.web.stop()
         if self._pending is not None:
             self._pending.cancel()
         if server is not None:
@@ -145,8 +155,16 @@ class SimBraiinsGrpc:
             bos.RESUME: self._resume,
             bos.SET_POWER_TARGET: self._set_power_target,
             bos.GET_TUNER_STATE: self._tuner_state,
-            bos.GET_MINER_DETAILS: self._details,
+            bos.GET_MINER_DETAILS_FULL: self._details,
             bos.GET_CONSTRAINTS: self._constraints,
+            bos.GET_MINER_STATS: lambda _r: boser.miner_stats(self.miner, self._now()),
+            bos.GET_HASHBOARDS: lambda _r: boser.hashboards(self.miner, self._now()),
+            bos.GET_COOLING_STATE: lambda _r: boser.cooling(self.miner, self._now()),
+            bos.GET_POOL_GROUPS: lambda _r: boser.pool_groups(self.miner),
+            bos.GET_LOCATE: lambda _r: bos.LocateDeviceStatus(self.locate),
+            bos.SET_LOCATE: self._set_locate,
+            bos.GET_PERFORMANCE_MODE: self._performance_mode,
+            bos.GET_MINER_CONFIGURATION: lambda _r: boser.configuration(self.miner, self.target_w),
         }
         return {
             method.path: Handler(
@@ -247,14 +265,19 @@ class SimBraiinsGrpc:
         """What GetMinerDetails reports now (follows the miner, not the last request)."""
         return bos.MinerStatus.PAUSED if self.miner.asleep else bos.MinerStatus.NORMAL
 
-    def _details(self, _request: bos.Empty) -> bos.GetMinerDetailsResponse:
-        uptime = int(max(0.0, self.miner.physics.now(None) - self.miner.physics.started_at))
-        return bos.GetMinerDetailsResponse(
-            uid=self.miner.device.id,
-            hostname=self.miner.device.id,
-            bosminer_uptime_s=uptime,
-            status=self.status(),
-        )
+    def _now(self) -> float:
+        return self.miner.physics.now(None)
+
+    def _details(self, _request: bos.Empty) -> bos.MinerDetails:
+        return boser.details(self.miner, self.status())
+
+    def _set_locate(self, request: bos.SetLocateDeviceStatusRequest) -> bos.LocateDeviceStatus:
+        self.locate = bool(request.enable)
+        return bos.LocateDeviceStatus(self.locate)
+
+    def _performance_mode(self, _request: bos.Empty) -> bos.PerformanceMode:
+        target = bos.PowerTargetMode(bos.Power(self.target_w))
+        return bos.PerformanceMode(bos.TunerPerformanceMode(target))
 
     def _tuner_state(self, _request: bos.Empty) -> bos.GetTunerStateResponse:
         tuning = self._clock() - self._tuned_at < self.tune_seconds
@@ -273,6 +296,6 @@ def simulate(
 ) -> tuple[SimMiner, SimServer | None]:
     """Braiins OS: the cgminer-compatible API reads, the gRPC API on ``companion_port`` commands."""
     miner = SimMiner(device, pools, **kwargs)
-    miner.become_braiins_os()
+    boser.play_boser(miner)
     grpc = SimBraiinsGrpc(miner, port=companion_port, clock=kwargs.get("clock", time.monotonic))
     return miner, grpc

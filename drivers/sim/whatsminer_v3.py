@@ -41,6 +41,7 @@ class WhatsminerV3Host(Protocol):
     device: Device
     physics: MinerPhysics
     salt: str
+    model_string: str
     power_pct: int
     power_off_delay_seconds: float
     power_on_delay_seconds: float
@@ -196,7 +197,7 @@ class SimWhatsminerV3:
             "salt": self.miner.salt,
             "miner": {
                 "working": "false" if self.miner.asleep else "true",
-                "type": f"{self.miner.device.model}_VH70",
+                "type": self.miner.model_string,
             },
         }
         if param is None:
@@ -216,7 +217,7 @@ class SimWhatsminerV3:
                 pools = self.miner._pools_reply(None)["POOLS"]
                 result["pools"] = [
                     {
-                        "id": row["POOL"] + 1,
+                        "id": row["POOL"],
                         "url": row["URL"],
                         "status": row["Status"].lower(),
                         "account": row["User"],
