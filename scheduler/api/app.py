@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import AsyncIterator, Generator
@@ -91,11 +92,33 @@ class _QuietServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to its owner."""
 
     connection_guard: ConnectionGuard
+    handshake_timeout_seconds: float | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         """Install nothing: the daemon owns signals and stops the server itself."""
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start listening; under TLS, a handshake must end within the head deadline.
+
+        asyncio gives a TLS handshake 60 s, and the connection guard sees a
+        connection only once its handshake is done: without this, sockets that
+        connect and never finish the handshake hold descriptors uncounted.
+        uvicorn has no setting for it, so its ``create_server`` call gets one.
+        """
+        timeout = self.handshake_timeout_seconds
+        if self.config.ssl is None or timeout is None:
+            await super().startup(sockets)
+            return
+        loop = asyncio.get_running_loop()
+        loop.create_server = functools.partial(  # type: ignore[method-assign]
+            loop.create_server, ssl_handshake_timeout=timeout
+        )
+        try:
+            await super().startup(sockets)
+        finally:
+            del loop.create_server  # the loop's own method again
 
 
 async def _bind(host: str, port: int) -> socket.socket:
@@ -157,6 +180,7 @@ async def serve(
     )
     server = _QuietServer(config)
     server.connection_guard = guard
+    server.handshake_timeout_seconds = guard.limits.header_timeout_seconds
     task = asyncio.create_task(server.serve(sockets=[sock]), name="api.serve")
     try:
         while not server.started:

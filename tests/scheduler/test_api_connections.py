@@ -4,6 +4,7 @@ deadlines, keep-alive; and the cap sized to the open-files limit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from scheduler.api.app import _QuietServer, bound_port, serve
 from scheduler.api.auth import Role
@@ -181,3 +183,27 @@ def test_the_daemon_sizes_the_api_cap_to_its_open_files_limit(tmp_path: Path) ->
     assert limits.max_per_client == 7
     daemon.open_files_limit = 1 << 20
     assert daemon.connection_limits().max_connections == 2000
+
+
+@pytest.mark.system
+async def test_a_tls_handshake_that_never_ends_is_cut_off_at_the_head_deadline(
+    tmp_path: Path,
+) -> None:
+    """asyncio's own handshake limit is 60 s; the API's is its header_timeout_seconds."""
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "c.pem", tmp_path / "k.pem"
+    certificate.cert_chain_pems[0].write_to_path(cert_file)
+    certificate.private_key_pem.write_to_path(key_file)
+    app = build_app(make_view(tmp_path), TOKENS)
+    limits = ConnectionLimits(header_timeout_seconds=0.5)
+    async with serve(
+        app, "127.0.0.1", 0, limits=limits, tls_cert_file=str(cert_file),
+        tls_key_file=str(key_file),
+    ) as server:  # fmt: skip
+        reader, writer = await connect(bound_port(server))  # TCP only: no ClientHello
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):  # a reset is closed all the same
+            assert await closed_within(reader, 5.0) == b""
+        assert time.monotonic() - started < 3.0
+        writer.close()
