@@ -149,4 +149,12 @@ class AntminerDriver(CgminerDriver):
         return super()._refusal(device, workload)
 
 
-PLUGINS = (AsicPlugin(tag="antminer", options=AntminerOptions, factory=AntminerDriver),)
+PLUGINS = (
+    AsicPlugin(
+        tag="antminer",
+        options=AntminerOptions,
+        factory=AntminerDriver,
+        simulator="drivers.sim.bmminer:simulate",
+        version_keys=("BMMiner",),
+    ),
+)

@@ -8,16 +8,30 @@ where the profile is a name or a power selector like ``3000W`` (nearest profile 
 power); ``atmset`` takes ``<session>,enabled=true|false``.  The simulator refuses a
 profile change while ATM (the automatic tuner) is on, so a client that forgets to
 turn ATM off first is caught; a real miner would let ATM move the profile again.
-Profiles are 4% power steps around the default: ``-16`` .. ``default`` .. ``+8``.
+Profiles are 4% power steps around the default, named by frequency as LuxOS names
+them (``190MHz`` .. ``default`` .. ``790MHz``, 25 MHz a step, ``Step`` ``-16`` .. ``8``).
+
+``play_luxos`` makes a simulated miner answer as LuxOS (LUXminer 2025.4.8, captured
+from an Antminer S19k Pro) does on the cgminer API: STATUS Description
+``LUXminer <build>``; ``version`` with the ``LUXminer`` key; ``summary`` in GH/s
+without ``Power`` (power is the ``power`` command's POWER[0].Watts); ``stats`` in
+bmminer's table; ``config`` with Model, MACAddr, Profile, CurtailMode, IsAtmEnabled,
+RedLed ...; ``fans``, ``temps``, ``tempctrl``, ``groups``, ``devs``, ``devdetails``,
+``events``, ``ledset``; pools carry their ``GROUP``.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import Any, Protocol
+import zlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.sim.physics import MinerPhysics
+from scheduler.core.model import Device, Pool
+
+if TYPE_CHECKING:
+    from drivers.sim.miner import SimMiner, SimServer
 
 Reply = dict[str, Any]
 
@@ -25,9 +39,15 @@ STEP_SHARE = 0.04
 PROFILE_STEPS = range(-16, 9)
 
 
+DEFAULT_MHZ = 590
+STEP_MHZ = 25
+LUXMINER_BUILD = "2025.4.8.220305-57b389c7"
+LUXMINER_COMPILE_TIME = "Tue Apr  8 22:05:35 UTC 2025"
+
+
 def profile_name(step: int) -> str:
-    """The simulator's name for a profile step (0 is ``default``)."""
-    return "default" if step == 0 else f"{step:+d}"
+    """LuxOS's name for a profile step: ``default`` at 0, else its frequency (``290MHz``)."""
+    return "default" if step == 0 else f"{DEFAULT_MHZ + STEP_MHZ * step}MHz"
 
 
 class LuxosHost(Protocol):
@@ -62,6 +82,7 @@ class SimLuxos:
         self.atm_enabled = True
         self.step = 0
         self.changes_with_atm_on = 0
+        self.red_led = "auto"
 
     def handlers(self) -> dict[str, Callable[[str | None], Reply]]:
         """The commands this adds to the miner."""
@@ -126,12 +147,18 @@ class SimLuxos:
     def _profiles(self, _parameter: str | None) -> Reply:
         rows = [
             {
-                "Profile Name": profile_name(step),
-                "Watts": round(self._watts(step)),
+                "CanRestore": True,
+                "Frequency": DEFAULT_MHZ + STEP_MHZ * step,
+                "HasOverrides": False,
                 "Hashrate": round(
                     self.miner.physics.mining_hashrate_hs * (1 + STEP_SHARE * step) / 1e12, 1
                 ),
-                "IsDefault": step == 0,
+                "IsDynamic": True,
+                "IsTuned": True,
+                "Profile Name": profile_name(step),
+                "Step": str(step),
+                "Voltage": round(13.5 + 0.15 * step, 2),
+                "Watts": round(self._watts(step)),
             }
             for step in PROFILE_STEPS
         ]
@@ -159,7 +186,32 @@ class SimLuxos:
         return self.miner._ok(321, "Profile Set", "PROFILE", [row])
 
     def _atm(self, _parameter: str | None) -> Reply:
-        return self.miner._ok(339, "ATM configuration", "ATM", [{"Enabled": self.atm_enabled}])
+        row = {
+            "Enabled": self.atm_enabled,
+            "MaxProfile": profile_name(max(PROFILE_STEPS)),
+            "MinProfile": profile_name(min(PROFILE_STEPS)),
+            "PostRampMinutes": 15,
+            "StartupMinutes": 15,
+            "TempWindow": 5,
+        }
+        return self.miner._ok(339, "ATM configuration", "ATM", [row])
+
+    def ledset(self, parameter: str | None) -> Reply:
+        """``ledset <session>,red,blink|on|off|auto`` (the locate LED)."""
+        session_id, _, rest = (parameter or "").partition(",")
+        if not self.session_valid(session_id.strip()):
+            return self.miner._error(45, "Access denied to 'ledset' command: invalid session")
+        color, _, state = rest.partition(",")
+        if color.strip() not in ("red", "green") or state.strip() not in (
+            "blink",
+            "on",
+            "off",
+            "auto",
+        ):
+            return self.miner._error(343, f"Invalid LED setting '{rest}'")
+        if color.strip() == "red":
+            self.red_led = state.strip()
+        return self.miner._ok(342, "LED set", "LED", [{"Color": color.strip(), "State": state}])
 
     def _atmset(self, parameter: str | None) -> Reply:
         session_id, _, settings = (parameter or "").partition(",")
@@ -171,3 +223,177 @@ class SimLuxos:
                 return self.miner._error(341, f"Invalid ATM setting '{pair}'")
             self.atm_enabled = value == "true"
         return self.miner._ok(340, "ATM configuration updated")
+
+
+def play_luxos(miner: SimMiner) -> None:
+    """Make ``miner``'s cgminer API answer as LuxOS does (the session commands stay)."""
+    from drivers.sim import bmminer
+    from drivers.sim.miner import BOARDS
+
+    miner.description = f"LUXminer {LUXMINER_BUILD}"
+    miner.hashrate_unit = "GHS"
+    miner.reports_power = False  # LuxOS: power is the ``power`` command, not a SUMMARY field
+    luxos = miner.luxos
+    model = f"Antminer {miner.device.model}"
+    identity = {
+        "CompileTime": LUXMINER_COMPILE_TIME,
+        "Miner": LUXMINER_BUILD.split("-")[0],
+        "Type": model,
+    }
+
+    def version(_parameter: str | None) -> Reply:
+        row = {"API": "3.7", "LUXminer": LUXMINER_BUILD, **identity}
+        return miner._ok(22, "LUXminer versions", "VERSION", [row])
+
+    def summary(_parameter: str | None) -> Reply:
+        now = miner._clock()
+        row = bmminer.summary_row(miner, now)
+        for window in ("1m", "5m", "15m", "24h"):
+            row[f"GHS {window}"] = row["GHS av"]
+        return miner._ok(11, "Summary", "SUMMARY", [row])
+
+    def stats(_parameter: str | None) -> Reply:
+        table = bmminer.stats_table(miner, miner._clock(), miner_version=identity["Miner"])
+        return miner._ok(70, "LUXminer stats", "STATS", [dict(identity), table])
+
+    def config(_parameter: str | None) -> Reply:
+        asleep = miner.asleep
+        row = {
+            "ASC Count": BOARDS,
+            "Cooling": "Air",
+            "CurtailMode": "Sleep" if asleep else "None",
+            "FeeStatus": "Ok",
+            "GreenLed": "auto",
+            "Hostname": miner.device.id,
+            "IsAtmEnabled": luxos.atm_enabled,
+            "IsPowerSupplyOn": not asleep,
+            "IsTuning": False,
+            "MACAddr": mac_address(miner),
+            "Model": model,
+            "NameplateTHS": round(miner.device.nominal_hashrate_hs / 1e12, 1),
+            "OS": "LuxOS",
+            "PGA Count": 0,
+            "Pool Count": len(miner.handle("pools")["POOLS"]),
+            "Profile": profile_name(luxos.step),
+            "ProfileStep": str(luxos.step),
+            "RedLed": luxos.red_led,
+            "SerialNumber": f"SIM{zlib.crc32(miner.device.id.encode()):08X}",
+            "Strategy": "Failover",
+            "SystemStatus": "Sleep" if asleep else "Normal",
+        }
+        return miner._ok(33, "LUXminer config", "CONFIG", [row])
+
+    def fans(_parameter: str | None) -> Reply:
+        rpms = bmminer.fan_rpms(miner, miner._clock())
+        rows = [
+            {"FAN": f"FAN{index + 1}", "ID": index, "RPM": rpm, "Speed": round(rpm / 65)}
+            for index, rpm in enumerate(rpms)
+        ]
+        reply = miner._ok(202, f"{len(rows)} Fan(s)", "FANS", rows)
+        reply["FANCTRL"] = [{"MinFans": 3, "PowerOffSpeed": 20}]
+        return reply
+
+    def temps(_parameter: str | None) -> Reply:
+        boards = miner.physics.board_temperatures_c(miner._clock())
+        rows = [
+            {
+                "ID": index,
+                "TEMP": index,
+                "TopLeft": float(chip[0]),
+                "TopRight": float(chip[1]),
+                "BottomLeft": float(chip[2]),
+                "BottomRight": float(chip[3]),
+            }
+            for index, (chip, _pcb) in enumerate(boards)
+        ]
+        return miner._ok(201, f"{len(rows)} Temp(s)", "TEMPS", rows)
+
+    def tempctrl(_parameter: str | None) -> Reply:
+        row = {"Mode": "Auto", "Target": 70, "Hot": 85, "Dangerous": 95}
+        return miner._ok(203, "Temperature control", "TEMPCTRL", [row])
+
+    def groups(_parameter: str | None) -> Reply:
+        row = {"GROUP": 0, "Name": "Default", "Quota": 1}
+        return miner._ok(7, "1 Group(s)", "GROUPS", [row])
+
+    def pools(parameter: str | None) -> Reply:
+        reply = miner._pools_reply(parameter)
+        for row in reply["POOLS"]:
+            row["GROUP"] = 0
+        return reply
+
+    def devs(_parameter: str | None) -> Reply:
+        now = miner._clock()
+        rows = [
+            {
+                "ASC": index,
+                "Name": "BTM_SOC",
+                "ID": index,
+                "Enabled": "Y",
+                "Status": "Alive",
+                "Temperature": float(max(pcb)),
+                "MHS 5s": round(rate * 1e3, 2),
+                "MHS av": round(rate * 1e3, 2),
+            }
+            for index, (rate, (_chip, pcb)) in enumerate(
+                zip(
+                    bmminer.board_rates_ghs(miner, now),
+                    miner.physics.board_temperatures_c(now),
+                    strict=True,
+                )
+            )
+        ]
+        return miner._ok(9, f"{len(rows)} ASC(s)", "DEVS", rows)
+
+    def devdetails(_parameter: str | None) -> Reply:
+        rows = [
+            {
+                "DEVDETAILS": index,
+                "Name": "BTM_SOC",
+                "ID": index,
+                "Driver": "bitmain",
+                "Kernel": "",
+                "Model": model,
+                "Chips": bmminer.chips_per_board(miner.device.model),
+            }
+            for index in range(BOARDS)
+        ]
+        return miner._ok(69, "Device Details", "DEVDETAILS", rows)
+
+    def events(_parameter: str | None) -> Reply:
+        return miner._ok(357, "Miner Events", "EVENTS", [])
+
+    miner._handlers.update(
+        {
+            "version": version,
+            "summary": summary,
+            "stats": stats,
+            "config": config,
+            "fans": fans,
+            "temps": temps,
+            "tempctrl": tempctrl,
+            "groups": groups,
+            "pools": pools,
+            "devs": devs,
+            "devdetails": devdetails,
+            "events": events,
+            "ledset": luxos.ledset,
+        }
+    )
+
+
+def mac_address(miner: SimMiner) -> str:
+    """A stable locally administered MAC per device id."""
+    crc = zlib.crc32(miner.device.id.encode())
+    return "02:" + ":".join(f"{(crc >> shift) & 0xFF:02x}" for shift in (24, 16, 8, 0)) + ":4c"
+
+
+def simulate(
+    device: Device, pools: Sequence[Pool], *, companion_port: int = 0, **kwargs: Any
+) -> tuple[SimMiner, SimServer | None]:
+    """LuxOS: the cgminer API with LuxOS's commands and reply shapes; no second server."""
+    from drivers.sim.miner import SimMiner
+
+    miner = SimMiner(device, pools, **kwargs)
+    play_luxos(miner)
+    return miner, None
