@@ -175,7 +175,7 @@ PLUGINS = (
         tag="antminer",
         options=AntminerOptions,
         factory=AntminerDriver,
-        simulator="drivers.sim.bmminer:simulate",
+        simulator="drivers.sim.antminer_web:simulate",
         version_keys=("BMMiner",),
     ),
 )

@@ -124,7 +124,7 @@ PLUGINS = (
         tag="luxos",
         options=LuxosOptions,
         factory=LuxosDriver,
-        simulator="drivers.sim.luxos:simulate",
+        simulator="drivers.sim.luxminer:simulate",
         version_keys=("LUXminer",),
     ),
 )

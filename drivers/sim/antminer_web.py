@@ -32,13 +32,12 @@ import json
 import secrets
 import time
 import zlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from drivers.sim import bmminer
-
-if TYPE_CHECKING:
-    from drivers.sim.miner import SimMiner
+from drivers.sim.miner import SimMiner, SimServer
+from scheduler.core.model import Device, Pool
 
 REALM = "antMiner Configuration"
 MAX_BODY_BYTES = 64 * 1024
@@ -371,3 +370,13 @@ class SimAntminerWeb:
             code = "B000" if self.blink else "B100"
             return 200, {"code": code, "msg": "OK!"}, ""
         return 404, {"stats": "error", "msg": "not found"}, ""
+
+
+def simulate(
+    device: Device, pools: Sequence[Pool], *, companion_port: int = 0, **kwargs: Any
+) -> tuple[SimMiner, SimServer | None]:
+    """Stock Antminer: the bmminer cgminer API and the web interface on ``companion_port``."""
+    miner = SimMiner(device, pools, **kwargs)
+    bmminer.play_bmminer(miner)
+    clock = kwargs.get("clock", time.monotonic)
+    return miner, SimAntminerWeb(miner, port=companion_port, mode_delay_seconds=0.0, clock=clock)

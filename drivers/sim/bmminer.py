@@ -22,14 +22,11 @@ of the miner's own address by default).
 
 from __future__ import annotations
 
-import time
 import zlib
 from collections.abc import Sequence
-from typing import Any
 
-from drivers.sim.miner import BOARDS, FANS, Reply, SimMiner, SimServer
+from drivers.sim.miner import BOARDS, FANS, Reply, SimMiner
 from drivers.sim.physics import CHIP_RISE_C
-from scheduler.core.model import Device, Pool
 
 DESCRIPTION = "cgminer 1.0.0"
 BMMINER = "1.0.0"
@@ -236,15 +233,3 @@ def play_bmminer(miner: SimMiner) -> None:
             "devdetails": devdetails,
         }
     )
-
-
-def simulate(
-    device: Device, pools: Sequence[Pool], *, companion_port: int = 0, **kwargs: Any
-) -> tuple[SimMiner, SimServer | None]:
-    """Stock Antminer: the bmminer cgminer API and the web interface on ``companion_port``."""
-    from drivers.sim.antminer_web import SimAntminerWeb
-
-    miner = SimMiner(device, pools, **kwargs)
-    play_bmminer(miner)
-    clock = kwargs.get("clock", time.monotonic)
-    return miner, SimAntminerWeb(miner, port=companion_port, mode_delay_seconds=0.0, clock=clock)

@@ -44,7 +44,7 @@ from drivers.asic.config import AntminerOptions, CgminerOptions, LuxosOptions
 from drivers.asic.discover import discover
 from drivers.asic.luxos import LuxosDriver
 from drivers.asic.vnish import VnishDriver, VnishOptions
-from drivers.sim import bmminer, luxos, vnish
+from drivers.sim import antminer_web, bmminer, luxminer, luxos, vnish
 from drivers.sim.miner import SimMiner, SimServer
 from scheduler.core.model import TERA, Device, DeviceKind, Pool, WorkloadKind
 
@@ -65,8 +65,8 @@ ASIC_RS = CAPTURES / "256foundation" / "asic-rs" / "asic-rs-firmwares"
 VNISH_CAPTURE = CAPTURES / "block" / "proto-fleet" / "tests" / "plugin-contract" / "testdata"
 PERSONALITIES: dict[str, tuple[str, str, float, float, Any]] = {
     # personality: (address, model, nominal TH/s, nominal W, simulator)
-    "antminer": ("127.77.41.2", "S19 Pro", 110, 3250, bmminer.simulate),
-    "luxos": ("127.77.41.3", "S19k Pro", 120, 2760, luxos.simulate),
+    "antminer": ("127.77.41.2", "S19 Pro", 110, 3250, antminer_web.simulate),
+    "luxos": ("127.77.41.3", "S19k Pro", 120, 2760, luxminer.simulate),
     "vnish": ("127.77.41.4", "S21 Pro", 234, 3510, vnish.simulate),
 }
 IDENTITY = {  # personality: (make, model, firmware names clients use, wattmux driver)
