@@ -65,9 +65,9 @@ ASIC_RS = CAPTURES / "256foundation" / "asic-rs" / "asic-rs-firmwares"
 VNISH_CAPTURE = CAPTURES / "block" / "proto-fleet" / "tests" / "plugin-contract" / "testdata"
 PERSONALITIES: dict[str, tuple[str, str, float, float, Any]] = {
     # personality: (address, model, nominal TH/s, nominal W, simulator)
-    "antminer": ("127.77.41.2", "S19 Pro", 110, 3250, antminer_web.simulate),
-    "luxos": ("127.77.41.3", "S19k Pro", 120, 2760, luxminer.simulate),
-    "vnish": ("127.77.41.4", "S21 Pro", 234, 3510, vnish.simulate),
+    "antminer": ("127.77.41.20", "S19 Pro", 110, 3250, antminer_web.simulate),
+    "luxos": ("127.77.41.21", "S19k Pro", 120, 2760, luxminer.simulate),
+    "vnish": ("127.77.41.22", "S21 Pro", 234, 3510, vnish.simulate),
 }
 IDENTITY = {  # personality: (make, model, firmware names clients use, wattmux driver)
     "antminer": ("antminer", "s19pro", ("stock", "bmminer"), "antminer"),
@@ -648,11 +648,11 @@ async def test_stock_s19pro_capture_is_discovered_and_read_by_the_antminer_drive
     replies = _load(_captures(ASIC_RS / "antminer/src/test/json/v2020"))
     summary = replies["summary"]["SUMMARY"][0]
     async with (
-        ReplayServer("127.77.41.10", replies) as api,
-        WebReplay("127.77.41.10", {CONF: {"bitmain-work-mode": "0"}}) as web,
+        ReplayServer("127.77.41.30", replies) as api,
+        WebReplay("127.77.41.30", {CONF: {"bitmain-work-mode": "0"}}) as web,
     ):
-        found = await discover(["127.77.41.10"], port=api.port)
-        device = _captured_device("127.77.41.10", api.port, "S19 Pro", "antminer")
+        found = await discover(["127.77.41.30"], port=api.port)
+        device = _captured_device("127.77.41.30", api.port, "S19 Pro", "antminer")
         options = AntminerOptions(driver="antminer", port=api.port, web_port=web.port)
         sample = await AntminerDriver(CAPTURED_POOL, options).collect(device)
     assert [(m.driver, m.model, m.firmware) for m in found] == [
@@ -668,8 +668,8 @@ async def test_stock_s19pro_capture_is_discovered_and_read_by_the_antminer_drive
 
 async def test_stock_s19pro_capture_under_the_plain_cgminer_driver_says_no_power() -> None:
     replies = _load(_captures(ASIC_RS / "antminer/src/test/json/v2020"))
-    async with ReplayServer("127.77.41.11", replies) as api:
-        device = _captured_device("127.77.41.11", api.port, "S19 Pro", "cgminer")
+    async with ReplayServer("127.77.41.31", replies) as api:
+        device = _captured_device("127.77.41.31", api.port, "S19 Pro", "cgminer")
         with pytest.raises(Exception, match="no power reading"):
             await CgminerDriver(CAPTURED_POOL, CgminerOptions(port=api.port)).collect(device)
 
@@ -695,10 +695,10 @@ async def test_s23_hydro_web_stats_power_is_read_by_the_antminer_driver() -> Non
         CONF: {"bitmain-work-mode": "0"},
     }
     async with (
-        ReplayServer("127.77.41.12", replies) as api,
-        WebReplay("127.77.41.12", pages) as web,
+        ReplayServer("127.77.41.32", replies) as api,
+        WebReplay("127.77.41.32", pages) as web,
     ):
-        device = _captured_device("127.77.41.12", api.port, "S23 Hyd.", "antminer")
+        device = _captured_device("127.77.41.32", api.port, "S23 Hyd.", "antminer")
         options = AntminerOptions(driver="antminer", port=api.port, web_port=web.port)
         sample = await AntminerDriver({"main": POOL}, options).collect(device)
     assert sample.power_w == web_stats["STATS"][0]["watt"] == 5525
@@ -733,11 +733,11 @@ async def test_vnish_s21pro_capture_is_discovered_and_read_by_the_vnish_driver()
     version = replies.pop("version")  # served as the firmware answered: invalid
     status = {"miner_state": "mining"}
     async with (
-        ReplayServer("127.77.41.13", replies, invalid=version) as api,
-        WebReplay("127.77.41.13", {"/api/v1/status": status}) as web,
+        ReplayServer("127.77.41.33", replies, invalid=version) as api,
+        WebReplay("127.77.41.33", {"/api/v1/status": status}) as web,
     ):
-        found = await discover(["127.77.41.13"], port=api.port)
-        device = _captured_device("127.77.41.13", api.port, "S21 Pro", "vnish")
+        found = await discover(["127.77.41.33"], port=api.port)
+        device = _captured_device("127.77.41.33", api.port, "S21 Pro", "vnish")
         options = VnishOptions(driver="vnish", port=api.port, web_port=web.port)
         sample = await VnishDriver(CAPTURED_POOL, options).collect(device)
     assert [(m.driver, m.model, m.firmware) for m in found] == [
@@ -753,9 +753,9 @@ async def test_vnish_s21pro_capture_is_discovered_and_read_by_the_vnish_driver()
 
 async def test_luxos_s19kpro_capture_is_discovered_and_read_by_the_luxos_driver() -> None:
     replies = _load(_captures(ASIC_RS / "luxminer/src/test/json/v1"))
-    async with ReplayServer("127.77.41.14", replies) as api:
-        found = await discover(["127.77.41.14"], port=api.port)
-        device = _captured_device("127.77.41.14", api.port, "S19k Pro", "luxos")
+    async with ReplayServer("127.77.41.34", replies) as api:
+        found = await discover(["127.77.41.34"], port=api.port)
+        device = _captured_device("127.77.41.34", api.port, "S19k Pro", "luxos")
         sample = await LuxosDriver(CAPTURED_POOL, LuxosOptions(port=api.port)).collect(device)
     assert [(m.driver, m.model, m.firmware) for m in found] == [
         ("luxos", "S19k Pro", "LUXminer 2025.4.8.220305-57b389c7")
@@ -770,8 +770,8 @@ async def test_luxos_s19kpro_capture_is_discovered_and_read_by_the_luxos_driver(
 async def test_discover_names_captured_braiins_boser_as_braiins(version: str) -> None:
     folder = _captures(ASIC_RS / "braiins/src/test/json" / version)
     replies = _load(folder)
-    async with ReplayServer("127.77.41.15", replies) as api:
-        found = await discover(["127.77.41.15"], port=api.port)
+    async with ReplayServer("127.77.41.35", replies) as api:
+        found = await discover(["127.77.41.35"], port=api.port)
     assert [(m.driver, m.firmware) for m in found] == [
         ("braiins", f"BOSer {replies['version']['VERSION'][0]['BOSer']}")
     ]
