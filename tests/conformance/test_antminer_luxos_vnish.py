@@ -775,3 +775,60 @@ async def test_discover_names_captured_braiins_boser_as_braiins(version: str) ->
     assert [(m.driver, m.firmware) for m in found] == [
         ("braiins", f"BOSer {replies['version']['VERSION'][0]['BOSer']}")
     ]
+
+
+def _capture_set(name: str) -> tuple[dict[str, Any], Any, float | None, float]:
+    """(replies, the reply to unknown commands, power the firmware reports, GH/s)."""
+    if name == "stock-s19pro":
+        replies = _load(_captures(ASIC_RS / "antminer/src/test/json/v2020"))
+        return replies, None, None, replies["summary"]["SUMMARY"][0]["GHS 5s"]
+    if name == "luxos-s19kpro":
+        replies = _load(_captures(ASIC_RS / "luxminer/src/test/json/v1"))
+        watts = replies["power"]["POWER"][0]["Watts"]
+        return replies, None, watts, replies["summary"]["SUMMARY"][0]["GHS 5s"]
+    replies, _ = _vnish_replies()
+    invalid = replies.pop("version")
+    stats = replies["stats"]["STATS"][1]
+    watts = sum(stats[f"chain_consumption{n}"] for n in (1, 2, 3))
+    return replies, invalid, watts, replies["summary"]["SUMMARY"][0]["GHS 5s"]
+
+
+def _any_driver(tag: str, port: int, web_port: int) -> Any:
+    if tag == "antminer":
+        return AntminerDriver(CAPTURED_POOL, AntminerOptions(port=port, web_port=web_port))
+    if tag == "vnish":
+        return VnishDriver(CAPTURED_POOL, VnishOptions(port=port, web_port=web_port))
+    if tag == "luxos":
+        return LuxosDriver(CAPTURED_POOL, LuxosOptions(port=port))
+    return CgminerDriver(CAPTURED_POOL, CgminerOptions(port=port))
+
+
+@pytest.mark.parametrize("driver", ["cgminer", "luxos", "antminer", "vnish"])
+@pytest.mark.parametrize("capture", ["stock-s19pro", "luxos-s19kpro", "vnish-s21pro"])
+async def test_every_driver_on_every_captured_miner(capture: str, driver: str) -> None:
+    """Each capture to each cgminer-family driver: the firmware's power, or a clear refusal.
+
+    Power the firmware reports (LuxOS ``power``, VNish ``chain_consumption``) is read by
+    every driver; stock bmminer reports none, so only the antminer driver (an estimate,
+    flagged) reads it and the others say "no power reading" rather than guess.
+    """
+    replies, invalid, watts, ghs = _capture_set(capture)
+    pages = {CONF: {"bitmain-work-mode": "0"}, "/api/v1/status": {"miner_state": "mining"}}
+    async with (
+        ReplayServer("127.77.41.36", replies, invalid=invalid) as api,
+        WebReplay("127.77.41.36", pages) as web,
+    ):
+        device = _captured_device("127.77.41.36", api.port, "S19 Pro", driver)
+        reader = _any_driver(driver, api.port, web.port)
+        if watts is None and driver != "antminer":
+            with pytest.raises(Exception, match="no power reading"):
+                await reader.collect(device)
+            return
+        sample = await reader.collect(device)
+    assert sample.hashrate_hs == pytest.approx(ghs * 1e9)
+    if watts is None:
+        assert sample.power_estimated
+    else:
+        assert sample.power_w == watts and not sample.power_estimated
+    assert sample.pool_url is not None and "DevFee" not in sample.pool_url
+    assert "version" not in api.commands  # no driver needs it to read
