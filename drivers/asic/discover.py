@@ -67,6 +67,8 @@ def identify(address: str, port: int, version_rows: Iterable[dict[str, object]])
     keys = [*named.version_keys, *default.version_keys]
     keys += [key for entry in entries for key in entry.version_keys if key not in keys]
     firmware = next((f"{key} {row[key]}" for key in keys if key in row), "unknown")
+    if firmware.startswith("BMMiner ") and row.get("Miner"):  # Bitmain's own build number
+        firmware += f" (stock firmware {row['Miner']})"
     return FoundMiner(address, port, named.tag, model, firmware)
 
 

@@ -656,7 +656,7 @@ async def test_stock_s19pro_capture_is_discovered_and_read_by_the_antminer_drive
         options = AntminerOptions(driver="antminer", port=api.port, web_port=web.port)
         sample = await AntminerDriver(CAPTURED_POOL, options).collect(device)
     assert [(m.driver, m.model, m.firmware) for m in found] == [
-        ("antminer", "S19 Pro", "BMMiner 1.0.0")
+        ("antminer", "S19 Pro", "BMMiner 1.0.0 (stock firmware 49.0.1.3)")
     ]
     assert sample.hashrate_hs == pytest.approx(summary["GHS 5s"] * 1e9)  # 110.57 TH/s
     assert sample.power_estimated  # bmminer 49.0.1.3 reports no power: an estimate

@@ -204,5 +204,5 @@ async def test_stock_set_miner_conf_without_miner_mode_keeps_the_mode(
         assert bad.status_code == 400
     found = await discover([device.address], port=device.port)
     assert [(m.driver, m.model, m.firmware) for m in found] == [
-        ("antminer", "S19 Pro", "BMMiner 1.0.0")
+        ("antminer", "S19 Pro", "BMMiner 1.0.0 (stock firmware 49.0.1.3)")
     ]
