@@ -832,3 +832,61 @@ async def test_every_driver_on_every_captured_miner(capture: str, driver: str) -
         assert sample.power_w == watts and not sample.power_estimated
     assert sample.pool_url is not None and "DevFee" not in sample.pool_url
     assert "version" not in api.commands  # no driver needs it to read
+
+
+WATT_CELLS = [
+    pytest.param("wattmux", id="S21+Hyd-wattmux-power_w"),
+    pytest.param(
+        "pyasic",
+        id="S21+Hyd-pyasic-power_w",
+        marks=_gap("pyasic 0.79.0 reads no power from stock Antminers (not web stats.cgi watt)"),
+    ),
+    pytest.param(
+        "pyasic-rs",
+        id="S21+Hyd-pyasic-rs-power_w",
+        marks=_gap("pyasic-rs 0.8.6 never reads web stats.cgi, where stock firmware reports watt"),
+    ),
+]
+
+
+@pytest.mark.parametrize("reader", WATT_CELLS)
+def test_stock_firmware_that_measures_power_reports_it_in_web_stats(
+    site: Site, reader: str
+) -> None:
+    """Newer stock firmware (S21+ Hyd., S23 Hyd.) reports its input power as web ``watt``."""
+    device = Device(
+        id="antminer-s21plushyd",
+        kind=DeviceKind.ASIC,
+        address="127.77.41.23",
+        port=4028,
+        model="S21+ Hyd.",
+        nominal_hashrate_hs=319 * TERA,
+        nominal_power_w=5360,
+        sleep_power_w=20,
+        driver="antminer",
+    )
+    miner, web = antminer_web.simulate(
+        device, [POOL], companion_port=80, ramp_seconds=0, thermal_tau_seconds=0
+    )
+    assert isinstance(web, antminer_web.SimAntminerWeb)
+    web.reports_watt = True
+
+    async def scenario() -> dict[str, Any]:
+        await miner.start()
+        await web.start()
+        try:
+            if reader == "wattmux":
+                options = AntminerOptions(driver="antminer", web_port=80)
+                sample = await AntminerDriver({"main": POOL}, options).collect(device)
+                assert not sample.power_estimated
+                return {"power_w": sample.power_w}
+            if reader == "pyasic":
+                return await _read_pyasic(device.address)
+            return await _read_pyasic_rs(device.address)
+        finally:
+            await web.stop()
+            await miner.stop()
+
+    read = _run(site, scenario())
+    assert read["power_w"] is not None, "no power read"
+    assert read["power_w"] == pytest.approx(miner.power_w(), rel=POWER_TOLERANCE)
