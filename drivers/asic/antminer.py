@@ -31,6 +31,7 @@ from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
 from drivers.asic.cgminer_parse import parse_number
 from drivers.asic.config import AntminerOptions
 from drivers.asic.registry import AsicPlugin
+from drivers.bounds import MAX_REPLY_BYTES, json_problem
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
@@ -62,6 +63,11 @@ class AntminerWebClient:
             raise Fatal(device.id, f"{path}: web login refused (check web_username/web_password)")
         if response.status_code != 200:
             raise Rejected(device.id, f"{path}: HTTP {response.status_code}")
+        if len(response.content) > MAX_REPLY_BYTES:
+            raise MalformedReply(device.id, f"{path}: reply over {MAX_REPLY_BYTES} bytes")
+        problem = json_problem(response.content)
+        if problem is not None:
+            raise MalformedReply(device.id, f"{path}: reply {problem}")
         try:
             return response.json()
         except ValueError as exc:

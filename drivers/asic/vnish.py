@@ -22,6 +22,7 @@ Power levels other than 1.0 are refused (VNish's power presets are not driven he
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
@@ -32,11 +33,11 @@ from pydantic import Field, SecretStr
 from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
 from drivers.asic.config import CgminerFamilyOptions
 from drivers.asic.registry import AsicPlugin
+from drivers.bounds import MAX_REPLY_BYTES, json_problem
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from scheduler.core.model import Device, Pool, Workload
 
 NOT_MINING = frozenset({"stopped", "paused", "shutting-down", "stopping", "failure"})
-MAX_REPLY_BYTES = 1 << 20
 
 
 class VnishOptions(CgminerFamilyOptions):
@@ -60,11 +61,20 @@ class VnishWebClient:
 
     async def _request(
         self, device: Device, method: str, command: str, body: Any = None, token: str | None = None
-    ) -> httpx.Response:
+    ) -> tuple[int, bytes]:
+        """Status and body (at most MAX_REPLY_BYTES: MalformedReply beyond, the rest unread)."""
         url = f"http://{device.address}:{self._options.web_port}/api/v1/{command}"
         headers = {"Authorization": token} if token else {}
         try:
-            return await self._http.request(method, url, json=body, headers=headers)
+            async with self._http.stream(method, url, json=body, headers=headers) as response:
+                content = bytearray()
+                async for chunk in response.aiter_bytes():
+                    content += chunk
+                    if len(content) > MAX_REPLY_BYTES:
+                        raise MalformedReply(
+                            device.id, f"{command}: reply over {MAX_REPLY_BYTES} bytes"
+                        )
+                return response.status_code, bytes(content)
         except httpx.TimeoutException as exc:
             raise Timeout(
                 device.id, f"{command}: no reply in {self._options.timeout_seconds:g} s"
@@ -73,13 +83,15 @@ class VnishWebClient:
             raise Unavailable(device.id, f"{command}: {exc}") from exc
 
     @staticmethod
-    def _json(device: Device, command: str, response: httpx.Response) -> Any:
-        if response.status_code != 200:
-            raise Rejected(device.id, f"{command}: HTTP {response.status_code}")
-        if len(response.content) > MAX_REPLY_BYTES:
-            raise MalformedReply(device.id, f"{command}: reply over {MAX_REPLY_BYTES} bytes")
+    def _json(device: Device, command: str, reply: tuple[int, bytes]) -> Any:
+        status, content = reply
+        if status != 200:
+            raise Rejected(device.id, f"{command}: HTTP {status}")
+        problem = json_problem(content)
+        if problem is not None:
+            raise MalformedReply(device.id, f"{command}: reply {problem}")
         try:
-            return response.json()
+            return json.loads(content)
         except ValueError as exc:
             raise MalformedReply(device.id, f"{command}: reply is not JSON") from exc
 
@@ -89,7 +101,7 @@ class VnishWebClient:
             return token
         password = self._options.web_password.get_secret_value()
         response = await self._request(device, "POST", "unlock", {"pw": password})
-        if response.status_code in (401, 403):
+        if response[0] in (401, 403):
             raise Fatal(device.id, "unlock: web password refused (check web_password)")
         reply = self._json(device, "unlock", response)
         token = reply.get("token") if isinstance(reply, dict) else None
@@ -106,12 +118,17 @@ class VnishWebClient:
         return reply
 
     async def post(self, device: Device, command: str) -> None:
-        """POST /api/v1/<command> with the token (unlocking again once when it expired)."""
-        response = await self._request(device, "POST", command, {}, await self._token(device))
-        if response.status_code == 401:
+        """POST /api/v1/<command> with the token (unlocking again once when it expired).
+
+        The reply's status decides; its body (often empty) is not needed.
+        """
+        status, _ = await self._request(device, "POST", command, {}, await self._token(device))
+        if status == 401:
             self._tokens.pop(device.id, None)
-            response = await self._request(device, "POST", command, {}, await self._token(device))
-        self._json(device, command, response)
+            token = await self._token(device)
+            status, _ = await self._request(device, "POST", command, {}, token)
+        if status != 200:
+            raise Rejected(device.id, f"{command}: HTTP {status}")
 
 
 def mining_state(device: Device, status: Mapping[str, Any]) -> str:

@@ -7,6 +7,8 @@ the captures themselves are replayed in tests/conformance/test_antminer_luxos_vn
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -19,8 +21,8 @@ from drivers.asic.antminer import AntminerDriver
 from drivers.asic.cgminer_parse import current_pool_url, parse_pools, parse_power_w
 from drivers.asic.config import AntminerOptions
 from drivers.asic.discover import discover, vnish_identity
-from drivers.asic.vnish import VnishDriver, VnishOptions
-from drivers.errors import Fatal
+from drivers.asic.vnish import VnishDriver, VnishOptions, VnishWebClient
+from drivers.errors import Fatal, MalformedReply
 from drivers.sim.antminer_web import SimAntminerWeb
 from drivers.sim.site import SimSite
 from drivers.sim.vnish import SimVnishWeb
@@ -206,3 +208,35 @@ async def test_stock_set_miner_conf_without_miner_mode_keeps_the_mode(
     assert [(m.driver, m.model, m.firmware) for m in found] == [
         ("antminer", "S19 Pro", "BMMiner 1.0.0 (stock firmware 49.0.1.3)")
     ]
+
+
+@pytest.mark.system
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"[" * 100 + b"]" * 100, "nested more than"),
+        (b'{"miner_state": "' + b"x" * (2 << 20) + b'"}', "over"),
+        (b"<html>busy</html>", "not JSON"),
+    ],
+)
+async def test_vnish_web_replies_are_bounded(body: bytes, why: str) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.77.41.60", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        device = dataclasses.replace(make_device(20, "vnish"), address="127.77.41.60")
+        client = VnishWebClient(VnishOptions(web_port=port, timeout_seconds=2.0))
+        with pytest.raises(MalformedReply, match=why):
+            await client.status(device)
+    finally:
+        server.close()
+        await server.wait_closed()
