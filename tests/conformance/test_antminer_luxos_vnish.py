@@ -39,7 +39,13 @@ import pytest
 
 from drivers.asic.antminer import AntminerDriver
 from drivers.asic.cgminer import CgminerDriver
-from drivers.asic.cgminer_parse import parse_power_w, rows, same_url
+from drivers.asic.cgminer_parse import (
+    parse_chip_temperature_c,
+    parse_hashrate_hs,
+    parse_power_w,
+    rows,
+    same_url,
+)
 from drivers.asic.config import AntminerOptions, CgminerOptions, LuxosOptions
 from drivers.asic.discover import discover
 from drivers.asic.luxos import LuxosDriver
@@ -708,17 +714,19 @@ async def test_s23_hydro_web_stats_power_is_read_by_the_antminer_driver() -> Non
 
 
 @pytest.mark.parametrize(
-    ("name", "want_w"),
+    ("name", "want_w", "hottest_chip_c"),
     [
-        ("hiveon_s19x88_stats_captured", 1345),  # total_power
-        ("s21_xp_hydro_rpc_stats_captured", None),  # stock: no power on the API
-        ("s23_hydro_rpc_stats_captured", None),
+        ("hiveon_s19x88_stats_captured", 1345, 61),  # total_power
+        ("s21_xp_hydro_rpc_stats_captured", None, 63),  # stock: no power on the API
+        ("s23_hydro_rpc_stats_captured", None, 56),
     ],
 )
-def test_captured_rpc_stats_power(name: str, want_w: float | None) -> None:
+def test_captured_rpc_stats(name: str, want_w: float | None, hottest_chip_c: float) -> None:
     folder = _captures(ASIC_RS / "antminer/src/test/json/v2023_07")
     stats = rows(json.loads((folder / f"{name}.json").read_text()), "STATS")
     assert parse_power_w({}, stats, []) == want_w
+    assert parse_chip_temperature_c(stats) == hottest_chip_c
+    assert parse_hashrate_hs(stats[1]) == pytest.approx(float(stats[1]["GHS 5s"]) * 1e9)
 
 
 def _vnish_replies() -> tuple[dict[str, Any], dict[str, Any]]:
