@@ -21,7 +21,7 @@ from drivers.asic.antminer import AntminerDriver
 from drivers.asic.cgminer_parse import current_pool_url, parse_pools, parse_power_w
 from drivers.asic.config import AntminerOptions
 from drivers.asic.discover import discover, vnish_identity
-from drivers.asic.vnish import VnishDriver, VnishOptions, VnishWebClient
+from drivers.asic.vnish import VnishDriver, VnishOptions, VnishWebClient, preset_for
 from drivers.errors import Fatal, MalformedReply
 from drivers.sim.antminer_web import SimAntminerWeb
 from drivers.sim.site import SimSite
@@ -240,3 +240,34 @@ async def test_vnish_web_replies_are_bounded(body: bytes, why: str) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.system
+async def test_vnish_power_level_through_the_tuned_presets_confirmed_by_read_back(
+    vnish: Vnish,
+) -> None:
+    driver = VnishDriver(POOLS, vnish.options)
+    miner = vnish.site.miners[vnish.device.id]
+    stock_w = miner.physics.mining_power_w
+    outcome = await driver.apply(vnish.device, Workload.mine("main", 0.8))
+    assert outcome.status is OutcomeStatus.CONFIRMED, outcome.detail
+    # presets are 70/80/90/100 % of the stock power: 0.8 x 3510 W picks the 80 % one
+    assert vnish.web.preset == str(round(stock_w * 0.8))
+    assert "POST /api/v1/settings" in vnish.web.requests
+    sample = await driver.collect(vnish.device)
+    assert sample.power_w == pytest.approx(stock_w * 0.8, rel=0.01)
+    assert sample.workload == Workload.mine("main", 0.8)
+    back = await driver.apply(vnish.device, Workload.mine("main"))
+    assert back.status is OutcomeStatus.CONFIRMED, back.detail
+    assert vnish.web.preset == str(round(stock_w))
+    refused = await driver.apply(vnish.device, Workload.mine("elsewhere", 0.8))
+    assert refused.status is OutcomeStatus.REJECTED and "unknown pool" in (refused.detail or "")
+
+
+def test_preset_for_picks_the_nearest_preset() -> None:
+    presets = [("2450", 2450.0), ("2800", 2800.0), ("3150", 3150.0)]
+    assert preset_for(presets, 2900) == "2800"
+    assert preset_for(presets, 3510) == "3150"  # stock preset a little over the nominal
+    assert preset_for(presets, 2975) == "2800"  # a tie: the lower
+    assert preset_for(presets, 1000) == "2450"
+    assert preset_for([], 3000) is None
