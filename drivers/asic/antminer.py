@@ -8,10 +8,13 @@ HTTP digest auth.  The change takes about 20 s, so apply() confirms by reading
 ``bitmain-work-mode`` back until it shows the requested mode
 (confirm_timeout_seconds defaults to 60 s for this driver).
 
-Power: stock bmminer reports no input power.  Sample.power_w is then the
-model's nominal power scaled by the measured hash rate (the sleep power when
-asleep) and Sample.power_estimated is True, so the Guard's power cap still
-has a conservative number and the API/metrics can say it is an estimate.
+Power: stock bmminer reports no input power on the cgminer API.  Newer stock
+firmware (2023 and later, e.g. S21 XP Hyd., S23 Hyd.) measures it and reports it
+in the web interface's ``GET /cgi-bin/stats.cgi`` as STATS[0] ``watt``; that is
+read when present.  Otherwise Sample.power_w is the model's nominal power
+scaled by the measured hash rate (the sleep power when asleep) and
+Sample.power_estimated is True, so the Guard's power cap still has a
+conservative number and the API/metrics can say it is an estimate.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from typing import Any
 import httpx
 
 from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
+from drivers.asic.cgminer_parse import parse_number
 from drivers.asic.config import AntminerOptions
 from drivers.asic.registry import AsicPlugin
+from drivers.bounds import MAX_REPLY_BYTES, json_problem
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
 GET_CONF = "/cgi-bin/get_miner_conf.cgi"
+GET_STATS = "/cgi-bin/stats.cgi"
 SET_CONF = "/cgi-bin/set_miner_conf.cgi"
 MODE_NORMAL, MODE_SLEEP = 0, 1
 
@@ -57,6 +63,11 @@ class AntminerWebClient:
             raise Fatal(device.id, f"{path}: web login refused (check web_username/web_password)")
         if response.status_code != 200:
             raise Rejected(device.id, f"{path}: HTTP {response.status_code}")
+        if len(response.content) > MAX_REPLY_BYTES:
+            raise MalformedReply(device.id, f"{path}: reply over {MAX_REPLY_BYTES} bytes")
+        problem = json_problem(response.content)
+        if problem is not None:
+            raise MalformedReply(device.id, f"{path}: reply {problem}")
         try:
             return response.json()
         except ValueError as exc:
@@ -68,6 +79,17 @@ class AntminerWebClient:
         if not isinstance(conf, dict):
             raise MalformedReply(device.id, f"{GET_CONF}: not a JSON object")
         return conf
+
+    async def stats_watt(self, device: Device) -> float | None:
+        """STATS[0] ``watt`` of the web stats (W), None where the firmware has none."""
+        try:
+            stats = await self._call(device, "GET", GET_STATS)
+        except Rejected:  # older firmware: no stats.cgi
+            return None
+        rows = stats.get("STATS") if isinstance(stats, dict) else None
+        first = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
+        watt = parse_number(first.get("watt"))
+        return watt if watt is not None and watt > 0 else None
 
     async def set_mode(self, device: Device, mode: int) -> None:
         """Post the configuration back with ``miner-mode`` set (read-modify-write)."""
@@ -115,6 +137,11 @@ class AntminerDriver(CgminerDriver):
 
     async def _read(self, device: Device) -> MinerReading:
         reading = await super()._read(device)
+        if device.id in self._estimated:
+            watt = await self.web.stats_watt(device)
+            if watt is not None:
+                self._estimated.discard(device.id)
+                reading = dataclasses.replace(reading, power_w=watt)
         asleep = work_mode(device, await self.web.get_conf(device)) == MODE_SLEEP
         if not asleep:
             return reading
@@ -149,4 +176,12 @@ class AntminerDriver(CgminerDriver):
         return super()._refusal(device, workload)
 
 
-PLUGINS = (AsicPlugin(tag="antminer", options=AntminerOptions, factory=AntminerDriver),)
+PLUGINS = (
+    AsicPlugin(
+        tag="antminer",
+        options=AntminerOptions,
+        factory=AntminerDriver,
+        simulator="drivers.sim.antminer_web:simulate",
+        version_keys=("BMMiner",),
+    ),
+)

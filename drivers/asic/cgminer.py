@@ -505,6 +505,6 @@ PLUGINS = (
         options=CgminerOptions,
         factory=CgminerDriver,
         simulator="drivers.sim.miner:simulate",
-        version_keys=("BMMiner", "CGMiner"),
+        version_keys=("CGMiner",),
     ),
 )

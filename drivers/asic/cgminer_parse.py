@@ -4,11 +4,15 @@ Where each Sample field comes from:
 
     hash rate    SUMMARY[0] "MHS 5s", "GHS 5s", "MHS av" or "GHS av" (first present; to H/s)
     power        POWER[0] "Watts" (LuxOS), else SUMMARY[0] "Power" (Whatsminer), else a
-                 "Power" in STATS; None when the firmware reports none (stock bmminer)
+                 "Power" in STATS, else STATS "total_power" (Hiveon), else the sum of the
+                 per-chain "chain_consumptionN" (VNish) or "chain_powerN" (Hiveon);
+                 None when the firmware reports none (stock bmminer: its web stats.cgi
+                 "watt" is read by the antminer driver)
     temperature  the hottest chip sensor: STATS "temp_chipN" ("60-58-73-74" strings or
                  numbers), else bmminer's "temp2_N"; None when the firmware reports none
     pool         the POOLS entry with "Stratum Active", else the best-priority live one
     pools_alive  every POOLS entry not "Disabled": alive when its Status is "Alive"
+                 (VNish's "DevFee" entry, the firmware's fee pool, is no pool of the site)
     asleep       CONFIG[0] "CurtailMode" == "Sleep" (LuxOS); firmware without the field
                  is read as awake
 """
@@ -23,6 +27,7 @@ from typing import Any
 Reply = dict[str, Any]
 
 HASHRATE_FIELDS = (("MHS 5s", 1e6), ("GHS 5s", 1e9), ("MHS av", 1e6), ("GHS av", 1e9))
+DEVFEE_URL = "DevFee"  # VNish lists its fee pool with this URL and user
 
 
 def section(reply: Mapping[str, Any], name: str) -> Reply | None:
@@ -72,10 +77,23 @@ def parse_power_w(
     """Return input power in W from POWER Watts, SUMMARY Power or a STATS Power."""
     candidates = [row.get("Watts") for row in power[:1]] + [summary.get("Power")]
     candidates += [row.get("Power") for row in stats]
+    candidates += [row.get("total_power") for row in stats]
     for candidate in candidates:
         value = _number(candidate)
         if value is not None and value >= 0:
             return value
+    for prefix in ("chain_consumption", "chain_power"):
+        chains = [
+            number
+            for row in stats
+            for key, value in row.items()
+            if key.startswith(prefix)
+            and key[len(prefix) :].isdigit()
+            and (number := _number(value)) is not None
+            and number >= 0
+        ]
+        if chains:
+            return sum(chains)
     return None
 
 
@@ -110,7 +128,7 @@ def parse_pools(pool_rows: list[Reply]) -> tuple[PoolEntry, ...]:
     entries = []
     for position, row in enumerate(pool_rows):
         url = row.get("URL")
-        if not isinstance(url, str) or not url:
+        if not isinstance(url, str) or not url or url == DEVFEE_URL:
             continue
         index = _number(row.get("POOL"))
         priority = _number(row.get("Priority"))

@@ -5,7 +5,11 @@ cgminer-style reply.  The firmware is told apart by the VERSION keys it reports,
 registry entry declares them (``LUXminer`` -> luxos, ``BOSer`` or ``BOSminer`` ->
 braiins, anything else -> cgminer); a Whatsminer answers ``version`` with its firmware
 version in ``Msg`` and names its model in ``devdetails`` (``M60S_VK40``); the model comes from ``Type``
-(``Antminer S19j Pro`` -> ``S19j Pro``).  Short connect timeouts keep a /22 to
+(``Antminer S19j Pro`` -> ``S19j Pro``).  Stock Antminer firmware reports ``BMMiner``
+(-> antminer, the driver that reads it over the API and its web interface).  VNish
+answers ``version`` with "Invalid command": a miner whose ``version`` fails is asked
+``stats``, and a STATS[0] ``Type`` like ``Antminer S21 Pro (Vnish 1.2.7)`` names VNish
+(-> vnish), its version and the model.  Short connect timeouts keep a /22 to
 seconds; progress is reported through a callback so the CLI can draw it.
 """
 
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from drivers.asic.cgminer_client import CgminerClient
 from drivers.asic.cgminer_parse import rows
 from drivers.asic.registry import ASIC_DRIVERS, DEFAULT_DRIVER
-from drivers.errors import DriverError
+from drivers.errors import DriverError, Rejected
 
 MODEL_PREFIXES = ("Antminer ", "AntMiner ", "Whatsminer ", "WhatsMiner ")
 MAX_HOSTS = 65536
@@ -63,6 +67,8 @@ def identify(address: str, port: int, version_rows: Iterable[dict[str, object]])
     keys = [*named.version_keys, *default.version_keys]
     keys += [key for entry in entries for key in entry.version_keys if key not in keys]
     firmware = next((f"{key} {row[key]}" for key in keys if key in row), "unknown")
+    if firmware.startswith("BMMiner ") and row.get("Miner"):  # Bitmain's own build number
+        firmware += f" (stock firmware {row['Miner']})"
     return FoundMiner(address, port, named.tag, model, firmware)
 
 
@@ -93,6 +99,33 @@ async def devdetails_model(client: CgminerClient, address: str, port: int) -> st
     return str(first.get("Model") or "unknown").strip()
 
 
+VNISH_MARK = "(vnish "
+
+
+def vnish_identity(stats_rows: Iterable[dict[str, object]]) -> tuple[str, str] | None:
+    """(model, version) from STATS[0] ``Type`` ``Antminer S21 Pro (Vnish 1.2.7)``; else None."""
+    kind = str(next(iter(stats_rows), {}).get("Type") or "")
+    head, mark, tail = kind.lower().partition(VNISH_MARK)
+    if not mark:
+        return None
+    model = strip_make(kind[: len(head)].strip())
+    version = kind[len(head) + len(mark) :].rstrip(")").strip()
+    return model or "unknown", version or tail
+
+
+async def stats_identity(client: CgminerClient, address: str, port: int) -> FoundMiner | None:
+    """A miner named by ``stats`` alone (VNish, whose ``version`` is an invalid command)."""
+    try:
+        reply = await client.command(address, port, "stats")
+    except DriverError:
+        return None
+    found = vnish_identity(rows(reply, "STATS"))
+    if found is None:
+        return None
+    model, version = found
+    return FoundMiner(address, port, "vnish", model, f"VNish {version}")
+
+
 async def discover(
     addresses: Iterable[str],
     *,
@@ -110,12 +143,19 @@ async def discover(
 
     async def probe(address: str) -> None:
         nonlocal done
+        refused = False
         async with slots:
             try:
                 reply = await client.command(address, port, "version")
+            except Rejected:  # it answers, but not version (VNish): ask stats
+                reply, refused = None, True
             except DriverError:
                 reply = None
-        if reply is not None:
+        if refused:
+            named = await stats_identity(client, address, port)
+            if named is not None:
+                found.append(named)
+        elif reply is not None:
             firmware = whatsminer_firmware(reply)
             if firmware is None:
                 miner = identify(address, port, rows(reply, "VERSION"))

@@ -120,5 +120,11 @@ class LuxosDriver(CgminerDriver):
 
 
 PLUGINS = (
-    AsicPlugin(tag="luxos", options=LuxosOptions, factory=LuxosDriver, version_keys=("LUXminer",)),
+    AsicPlugin(
+        tag="luxos",
+        options=LuxosOptions,
+        factory=LuxosDriver,
+        simulator="drivers.sim.luxminer:simulate",
+        version_keys=("LUXminer",),
+    ),
 )

@@ -87,12 +87,19 @@ def main() -> None:
         "--firmware",
         choices=simulated_firmwares(),
         default="cgminer",
-        help="personality: cgminer (with LuxOS commands), whatsminer (API v2; v3 on free ports)"
-        " or braiins (cgminer reads plus the gRPC API on --grpc-port, user root/root)",
+        help="personality: cgminer (with LuxOS commands), luxos (LuxOS's replies), antminer"
+        " (stock bmminer; web CGI on --grpc-port), vnish (web API on --grpc-port), whatsminer"
+        " (API v2; v3 on free ports) or braiins (cgminer reads plus the gRPC API on --grpc-port,"
+        " user root/root)",
     )
     parser.add_argument("--pool-url", default="stratum+tcp://main.pool.invalid:3333")
     parser.add_argument("--ramp-seconds", type=float, default=0.0, help="power ramp time")
-    parser.add_argument("--grpc-port", type=int, default=50051, help="braiins: gRPC API port")
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=50051,
+        help="braiins: gRPC API port; antminer, vnish: web port (0 = a free port each)",
+    )
     args = parser.parse_args()
     raise_open_files_limit(args.count + 4096)
     with contextlib.suppress(KeyboardInterrupt):

@@ -8,7 +8,8 @@ where the profile is a name or a power selector like ``3000W`` (nearest profile 
 power); ``atmset`` takes ``<session>,enabled=true|false``.  The simulator refuses a
 profile change while ATM (the automatic tuner) is on, so a client that forgets to
 turn ATM off first is caught; a real miner would let ATM move the profile again.
-Profiles are 4% power steps around the default: ``-16`` .. ``default`` .. ``+8``.
+Profiles are 4% power steps around the default, named by frequency as LuxOS names
+them (``190MHz`` .. ``default`` .. ``790MHz``, 25 MHz a step, ``Step`` ``-16`` .. ``8``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ STEP_SHARE = 0.04
 PROFILE_STEPS = range(-16, 9)
 
 
+DEFAULT_MHZ = 590
+STEP_MHZ = 25
+LUXMINER_BUILD = "2025.4.8.220305-57b389c7"
+LUXMINER_COMPILE_TIME = "Tue Apr  8 22:05:35 UTC 2025"
+
+
 def profile_name(step: int) -> str:
-    """The simulator's name for a profile step (0 is ``default``)."""
-    return "default" if step == 0 else f"{step:+d}"
+    """LuxOS's name for a profile step: ``default`` at 0, else its frequency (``290MHz``)."""
+    return "default" if step == 0 else f"{DEFAULT_MHZ + STEP_MHZ * step}MHz"
 
 
 class LuxosHost(Protocol):
@@ -62,6 +69,7 @@ class SimLuxos:
         self.atm_enabled = True
         self.step = 0
         self.changes_with_atm_on = 0
+        self.red_led = "auto"
 
     def handlers(self) -> dict[str, Callable[[str | None], Reply]]:
         """The commands this adds to the miner."""
@@ -126,12 +134,18 @@ class SimLuxos:
     def _profiles(self, _parameter: str | None) -> Reply:
         rows = [
             {
-                "Profile Name": profile_name(step),
-                "Watts": round(self._watts(step)),
+                "CanRestore": True,
+                "Frequency": DEFAULT_MHZ + STEP_MHZ * step,
+                "HasOverrides": False,
                 "Hashrate": round(
                     self.miner.physics.mining_hashrate_hs * (1 + STEP_SHARE * step) / 1e12, 1
                 ),
-                "IsDefault": step == 0,
+                "IsDynamic": True,
+                "IsTuned": True,
+                "Profile Name": profile_name(step),
+                "Step": str(step),
+                "Voltage": round(13.5 + 0.15 * step, 2),
+                "Watts": round(self._watts(step)),
             }
             for step in PROFILE_STEPS
         ]
@@ -159,7 +173,32 @@ class SimLuxos:
         return self.miner._ok(321, "Profile Set", "PROFILE", [row])
 
     def _atm(self, _parameter: str | None) -> Reply:
-        return self.miner._ok(339, "ATM configuration", "ATM", [{"Enabled": self.atm_enabled}])
+        row = {
+            "Enabled": self.atm_enabled,
+            "MaxProfile": profile_name(max(PROFILE_STEPS)),
+            "MinProfile": profile_name(min(PROFILE_STEPS)),
+            "PostRampMinutes": 15,
+            "StartupMinutes": 15,
+            "TempWindow": 5,
+        }
+        return self.miner._ok(339, "ATM configuration", "ATM", [row])
+
+    def ledset(self, parameter: str | None) -> Reply:
+        """``ledset <session>,red,blink|on|off|auto`` (the locate LED)."""
+        session_id, _, rest = (parameter or "").partition(",")
+        if not self.session_valid(session_id.strip()):
+            return self.miner._error(45, "Access denied to 'ledset' command: invalid session")
+        color, _, state = rest.partition(",")
+        if color.strip() not in ("red", "green") or state.strip() not in (
+            "blink",
+            "on",
+            "off",
+            "auto",
+        ):
+            return self.miner._error(343, f"Invalid LED setting '{rest}'")
+        if color.strip() == "red":
+            self.red_led = state.strip()
+        return self.miner._ok(342, "LED set", "LED", [{"Color": color.strip(), "State": state}])
 
     def _atmset(self, parameter: str | None) -> Reply:
         session_id, _, settings = (parameter or "").partition(",")

@@ -123,6 +123,7 @@ class SimMiner(SimTcpServer):
         self.hashrate_unit: Literal["MHS", "GHS"] = "MHS"
         self.command_counts: Counter[str] = Counter()
         self.version_extra: dict[str, str] = {}  # e.g. {"LUXminer": "2024.1.26"}
+        self.description = DESCRIPTION  # STATUS Description (firmware personalities set theirs)
         self._clock = clock
         self._wall_clock = wall_clock
         rng = random.Random(zlib.crc32(device.id.encode()))
@@ -265,7 +266,7 @@ class SimMiner(SimTcpServer):
             "When": int(self._wall_clock()),
             "Code": code,
             "Msg": message,
-            "Description": DESCRIPTION,
+            "Description": self.description,
         }
         return {"STATUS": [entry], "id": 1}
 
