@@ -70,6 +70,7 @@ def demo_config(
                 "model": model,
                 "first_address": _address(offset),
                 "count": count,
+                "location": {"rack": "ABC"[len(ranges)], "per_rack": 20},
                 "pools": ["main", "backup"],
                 "options": {
                     "port": sim_port,
@@ -324,7 +325,8 @@ async def _run_site(
     )
     print(
         f"wattmux demo: admin token {token}\n"
-        f"  export WATTMUX_TOKEN={token} WATTMUX_URL=http://{args.listen}; wattmux status",
+        f"  export WATTMUX_TOKEN={token} WATTMUX_URL=http://{args.listen}; wattmux status\n"
+        f"wattmux demo: console http://{args.listen}/console#token={token}  (opens logged in)",
         file=sys.stderr,
     )
     asics = [d for d in config.all_devices() if d.kind is DeviceKind.ASIC]
