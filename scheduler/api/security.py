@@ -277,7 +277,9 @@ class SecurityMiddleware:
             if session is None:
                 return 401, "session expired or unknown; log in again", {}
             state[PRINCIPAL] = session.principal
-            if mutating and not self.sessions.csrf_ok(session, _header(scope, CSRF_HEADER.encode())):
+            if mutating and not self.sessions.csrf_ok(
+                session, _header(scope, CSRF_HEADER.encode())
+            ):
                 return 403, "missing or wrong CSRF token", {}
             principal = session.principal
         else:

@@ -67,7 +67,9 @@ class SessionStore:
         while len(self._sessions) >= self.max_sessions:
             self._sessions.popitem(last=False)
         session_id = secrets.token_urlsafe(32)
-        session = Session(principal, secrets.token_urlsafe(32), self.clock() + self.lifetime_seconds)
+        session = Session(
+            principal, secrets.token_urlsafe(32), self.clock() + self.lifetime_seconds
+        )
         self._sessions[_key(session_id)] = session
         return session_id, session
 

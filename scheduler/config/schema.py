@@ -56,7 +56,8 @@ class SiteConfig(_Strict):
     timezone: str = Field("UTC", description="IANA zone for schedules, e.g. America/Chicago")
     power_cap_kw: float = Field(gt=0, description="site power cap in kW; never exceeded")
     locations_csv: Path | None = Field(
-        None, description="CSV of address,rack,position for the console's site map (wins over config)"
+        None,
+        description="CSV of address,rack,position for the console's site map (wins over config)",
     )
 
     @field_validator("timezone")

@@ -8,6 +8,7 @@ and the summary to every subscriber: the event is encoded once, whatever the
 number of consoles.  A subscriber whose queue is full is dropped (its page
 reconnects and reloads the table).  Every ``history_step_seconds`` a point of
 the site's series goes into a bounded ring (24 h by default) for the charts.
+With no console open the hub only wakes for the history and for a table asked for.
 """
 
 from __future__ import annotations
@@ -39,7 +40,17 @@ QUEUE_EVENTS = 64
 HEARTBEAT_SECONDS = 15.0
 MAX_OVERRIDES_SHOWN = 200
 
-STATIC_COLUMNS = ("id", "model", "address", "pools", "rack", "position", "max_temp_c", "nominal_w", "nominal_ths")
+STATIC_COLUMNS = (
+    "id",
+    "model",
+    "address",
+    "pools",
+    "rack",
+    "position",
+    "max_temp_c",
+    "nominal_w",
+    "nominal_ths",
+)
 LIVE_COLUMNS = (
     "state",
     "workload",
@@ -122,6 +133,7 @@ class ConsoleHub:
         self._mode_seen: str | None = None
         self._mode_by: dict[str, str | None] = {"by": None, "at": None}
         self.dropped = 0
+        self._breakeven: tuple[object, dict[str, float]] = (None, {})
         self.refresh()
 
     # --- building -----------------------------------------------------------------------
@@ -142,21 +154,30 @@ class ConsoleHub:
             with contextlib.suppress(Exception):
                 overrides = {row.device_id: row for row in control.overrides()}
         changed: list[int] = []
+        status_of, sample_of = state.status.get, state.samples.get
+        desired_of, drift_of = state.desired.get, state.drift.get
+        override_of, reason_of = overrides.get, reasons.get
+        cache = self._cache
         for i, device_id in enumerate(self.ids):
-            status = state.status.get(device_id)
-            sample = state.samples.get(device_id)
-            desired = state.desired.get(device_id)
-            drift = state.drift.get(device_id)
-            override = overrides.get(device_id)
-            reason = reasons.get(device_id, "")
-            keys = (status, sample, desired, drift, override, reason)
-            cached = self._cache[i]
-            if cached is not None and all(
-                a is b for a, b in zip(cached.keys, keys, strict=True)
+            status = status_of(device_id)
+            sample = sample_of(device_id)
+            desired = desired_of(device_id)
+            drift = drift_of(device_id)
+            override = override_of(device_id)
+            reason = reason_of(device_id, "")
+            cached = cache[i]
+            if (
+                cached is not None
+                and cached.keys[0] is status
+                and cached.keys[1] is sample
+                and cached.keys[2] is desired
+                and cached.keys[3] is drift
+                and cached.keys[4] == override
+                and cached.keys[5] == reason
             ):
                 continue
             row = self._row(state, device_id, status, sample, desired, drift, override, reason)
-            self._cache[i] = _Cached(keys, row)
+            cache[i] = _Cached((status, sample, desired, drift, override, reason), row)
             if row != self.rows[i]:
                 self.rows[i] = row
                 changed.append(i)
@@ -255,13 +276,15 @@ class ConsoleHub:
         plan = view.current_plan()
         margin = sum(a.expected_margin_usd_per_hour for a in plan.assignments) if plan else 0.0
         price = state.market.power_price_usd_per_mwh
-        breakeven: dict[str, float] = {}
-        snapshot = state.snapshot(view.clock())
-        economics = market_economics(snapshot)
-        if economics is not None:
-            for device in state.devices.values():
-                if device.model not in breakeven and device.kind.value == "asic":
-                    breakeven[device.model] = round(economics.breakeven_usd_per_mwh(device), 2)
+        if self._breakeven[0] is not state.market:  # the market changed: compute again
+            breakeven: dict[str, float] = {}
+            economics = market_economics(state.snapshot(view.clock()))
+            if economics is not None:
+                for device in state.devices.values():
+                    if device.model not in breakeven and device.kind.value == "asic":
+                        breakeven[device.model] = round(economics.breakeven_usd_per_mwh(device), 2)
+            self._breakeven = (state.market, breakeven)
+        breakeven = self._breakeven[1]
         shown = sorted(overrides.values(), key=lambda r: r.until)[:MAX_OVERRIDES_SHOWN]
         return {
             "site": config.site.name,
@@ -332,6 +355,8 @@ class ConsoleHub:
 
     def fleet_body(self) -> tuple[bytes, bytes]:
         """The whole table as JSON (plain, gzip), cached until a row changes."""
+        if not self._subscribers:
+            self.refresh()  # nobody is sent the changed rows: nothing is lost by refreshing here
         cached = self._fleet_body
         if cached is not None and cached[0] == self.version:
             return cached[1], cached[2]
@@ -374,6 +399,8 @@ class ConsoleHub:
 
     def step(self, now: float) -> None:
         """One interval: refresh, record history, send one event to every console."""
+        if not self._subscribers and now - self._last_history < self.history_step_seconds:
+            return  # no console open: work only for the history (answers refresh on demand)
         before = self.summary
         changed = self.refresh()
         point = self._history_point(now)
@@ -394,8 +421,8 @@ class ConsoleHub:
             except asyncio.QueueFull:
                 self._subscribers.discard(queue)
                 self.dropped += 1
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(b"")  # tells the stream to end
+                queue.get_nowait()  # room for the end marker: the stream ends, the page reloads
+                queue.put_nowait(b"")
                 log.info("console dropped: it did not keep up with the updates")
 
     async def run(self, stop: asyncio.Event) -> None:

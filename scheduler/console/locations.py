@@ -41,7 +41,9 @@ def parse_locations_csv(
         if number == 1 and [c.lower() for c in cells] == ["address", "rack", "position"]:
             continue
         if len(cells) != 3:
-            problems.append(f"line {number}: expected address,rack,position, got {len(cells)} fields")
+            problems.append(
+                f"line {number}: expected address,rack,position, got {len(cells)} fields"
+            )
             continue
         address, rack, position = cells
         ids = by_address.get(address)
@@ -49,7 +51,9 @@ def parse_locations_csv(
             problems.append(f"line {number}: no configured machine has address {address[:64]!r}")
             continue
         if not RACK.match(rack):
-            problems.append(f"line {number}: rack {rack[:40]!r} must be 1-32 letters, digits, _.:/ -")
+            problems.append(
+                f"line {number}: rack {rack[:40]!r} must be 1-32 letters, digits, _.:/ -"
+            )
             continue
         if not position.isdigit() or not 1 <= int(position) <= 10000:
             problems.append(f"line {number}: position {position[:20]!r} must be 1..10000")

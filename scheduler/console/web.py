@@ -86,7 +86,12 @@ def _accepts_gzip(request: Request) -> bool:
 
 
 def _asset_response(request: Request, asset: _Asset) -> Response:
-    headers = {**SECURITY_HEADERS, "etag": asset.etag, "cache-control": "no-cache", "vary": "accept-encoding"}
+    headers = {
+        **SECURITY_HEADERS,
+        "etag": asset.etag,
+        "cache-control": "no-cache",
+        "vary": "accept-encoding",
+    }
     if request.headers.get("if-none-match") == asset.etag:
         return Response(status_code=304, headers=headers)
     if _accepts_gzip(request):
@@ -212,7 +217,9 @@ def console_routes(
         @app.get("/console/api/history", include_in_schema=False)
         async def history() -> Response:
             return Response(
-                hub.history_body(), media_type="application/json", headers={"cache-control": "no-store"}
+                hub.history_body(),
+                media_type="application/json",
+                headers={"cache-control": "no-store"},
             )
 
         @app.get("/console/api/events", include_in_schema=False)
@@ -225,7 +232,9 @@ def console_routes(
             async def stream() -> AsyncIterator[bytes]:
                 try:
                     first = {"v": hub.version, "summary": hub.summary}
-                    yield b"retry: 2000\nevent: hello\ndata: " + json.dumps(first).encode() + b"\n\n"
+                    yield (
+                        b"retry: 2000\nevent: hello\ndata: " + json.dumps(first).encode() + b"\n\n"
+                    )
                     idle = 0.0
                     while True:
                         try:
@@ -252,5 +261,3 @@ def console_routes(
             return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
     return add
-
-

@@ -206,9 +206,7 @@ def test_viewer_sees_no_controls_and_a_forged_change_gets_403(
     page.context.close()
 
 
-def test_a_session_expires_and_the_page_asks_to_log_in_again(
-    browser: Any, tmp_path: Path
-) -> None:
+def test_a_session_expires_and_the_page_asks_to_log_in_again(browser: Any, tmp_path: Path) -> None:
     with running_site(tmp_path, "127.77.44.210", 20, session_seconds=2) as small:
         page = new_page(browser)
         log_in(page, small, Role.OPERATOR)

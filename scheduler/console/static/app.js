@@ -531,7 +531,9 @@
   (async function boot() {
     const m = /token=([^&]+)/.exec(location.hash);
     if (m) {
-      history.replaceState(null, "", location.pathname + "#/overview");
+      // The token never stays in the address bar or the history: #/fleet&token=... opens the fleet.
+      const rest = location.hash.replace(/[#&]?token=[^&]*/, "").replace(/^#?/, "#");
+      history.replaceState(null, "", location.pathname + (rest.length > 2 ? rest : "#/overview"));
       await login(decodeURIComponent(m[1]));
       return;
     }
