@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from scheduler.api.app import create_app
-from scheduler.api.auth import Principal, RateLimiter, Role
+from scheduler.api.auth import ROUTE_ROLES, Principal, RateLimiter, Role
 from scheduler.api.sessions import SESSION_COOKIE, SessionStore
 from scheduler.api.wiring import ApiSecurity
 from scheduler.config.loading import parse_config
@@ -69,6 +69,20 @@ async def log_in(client: httpx.AsyncClient, role: Role) -> dict[str, Any]:
     response = await client.post("/console/login", json={"token": TOKENS.by_role[role]})
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+def test_every_console_route_has_a_rule(view: ControlledView) -> None:
+    app, _ = console_app(view, SessionStore())
+    routes = {
+        (method, route.path)
+        for route in app.routes
+        if route.path.startswith("/console")
+        for method in getattr(route, "methods", None) or ()
+        if method != "HEAD"
+    }
+    assert routes == {rule for rule in ROUTE_ROLES if rule[1].startswith("/console")}
+    assert ROUTE_ROLES[("GET", "/console/api/fleet")] is Role.VIEWER
+    assert ROUTE_ROLES[("POST", "/console/logout")] is Role.VIEWER
 
 
 def test_session_store_expires_revokes_and_stays_bounded() -> None:
