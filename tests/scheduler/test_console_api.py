@@ -217,12 +217,16 @@ async def test_page_and_assets_are_compressed_and_locked_down(
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert b"/console/static/app.js" in page.content
     script = await client.get("/console/static/app.js")
-    again = await client.get("/console/static/app.js", headers={"if-none-match": script.headers["etag"]})
+    again = await client.get(
+        "/console/static/app.js", headers={"if-none-match": script.headers["etag"]}
+    )
     assert again.status_code == 304
     assert (await client.get("/console/static/nothing.js")).status_code == 404
     outside = await client.get("/console/static/..%2fweb.py")
     assert outside.status_code in (401, 404) and b"import" not in outside.content
-    assert "https://" not in script.text and "http://" not in script.text  # nothing fetched from elsewhere
+    assert (
+        "https://" not in script.text and "http://" not in script.text
+    )  # nothing fetched from elsewhere
 
 
 async def test_fleet_table_and_events_carry_changed_rows_only(
