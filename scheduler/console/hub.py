@@ -27,6 +27,7 @@ from typing import Any
 
 from scheduler.api.views import ControlView
 from scheduler.core.economics import market_economics
+from scheduler.core.limits import event_limit_w
 from scheduler.core.model import TERA, WorkloadKind
 from scheduler.core.state import FleetState
 
@@ -120,6 +121,7 @@ class ConsoleHub:
                     round(device.nominal_hashrate_hs / TERA, 1),
                 )
             )
+        self.nominal_w = sum(d.nominal_power_w for d in state.devices.values())
         self.version = 0
         self._cache: list[_Cached | None] = [None] * len(self.ids)
         self.rows: list[tuple[Any, ...]] = [()] * len(self.ids)
@@ -254,10 +256,9 @@ class ConsoleHub:
         events = []
         for event in state.events:
             active = event.start <= now_wall < event.end
-            if active and event.target_kw is not None:
-                effective = min(effective, event.target_kw)
-            if active and event.reduction_kw is not None:
-                effective = min(effective, max(0.0, site_w / 1000.0 - event.reduction_kw))
+            allowed_w = event_limit_w(event, self.nominal_w) if active else None
+            if allowed_w is not None:  # as the policies and the Guard read it (core.limits)
+                effective = min(effective, allowed_w / 1000.0)
             if event.end > now_wall:
                 events.append(
                     {

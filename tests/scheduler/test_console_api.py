@@ -364,3 +364,32 @@ def test_locations_from_config_and_csv_with_bad_lines_counted(tmp_path: Path) ->
     assert len(named) == 4 and named[0].startswith("racks.csv: line 3")
     missing, why = load_locations(placed, tmp_path / "none.csv", devices)
     assert missing == placed and "cannot read" in why[0]
+
+
+def test_summary_shows_curtail_dr_events_and_overrides_with_who_and_until(
+    view: ControlledView,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from scheduler.control.service import Actor
+    from scheduler.core.model import Event
+
+    now = datetime.now(UTC)
+    view.state.set_events(
+        [Event("dr-1", now - timedelta(minutes=5), now + timedelta(hours=1), reduction_kw=4.0)]
+    )
+    assert view.control is not None
+    actor = Actor("operator-1", "operator", "127.0.0.1:1", "PUT", "/v1/curtail")
+    view.control.set_curtail(8.0, 600, actor)
+    view.control.put_override("m3", "sleep", 600, "fan", actor)
+    summary = ConsoleHub(view).summary
+    # cap 100 kW, curtail 8 kW, DR: nominal full power (3 S21 Pro) less 4 kW: the lowest wins.
+    nominal_kw = sum(d.nominal_power_w for d in view.state.devices.values()) / 1000
+    assert nominal_kw - 4.0 < 8.0
+    assert summary["effective_cap_kw"] == pytest.approx(nominal_kw - 4.0, abs=0.01)
+    assert summary["curtail"]["target_kw"] == 8.0 and summary["curtail"]["by"] == "operator-1"
+    assert summary["dr_events"][0]["id"] == "dr-1" and summary["dr_events"][0]["active"]
+    assert (
+        summary["overrides"][0]["device"] == "m3" and summary["overrides"][0]["by"] == "operator-1"
+    )
+    assert summary["override_count"] == 1
