@@ -135,6 +135,7 @@ class ConsoleHub:
         self._mode_seen: str | None = None
         self._mode_by: dict[str, str | None] = {"by": None, "at": None}
         self.dropped = 0
+        self.closed = False
         self._breakeven: tuple[object, dict[str, float]] = (None, {})
         self.refresh()
 
@@ -383,7 +384,7 @@ class ConsoleHub:
 
     def subscribe(self) -> asyncio.Queue[bytes] | None:
         """A queue of events for a new console (None when too many are open)."""
-        if len(self._subscribers) >= self.max_subscribers:
+        if self.closed or len(self._subscribers) >= self.max_subscribers:
             return None
         queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_EVENTS)
         self._subscribers.add(queue)
@@ -442,7 +443,8 @@ class ConsoleHub:
             self.close()
 
     def close(self) -> None:
-        """End every console's stream."""
+        """End every console's stream; no new one starts."""
+        self.closed = True
         for queue in list(self._subscribers):
             while True:
                 try:

@@ -393,3 +393,25 @@ def test_summary_shows_curtail_dr_events_and_overrides_with_who_and_until(
         summary["overrides"][0]["device"] == "m3" and summary["overrides"][0]["by"] == "operator-1"
     )
     assert summary["override_count"] == 1
+
+
+async def test_event_streams_are_bounded_and_refused_once_the_hub_stopped(
+    view: ControlledView,
+) -> None:
+    sessions = SessionStore()
+    security = ApiSecurity(
+        TOKENS.authenticator(), RateLimiter(per_minute=600.0, burst=100), sessions=sessions
+    )
+    hub = ConsoleHub(view, max_subscribers=1)
+    app = create_app(view, security, [console_routes(hub, security)])
+    held = hub.subscribe()
+    assert held is not None and hub.subscribe() is None
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://wattmux.test"
+    ) as client:
+        await log_in(client, Role.VIEWER)
+        busy = await client.get("/console/api/events")
+        assert busy.status_code == 503 and "too many" in busy.json()["detail"]
+        hub.unsubscribe(held)
+        hub.close()
+        assert (await client.get("/console/api/events")).status_code == 503
