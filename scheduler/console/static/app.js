@@ -374,8 +374,10 @@
 
   // --- overrides (one machine or a selection) --------------------------------------------
   let target = [];
+  const MAX_OVERRIDES = 1000; // the daemon keeps at most this many active (409 past it)
   function openOverride(ids) {
     if (!ids.length) return;
+    if (ids.length > MAX_OVERRIDES) { alert(ids.length + " machines selected: at most " + MAX_OVERRIDES + " overrides can be active at once. Filter further."); return; }
     target = ids;
     const m = S.fleet.find((x) => x.id === ids[0]);
     const pools = new Set();
