@@ -139,6 +139,9 @@ def test_override_from_the_fleet_table_and_every_page_passes_axe(
     assert "200 of 200 machines" in page.inner_text("#f-count")
     assert axe_problems(page) == []
     page.screenshot(path=shots / "fleet.png")
+    page.select_option("#f-state", "mining")
+    page.wait_for_selector("#f-count:has-text('200 of 200')")
+    page.select_option("#f-state", "")
     page.fill("#f-text", "s21-007")
     page.wait_for_selector("#f-count:has-text('1 of 200')")
     page.click("button[aria-label='Override s21-007']")
@@ -148,6 +151,11 @@ def test_override_from_the_fleet_table_and_every_page_passes_axe(
     row = "#fleet-body tr[data-id='s21-007']"
     page.wait_for_selector(f"{row}:has-text('sleep by operator-1')")
     page.wait_for_selector(f"{row} .st-asleep")  # the miner reports sleep: pushed live
+    page.fill("#f-text", "")
+    page.select_option("#f-state", "mining")  # the filter follows the live state
+    page.wait_for_selector("#f-count:has-text('199 of 200')")
+    page.select_option("#f-state", "")
+    page.fill("#f-text", "s21-007")
 
     page.click(f"{row} a")
     page.wait_for_selector("#m-now:has-text('operator override')")

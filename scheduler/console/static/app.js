@@ -325,7 +325,12 @@
   function refreshFleetView() {
     if (S.page !== "fleet" || pending) return;
     pending = true;
-    requestAnimationFrame(() => { pending = false; renderRows(true); });
+    requestAnimationFrame(() => {
+      pending = false;
+      // A filter or sort on a live column: the selection moves with the site.
+      const live = $("f-text").value || $("f-state").value || $("f-health").value || S.lc.includes(S.sortKey);
+      if (live) applyFilter(); else renderRows(true);
+    });
   }
   function cell(m, k) {
     const v = m[k];
