@@ -415,3 +415,13 @@ async def test_event_streams_are_bounded_and_refused_once_the_hub_stopped(
         hub.unsubscribe(held)
         hub.close()
         assert (await client.get("/console/api/events")).status_code == 503
+
+
+def test_history_keeps_one_point_a_step_in_a_bounded_ring(view: ControlledView) -> None:
+    hub = ConsoleHub(view, history_step_seconds=60.0, history_seconds=180.0)
+    for now in (0.0, 1.0, 59.0, 60.0, 130.0, 200.0, 260.0):
+        hub.step(now)  # no console open: the hub still wakes for its history
+    body = json.loads(hub.history_body())
+    assert body["columns"][:3] == ["t", "site_kw", "cap_kw"]
+    assert len(body["points"]) == 3  # 180 s of 60 s steps; the oldest fell out
+    assert all(point[1] == pytest.approx(10.5) for point in body["points"])  # 3 x 3.5 kW
