@@ -211,6 +211,11 @@ def test_viewer_sees_no_controls_and_a_forged_change_gets_403(
     page.click("#logout")
     page.wait_for_selector("#login-error:has-text('Logged out')")
     assert page.evaluate("async () => (await fetch('/console/api/me')).status") == 401
+    page.fill("#token", site.tokens[Role.ADMIN])  # an admin on the same page gets the controls
+    page.click("#login-form button")
+    page.wait_for_selector("#bulk-override")  # the fleet page it was on, with its controls
+    assert page.query_selector("#policy-form") is not None
+    assert "(admin)" in page.inner_text("#who")
     page.context.close()
 
 

@@ -85,11 +85,14 @@
   });
 
   async function start(me) {
+    // Controls a lower role removed from this page come back only with a fresh page.
+    if (S.trimmed && ROLE_RANK[me.role] > S.trimmed) { location.reload(); return; }
     S.me = me; S.csrf = me.csrf;
     $("who").textContent = me.name + " (" + me.role + ")";
     $("nav").hidden = false; $("logout").hidden = false;
     if (!can("operator")) for (const e of document.querySelectorAll(".ctl")) e.remove();
     if (!can("admin")) for (const e of document.querySelectorAll(".admin")) e.remove();
+    if (!can("admin")) S.trimmed = Math.min(S.trimmed || 3, ROLE_RANK[me.role]);
     await loadFleet();
     connect();
     loadHistory();
