@@ -208,6 +208,12 @@ def test_viewer_sees_no_controls_and_a_forged_change_gets_403(
     )
     assert forged[0] == 403, forged
     assert "viewer" in forged[1]
+    # A forged POST (as a cross-site form would send it, the cookie but no CSRF token): 403.
+    posted = page.evaluate(
+        """async () => (await fetch('/v1/curtail', {method: 'POST',
+            headers: {'content-type': 'text/plain'}, body: '{"target_kw": 0}'})).status"""
+    )
+    assert posted == 403
     page.click("#logout")
     page.wait_for_selector("#login-error:has-text('Logged out')")
     assert page.evaluate("async () => (await fetch('/console/api/me')).status") == 401
