@@ -45,10 +45,10 @@ lint: $(STAMP) ## ruff check and format, mypy --strict, the import contracts (py
 unit: $(STAMP) ## the quick tests: no process, no server, no external binary, not exhaustive (not system, slow or soak)
 	$(PY) -m pytest -q -m "not system and not slow and not soak"
 
-system: $(STAMP) mosquitto prometheus systemd-analyze slurm ## the tests that start processes: mosquitto, Slurm, Prometheus, the daemon
+system: $(STAMP) mosquitto prometheus systemd-analyze slurm chromium ## the tests that start processes: mosquitto, Slurm, Prometheus, the daemon
 	$(PY) -m pytest -q -m "system and not soak"
 
-test: $(STAMP) mosquitto prometheus systemd-analyze slurm lint ## everything CI runs: install, lint, the whole test suite (soak aside)
+test: $(STAMP) mosquitto prometheus systemd-analyze slurm chromium lint ## everything CI runs: install, lint, the whole test suite (soak aside)
 	$(PY) -m pytest -q
 
 bench: $(STAMP) mosquitto ## every benchmark under bench/ (one JSON object per line)
@@ -112,3 +112,17 @@ systemd-analyze: ## make sure systemd-analyze exists (scores the hardening of de
 .PHONY: bench-gpu
 bench-gpu: $(STAMP) slurm ## GPU-node policy on 100/1000 nodes, and node switches on a real one-host Slurm
 	$(PY) bench/bench_gpu_queue.py
+
+# --- the operator's console (docs/console.md) -------------------------------------------------
+.PHONY: chromium bench-console
+chromium: ## make sure Debian's chromium exists (the console tests drive it with Playwright; no browser download)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+		echo "chromium is missing: run 'sudo apt-get install chromium' (Debian/Ubuntu), then make test again"; exit 1; \
+	fi
+
+bench-console: $(STAMP) chromium ## the console in Chromium on 10,000 machines: first paint, update lag, bytes, daemon CPU
+	$(PY) bench/bench_console.py $(BENCH_CONSOLE_ARGS)

@@ -26,6 +26,9 @@ from scheduler.api.connections import ConnectionLimits, connection_cap
 from scheduler.api.wiring import security_from_config
 from scheduler.config.devices import pools_of
 from scheduler.config.schema import WattmuxConfig
+from scheduler.console.hub import ConsoleHub
+from scheduler.console.locations import load_locations
+from scheduler.console.web import console_routes
 from scheduler.control.failsafe import curtail_all
 from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
@@ -107,6 +110,7 @@ class Daemon:
             else None
         )
         self.control: ControlService | None = None
+        self.console: ConsoleHub | None = None  # the console's shared view, while the API serves
         self.open_files_limit: int | None = None  # RLIMIT_NOFILE once run() has raised it
 
     def readiness(self) -> dict[str, bool]:
@@ -220,15 +224,29 @@ class Daemon:
         """Run the loop, with the API listening when asked."""
         if serve_api:
             api = self.config.api
+            security = security_from_config(self.config)
+            locations, problems = load_locations(
+                self.config.locations(), self.config.site.locations_csv, self.state.devices
+            )
+            for problem in problems[:20]:
+                log.warning("site map: %s", problem)
+            hub = ConsoleHub(self, locations=locations, location_problems=problems)
+            self.console = hub
+            hub_stop = asyncio.Event()
             async with serve(
-                create_app(self, security_from_config(self.config)),
+                create_app(self, security, [console_routes(hub, security)]),
                 api.host,
                 api.port,
                 tls_cert_file=str(api.tls_cert_file) if api.tls_cert_file else None,
                 tls_key_file=str(api.tls_key_file) if api.tls_key_file else None,
                 limits=self.connection_limits(),
             ):
-                await self._run_loop(stop)
+                hub_task = asyncio.create_task(hub.run(hub_stop), name="console.hub")
+                try:
+                    await self._run_loop(stop)
+                finally:  # end the consoles' streams before the server stops
+                    hub_stop.set()
+                    await hub_task
         else:
             await self._run_loop(stop)
 

@@ -50,6 +50,7 @@ def test_demo_sleeps_in_the_spike_wakes_after_and_stops_cleanly_on_ctrl_c() -> N
     assert process.returncode == 0, text
     assert "stopped cleanly" in text
     assert "API and /metrics on http://127.0.0.1:" in text
+    assert re.search(r"console http://127\.0\.0\.1:\d+/console#token=\S{40,}", text), text
     spike = [(p, m) for p, m, _ in seen if m == 0]
     assert spike, f"the fleet never slept:\n{text}"
     assert min(p for p, _ in spike) > 100  # asleep only when power cost more than mining earned

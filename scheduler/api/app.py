@@ -15,7 +15,7 @@ import contextlib
 import functools
 import logging
 import socket
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -41,8 +41,16 @@ logger = logging.getLogger(__name__)
 STARTUP_POLL_SECONDS = 0.005
 
 
-def create_app(view: ControlView, security: ApiSecurity) -> FastAPI:
-    """Build the FastAPI application reading from ``view``, every route behind ``security``."""
+def create_app(
+    view: ControlView,
+    security: ApiSecurity,
+    extensions: Sequence[Callable[[FastAPI], None]] = (),
+) -> FastAPI:
+    """Build the FastAPI application reading from ``view``, every route behind ``security``.
+
+    ``extensions`` add routes of their own (the console) before the security check,
+    so their routes need a rule in ROUTE_ROLES like every other.
+    """
     app = FastAPI(
         title="wattmux",
         summary="Schedules mining ASICs and GPU nodes by power price and network economics.",
@@ -84,6 +92,8 @@ def create_app(view: ControlView, security: ApiSecurity) -> FastAPI:
 
     add_control_routes(app, view)
     add_dr_routes(app, view)
+    for extend in extensions:
+        extend(app)
     secure(app, view, security)
     return app
 

@@ -136,6 +136,15 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("PUT", "/v1/policy"): Role.ADMIN,
     ("GET", "/v1/config"): Role.ADMIN,
     ("GET", "/v1/demand-response/preview"): Role.VIEWER,
+    # The console (scheduler.console): the page and its assets need no token, login checks one.
+    ("GET", "/console"): None,
+    ("GET", "/console/static/{name}"): None,
+    ("POST", "/console/login"): None,
+    ("POST", "/console/logout"): Role.VIEWER,
+    ("GET", "/console/api/me"): Role.VIEWER,
+    ("GET", "/console/api/fleet"): Role.VIEWER,
+    ("GET", "/console/api/history"): Role.VIEWER,
+    ("GET", "/console/api/events"): Role.VIEWER,
 }
 
 

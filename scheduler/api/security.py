@@ -29,6 +29,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.api.auth import MUTATING_METHODS, ROUTE_ROLES, Authenticator, RateLimiter, Role
+from scheduler.api.sessions import CSRF_HEADER, SessionStore, cookie_value
 from scheduler.store.operator import ApiAuditEntry, ControlStore
 from scheduler.store.sqlite import StoreError
 
@@ -184,8 +185,10 @@ class SecurityMiddleware:
         on_reject: Callable[[str], None] | None = None,
         refusal_limiter: RateLimiter | None = None,
         refusal_audit: RefusalAudit | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
         self.app = app
+        self.sessions = sessions
         self.refusal_limiter = refusal_limiter
         self.refusal_audit = refusal_audit
         self.router_app = router_app
@@ -267,11 +270,25 @@ class SecurityMiddleware:
         """None when the request may go on, else (status, detail, headers)."""
         header = _header(scope, b"authorization")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return 401, "missing bearer token", {"www-authenticate": "Bearer"}
-        principal = self.authenticator.authenticate(token.strip())
-        if principal is None:
-            return 401, "invalid token", {"www-authenticate": 'Bearer error="invalid_token"'}
+        session_id = cookie_value(scope.get("headers", ())) if self.sessions is not None else ""
+        if not header and session_id and self.sessions is not None:
+            # A console session: the cookie stands for the token; a change needs the CSRF token.
+            session = self.sessions.get(session_id)
+            if session is None:
+                return 401, "session expired or unknown; log in again", {}
+            state[PRINCIPAL] = session.principal
+            if mutating and not self.sessions.csrf_ok(
+                session, _header(scope, CSRF_HEADER.encode())
+            ):
+                return 403, "missing or wrong CSRF token", {}
+            principal = session.principal
+        else:
+            if scheme.lower() != "bearer" or not token.strip():
+                return 401, "missing bearer token", {"www-authenticate": "Bearer"}
+            found = self.authenticator.authenticate(token.strip())
+            if found is None:
+                return 401, "invalid token", {"www-authenticate": 'Bearer error="invalid_token"'}
+            principal = found
         state[PRINCIPAL] = principal
         if principal.role < needed:
             return 403, f"role {principal.role.label} may not do this; needs {needed.label}", {}

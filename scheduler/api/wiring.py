@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 
 from scheduler.api.auth import ROUTE_ROLES, Authenticator, RateLimiter, Role, TokenEntry
 from scheduler.api.security import RefusalAudit, SecurityMiddleware
+from scheduler.api.sessions import SessionStore
 from scheduler.api.views import ControlView
 from scheduler.config.schema import WattmuxConfig
 
@@ -31,6 +32,7 @@ class ApiSecurity:
     limiter: RateLimiter
     max_body_bytes: int = 16384
     refusal_limiter: RateLimiter | None = None  # per client address; None: no such limit
+    sessions: SessionStore | None = None  # console sessions (cookie + CSRF); None: bearer only
 
 
 def secure(app: FastAPI, view: ControlView, security: ApiSecurity) -> None:
@@ -67,6 +69,7 @@ def secure(app: FastAPI, view: ControlView, security: ApiSecurity) -> None:
         on_reject=count,
         refusal_limiter=security.refusal_limiter,
         refusal_audit=RefusalAudit(audit_store),
+        sessions=security.sessions,
     )
 
 
@@ -85,4 +88,5 @@ def security_from_config(config: WattmuxConfig) -> ApiSecurity:
             burst=config.api.refused_burst,
             max_keys=MAX_REFUSAL_ADDRESSES,
         ),
+        sessions=SessionStore(config.api.session_seconds),
     )

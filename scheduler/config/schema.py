@@ -55,6 +55,10 @@ class SiteConfig(_Strict):
     name: str = Field("site", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="site name")
     timezone: str = Field("UTC", description="IANA zone for schedules, e.g. America/Chicago")
     power_cap_kw: float = Field(gt=0, description="site power cap in kW; never exceeded")
+    locations_csv: Path | None = Field(
+        None,
+        description="CSV of address,rack,position for the console's site map (wins over config)",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -279,6 +283,9 @@ class ApiConfig(_Strict):
     refused_burst: int = Field(
         20, ge=1, le=10000, description="refused requests allowed at once per client address"
     )
+    session_seconds: float = Field(
+        28800.0, ge=1, le=604800, description="a console login lasts this long (then log in again)"
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiConfig:
@@ -317,6 +324,31 @@ class PoolConfig(_Strict):
     password: SecretStr = Field(
         SecretStr("x"), description="worker password (usually ignored by pools)"
     )
+
+
+class LocationConfig(_Strict):
+    """Where one miner stands: its rack and its position in the rack (the console's site map)."""
+
+    rack: str = Field(pattern=r"^[A-Za-z0-9_.:/ -]{1,32}$", description="rack name, e.g. A03")
+    position: int = Field(ge=1, le=10000, description="position in the rack, 1 = first")
+
+
+class RangeLocationConfig(_Strict):
+    """Where a range's miners stand: in order, ``per_rack`` to a rack (racks rack-01, rack-02 ...).
+
+    Without ``per_rack`` the whole range stands in the one rack ``rack``.
+    """
+
+    rack: str = Field(pattern=r"^[A-Za-z0-9_.:/ -]{1,32}$", description="rack name or prefix")
+    first_position: int = Field(1, ge=1, le=10000)
+    per_rack: int | None = Field(None, ge=1, le=10000, description="miners per rack")
+
+    def place(self, index: int) -> tuple[str, int]:
+        """(rack, position) of the range's index-th miner (0-based)."""
+        if self.per_rack is None:
+            return self.rack, self.first_position + index
+        rack, slot = divmod(index, self.per_rack)
+        return f"{self.rack}-{rack + 1:02d}", self.first_position + slot
 
 
 class _DeviceCommon(_Strict):
@@ -378,6 +410,8 @@ class DeviceConfig(_DeviceCommon):
         except ValueError:
             raise ValueError(f"expected an IPv4 or IPv6 address, got {value!r}") from None
 
+    location: LocationConfig | None = Field(None, description="rack and position (site map)")
+
     def devices(self) -> list[Device]:
         """The one Device this entry describes."""
         return [self._device(self.id, str(self.address))]
@@ -389,6 +423,7 @@ class DeviceRangeConfig(_DeviceCommon):
     id_prefix: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,48}$")
     first_address: ipaddress.IPv4Address
     count: int = Field(ge=1, le=100_000)
+    location: RangeLocationConfig | None = Field(None, description="racks of the range (site map)")
 
     def devices(self) -> list[Device]:
         """One Device per address."""
@@ -598,6 +633,18 @@ class WattmuxConfig(_Strict):
             out.extend(entry.devices())
         for node in self.gpu_nodes:
             out.extend(node.devices())
+        return out
+
+    def locations(self) -> dict[str, tuple[str, int]]:
+        """Device id -> (rack, position) from the ``location`` fields of the config."""
+        out: dict[str, tuple[str, int]] = {}
+        for single in self.devices:
+            if single.location is not None:
+                out[single.id] = (single.location.rack, single.location.position)
+        for entry in self.device_ranges:
+            if entry.location is not None:
+                for index, device in enumerate(entry.devices()):
+                    out[device.id] = entry.location.place(index)
         return out
 
     def pool(self, name: str) -> PoolConfig:

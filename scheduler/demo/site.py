@@ -70,6 +70,7 @@ def demo_config(
                 "model": model,
                 "first_address": _address(offset),
                 "count": count,
+                "location": {"rack": "ABC"[len(ranges)], "per_rack": 20},
                 "pools": ["main", "backup"],
                 "options": {
                     "port": sim_port,
@@ -133,7 +134,9 @@ def _replay(daemon: Daemon) -> ErcotReplayFeed:
     raise RuntimeError("demo without a replay feed")
 
 
-def render(daemon: Daemon, site: SimSite, started: float, speed: float) -> list[str]:
+def render(
+    daemon: Daemon, site: SimSite, started: float, speed: float, console_link: str = ""
+) -> list[str]:
     """The lines of the live summary screen."""
     snapshot = daemon.state.snapshot(daemon.clock())
     replay = _replay(daemon)
@@ -194,6 +197,7 @@ def render(daemon: Daemon, site: SimSite, started: float, speed: float) -> list[
     lines += [
         "",
         f"API http://{listen}/v1/plan  /v1/devices  /v1/market    metrics http://{listen}/metrics",
+        f"console {console_link or f'http://{listen}/console'}",
         "Ctrl-C stops.",
     ]
     return lines
@@ -225,14 +229,24 @@ def _decision_lines(daemon: Daemon, limit: int) -> list[str]:
 
 
 async def _screen(
-    daemon: Daemon, site: SimSite, speed: float, stop: asyncio.Event, out: TextIO, live: bool
+    daemon: Daemon,
+    site: SimSite,
+    speed: float,
+    stop: asyncio.Event,
+    out: TextIO,
+    live: bool,
+    console_link: str = "",
 ) -> None:
     started = time.monotonic()
     last_counts: tuple[int, int, str] | None = None
     while not stop.is_set():
         if daemon.ready.is_set():
             if live:
-                out.write("\x1b[H\x1b[2J" + "\n".join(render(daemon, site, started, speed)) + "\n")
+                out.write(
+                    "\x1b[H\x1b[2J"
+                    + "\n".join(render(daemon, site, started, speed, console_link))
+                    + "\n"
+                )
                 out.flush()
             else:
                 snapshot = daemon.state.snapshot(daemon.clock())
@@ -324,7 +338,8 @@ async def _run_site(
     )
     print(
         f"wattmux demo: admin token {token}\n"
-        f"  export WATTMUX_TOKEN={token} WATTMUX_URL=http://{args.listen}; wattmux status",
+        f"  export WATTMUX_TOKEN={token} WATTMUX_URL=http://{args.listen}; wattmux status\n"
+        f"wattmux demo: console http://{args.listen}/console#token={token}  (opens logged in)",
         file=sys.stderr,
     )
     asics = [d for d in config.all_devices() if d.kind is DeviceKind.ASIC]
@@ -347,7 +362,15 @@ async def _run_site(
         async with asyncio.TaskGroup() as group:
             group.create_task(daemon.run(stop), name="daemon.run")
             group.create_task(
-                _screen(daemon, site, args.speed, stop, sys.stdout, live=not args.no_ui),
+                _screen(
+                    daemon,
+                    site,
+                    args.speed,
+                    stop,
+                    sys.stdout,
+                    live=not args.no_ui,
+                    console_link=f"http://{args.listen}/console#token={token}",
+                ),
                 name="demo.screen",
             )
             with contextlib.suppress(TimeoutError):
