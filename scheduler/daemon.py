@@ -23,7 +23,7 @@ from drivers.secrets import settings_key
 from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api.app import create_app, serve
 from scheduler.api.connections import ConnectionLimits, connection_cap
-from scheduler.api.wiring import security_from_config
+from scheduler.api.wiring import ApiSecurity, security_from_config
 from scheduler.config.devices import pools_of
 from scheduler.config.schema import WattmuxConfig
 from scheduler.console.hub import ConsoleHub
@@ -32,8 +32,10 @@ from scheduler.console.web import console_routes
 from scheduler.control.failsafe import curtail_all
 from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
+from scheduler.control.maintenance import AlertSilencer, MaintenanceWindows
 from scheduler.control.memory import StartupFreezer, heap_trimmer
 from scheduler.control.queues import build_queues
+from scheduler.control.reconciler import Reconciler
 from scheduler.control.service import (
     ControlledGuard,
     ControlledPolicy,
@@ -47,6 +49,7 @@ from scheduler.core.state import FleetState
 from scheduler.observability.gpu_telemetry import GpuTelemetry
 from scheduler.observability.metrics import Metrics
 from scheduler.policies import available_policies, create_policy
+from scheduler.reload import Reloader, ReloadRefused, ReloadResult
 from scheduler.store.operator import ControlStore, RefusedAuditRetention
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,10 @@ class Daemon:
         self.control: ControlService | None = None
         self.console: ConsoleHub | None = None  # the console's shared view, while the API serves
         self.open_files_limit: int | None = None  # RLIMIT_NOFILE once run() has raised it
+        self.config_path: Path | None = None  # the file a reload re-reads (None: no reload)
+        self.security: ApiSecurity | None = None  # the API's tokens, while it serves
+        self.reloader: Reloader | None = None  # live reload, once the loop is built
+        self.maintenance: MaintenanceWindows | None = None  # once the store is open
 
     def readiness(self) -> dict[str, bool]:
         """Ready = config loaded, store open, a power price and a device read, one reconcile done."""
@@ -127,18 +134,19 @@ class Daemon:
         """The last guarded plan (None before the first tick)."""
         return self.loop.plan if self.loop else None
 
-    def _drivers(self) -> Mapping[str, AsicDriver]:
+    def _drivers(self, config: WattmuxConfig | None = None) -> dict[str, AsicDriver]:
         """One cgminer driver per distinct option set, keyed by device id."""
-        pools = pools_of(self.config)
+        config = config or self.config
+        pools = pools_of(config)
         by_options: dict[str, AsicDriver] = {}
         per_device: dict[str, AsicDriver] = {}
-        for entry in (*self.config.devices, *self.config.device_ranges):
+        for entry in (*config.devices, *config.device_ranges):
             key = settings_key(entry.options)  # secrets in: a masked dump would merge blocks
             if key not in by_options:
                 by_options[key] = create_asic_driver(
                     pools,
                     entry.options,
-                    concurrency=max(self.config.control.poll_concurrency, 1),
+                    concurrency=max(config.control.poll_concurrency, 1),
                     clock=self.clock,
                 )
             for device in entry.devices():
@@ -179,6 +187,7 @@ class Daemon:
                 clock=self.clock,  # curtail and overrides last their time across wall steps
             )
             self.control = control
+            self.maintenance = self._maintenance(store)
             guard = ControlledGuard(config.guard, power_cap_w=config.site.power_cap_kw * 1000)
             guard.control = control
             try:  # queue clients close only after the reconciler's command tasks have ended
@@ -210,6 +219,9 @@ class Daemon:
                         poll_deadline_seconds=config.control.poll_deadline_seconds,
                     )
                     self.sink.wake = self.loop.wake
+                    self.reloader = self._reloader(store, reconciler)
+                    assert isinstance(self.loop.policy, ControlledPolicy)
+                    self.loop.policy.in_maintenance = self.maintenance.devices_in_maintenance
                     async with contextlib.AsyncExitStack() as inputs:
                         inputs.push_async_callback(self.http.aclose)
                         if self.ingest is not None:
@@ -225,6 +237,7 @@ class Daemon:
         if serve_api:
             api = self.config.api
             security = security_from_config(self.config)
+            self.security = security
             locations, problems = load_locations(
                 self.config.locations(), self.config.site.locations_csv, self.state.devices
             )
@@ -249,6 +262,50 @@ class Daemon:
                     await hub_task
         else:
             await self._run_loop(stop)
+
+    def _maintenance(self, store: ControlStore) -> MaintenanceWindows:
+        """Maintenance windows, silencing through [alertmanager] when configured."""
+        manager = self.config.alertmanager
+        return MaintenanceWindows(
+            store,
+            self.state.devices,
+            lambda: self.config.locations(),
+            silencer=None
+            if manager is None
+            else AlertSilencer(manager.url, timeout_seconds=manager.timeout_seconds),
+        )
+
+    def _reloader(self, store: ControlStore, reconciler: Reconciler) -> Reloader | None:
+        """Live reload of the file the daemon was started with (scheduler.reload)."""
+        loop = self.loop
+        if self.config_path is None or loop is None:
+            return None
+        policy = loop.policy
+        assert isinstance(policy, ControlledPolicy)
+        assert isinstance(loop.telemetry, dict) and isinstance(reconciler.controls, dict)
+        return Reloader(
+            self,
+            self.config_path,
+            drivers_for=lambda config: dict(self._drivers(config)),
+            telemetry=loop.telemetry,
+            controls=reconciler.controls,
+            rebuild_policy=lambda config: policy.reconfigure(config.policy),
+            store=store,
+            replace_tokens=self._replace_tokens,
+            pushed=frozenset(self.config.mqtt.push_devices if self.config.mqtt else ()),
+        )
+
+    def _replace_tokens(self, config: WattmuxConfig) -> None:
+        """Check a reloaded config's tokens and swap them into the serving API."""
+        fresh = security_from_config(config).authenticator  # ValueError when one is malformed
+        if self.security is not None:
+            self.security.authenticator.replace(fresh.entries)
+
+    def reload(self) -> ReloadResult:
+        """Re-read the config file (SIGHUP); ReloadRefused leaves the running config."""
+        if self.reloader is None:
+            raise ReloadRefused("no config file to reload from, or the daemon is not running yet")
+        return self.reloader.reload()
 
     def connection_limits(self) -> ConnectionLimits:
         """The API's connection bounds, its cap lowered so the device sockets keep their fds."""

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Response
 
 from scheduler.api.connections import ACCEPT_BACKLOG, ConnectionGuard, ConnectionLimits
 from scheduler.api.dr import add_dr_routes
+from scheduler.api.ops_routes import add_ops_routes
 from scheduler.api.routes import add_control_routes
 from scheduler.api.views import (
     AssignmentView,
@@ -92,6 +93,7 @@ def create_app(
 
     add_control_routes(app, view)
     add_dr_routes(app, view)
+    add_ops_routes(app, view)
     for extend in extensions:
         extend(app)
     secure(app, view, security)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scheduler.config.loading import ConfigError, load_config, summarize
@@ -156,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     from scheduler.cli.client import add_client_commands
 
     add_client_commands(sub)
+    from scheduler.cli.ops import add_ops_commands
+
+    add_ops_commands(sub)
     return parser
 
 
@@ -243,10 +248,21 @@ def _run(path: str) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         _install_stop(stop)
-        await Daemon(config).run(stop)
+        daemon = Daemon(config)
+        daemon.config_path = Path(path)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_on_hup, daemon)
+        await daemon.run(stop)
 
     _asyncio_run(main())
     return EXIT_OK
+
+
+def _reload_on_hup(daemon: Any) -> None:
+    """SIGHUP: re-read the config; a refusal is logged (one line) and the daemon goes on."""
+    from scheduler.reload import ReloadRefused
+
+    with contextlib.suppress(ReloadRefused):
+        daemon.reload()
 
 
 def _asyncio_run(coroutine: Coroutine[Any, Any, None]) -> None:

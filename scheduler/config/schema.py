@@ -533,6 +533,13 @@ class LeaseConfig(_Strict):
         )
 
 
+class AlertmanagerConfig(_Strict):
+    """[alertmanager]: where maintenance windows create their silences (API v2)."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=512)
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
 class WattmuxConfig(_Strict):
     """The whole configuration file."""
 
@@ -553,6 +560,9 @@ class WattmuxConfig(_Strict):
     mqtt: MqttOptions | None = Field(None, description="MQTT ingest; absent: no MQTT")
     gpu_telemetry: GpuTelemetryOptions | None = Field(
         None, description="NVML / dcgm-exporter GPU readings; absent: none"
+    )
+    alertmanager: AlertmanagerConfig | None = Field(
+        None, description="Alertmanager whose API silences machines in maintenance; absent: none"
     )
 
     @model_validator(mode="after")
