@@ -138,7 +138,8 @@ async def wait_ready(client: httpx.AsyncClient, process: Any, log: Path, what: s
             if (await client.get("/-/ready")).status_code == 200:
                 return
         if process.returncode is not None:
-            raise AssertionError(f"{what} exited: {log.read_text()[-2000:]}")
+            text = await asyncio.to_thread(log.read_text)
+            raise AssertionError(f"{what} exited: {text[-2000:]}")
         await asyncio.sleep(0.1)
     raise AssertionError(f"{what} not ready in 20 s")
 

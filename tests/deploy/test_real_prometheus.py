@@ -63,6 +63,7 @@ def optional(expr: str) -> bool:
     """True when expr reads a metric of OPTIONAL_METRICS."""
     return any(re.search(rf"\b{name}\b", expr) for name in OPTIONAL_METRICS)
 
+
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="prometheus missing: make test installs it"
 )
