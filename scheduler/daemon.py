@@ -29,6 +29,7 @@ from scheduler.config.schema import WattmuxConfig
 from scheduler.console.hub import ConsoleHub
 from scheduler.console.locations import load_locations
 from scheduler.console.web import console_routes
+from scheduler.control.accounting import Accountant
 from scheduler.control.failsafe import curtail_all
 from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
@@ -119,6 +120,7 @@ class Daemon:
         self.security: ApiSecurity | None = None  # the API's tokens, while it serves
         self.reloader: Reloader | None = None  # live reload, once the loop is built
         self.maintenance: MaintenanceWindows | None = None  # once the store is open
+        self.accounting: Accountant | None = None  # report sums, while the loop runs
 
     def readiness(self) -> dict[str, bool]:
         """Ready = config loaded, store open, a power price and a device read, one reconcile done."""
@@ -263,6 +265,18 @@ class Daemon:
         else:
             await self._run_loop(stop)
 
+    def _accountant(self, control: ControlService) -> Accountant:
+        """Per-day, per-machine sums for reports, off the store once a minute."""
+        maintenance = self.maintenance
+        return Accountant(
+            self.state,
+            control.store,
+            timezone=self.config.site.timezone,
+            clock=self.clock,
+            maintenance=None if maintenance is None else maintenance.devices_in_maintenance,
+            curtailed=lambda wall: control.curtail(wall) is not None,
+        )
+
     def _maintenance(self, store: ControlStore) -> MaintenanceWindows:
         """Maintenance windows, silencing through [alertmanager] when configured."""
         manager = self.config.alertmanager
@@ -365,11 +379,16 @@ class Daemon:
             self.loop.tick_listeners.append(
                 RefusedAuditRetention(self.control.store, self.config.store.refused_audit_days)
             )
+        if self.control is not None:  # report sums (scheduler.control.accounting)
+            self.accounting = self._accountant(self.control)
+            self.loop.tick_listeners.append(self.accounting)
         if watchdog is not None:
             watchdog.start()
         try:
             await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
         finally:
+            if self.accounting is not None:
+                self.accounting.flush()
             if watchdog is not None:
                 watchdog.stop()
             heartbeat.stopping()

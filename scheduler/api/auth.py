@@ -160,6 +160,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/v1/maintenance"): Role.VIEWER,
     ("PUT", "/v1/maintenance/{target}"): Role.OPERATOR,
     ("DELETE", "/v1/maintenance/{target}"): Role.OPERATOR,
+    ("GET", "/v1/reports"): Role.VIEWER,
 }
 
 

@@ -7,16 +7,21 @@ and ``accounting`` (scheduler.control.accounting); without one, the route answer
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.routes import _actor
 from scheduler.api.views import ERRORS, NOT_FOUND, ControlView
+from scheduler.control.accounting import Accountant, report_csv, report_rows, site_days
 from scheduler.control.maintenance import MAX_NOTE, MAX_WINDOW_SECONDS, MaintenanceWindows, Window
 from scheduler.reload import ReloadRefused
+
+MAX_REPORT_DAYS = 366
+MAX_REPORT_ROWS = 50_000  # machine-day rows per page
 
 
 class MaintenanceRequest(BaseModel):
@@ -45,7 +50,7 @@ def _window_view(window: Window, silence_error: str | None = None) -> Maintenanc
 
 
 def add_ops_routes(app: FastAPI, view: ControlView) -> None:
-    """Add /v1/reload and /v1/maintenance."""
+    """Add /v1/reload, /v1/maintenance and /v1/reports."""
 
     def windows() -> MaintenanceWindows:
         found = getattr(view, "maintenance", None)
@@ -109,3 +114,46 @@ def add_ops_routes(app: FastAPI, view: ControlView) -> None:
         window = await windows().end(target, _actor(request))
         request.state.audited = True
         return _window_view(window)
+
+    @app.get(
+        "/v1/reports",
+        tags=["reports"],
+        responses={
+            **ERRORS,
+            200: {"content": {"application/json": {}, "text/csv": {}}},
+            422: {"description": "bad dates"},
+        },
+    )
+    async def reports(
+        start: Annotated[date, Query(alias="from", description="first day (YYYY-MM-DD)")],
+        end: Annotated[date, Query(alias="to", description="last day, inclusive")],
+        device: Annotated[str | None, Query(max_length=64)] = None,
+        format: Literal["json", "csv"] = "json",
+        limit: Annotated[int, Query(ge=1, le=MAX_REPORT_ROWS)] = 10_000,
+        offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0,
+    ) -> Response:
+        """Per day and machine: uptime, energy, revenue, cost, margin, gain over always-on, DR."""
+        accounting = getattr(view, "accounting", None)
+        if not isinstance(accounting, Accountant):
+            raise HTTPException(503, "accounting is not running yet")
+        if end < start:
+            raise HTTPException(422, "'to' is before 'from'")
+        if end - start > timedelta(days=MAX_REPORT_DAYS):
+            raise HTTPException(422, f"at most {MAX_REPORT_DAYS} days per report")
+        rows = report_rows(accounting, start, end, device, limit=limit + 1, offset=offset)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if format == "csv":  # paged like the JSON: X-Next-Offset names the next page
+            headers = {"x-next-offset": str(offset + limit)} if more else {}
+            return Response(report_csv(rows), media_type="text/csv", headers=headers)
+        return JSONResponse(
+            {
+                "from": start.isoformat(),
+                "to": end.isoformat(),
+                "days": site_days(accounting, start, end, device),
+                "rows": rows,
+                "limit": limit,
+                "offset": offset,
+                "next_offset": offset + limit if more else None,
+            }
+        )

@@ -6,11 +6,30 @@ They share the API client of scheduler.cli.client (token, URL, exit codes).
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from datetime import date
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from scheduler.cli.client import EXIT_CODES, EXIT_OK, EXIT_USAGE, _api_options, _print, call, table
+import httpx
+
+from scheduler.cli.client import (
+    DEFAULT_URL,
+    EXIT_CODES,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    ApiFailure,
+    _api_options,
+    _print,
+    call,
+    table,
+)
 from scheduler.cli.client import parse_duration as _duration
+from scheduler.cli.report_png import write_gain_png
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -63,8 +82,112 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _day(text: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a day YYYY-MM-DD, got {text!r}") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Per day (and with --machines per machine): uptime, energy, money, gain, DR delivered."""
+    query = {"from": args.start, "to": args.end, "device": args.device}
+    params = urlencode({k: v for k, v in query.items() if v is not None})
+    if args.csv:
+        data = call_text(args, f"/v1/reports?{params}&format=csv")
+        sys.stdout.write(data)
+    else:
+        report = call(args, "GET", f"/v1/reports?{params}")
+        if args.json:
+            print(json.dumps(report, indent=2))
+        elif args.machines:
+            rows = [
+                (
+                    r["day"],
+                    r["device"],
+                    None if r["uptime"] is None else 100.0 * r["uptime"],
+                    r["energy_kwh"],
+                    r["revenue_usd"],
+                    r["energy_cost_usd"],
+                    r["margin_usd"],
+                    r["gain_over_always_on_usd"],
+                    r["dr_delivered_kwh"],
+                )
+                for r in report["rows"]
+            ]
+            print(table(rows, MACHINE_HEADER) if rows else "no data in that range")
+        else:
+            rows = [
+                (
+                    d["day"],
+                    None if d["uptime"] is None else 100.0 * d["uptime"],
+                    d["energy_kwh"],
+                    d["revenue_usd"],
+                    d["energy_cost_usd"],
+                    d["margin_usd"],
+                    d["gain_over_always_on_usd"],
+                    d["cumulative_gain_usd"],
+                    d["dr_delivered_kwh"],
+                )
+                for d in report["days"]
+            ]
+            print(table(rows, DAY_HEADER) if rows else "no data in that range")
+    if args.png is not None:
+        report = call(args, "GET", f"/v1/reports?{params}")
+        days = report["days"]
+        labelled = write_gain_png(
+            [d["day"] for d in days], [d["cumulative_gain_usd"] for d in days], Path(args.png)
+        )
+        if not labelled:
+            print(
+                f"wattmux report: matplotlib is not installed; {args.png} is a plain chart "
+                "without labels (pip install 'wattmux[plot]' for a labelled one)",
+                file=sys.stderr,
+            )
+    return EXIT_OK
+
+
+DAY_HEADER = (
+    "DAY",
+    "UPTIME_%",
+    "ENERGY_KWH",
+    "REVENUE_USD",
+    "COST_USD",
+    "MARGIN_USD",
+    "GAIN_USD",
+    "CUM_GAIN_USD",
+    "DR_KWH",
+)
+MACHINE_HEADER = (
+    "DAY",
+    "DEVICE",
+    "UPTIME_%",
+    "ENERGY_KWH",
+    "REVENUE_USD",
+    "COST_USD",
+    "MARGIN_USD",
+    "GAIN_USD",
+    "DR_KWH",
+)
+
+
+def call_text(args: argparse.Namespace, path: str) -> str:
+    """GET a text answer (CSV); failures as ApiFailure, like call()."""
+    token = args.token or os.environ.get("WATTMUX_TOKEN", "")
+    url = (args.url or os.environ.get("WATTMUX_URL") or DEFAULT_URL).rstrip("/")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        with httpx.Client(timeout=args.timeout, trust_env=False, verify=args.cacert or True) as c:
+            response = c.get(url + path, headers=headers)
+    except httpx.HTTPError as exc:
+        raise ApiFailure(EXIT_UNREACHABLE, f"cannot reach {url}: {exc}") from exc
+    if response.status_code >= 400:
+        call(args, "GET", path)  # the same request again, for call()'s one-line error
+    return response.text
+
+
 def add_ops_commands(sub: Any) -> None:
-    """Add reload and maintenance to the ``wattmux`` parser."""
+    """Add reload, maintenance and report to the ``wattmux`` parser."""
     codes = "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
     epilog = f"exit codes: {codes}"
     reload = sub.add_parser(
@@ -103,5 +226,33 @@ def add_ops_commands(sub: Any) -> None:
     maintenance.add_argument("--note", default="", help="why (kept in the audit log)")
     maintenance.add_argument("--clear", action="store_true", help="end the window now")
     maintenance.set_defaults(client_command=cmd_maintenance)
-    for parser in (reload, maintenance):
+    report = sub.add_parser(
+        "report",
+        help="per day and machine: uptime, energy, revenue, cost, margin, gain over always-on, DR",
+        description=(
+            "Reads GET /v1/reports. Uptime leaves out time curtailed and in maintenance; the "
+            "gain over always-on compares the margin made with the margin of every machine "
+            "mining at nominal the whole time. Default: one line per day for the site; "
+            "--machines: per machine; --csv / --json: every machine and day. --png FILE: a "
+            "chart of the cumulative gain (labelled with matplotlib: pip install 'wattmux[plot]')."
+        ),
+        epilog=epilog,
+    )
+    report.add_argument(
+        "--from",
+        dest="start",
+        type=_day,
+        required=True,
+        metavar="DAY",
+        help="first day, YYYY-MM-DD (site time zone)",
+    )
+    report.add_argument(
+        "--to", dest="end", type=_day, required=True, metavar="DAY", help="last day, inclusive"
+    )
+    report.add_argument("--device", metavar="DEVICE", help="one machine only")
+    report.add_argument("--machines", action="store_true", help="one line per machine and day")
+    report.add_argument("--csv", action="store_true", help="every machine and day as CSV")
+    report.add_argument("--png", metavar="FILE", help="also write the cumulative gain chart")
+    report.set_defaults(client_command=cmd_report)
+    for parser in (reload, maintenance, report):
         _api_options(parser)

@@ -96,6 +96,7 @@ class ControlledView:
     plan: Plan | None = None
     maintenance: Any = None  # scheduler.control.maintenance.MaintenanceWindows
     reloader: Any = None  # scheduler.reload.Reloader
+    accounting: Any = None  # scheduler.control.accounting.Accountant
     now: list[float] = field(default_factory=lambda: [NOW])
     ready: dict[str, bool] = field(
         default_factory=lambda: {"config": True, "store": True, "inputs": True, "reconciled": True}

@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from drivers.asic.config import AntminerOptions, CgminerOptions, WhatsminerOptions
 from scheduler.api import auth
 from scheduler.api.auth import ROUTE_ROLES, Authenticator, RateLimiter, Role, hash_token, new_token
+from scheduler.control.accounting import Accountant
 from scheduler.control.maintenance import MaintenanceWindows
 from scheduler.control.service import Actor
 from scheduler.core.model import TERA, Sample, Workload
@@ -48,6 +49,7 @@ def make_view(tmp_path: Path) -> ControlledView:
         config=config,
         control=make_control(store, state),
         maintenance=MaintenanceWindows(store, state.devices, config.locations),
+        accounting=Accountant(state, store),
     )
     view.reloader = Reloader(
         view,
@@ -103,6 +105,7 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
 
 VALID_PARAMS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/demand-response/preview"): {"reduction_kw": 5.0},
+    ("GET", "/v1/reports"): {"from": "2026-03-01", "to": "2026-03-02"},
 }
 
 
