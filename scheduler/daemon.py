@@ -42,6 +42,7 @@ from scheduler.control.service import (
     ControlledPolicy,
     ControlledReconciler,
     ControlService,
+    Mode,
 )
 from scheduler.control.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
 from scheduler.control.watchdog import LoopWatchdog
@@ -49,6 +50,7 @@ from scheduler.core.model import Plan
 from scheduler.core.state import FleetState
 from scheduler.observability.gpu_telemetry import GpuTelemetry
 from scheduler.observability.metrics import Metrics
+from scheduler.observability.metrics_control import ControlCollector, ControlReading
 from scheduler.policies import available_policies, create_policy
 from scheduler.reload import Reloader, ReloadRefused, ReloadResult
 from scheduler.store.operator import ControlStore, RefusedAuditRetention
@@ -190,6 +192,9 @@ class Daemon:
             )
             self.control = control
             self.maintenance = self._maintenance(store)
+            self.metrics.registry.register(  # mode, curtail, effective cap, overrides
+                ControlCollector(self._control_reading, [m.value for m in Mode])
+            )
             guard = ControlledGuard(config.guard, power_cap_w=config.site.power_cap_kw * 1000)
             guard.control = control
             try:  # queue clients close only after the reconciler's command tasks have ended
@@ -264,6 +269,22 @@ class Daemon:
                     await hub_task
         else:
             await self._run_loop(stop)
+
+    def _control_reading(self) -> ControlReading:
+        """The operator's controls for a scrape (scheduler.observability.metrics_control)."""
+        control, maintenance = self.control, self.maintenance
+        assert control is not None and maintenance is not None
+        event = control.curtail()
+        cap_kw = self.config.site.power_cap_kw
+        if event is not None:
+            cap_kw = min(cap_kw, event.target_kw or 0.0)
+        return ControlReading(
+            mode=control.mode.value,
+            curtail=event is not None,
+            effective_cap_kw=cap_kw,
+            overrides=len(control.overrides()),
+            in_maintenance=len(maintenance.devices_in_maintenance()),
+        )
 
     def _accountant(self, control: ControlService) -> Accountant:
         """Per-day, per-machine sums for reports, off the store once a minute."""
