@@ -339,7 +339,11 @@ class Daemon:
     def reload(self) -> ReloadResult:
         """Re-read the config file (SIGHUP); ReloadRefused leaves the running config."""
         if self.reloader is None:
-            raise ReloadRefused("no config file to reload from, or the daemon is not running yet")
+            refused = ReloadRefused(
+                "no config file to reload from, or the daemon is not running yet"
+            )
+            log.error("config reload refused: %s", refused.message)
+            raise refused
         return self.reloader.reload()
 
     def connection_limits(self) -> ConnectionLimits:
