@@ -162,6 +162,7 @@ def test_sighup_api_and_cli_reload_a_running_daemon(tmp_path: Path) -> None:
         daemon.send_signal(signal.SIGHUP)
         wait_for(lambda: len(devices()) == 4, 10, "the added miner")
         wait_for(lambda: reachable() == 4, 10, "the added miner polled")
+        assert 'wattmux_device_up{device="sim-004"} 1' in api.get("/metrics").text
         late = api.get("/v1/summary", headers={"authorization": f"Bearer {LATE}"})
         assert late.status_code == 200, late.text
 
@@ -191,6 +192,9 @@ def test_sighup_api_and_cli_reload_a_running_daemon(tmp_path: Path) -> None:
         assert cli.returncode == 0, cli.stderr
         assert "devices +0 -2 ~0" in cli.stdout and "policy changed" in cli.stdout
         assert devices() == ["sim-001", "sim-002"]
+        metrics = api.get("/metrics").text
+        assert 'wattmux_device_up{device="sim-002"}' in metrics
+        assert 'device="sim-003"' not in metrics and 'device="sim-004"' not in metrics
         assert (
             api.get("/v1/summary", headers={"authorization": f"Bearer {LATE}"}).status_code == 401
         )
