@@ -298,13 +298,18 @@ class Daemon:
             curtailed=lambda wall: control.curtail(wall) is not None,
         )
 
+    def _racks(self) -> dict[str, tuple[str, int]]:
+        """Device -> (rack, position): config `location` fields and [site] locations_csv."""
+        config = self.config
+        return load_locations(config.locations(), config.site.locations_csv, self.state.devices)[0]
+
     def _maintenance(self, store: ControlStore) -> MaintenanceWindows:
         """Maintenance windows, silencing through [alertmanager] when configured."""
         manager = self.config.alertmanager
         return MaintenanceWindows(
             store,
             self.state.devices,
-            lambda: self.config.locations(),
+            self._racks,
             silencer=None
             if manager is None
             else AlertSilencer(manager.url, timeout_seconds=manager.timeout_seconds),
