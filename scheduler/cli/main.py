@@ -12,7 +12,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from scheduler.config.loading import ConfigError, load_config, summarize
+from scheduler.config.loading import ConfigError, load_config, range_warnings, summarize
 from scheduler.version import wattmux_version
 
 if TYPE_CHECKING:
@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wattmux",
         description=(
-            "Schedule mining ASICs by power price and network economics: mine while it pays, "
-            "sleep when power costs more than the hash earns."
+            "Schedule bitcoin miners (ASICs) and GPU machines by power price and network "
+            "economics: mine while it pays, sleep when power costs more than the hash earns, and "
+            "move GPU nodes between AI jobs and mining by queue demand and price."
         ),
     )
     parser.add_argument("--version", action="version", version=f"wattmux {wattmux_version()}")
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     from scheduler.cli.client import add_client_commands
 
     add_client_commands(sub)
+    from scheduler.cli.reads import add_read_commands
+
+    add_read_commands(sub)
     return parser
 
 
@@ -218,9 +222,18 @@ def _check_config(path: str) -> int:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    from scheduler.cli.startup import store_path_problem
+
+    store_problem = store_path_problem(config.store.path)
+    if store_problem is not None:
+        print(f"{path}: 1 error(s)", file=sys.stderr)
+        print(f"{path}: {store_problem}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{path}: ok")
     for line in summarize(config):
         print(f"  {line}")
+    for warning in range_warnings(config):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -238,6 +251,14 @@ def _run(path: str) -> int:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
 
+    from scheduler.cli.startup import startup_problem, store_path_problem
+
+    store_problem = store_path_problem(config.store.path)
+    if store_problem is not None:
+        print(f"wattmux run: {path}: {store_problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in range_warnings(config):
+        logging.getLogger("scheduler.config").warning("%s: %s", path, warning)
     from scheduler.daemon import Daemon
 
     async def main() -> None:
@@ -245,7 +266,14 @@ def _run(path: str) -> int:
         _install_stop(stop)
         await Daemon(config).run(stop)
 
-    _asyncio_run(main())
+    try:
+        _asyncio_run(main())
+    except Exception as exc:  # an exception group from the daemon's TaskGroup, most often
+        line = startup_problem(exc, path, config.api.listen)
+        if line is None:
+            raise
+        print(f"wattmux run: {line}", file=sys.stderr)
+        return EXIT_CONFIG
     return EXIT_OK
 
 
