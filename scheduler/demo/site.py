@@ -204,9 +204,9 @@ def render(
         )
         breakevens = []
         for model, _ in FLEET_MIX:
-            device = next((d for d in snapshot.devices.values() if d.model == model), None)
-            if device is not None:
-                breakevens.append(f"{model} {economics.breakeven_usd_per_mwh(device):.1f}")
+            one = next((d for d in snapshot.devices.values() if d.model == model), None)
+            if one is not None:
+                breakevens.append(f"{model} {economics.breakeven_usd_per_mwh(one):.1f}")
         head.append("break-even   " + "  ".join(breakevens) + " USD/MWh")
     plan = daemon.current_plan()
     margin = sum(a.expected_margin_usd_per_hour for a in plan.assignments) if plan else 0.0
