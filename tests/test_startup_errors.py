@@ -183,3 +183,19 @@ def test_a_full_curtail_is_logged_as_such(tmp_path: Path, caplog: pytest.LogCapt
     assert messages[0].startswith("curtail to a full stop (every device asleep) until ")
     assert messages[1].startswith("curtail to 250 kW until ")
     assert "." not in messages[1].split(" until ")[1].split("+")[0]  # to the second
+
+
+@pytest.mark.system
+def test_check_config_tries_the_api_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, store=str(tmp_path / "w.sqlite"), listen="192.0.2.77:9470")
+    assert main(["check-config", str(config)]) == 2  # TEST-NET-1: not an address of this machine
+    assert "api.listen: cannot listen on 192.0.2.77:9470" in capsys.readouterr().err
+    port = free_port(HOST)
+    with socket.socket() as holder:
+        holder.bind((HOST, port))
+        holder.listen()
+        config = write_config(tmp_path, store=str(tmp_path / "w.sqlite"), listen=f"{HOST}:{port}")
+        assert main(["check-config", str(config)]) == 0  # in use: maybe by the daemon itself
+    assert f"warning: api.listen: {HOST}:{port} is in use now" in capsys.readouterr().err

@@ -339,7 +339,7 @@ def cmd_dr_preview(args: argparse.Namespace) -> int:
     def render(p: dict[str, Any]) -> str:
         lost = p["margin_lost_usd_per_hour"]
         head = (
-            f"event {p['event_id']} at {p['start']}: limit {p['limit_kw']:,.1f} kW; "
+            f"event {p['event_id']} at {_when(p['start'])}: limit {p['limit_kw']:,.1f} kW; "
             f"site {p['site_kw_before']:,.1f} -> {p['site_kw_after']:,.1f} kW; "
             f"{len(p['machines'])} machines shed {p['shed_kw']:,.1f} kW, "
             f"margin lost {'-' if lost is None else f'{lost:,.2f}'} USD/h"

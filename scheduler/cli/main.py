@@ -222,17 +222,19 @@ def _check_config(path: str) -> int:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    from scheduler.cli.startup import store_path_problem
+    from scheduler.cli.startup import listen_problem, store_path_problem
 
-    store_problem = store_path_problem(config.store.path)
-    if store_problem is not None:
-        print(f"{path}: 1 error(s)", file=sys.stderr)
-        print(f"{path}: {store_problem}", file=sys.stderr)
+    listen_error, listen_warning = listen_problem(config.api.host, config.api.port)
+    problems = [p for p in (store_path_problem(config.store.path), listen_error) if p]
+    if problems:
+        print(f"{path}: {len(problems)} error(s)", file=sys.stderr)
+        for problem in problems:
+            print(f"{path}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"{path}: ok")
     for line in summarize(config):
         print(f"  {line}")
-    for warning in range_warnings(config):
+    for warning in [*range_warnings(config), *([listen_warning] if listen_warning else [])]:
         print(f"{path}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 

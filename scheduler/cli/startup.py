@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from pathlib import Path
 
 from scheduler.api.app import ListenError
@@ -66,3 +67,32 @@ def store_path_problem(path: Path) -> str | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"store.path: cannot create {path}: {parent} is not writable by this user"
     return None
+
+
+def listen_problem(host: str, port: int) -> tuple[str | None, str | None]:
+    """Try the API's address now: (error, warning), either None.
+
+    An address not of this machine is an error; one in use is a warning (the daemon itself
+    may be the one holding it).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"api.listen: cannot resolve {host!r}: {exc.strerror or exc}", None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return None, (
+                    f"api.listen: {host}:{port} is in use now (by a running wattmux, or "
+                    "another process: `wattmux run` would stop there)"
+                )
+            return (
+                f"api.listen: cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                "choose an address of this machine",
+                None,
+            )
+    return None, None
