@@ -54,9 +54,7 @@ def test_the_live_screen_fits_80x24_and_keeps_the_token() -> None:
         sys.executable, "-m", "scheduler.cli.main", "demo", "--asics", "20", "--speed", "3000",
         "--listen", listen, "--sim-port", str(free_port("127.77.0.1")), "--token", TOKEN,
     ]  # fmt: skip
-    env = {**os.environ, "COLUMNS": "", "LINES": ""}
-    env.pop("COLUMNS")
-    env.pop("LINES")
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}  # the pty's size
     process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, env=env)
     os.close(slave)
     try:
