@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python venv module missing: apt-get install python3-venv"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade -c $(CONSTRAINTS) pip
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,fast]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,fast,plot]'
 	@$(PY) -m pip install --quiet -c $(CONSTRAINTS) --only-binary=pyasic-rs -e '.[asic-rs]' \
 		|| echo "pyasic-rs has no wheel for this platform: the optional asic-rs driver and its tests are skipped"
 	@touch $(STAMP)

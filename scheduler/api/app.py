@@ -133,6 +133,10 @@ class _QuietServer(uvicorn.Server):
             del loop.create_server  # the loop's own method again
 
 
+class ListenError(OSError):
+    """The API could not bind its address: ``strerror`` reads "cannot listen on HOST:PORT: why"."""
+
+
 async def _bind(host: str, port: int) -> socket.socket:
     """Create a listening-ready TCP socket bound to host:port (port 0 picks a free one)."""
     loop = asyncio.get_running_loop()
@@ -146,7 +150,7 @@ async def _bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        raise ListenError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     return sock
 
 

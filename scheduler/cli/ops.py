@@ -23,8 +23,8 @@ from scheduler.cli.client import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     ApiFailure,
-    _api_options,
     _print,
+    api_options,
     call,
     table,
 )
@@ -255,4 +255,4 @@ def add_ops_commands(sub: Any) -> None:
     report.add_argument("--png", metavar="FILE", help="also write the cumulative gain chart")
     report.set_defaults(client_command=cmd_report)
     for parser in (reload, maintenance, report):
-        _api_options(parser)
+        api_options(parser)

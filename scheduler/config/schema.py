@@ -425,6 +425,16 @@ class DeviceRangeConfig(_DeviceCommon):
     count: int = Field(ge=1, le=100_000)
     location: RangeLocationConfig | None = Field(None, description="racks of the range (site map)")
 
+    @model_validator(mode="after")
+    def _within_ipv4(self) -> DeviceRangeConfig:
+        last = int(self.first_address) + self.count - 1
+        if last > 0xFFFFFFFF:
+            raise ValueError(
+                f"first_address {self.first_address} + count {self.count} runs past "
+                f"255.255.255.255 by {last - 0xFFFFFFFF} address(es): lower count or first_address"
+            )
+        return self
+
     def devices(self) -> list[Device]:
         """One Device per address."""
         width = max(3, len(str(self.count)))

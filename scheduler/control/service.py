@@ -313,7 +313,12 @@ class ControlService:
         audit = self._audit(actor, before.to_json() if before else "null", event.to_json())
         self.store.put_setting("curtail", event.to_json(), now, audit)
         self._curtail = event
-        log.info("curtail to %s kW until %s by %s", target_kw, event.until, actor.principal)
+        log.info(
+            "curtail to %s until %s by %s",
+            "a full stop (every device asleep)" if target_kw is None else f"{target_kw:g} kW",
+            event.until.isoformat(timespec="seconds"),
+            actor.principal,
+        )
         return event
 
     def clear_curtail(self, actor: Actor) -> Curtail:
