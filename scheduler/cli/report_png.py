@@ -9,6 +9,7 @@ it is above always-on and red below, without text; the caller says so.
 from __future__ import annotations
 
 import itertools
+import logging
 import struct
 import zlib
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ def write_gain_png(days: Sequence[str], cumulative: Sequence[float], path: Path)
     try:
         import matplotlib
 
+        # matplotlib logs its font cache build at INFO: not the operator's business
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:

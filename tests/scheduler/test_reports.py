@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from scheduler.cli.report_png import HEIGHT, WIDTH, plain_chart_png
+from scheduler.cli.report_png import HEIGHT, WIDTH, plain_chart_png, write_gain_png
 from scheduler.control.accounting import Accountant, report_csv, report_rows, site_days
 from scheduler.core.model import TERA, Event, Sample, Workload
 from scheduler.core.state import FleetState
@@ -140,3 +141,12 @@ def test_plain_chart_is_a_valid_png_with_the_line() -> None:
     raw = zlib.decompress(png[offset + 8 : offset + 8 + size])
     assert len(raw) == HEIGHT * (1 + 3 * WIDTH)
     assert bytes((30, 140, 60)) in raw and bytes((200, 40, 40)) in raw  # above and below zero
+
+
+def test_without_matplotlib_the_plain_chart_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    path = tmp_path / "gain.png"
+    assert write_gain_png(["2026-03-01", "2026-03-02"], [1.0, 3.0], path) is False
+    assert path.read_bytes() == plain_chart_png([1.0, 3.0])
