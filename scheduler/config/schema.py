@@ -546,7 +546,7 @@ class LeaseConfig(_Strict):
 class AlertmanagerConfig(_Strict):
     """[alertmanager]: where maintenance windows create their silences (API v2)."""
 
-    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=512)
+    url: MaskedUrl = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=512)
     timeout_seconds: float = Field(5.0, gt=0, le=60)
 
 
