@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,6 +219,7 @@ def booted() -> Iterator[Container]:
     with tempfile.TemporaryDirectory(prefix="wattmux-nspawn-") as tmp:
         work = Path(tmp)
         src = copy_checkout(work)
+        decoy_wheel(src / ".decoy")
         container = Container(work)
         try:
             container.boot({"/src": src, "/wheels": NSPAWN_DIR / "wheels"})
@@ -226,9 +228,29 @@ def booted() -> Iterator[Container]:
             container.poweroff()
 
 
+DECOY = "annotated_types-99.0.0-py3-none-any.whl"  # newer than the pin: install.sh must not take it
+
+
+def decoy_wheel(directory: Path) -> Path:
+    """A wheel of annotated-types 99.0.0 (empty): installed only if the pins are ignored."""
+    directory.mkdir(parents=True, exist_ok=True)
+    info = "annotated_types-99.0.0.dist-info"
+    files = {
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: annotated-types\nVersion: 99.0.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(directory / DECOY, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return directory
+
+
 def install(container: Container) -> str:
-    """deploy/install.sh inside, from /src, with the wheelhouse for the index; its output."""
+    """deploy/install.sh inside, from /src, the wheelhouse (and a decoy) for index; its output."""
     result = container.sh(
-        "cd /src && PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels deploy/install.sh", timeout=300
+        "cd /src && PIP_NO_INDEX=1 PIP_FIND_LINKS='/wheels /src/.decoy' deploy/install.sh",
+        timeout=300,
     )
     return result.stdout
