@@ -15,6 +15,7 @@ reaches stderr (the journal) before it dies.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -74,10 +75,9 @@ def configure_logging(level: str, stream: TextIO | None = None) -> bool:
     handler.setFormatter(JournalFormatter() if journal else logging.Formatter(TERMINAL_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])  # no-op when the root has handlers
     if not faulthandler.is_enabled():
-        try:
+        # a stream without a usable file descriptor (embedded use): no stack dumps then
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             faulthandler.enable(out, all_threads=True)
-        except (OSError, ValueError, AttributeError):  # no usable file descriptor (embedded use)
-            pass
     return journal
 
 

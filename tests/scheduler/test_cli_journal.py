@@ -36,7 +36,9 @@ def test_records_get_their_priority_on_every_line_and_no_timestamp() -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        error = logging.LogRecord("wattmux.x", logging.ERROR, "f", 1, "bad %s", ("thing",), sys.exc_info())
+        error = logging.LogRecord(
+            "wattmux.x", logging.ERROR, "f", 1, "bad %s", ("thing",), sys.exc_info()
+        )
     lines = formatter.format(error).splitlines()
     assert lines[0] == "<3>wattmux.x: bad thing"
     assert len(lines) > 2 and all(line.startswith("<3>") for line in lines)  # the traceback too
