@@ -249,6 +249,16 @@ def test_crashes_until_the_start_limit_then_the_failsafe_sleeps_every_miner(
         lambda: prop(c, "SubState", "wattmux-failsafe.service") == "auto-restart",
         timeout_s=60,
     )
+    # the documented limitation: a start refused by the start limit still stops the retries
+    refused = c.sh("systemctl start wattmux.service", check=False, timeout=60)
+    assert refused.returncode != 0
+    assert prop(c, "ActiveState", "wattmux-failsafe.service") == "inactive"
+    c.sh("systemctl start --no-block wattmux-failsafe.service")  # the documented remedy
+    wait_for(
+        "the failsafe retrying again",
+        lambda: prop(c, "SubState", "wattmux-failsafe.service") == "auto-restart",
+        timeout_s=60,
+    )
     # the operator starts the daemon again: that ends the failsafe's retries (Conflicts=)
     c.sh("systemctl reset-failed wattmux.service && systemctl start wattmux.service", timeout=150)
     assert prop(c, "ActiveState", "wattmux-failsafe.service") == "inactive"
