@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scheduler.cli.journal import configure_logging, error_line
-from scheduler.config.loading import ConfigError, load_config, summarize
+from scheduler.config.loading import ConfigError, load_config, range_warnings, summarize
 from scheduler.version import wattmux_version
 
 if TYPE_CHECKING:
@@ -50,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wattmux",
         description=(
-            "Schedule mining ASICs by power price and network economics: mine while it pays, "
-            "sleep when power costs more than the hash earns."
+            "Schedule bitcoin miners (ASICs) and GPU machines by power price and network "
+            "economics: mine while it pays, sleep when power costs more than the hash earns, and "
+            "move GPU nodes between AI jobs and mining by queue demand and price."
         ),
     )
     parser.add_argument("--version", action="version", version=f"wattmux {wattmux_version()}")
@@ -157,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     from scheduler.cli.client import add_client_commands
 
     add_client_commands(sub)
+    from scheduler.cli.ops import add_ops_commands
+
+    add_ops_commands(sub)
+    from scheduler.cli.reads import add_read_commands
+
+    add_read_commands(sub)
     return parser
 
 
@@ -220,9 +229,20 @@ def _check_config(path: str) -> int:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    from scheduler.cli.startup import listen_problem, store_path_problem
+
+    listen_error, listen_warning = listen_problem(config.api.host, config.api.port)
+    problems = [p for p in (store_path_problem(config.store.path), listen_error) if p]
+    if problems:
+        print(f"{path}: {len(problems)} error(s)", file=sys.stderr)
+        for problem in problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{path}: ok")
     for line in summarize(config):
         print(f"  {line}")
+    for warning in [*range_warnings(config), *([listen_warning] if listen_warning else [])]:
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -240,15 +260,41 @@ def _run(path: str) -> int:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
 
+    from scheduler.cli.startup import startup_problem, store_path_problem
+
+    store_problem = store_path_problem(config.store.path)
+    if store_problem is not None:
+        print(f"wattmux run: {path}: {store_problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in range_warnings(config):
+        logging.getLogger("scheduler.config").warning("%s: %s", path, warning)
     from scheduler.daemon import Daemon
 
     async def main() -> None:
         stop = asyncio.Event()
         _install_stop(stop)
-        await Daemon(config).run(stop)
+        daemon = Daemon(config)
+        daemon.config_path = Path(path)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_on_hup, daemon)
+        await daemon.run(stop)
 
-    _asyncio_run(main())
+    try:
+        _asyncio_run(main())
+    except Exception as exc:  # an exception group from the daemon's TaskGroup, most often
+        line = startup_problem(exc, path, config.api.listen)
+        if line is None:
+            raise
+        print(f"wattmux run: {line}", file=sys.stderr)
+        return EXIT_CONFIG
     return EXIT_OK
+
+
+def _reload_on_hup(daemon: Any) -> None:
+    """SIGHUP: re-read the config; a refusal is logged (one line) and the daemon goes on."""
+    from scheduler.reload import ReloadRefused
+
+    with contextlib.suppress(ReloadRefused):
+        daemon.reload()
 
 
 def _asyncio_run(coroutine: Coroutine[Any, Any, None]) -> None:

@@ -425,6 +425,16 @@ class DeviceRangeConfig(_DeviceCommon):
     count: int = Field(ge=1, le=100_000)
     location: RangeLocationConfig | None = Field(None, description="racks of the range (site map)")
 
+    @model_validator(mode="after")
+    def _within_ipv4(self) -> DeviceRangeConfig:
+        last = int(self.first_address) + self.count - 1
+        if last > 0xFFFFFFFF:
+            raise ValueError(
+                f"first_address {self.first_address} + count {self.count} runs past "
+                f"255.255.255.255 by {last - 0xFFFFFFFF} address(es): lower count or first_address"
+            )
+        return self
+
     def devices(self) -> list[Device]:
         """One Device per address."""
         width = max(3, len(str(self.count)))
@@ -533,6 +543,13 @@ class LeaseConfig(_Strict):
         )
 
 
+class AlertmanagerConfig(_Strict):
+    """[alertmanager]: where maintenance windows create their silences (API v2)."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=512)
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
 class WattmuxConfig(_Strict):
     """The whole configuration file."""
 
@@ -553,6 +570,9 @@ class WattmuxConfig(_Strict):
     mqtt: MqttOptions | None = Field(None, description="MQTT ingest; absent: no MQTT")
     gpu_telemetry: GpuTelemetryOptions | None = Field(
         None, description="NVML / dcgm-exporter GPU readings; absent: none"
+    )
+    alertmanager: AlertmanagerConfig | None = Field(
+        None, description="Alertmanager whose API silences machines in maintenance; absent: none"
     )
 
     @model_validator(mode="after")
