@@ -45,10 +45,10 @@ lint: $(STAMP) ## ruff check and format, mypy --strict, the import contracts (py
 unit: $(STAMP) ## the quick tests: no process, no server, no external binary, not exhaustive (not system, slow or soak)
 	$(PY) -m pytest -q -m "not system and not slow and not soak"
 
-system: $(STAMP) mosquitto prometheus systemd-analyze slurm chromium alertmanager ## the tests that start processes: mosquitto, Slurm, Prometheus, the daemon
+system: $(STAMP) mosquitto prometheus systemd-analyze slurm chromium alertmanager nspawn-root ## the tests that start processes: mosquitto, Slurm, Prometheus, the daemon
 	$(PY) -m pytest -q -m "system and not soak"
 
-test: $(STAMP) mosquitto prometheus systemd-analyze slurm chromium alertmanager lint ## everything CI runs: install, lint, the whole test suite (soak aside)
+test: $(STAMP) mosquitto prometheus systemd-analyze slurm chromium alertmanager nspawn-root lint ## everything CI runs: install, lint, the whole test suite (soak aside)
 	$(PY) -m pytest -q
 
 bench: $(STAMP) mosquitto ## every benchmark under bench/ (one JSON object per line)
@@ -139,3 +139,13 @@ alertmanager: ## make sure Debian's prometheus-alertmanager exists (the tests st
 	fi
 bench-reports: $(STAMP) ## report accounting per tick, its write and a 30-day report, 1,000 and 10,000 machines
 	$(PY) bench/bench_reports.py
+
+# --- the shipped units under a real systemd (tests/deploy/test_systemd_nspawn.py) ---------------
+.PHONY: nspawn-root bench-systemd
+NSPAWN_DIR ?= /var/tmp/wattmux-nspawn
+nspawn-root: $(STAMP) ## build once a Debian 12 root for systemd-nspawn and a wheelhouse of the pins (cached in NSPAWN_DIR)
+	@if [ "$$(id -u)" != 0 ]; then echo "nspawn-root needs root: the systemd unit tests skip"; \
+	else PY=$(abspath $(PY)) tests/deploy/nspawn_root.sh $(NSPAWN_DIR); fi
+
+bench-systemd: $(STAMP) nspawn-root ## shipped units under systemd: watchdog restart and daemon death to 100 miners asleep
+	$(PY) bench/bench_systemd.py

@@ -14,6 +14,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scheduler.cli.journal import configure_logging, error_line
 from scheduler.config.loading import ConfigError, load_config, range_warnings, summarize
 from scheduler.version import wattmux_version
 
@@ -211,7 +212,8 @@ def _failsafe(path: str) -> int:
     _asyncio_run(main())
     report = reports[0]
     for outcome in report.failed:
-        print(f"{outcome.device_id}: {outcome.status.value}: {outcome.detail}", file=sys.stderr)
+        line = f"{outcome.device_id}: {outcome.status.value}: {outcome.detail}"
+        print(error_line(line), file=sys.stderr)
     print(
         f"failsafe: {len(report.outcomes) - len(report.failed)} of {len(report.outcomes)} "
         "devices confirmed asleep"
@@ -318,9 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     """Parse the arguments and run the subcommand."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)  # journal: <priority> prefix, no timestamp; faulthandler
     if args.log_level != "DEBUG":  # httpx logs every request at INFO: too much for queue polling
         logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "check-config":
