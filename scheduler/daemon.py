@@ -42,6 +42,7 @@ from scheduler.control.service import (
 )
 from scheduler.control.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
 from scheduler.control.watchdog import LoopWatchdog
+from scheduler.core.hardware import uncatalogued_models
 from scheduler.core.model import Plan
 from scheduler.core.state import FleetState
 from scheduler.observability.gpu_telemetry import GpuTelemetry
@@ -289,6 +290,12 @@ class Daemon:
             self.config.policy.name,
             self.config.api.listen,
         )
+        for model, count in sorted(uncatalogued_models(self.state.devices.values()).items()):
+            log.warning(
+                "model %r (%d devices) is not in the model catalog: nominal figures from the config",
+                model,
+                count,
+            )
         heartbeat = SystemdHeartbeat(self.notifier)
         watchdog_s = watchdog_seconds()
         if watchdog_s is not None and watchdog_s < 2 * self.config.control.tick_seconds:

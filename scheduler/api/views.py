@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.config.schema import WattmuxConfig
 from scheduler.control.service import MAX_DURATION_SECONDS, ControlService, Curtail, Mode
-from scheduler.core.model import MARKET_INPUTS, TERA, Plan, Reading
+from scheduler.core.hardware import lookup
+from scheduler.core.model import MARKET_INPUTS, TERA, DeviceKind, Plan, Reading
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics, hashprice_from_market
 from scheduler.store.journal import AuditRecord
@@ -60,6 +61,9 @@ class DeviceView(BaseModel):
     temperature_c: float | None
     sample_age_seconds: float | None
     desired_workload: str | None = Field(description="workload the scheduler wants")
+    model_catalogued: bool = Field(
+        True, description="false: the model catalog lacks the model; nominal figures from config"
+    )
 
 
 class ReadingView(BaseModel):
@@ -134,6 +138,8 @@ def device_views(state: FleetState, now: float) -> list[DeviceView]:
                     None if trusted is None else max(0.0, now - trusted.observed_at)
                 ),
                 desired_workload=None if desired is None else str(desired),
+                model_catalogued=device.kind is not DeviceKind.ASIC
+                or lookup(device.model) is not None,
             )
         )
     return views

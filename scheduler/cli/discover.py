@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from drivers.asic.discover import FoundMiner, discover, hosts
-from scheduler.core.hardware import MODELS
+from scheduler.core.hardware import lookup
 
 
 def device_entry(miner: FoundMiner, pool: str) -> str:
@@ -22,11 +22,15 @@ def device_entry(miner: FoundMiner, pool: str) -> str:
         f'pools = ["{pool}"]',
         f'options = {{ driver = "{miner.driver}", port = {miner.port} }}',
     ]
-    if miner.model in MODELS:
-        lines.insert(2, f'model = "{miner.model}"')
+    facts = lookup(miner.model)
+    if facts is not None:
+        lines.insert(2, f'model = "{facts.name}"')
     else:
-        known = ", ".join(sorted(MODELS))
-        lines.insert(2, f'# model = "?"  # reports {miner.model!r}; known: {known}')
+        lines[2:2] = [
+            f'# model = "{miner.model}"  # not in the model catalog: give its stock figures',
+            "# nominal_hashrate_ths = ?",
+            "# nominal_power_w = ?",
+        ]
     lines.insert(1, f"# {miner.firmware}")
     return "\n".join(lines)
 

@@ -68,7 +68,8 @@ async def test_discover_finds_every_miner_and_prints_entries_that_validate() -> 
         "cgminer",
         "cgminer",
     ]
-    assert "model" not in entries[3] and "reports 'Mystery 9000'" in text
+    assert "model" not in entries[3]
+    assert '# model = "Mystery 9000"  # not in the model catalog: give its stock figures' in text
     known = [e for e in entries if "model" in e]
     parsed = parse_config(
         {
