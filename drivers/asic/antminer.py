@@ -153,6 +153,7 @@ class AntminerDriver(CgminerDriver):
             hashrate_hs=reading.hashrate_hs,
             temperature_c=reading.temperature_c,
             observed_at=reading.observed_at,
+            health=reading.health,
         )
 
     async def collect(self, device: Device) -> Sample:

@@ -51,11 +51,13 @@ from drivers.asic.cgminer_parse import (
     section,
 )
 from drivers.asic.config import CgminerFamilyOptions, CgminerOptions
+from drivers.asic.health_parse import cgminer_health
 from drivers.asic.registry import AsicPlugin
 from drivers.bounds import implausible_reading
 from drivers.errors import DriverError, Fatal, MalformedReply, Rejected, Unavailable
 from scheduler.core.model import (
     Device,
+    Health,
     Outcome,
     OutcomeStatus,
     Pool,
@@ -95,6 +97,7 @@ class MinerReading:
     hashrate_hs: float
     temperature_c: float | None
     observed_at: float
+    health: Health | None = None
 
 
 class CgminerDriver:
@@ -186,6 +189,7 @@ class CgminerDriver:
             hashrate_hs=hashrate_hs,
             temperature_c=parse_chip_temperature_c(stats),
             observed_at=self._clock(),
+            health=cgminer_health(summary_rows[0], stats),
         )
 
     def _shared_mine(self, pool_name: str, power_level: float = 1.0) -> Workload:
@@ -230,6 +234,7 @@ class CgminerDriver:
             temperature_c=reading.temperature_c,
             pool_url=sys.intern(reading.pool_url) if reading.pool_url else None,
             pools_alive=self._pools_alive(device, reading.pools),
+            health=reading.health,
         )
 
     def _pools_alive(

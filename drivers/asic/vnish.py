@@ -219,6 +219,7 @@ class VnishDriver(CgminerDriver):
             hashrate_hs=reading.hashrate_hs,
             temperature_c=reading.temperature_c,
             observed_at=reading.observed_at,
+            health=reading.health,
         )
 
     async def collect(self, device: Device) -> Sample:

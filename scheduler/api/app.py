@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI, Response
 
 from scheduler.api.connections import ACCEPT_BACKLOG, ConnectionGuard, ConnectionLimits
+from scheduler.api.devices import add_device_routes
 from scheduler.api.dr import add_dr_routes
 from scheduler.api.routes import add_control_routes
 from scheduler.api.views import (
@@ -92,6 +93,7 @@ def create_app(
 
     add_control_routes(app, view)
     add_dr_routes(app, view)
+    add_device_routes(app, view)
     for extend in extensions:
         extend(app)
     secure(app, view, security)

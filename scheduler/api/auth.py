@@ -145,6 +145,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/console/api/fleet"): Role.VIEWER,
     ("GET", "/console/api/history"): Role.VIEWER,
     ("GET", "/console/api/events"): Role.VIEWER,
+    ("GET", "/v1/devices/{device_id}"): Role.VIEWER,
 }
 
 

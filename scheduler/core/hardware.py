@@ -33,6 +33,13 @@ class ModelFacts:
     power_target_min_w: float = 0.0  # lowest power target wattmux asks for
     power_target_max_w: float = 0.0  # highest (stock power: wattmux does not overclock)
     aliases: tuple[str, ...] = ()
+    hashboards: int = 0  # 0: not known (varies by variant)
+    chips_per_board: int = 0
+
+    @property
+    def chips_expected(self) -> int | None:
+        """Chips of all boards of a stock unit, None when the catalog does not know."""
+        return self.hashboards * self.chips_per_board or None
 
     @property
     def efficiency_j_per_th(self) -> float:
@@ -76,7 +83,8 @@ def _facts(name: str, table: dict[str, Any]) -> ModelFacts:
         "max_temperature_c",
         "aliases",
     }
-    if set(table) != expected:
+    optional = {"hashboards", "chips_per_board"}
+    if not expected <= set(table) <= expected | optional:
         raise CatalogError(
             f"catalog model {name!r}: keys {sorted(table)}, expected {sorted(expected)}"
         )
@@ -90,6 +98,8 @@ def _facts(name: str, table: dict[str, Any]) -> ModelFacts:
         power_target_min_w=low,
         power_target_max_w=high,
         aliases=tuple(str(a) for a in table["aliases"]),
+        hashboards=int(table.get("hashboards", 0)),
+        chips_per_board=int(table.get("chips_per_board", 0)),
     )
     if not (0 < facts.sleep_power_w < low <= high <= facts.power_w and facts.hashrate_ths > 0):
         raise CatalogError(f"catalog model {name!r}: figures out of order")

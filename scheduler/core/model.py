@@ -8,7 +8,9 @@ floats in seconds from the loop's clock; wall times are tz-aware UTC datetimes.
 from __future__ import annotations
 
 import enum
+import math
 import operator
+import struct
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -177,6 +179,128 @@ class QueueDemand:
 
 
 @dataclass(frozen=True, slots=True)
+class BoardHealth:
+    """One hash board as the firmware reports it; None where it reports nothing."""
+
+    hashrate_hs: float | None = None
+    chips: int | None = None  # chips the board answers with (found)
+    board_temp_c: float | None = None  # hottest PCB sensor
+    chip_temp_c: float | None = None  # hottest chip sensor
+
+
+# Packed per board: GH/s (float32, NaN unknown), chips (uint16, 0xFFFF unknown), board and chip
+# temperature in tenths of a degree (int16, -32768 unknown).  Per fan: RPM (uint16).
+_BOARD = struct.Struct("<fHhh")
+_FAN = struct.Struct("<H")
+_NO_CHIPS = 0xFFFF
+_NO_TEMP = -32768
+MAX_BOARDS = 16
+MAX_FANS = 16
+MAX_ERRORS = 8
+MAX_ERROR_CHARS = 80
+
+
+def _deci(value: float | None) -> int:
+    if value is None or not math.isfinite(value):
+        return _NO_TEMP
+    return max(-32767, min(32767, round(value * 10)))
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Deep health of a miner, packed small (one per device is kept; ~250 bytes).
+
+    Build it with ``Health.of``; read boards and fans through ``boards`` and
+    ``fans_rpm``.  Bounded: at most MAX_BOARDS boards, MAX_FANS fans and
+    MAX_ERRORS error codes of MAX_ERROR_CHARS each.
+    """
+
+    packed_boards: bytes = b""
+    packed_fans: bytes = b""
+    reject_ratio: float | None = None  # rejected / (accepted + rejected) shares (difficulty)
+    uptime_s: int | None = None
+    firmware: str | None = None
+    errors: tuple[str, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        boards: Iterable[BoardHealth] = (),
+        fans_rpm: Iterable[int] = (),
+        *,
+        reject_ratio: float | None = None,
+        uptime_s: float | None = None,
+        firmware: str | None = None,
+        errors: Iterable[str] = (),
+    ) -> Health:
+        """Pack what a driver read (values out of range are clamped, extras dropped)."""
+        packed = b"".join(
+            _BOARD.pack(
+                math.nan if b.hashrate_hs is None else b.hashrate_hs / 1e9,
+                _NO_CHIPS if b.chips is None else max(0, min(_NO_CHIPS - 1, b.chips)),
+                _deci(b.board_temp_c),
+                _deci(b.chip_temp_c),
+            )
+            for b in list(boards)[:MAX_BOARDS]
+        )
+        fans = b"".join(_FAN.pack(max(0, min(0xFFFF, int(r)))) for r in list(fans_rpm)[:MAX_FANS])
+        return cls(
+            packed_boards=packed,
+            packed_fans=fans,
+            reject_ratio=reject_ratio,
+            uptime_s=None if uptime_s is None else max(0, int(uptime_s)),
+            firmware=firmware,
+            errors=tuple(str(e)[:MAX_ERROR_CHARS] for e in list(errors)[:MAX_ERRORS]),
+        )
+
+    @property
+    def boards(self) -> tuple[BoardHealth, ...]:
+        """The boards, in slot order."""
+        return tuple(
+            BoardHealth(
+                hashrate_hs=None if math.isnan(ghs) else ghs * 1e9,
+                chips=None if chips == _NO_CHIPS else chips,
+                board_temp_c=None if board == _NO_TEMP else board / 10,
+                chip_temp_c=None if chip == _NO_TEMP else chip / 10,
+            )
+            for ghs, chips, board, chip in _BOARD.iter_unpack(self.packed_boards)
+        )
+
+    @property
+    def board_count(self) -> int:
+        """Hash boards reported."""
+        return len(self.packed_boards) // _BOARD.size
+
+    @property
+    def fans_rpm(self) -> tuple[int, ...]:
+        """Fan speeds in RPM, in fan order."""
+        return tuple(rpm for (rpm,) in _FAN.iter_unpack(self.packed_fans))
+
+    @property
+    def chip_temp_max_c(self) -> float | None:
+        """The hottest chip of any board, None when no board reports one."""
+        temps = [b.chip_temp_c for b in self.boards if b.chip_temp_c is not None]
+        return max(temps, default=None)
+
+    @property
+    def board_temp_max_c(self) -> float | None:
+        """The hottest board sensor, None when no board reports one."""
+        temps = [b.board_temp_c for b in self.boards if b.board_temp_c is not None]
+        return max(temps, default=None)
+
+    @property
+    def fan_rpm_min(self) -> int | None:
+        """The slowest fan, None without fans (immersion, hydro)."""
+        return min(self.fans_rpm, default=None)
+
+    @property
+    def chips_found(self) -> int | None:
+        """Chips found on all boards, None when no board reports a count."""
+        counts = [b.chips for b in self.boards if b.chips is not None]
+        return sum(counts) if counts else None
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One reading of a device as observed by a driver (never a guess)."""
 
@@ -194,6 +318,15 @@ class Sample:
     # (pool name, alive) for each enabled pool the miner lists (its URL when no configured
     # pool matches): what the device sees of its pools; () when the driver does not report it.
     pools_alive: tuple[tuple[str, bool], ...] = ()
+    health: Health | None = None  # boards, fans, rejects, uptime, firmware, errors (where read)
+
+    @property
+    def hottest_c(self) -> float | None:
+        """The hottest temperature known: chips where reported, else what temperature_c says."""
+        found = [self.temperature_c]
+        if self.health is not None:
+            found += [self.health.chip_temp_max_c, self.health.board_temp_max_c]
+        return max((t for t in found if t is not None), default=None)
 
 
 @dataclass(frozen=True, slots=True)

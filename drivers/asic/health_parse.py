@@ -1,0 +1,169 @@
+"""Deep health from cgminer-family and Whatsminer replies (pure functions).
+
+Where each Health field comes from:
+
+    boards        STATS "chain_rateN" (GH/s), "chain_acnN" (chips found), "temp_pcbN" /
+                  "tempN" (board, hottest sensor), "temp_chipN" / "temp2_N" (chip, hottest
+                  sensor), for N up to "miner_count" (bmminer, LuxOS, VNish) or every slot
+                  with a reading; Whatsminer DEVS rows: "MHS 5s", "Effective Chips",
+                  "Temperature", "Chip Temp Max"
+    fans          STATS "fanN" (N up to "fan_num"); Whatsminer SUMMARY "Fan Speed In/Out"
+    reject_ratio  SUMMARY "Difficulty Rejected" / ("Difficulty Accepted" + rejected), else
+                  share counts "Rejected" / ("Accepted" + "Rejected")
+    uptime        SUMMARY "Elapsed" (Whatsminer: "Uptime" when present)
+    firmware      STATS[0] "BMMiner" / "LUXminer" / "CGMiner" / "BOSer" / "Miner" version, the
+                  VNish mark in STATS[0] "Type"; Whatsminer SUMMARY "Firmware Version"
+    errors        VNish "chain_faultN" texts; Whatsminer get_error_code codes
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from drivers.asic.cgminer_parse import parse_number
+from scheduler.core.model import MAX_BOARDS, MAX_ERRORS, MAX_FANS, BoardHealth, Health
+
+Row = Mapping[str, Any]
+
+FIRMWARE_KEYS = ("LUXminer", "BOSer", "BMMiner", "CGMiner", "Miner")
+_VNISH = re.compile(r"\((vnish [^)]*)\)", re.IGNORECASE)
+
+
+def _max_sensor(value: Any) -> float | None:
+    """The hottest of ``"60-58-73-74"`` or a number, ignoring 0 (no sensor)."""
+    parts = value.split("-") if isinstance(value, str) else [value]
+    readings = [v for v in map(parse_number, parts) if v is not None and v > 0]
+    return max(readings, default=None)
+
+
+def _slot_numbers(row: Row) -> list[int]:
+    slots = {
+        int(key[len(prefix) :])
+        for key in row
+        for prefix in ("chain_rate", "chain_acn", "temp_chip", "temp_pcb")
+        if key.startswith(prefix) and key[len(prefix) :].isdigit()
+    }
+    return sorted(slots)[:MAX_BOARDS]
+
+
+def stats_boards(stats: Iterable[Row]) -> list[BoardHealth]:
+    """Boards from the STATS row that carries ``chain_*`` keys (bmminer style)."""
+    for row in stats:
+        slots = _slot_numbers(row)
+        if not slots:
+            continue
+        count = parse_number(row.get("miner_count"))
+        boards: list[BoardHealth] = []
+        for slot in slots:
+            rate = parse_number(row.get(f"chain_rate{slot}"))
+            chips = parse_number(row.get(f"chain_acn{slot}"))
+            board = _max_sensor(row.get(f"temp_pcb{slot}", row.get(f"temp{slot}")))
+            chip = _max_sensor(row.get(f"temp_chip{slot}", row.get(f"temp2_{slot}")))
+            empty = not rate and not chips and board is None and chip is None
+            if empty and (count is None or len(boards) >= count):
+                continue  # an empty slot: no board fitted
+            boards.append(
+                BoardHealth(
+                    hashrate_hs=None if rate is None else rate * 1e9,
+                    chips=None if chips is None else int(chips),
+                    board_temp_c=board,
+                    chip_temp_c=chip,
+                )
+            )
+        return boards
+    return []
+
+
+def stats_fans(stats: Iterable[Row]) -> list[int]:
+    """Fan RPMs ``fanN`` from the STATS row that has them (N up to ``fan_num``)."""
+    for row in stats:
+        numbers = sorted(int(key[3:]) for key in row if key.startswith("fan") and key[3:].isdigit())
+        if not numbers:
+            continue
+        count = parse_number(row.get("fan_num"))
+        if count is not None:
+            numbers = [n for n in numbers if n <= count]
+        rpms = [parse_number(row.get(f"fan{n}")) for n in numbers[:MAX_FANS]]
+        return [int(r) for r in rpms if r is not None and r >= 0]
+    return []
+
+
+def reject_ratio(summary: Row) -> float | None:
+    """Rejected share of the work submitted (difficulty-weighted where reported)."""
+    for accepted_key, rejected_key in (
+        ("Difficulty Accepted", "Difficulty Rejected"),
+        ("Accepted", "Rejected"),
+    ):
+        accepted = parse_number(summary.get(accepted_key))
+        rejected = parse_number(summary.get(rejected_key))
+        if accepted is not None and rejected is not None and accepted >= 0 and rejected >= 0:
+            total = accepted + rejected
+            return rejected / total if total > 0 else 0.0
+    return None
+
+
+def stats_firmware(stats: Iterable[Row]) -> str | None:
+    """The firmware and version STATS[0] names (``BMMiner 49.0.1.3``, ``VNish 1.2.7``)."""
+    first = next(iter(stats), {})
+    mark = _VNISH.search(str(first.get("Type") or ""))
+    if mark:
+        return sys.intern("VNish " + mark.group(1)[6:].strip())
+    for key in FIRMWARE_KEYS:
+        value = first.get(key)
+        if isinstance(value, str | int | float) and str(value):
+            text = f"{key} {value}"
+            if key == "BMMiner" and first.get("Miner"):  # Bitmain's own build number
+                text += f" (stock firmware {first['Miner']})"
+            return sys.intern(text[:64])
+    return None
+
+
+def stats_errors(stats: Iterable[Row]) -> list[str]:
+    """Board faults VNish reports (``chain_faultN``), as ``board N: text``."""
+    errors = []
+    for row in stats:
+        for key, value in row.items():
+            if key.startswith("chain_fault") and key[11:].isdigit() and value:
+                errors.append(f"board {key[11:]}: {value}")
+    return sorted(errors)[:MAX_ERRORS]
+
+
+def cgminer_health(summary: Row, stats: Sequence[Row]) -> Health:
+    """Health from a cgminer-family SUMMARY row and STATS rows."""
+    return Health.of(
+        stats_boards(stats),
+        stats_fans(stats),
+        reject_ratio=reject_ratio(summary),
+        uptime_s=parse_number(summary.get("Elapsed")),
+        firmware=stats_firmware(stats),
+        errors=stats_errors(stats),
+    )
+
+
+def whatsminer_health(summary: Row, devs: Sequence[Row], errors: Iterable[str] = ()) -> Health:
+    """Health from a Whatsminer SUMMARY row, its DEVS rows (one per board) and error codes."""
+    boards = [
+        BoardHealth(
+            hashrate_hs=None if (mhs := parse_number(row.get("MHS 5s"))) is None else mhs * 1e6,
+            chips=None
+            if (chips := parse_number(row.get("Effective Chips"))) is None
+            else int(chips),
+            board_temp_c=parse_number(row.get("Temperature")),
+            chip_temp_c=parse_number(row.get("Chip Temp Max")),
+        )
+        for row in devs[:MAX_BOARDS]
+    ]
+    fans = [parse_number(summary.get(k)) for k in ("Fan Speed In", "Fan Speed Out")]
+    firmware = summary.get("Firmware Version")
+    uptime = parse_number(summary.get("Uptime"))
+    return Health.of(
+        boards,
+        [int(f) for f in fans if f is not None and f >= 0],
+        reject_ratio=reject_ratio(summary),
+        uptime_s=uptime if uptime is not None else parse_number(summary.get("Elapsed")),
+        firmware=sys.intern(f"Whatsminer {firmware}"[:64]) if isinstance(firmware, str) else None,
+        errors=errors,
+    )
