@@ -29,7 +29,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from drivers.asic.bos_client import BosClient
-from drivers.asic.bos_messages import MinerStatus
+from drivers.asic.bos_messages import (
+    GET_LOCATE,
+    SET_LOCATE,
+    Empty,
+    MinerStatus,
+    SetLocateDeviceStatusRequest,
+)
 from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
 from drivers.asic.cgminer_parse import current_pool_url, parse_pools, rows, same_url
 from drivers.asic.config import BraiinsOptions
@@ -149,6 +155,16 @@ class BraiinsDriver(CgminerDriver):
         if requested.kind is not WorkloadKind.MINE:
             return True
         return abs(requested.power_level - observed.power_level) <= LEVEL_TOLERANCE
+
+    async def set_locate(self, device: Device, on: bool) -> None:
+        """ActionsService.SetLocateDeviceStatus."""
+        request = SetLocateDeviceStatusRequest(enable=on)
+        await self.api.call(device.id, device.address, SET_LOCATE, request)
+
+    async def locate_on(self, device: Device) -> bool:
+        """ActionsService.GetLocateDeviceStatus."""
+        reply = await self.api.call(device.id, device.address, GET_LOCATE, Empty())
+        return bool(reply.enabled)
 
     async def switch_pool(self, device: Device, pool_url: str) -> None:
         """Refused: pools are not switched over the Braiins OS API here."""

@@ -10,7 +10,8 @@ Where each Health field comes from:
     fans          STATS "fanN" (N up to "fan_num"); Whatsminer SUMMARY "Fan Speed In/Out"
     reject_ratio  SUMMARY "Difficulty Rejected" / ("Difficulty Accepted" + rejected), else
                   share counts "Rejected" / ("Accepted" + "Rejected")
-    uptime        SUMMARY "Elapsed" (Whatsminer: "Uptime" when present)
+    uptime        SUMMARY "Elapsed" (the mining software's; Whatsminer "Uptime", the system's,
+                  only where Elapsed is absent)
     firmware      STATS[0] "BMMiner" / "LUXminer" / "CGMiner" / "BOSer" / "Miner" version, the
                   VNish mark in STATS[0] "Type"; Whatsminer SUMMARY "Firmware Version"
     errors        VNish "chain_faultN" texts; Whatsminer get_error_code codes
@@ -158,12 +159,12 @@ def whatsminer_health(summary: Row, devs: Sequence[Row], errors: Iterable[str] =
     ]
     fans = [parse_number(summary.get(k)) for k in ("Fan Speed In", "Fan Speed Out")]
     firmware = summary.get("Firmware Version")
-    uptime = parse_number(summary.get("Uptime"))
+    uptime = parse_number(summary.get("Elapsed"))  # the mining software's, as cgminer's
     return Health.of(
         boards,
         [int(f) for f in fans if f is not None and f >= 0],
         reject_ratio=reject_ratio(summary),
-        uptime_s=uptime if uptime is not None else parse_number(summary.get("Elapsed")),
+        uptime_s=uptime if uptime is not None else parse_number(summary.get("Uptime")),
         firmware=sys.intern(f"Whatsminer {firmware}"[:64]) if isinstance(firmware, str) else None,
         errors=errors,
     )

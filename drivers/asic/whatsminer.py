@@ -285,6 +285,28 @@ class WhatsminerDriver(CgminerDriver):
             return
         await self.set_power_level(device, workload.power_level)
 
+    async def reboot(self, device: Device) -> None:
+        """The encrypted ``reboot`` (verified by the uptime starting again)."""
+        await self.privileged(device, "reboot")
+
+    async def set_locate(self, device: Device, on: bool) -> None:
+        """``set_led`` (red, blinking) to locate; ``reset_led`` gives the LED back to the firmware."""
+        if on:
+            await self.privileged(
+                device, "set_led", color="red", period="1000", duration="500", start="0"
+            )
+        else:
+            await self.privileged(device, "reset_led")
+
+    async def locate_on(self, device: Device) -> bool:
+        """``get_miner_info`` ``ledstat``: manual while the locate LED is set."""
+        reply = await self._command(device, "get_miner_info", "ledstat")
+        message = reply.get("Msg")
+        state = message.get("ledstat") if isinstance(message, dict) else None
+        if not isinstance(state, str):
+            raise MalformedReply(device.id, "get_miner_info: no ledstat")
+        return state.strip().lower() != "auto"
+
     async def set_power_level(self, device: Device, power_level: float) -> None:
         """Send set_power_pct with the level as a whole percent of normal power."""
         await self.privileged(device, "set_power_pct", percent=str(round(power_level * 100)))

@@ -123,6 +123,7 @@ class SimWhatsminer(SimMiner):
             "adjust_power_limit": self._adjust_power_limit,
             "open_write_api": self._open_write_api,
             "set_led": self._set_led,
+            "reboot": self._reboot,
             "reset_led": self._reset_led,
         }
 
@@ -418,6 +419,10 @@ class SimWhatsminer(SimMiner):
 
     def _set_led(self, _request: Reply) -> Reply:
         self.led_auto = False
+        return self._wm("S", 131, "API command OK")
+
+    def _reboot(self, _request: Reply) -> Reply:
+        self.reboot()
         return self._wm("S", 131, "API command OK")
 
     def _reset_led(self, _request: Reply) -> Reply:
