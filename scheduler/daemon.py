@@ -32,6 +32,7 @@ from scheduler.console.web import console_routes
 from scheduler.control.failsafe import curtail_all
 from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
+from scheduler.control.maintenance import MaintenanceRunner
 from scheduler.control.memory import StartupFreezer, heap_trimmer
 from scheduler.control.queues import build_queues
 from scheduler.control.service import (
@@ -111,6 +112,7 @@ class Daemon:
             else None
         )
         self.control: ControlService | None = None
+        self.maintenance: MaintenanceRunner | None = None  # POST /v1/device-actions, once running
         self.console: ConsoleHub | None = None  # the console's shared view, while the API serves
         self.open_files_limit: int | None = None  # RLIMIT_NOFILE once run() has raised it
 
@@ -217,6 +219,10 @@ class Daemon:
                             await inputs.enter_async_context(self.ingest)
                         if self.gpu_telemetry is not None:
                             await inputs.enter_async_context(self.gpu_telemetry)
+                        self.maintenance = MaintenanceRunner(
+                            self.state.devices, drivers, pools_of(config), clock=self.clock
+                        )
+                        inputs.push_async_callback(self.maintenance.close)
                         await self._serve(stop, serve_api)
             finally:
                 await queues.aclose()

@@ -23,6 +23,7 @@ from fastapi import FastAPI, Response
 from scheduler.api.connections import ACCEPT_BACKLOG, ConnectionGuard, ConnectionLimits
 from scheduler.api.devices import add_device_routes
 from scheduler.api.dr import add_dr_routes
+from scheduler.api.maintenance import add_maintenance_routes
 from scheduler.api.routes import add_control_routes
 from scheduler.api.views import (
     AssignmentView,
@@ -94,6 +95,7 @@ def create_app(
     add_control_routes(app, view)
     add_dr_routes(app, view)
     add_device_routes(app, view)
+    add_maintenance_routes(app, view)
     for extend in extensions:
         extend(app)
     secure(app, view, security)

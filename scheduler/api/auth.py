@@ -146,6 +146,8 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/console/api/history"): Role.VIEWER,
     ("GET", "/console/api/events"): Role.VIEWER,
     ("GET", "/v1/devices/{device_id}"): Role.VIEWER,
+    ("POST", "/v1/device-actions"): Role.OPERATOR,
+    ("GET", "/v1/device-actions/{job_id}"): Role.VIEWER,
 }
 
 

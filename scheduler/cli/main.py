@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     from scheduler.cli.client import add_client_commands
 
     add_client_commands(sub)
+    from scheduler.cli.maintain import add_maintain_parser
+
+    add_maintain_parser(sub)
     return parser
 
 

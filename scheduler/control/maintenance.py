@@ -107,6 +107,7 @@ class ActionJob:
     batches: int = 0
     batches_done: int = 0
     done: bool = False
+    on_done: Callable[[ActionJob], None] | None = None  # e.g. the audit row's result
 
     def counts(self) -> dict[str, int]:
         """Outcome status -> number of devices."""
@@ -123,6 +124,10 @@ class ActionJob:
 
 class MaintenanceError(ValueError):
     """A request that cannot start (unknown devices, missing arguments); one line."""
+
+    def __init__(self, message: str, field: str = "devices") -> None:
+        super().__init__(message)
+        self.field = field  # the request field at fault
 
 
 class MaintenanceRunner:
@@ -168,18 +173,26 @@ class MaintenanceRunner:
             raise MaintenanceError("a device is listed twice")
         if request.action is Action.POOL and request.pool not in self.pools:
             raise MaintenanceError(
-                f"pool: give a configured pool name ({', '.join(sorted(self.pools))})"
+                f"pool: give a configured pool name ({', '.join(sorted(self.pools))})", "pool"
             )
         if request.action is Action.POWER_PROFILE and not (
             request.power_level is not None and 0.0 < request.power_level <= 1.0
         ):
-            raise MaintenanceError("power-profile: give power_level in (0, 1] (share of nominal)")
+            raise MaintenanceError(
+                "power-profile: give power_level in (0, 1] (share of nominal)", "power_level"
+            )
         if request.batch_size < 1:
-            raise MaintenanceError("batch_size must be at least 1")
+            raise MaintenanceError("batch_size must be at least 1", "batch_size")
 
-    def start(self, request: ActionRequest, actor: str) -> ActionJob:
+    def start(
+        self,
+        request: ActionRequest,
+        actor: str,
+        on_done: Callable[[ActionJob], None] | None = None,
+    ) -> ActionJob:
         """Check and start a job in the background; the job object fills in as it runs."""
         job = self._new_job(request, actor)
+        job.on_done = on_done
         task = asyncio.get_running_loop().create_task(self._run(job), name=f"maintenance[{job.id}]")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -251,8 +264,10 @@ class MaintenanceRunner:
                     await self.sleep(request.batch_interval_seconds)
         finally:
             job.done = True
-            if self.on_done is not None:
-                self.on_done(job)
+            log.info("maintenance job %d ended: %s", job.id, job.summary())
+            for callback in (job.on_done, self.on_done):
+                if callback is not None:
+                    callback(job)
         return job
 
     async def _one(self, job: ActionJob, device_id: str, batch: int) -> DeviceOutcome:
