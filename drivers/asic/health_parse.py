@@ -19,6 +19,7 @@ Where each Health field comes from:
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,59 +36,97 @@ _VNISH = re.compile(r"\((vnish [^)]*)\)", re.IGNORECASE)
 
 def _max_sensor(value: Any) -> float | None:
     """The hottest of ``"60-58-73-74"`` or a number, ignoring 0 (no sensor)."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # fast path: plain "a-b-c-d" numbers
+        try:
+            hottest = max(map(float, value.split("-")))
+        except ValueError:
+            pass
+        else:
+            return hottest if 0 < hottest < math.inf else None
     parts = value.split("-") if isinstance(value, str) else [value]
     readings = [v for v in map(parse_number, parts) if v is not None and v > 0]
     return max(readings, default=None)
 
 
-def _slot_numbers(row: Row) -> list[int]:
-    slots = {
-        int(key[len(prefix) :])
-        for key in row
-        for prefix in ("chain_rate", "chain_acn", "temp_chip", "temp_pcb")
-        if key.startswith(prefix) and key[len(prefix) :].isdigit()
-    }
-    return sorted(slots)[:MAX_BOARDS]
+# The keys of each board slot (bmminer numbers from 1; the S9 generation uses 6..8), built
+# once: a dictionary look-up per key is much cheaper than scanning every key of the row.
+_SLOTS: tuple[tuple[int, str, str, str, str, str, str], ...] = tuple(
+    (
+        n,
+        f"chain_rate{n}",
+        f"chain_acn{n}",
+        f"temp_pcb{n}",
+        f"temp{n}",
+        f"temp_chip{n}",
+        f"temp2_{n}",
+    )
+    for n in range(0, MAX_BOARDS + 1)
+)
+_DETECT = tuple(key for slot in _SLOTS[:10] for key in (slot[1], slot[2]))
+_FAN_KEYS = tuple((n, f"fan{n}") for n in range(1, MAX_FANS + 1))
+_FAULT_KEYS = tuple((n, f"chain_fault{n}") for n in range(0, MAX_BOARDS + 1))
+
+
+def _board_row(stats: Iterable[Row]) -> Row | None:
+    """The STATS row with the chains (bmminer style), None when none has them."""
+    for row in stats:
+        if any(key in row for key in _DETECT):
+            return row
+    return None
 
 
 def stats_boards(stats: Iterable[Row]) -> list[BoardHealth]:
     """Boards from the STATS row that carries ``chain_*`` keys (bmminer style)."""
-    for row in stats:
-        slots = _slot_numbers(row)
-        if not slots:
-            continue
-        count = parse_number(row.get("miner_count"))
-        boards: list[BoardHealth] = []
-        for slot in slots:
-            rate = parse_number(row.get(f"chain_rate{slot}"))
-            chips = parse_number(row.get(f"chain_acn{slot}"))
-            board = _max_sensor(row.get(f"temp_pcb{slot}", row.get(f"temp{slot}")))
-            chip = _max_sensor(row.get(f"temp_chip{slot}", row.get(f"temp2_{slot}")))
-            empty = not rate and not chips and board is None and chip is None
-            if empty and (count is None or len(boards) >= count):
-                continue  # an empty slot: no board fitted
-            boards.append(
-                BoardHealth(
-                    hashrate_hs=None if rate is None else rate * 1e9,
-                    chips=None if chips is None else int(chips),
-                    board_temp_c=board,
-                    chip_temp_c=chip,
-                )
+    row = _board_row(stats)
+    if row is None:
+        return []
+    count = parse_number(row.get("miner_count"))
+    boards: list[BoardHealth] = []
+    for _n, rate_key, acn_key, pcb_key, temp_key, chip_key, temp2_key in _SLOTS:
+        if (
+            rate_key not in row
+            and acn_key not in row
+            and chip_key not in row
+            and temp2_key not in row
+        ):
+            continue  # no such slot
+        rate_text = row.get(rate_key)
+        chips_text = row.get(acn_key)
+        pcb = row.get(pcb_key, row.get(temp_key))
+        chip_text = row.get(chip_key, row.get(temp2_key))
+        if rate_text is None and chips_text is None and chip_text is None and pcb is None:
+            continue  # no such slot
+        rate = parse_number(rate_text)
+        chips = parse_number(chips_text)
+        board = _max_sensor(pcb)
+        chip = _max_sensor(chip_text)
+        empty = not rate and not chips and board is None and chip is None
+        if empty and (count is None or len(boards) >= count):
+            continue  # an empty slot: no board fitted
+        boards.append(
+            BoardHealth(
+                hashrate_hs=None if rate is None else rate * 1e9,
+                chips=None if chips is None else int(chips),
+                board_temp_c=board,
+                chip_temp_c=chip,
             )
-        return boards
-    return []
+        )
+    return boards
 
 
 def stats_fans(stats: Iterable[Row]) -> list[int]:
     """Fan RPMs ``fanN`` from the STATS row that has them (N up to ``fan_num``)."""
     for row in stats:
-        numbers = sorted(int(key[3:]) for key in row if key.startswith("fan") and key[3:].isdigit())
-        if not numbers:
+        if "fan1" not in row and "fan_num" not in row:
             continue
         count = parse_number(row.get("fan_num"))
-        if count is not None:
-            numbers = [n for n in numbers if n <= count]
-        rpms = [parse_number(row.get(f"fan{n}")) for n in numbers[:MAX_FANS]]
+        rpms = [
+            parse_number(row.get(key))
+            for n, key in _FAN_KEYS
+            if key in row and (count is None or n <= count)
+        ]
         return [int(r) for r in rpms if r is not None and r >= 0]
     return []
 
@@ -124,12 +163,8 @@ def stats_firmware(stats: Iterable[Row]) -> str | None:
 
 def stats_errors(stats: Iterable[Row]) -> list[str]:
     """Board faults VNish reports (``chain_faultN``), as ``board N: text``."""
-    errors = []
-    for row in stats:
-        for key, value in row.items():
-            if key.startswith("chain_fault") and key[11:].isdigit() and value:
-                errors.append(f"board {key[11:]}: {value}")
-    return sorted(errors)[:MAX_ERRORS]
+    errors = [f"board {n}: {row[key]}" for row in stats for n, key in _FAULT_KEYS if row.get(key)]
+    return errors[:MAX_ERRORS]
 
 
 def cgminer_health(summary: Row, stats: Sequence[Row]) -> Health:

@@ -188,8 +188,11 @@ class BoardHealth:
     chip_temp_c: float | None = None  # hottest chip sensor
 
 
-# Packed per board: GH/s (float32, NaN unknown), chips (uint16, 0xFFFF unknown), board and chip
-# temperature in tenths of a degree (int16, -32768 unknown).  Per fan: RPM (uint16).
+# Packed: a header (boards, fans: uint8; reject ratio: float64, NaN unknown; uptime: int64 s,
+# -1 unknown), then per board GH/s (float32, NaN unknown), chips (uint16, 0xFFFF unknown),
+# board and chip temperature in tenths of a degree (int16, -32768 unknown), then per fan RPM
+# (uint16).  One bytes object per device instead of a float, an int and two bytes objects.
+_HEAD = struct.Struct("<BBdq")
 _BOARD = struct.Struct("<fHhh")
 _FAN = struct.Struct("<H")
 _NO_CHIPS = 0xFFFF
@@ -198,6 +201,7 @@ MAX_BOARDS = 16
 MAX_FANS = 16
 MAX_ERRORS = 8
 MAX_ERROR_CHARS = 80
+_EMPTY_HEAD = _HEAD.pack(0, 0, math.nan, -1)
 
 
 def _deci(value: float | None) -> int:
@@ -208,17 +212,15 @@ def _deci(value: float | None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """Deep health of a miner, packed small (one per device is kept; ~250 bytes).
+    """Deep health of a miner, packed small (one per device is kept; about 154 bytes).
 
-    Build it with ``Health.of``; read boards and fans through ``boards`` and
-    ``fans_rpm``.  Bounded: at most MAX_BOARDS boards, MAX_FANS fans and
-    MAX_ERRORS error codes of MAX_ERROR_CHARS each.
+    Build it with ``Health.of``; read it through the properties (``boards``,
+    ``fans_rpm``, ``reject_ratio``, ``uptime_s`` ...).  Bounded: at most
+    MAX_BOARDS boards, MAX_FANS fans and MAX_ERRORS error codes of
+    MAX_ERROR_CHARS each.
     """
 
-    packed_boards: bytes = b""
-    packed_fans: bytes = b""
-    reject_ratio: float | None = None  # rejected / (accepted + rejected) shares (difficulty)
-    uptime_s: int | None = None
+    packed: bytes = _EMPTY_HEAD
     firmware: str | None = None
     errors: tuple[str, ...] = ()
 
@@ -234,28 +236,50 @@ class Health:
         errors: Iterable[str] = (),
     ) -> Health:
         """Pack what a driver read (values out of range are clamped, extras dropped)."""
-        packed = b"".join(
+        kept_boards = list(boards)[:MAX_BOARDS]
+        kept_fans = [max(0, min(0xFFFF, int(r))) for r in list(fans_rpm)[:MAX_FANS]]
+        ratio = (
+            math.nan if reject_ratio is None or not math.isfinite(reject_ratio) else reject_ratio
+        )
+        uptime = -1 if uptime_s is None else max(0, min(2**62, int(uptime_s)))
+        packed = _HEAD.pack(len(kept_boards), len(kept_fans), ratio, uptime) + b"".join(
             _BOARD.pack(
                 math.nan if b.hashrate_hs is None else b.hashrate_hs / 1e9,
                 _NO_CHIPS if b.chips is None else max(0, min(_NO_CHIPS - 1, b.chips)),
                 _deci(b.board_temp_c),
                 _deci(b.chip_temp_c),
             )
-            for b in list(boards)[:MAX_BOARDS]
+            for b in kept_boards
         )
-        fans = b"".join(_FAN.pack(max(0, min(0xFFFF, int(r)))) for r in list(fans_rpm)[:MAX_FANS])
+        packed += b"".join(_FAN.pack(rpm) for rpm in kept_fans)
         return cls(
-            packed_boards=packed,
-            packed_fans=fans,
-            reject_ratio=reject_ratio,
-            uptime_s=None if uptime_s is None else max(0, int(uptime_s)),
+            packed=packed,
             firmware=firmware,
             errors=tuple(str(e)[:MAX_ERROR_CHARS] for e in list(errors)[:MAX_ERRORS]),
         )
 
     @property
+    def board_count(self) -> int:
+        """Hash boards reported."""
+        return int(_HEAD.unpack_from(self.packed)[0])
+
+    @property
+    def reject_ratio(self) -> float | None:
+        """Rejected / (accepted + rejected) shares (difficulty-weighted where reported)."""
+        ratio = float(_HEAD.unpack_from(self.packed)[2])
+        return None if math.isnan(ratio) else ratio
+
+    @property
+    def uptime_s(self) -> int | None:
+        """Seconds since the mining software started, None when not reported."""
+        uptime = int(_HEAD.unpack_from(self.packed)[3])
+        return None if uptime < 0 else uptime
+
+    @property
     def boards(self) -> tuple[BoardHealth, ...]:
         """The boards, in slot order."""
+        count = self.board_count
+        end = _HEAD.size + count * _BOARD.size
         return tuple(
             BoardHealth(
                 hashrate_hs=None if math.isnan(ghs) else ghs * 1e9,
@@ -263,18 +287,14 @@ class Health:
                 board_temp_c=None if board == _NO_TEMP else board / 10,
                 chip_temp_c=None if chip == _NO_TEMP else chip / 10,
             )
-            for ghs, chips, board, chip in _BOARD.iter_unpack(self.packed_boards)
+            for ghs, chips, board, chip in _BOARD.iter_unpack(self.packed[_HEAD.size : end])
         )
-
-    @property
-    def board_count(self) -> int:
-        """Hash boards reported."""
-        return len(self.packed_boards) // _BOARD.size
 
     @property
     def fans_rpm(self) -> tuple[int, ...]:
         """Fan speeds in RPM, in fan order."""
-        return tuple(rpm for (rpm,) in _FAN.iter_unpack(self.packed_fans))
+        start = _HEAD.size + self.board_count * _BOARD.size
+        return tuple(rpm for (rpm,) in _FAN.iter_unpack(self.packed[start:]))
 
     @property
     def chip_temp_max_c(self) -> float | None:

@@ -134,7 +134,7 @@ def _health_values(health: Health, chips_expected: int | None) -> tuple[float | 
         health.chip_temp_max_c,
         health.board_temp_max_c,
         None if fan is None else float(fan),
-        float(health.board_count) if health.packed_boards else None,
+        float(health.board_count) if health.board_count else None,
         None if missing is None else float(missing),
         health.reject_ratio,
         None if health.uptime_s is None else float(health.uptime_s),
