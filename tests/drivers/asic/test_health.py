@@ -17,9 +17,11 @@ import pytest
 from pydantic import SecretStr
 
 from drivers.asic.antminer import AntminerDriver
+from drivers.asic.braiins import BraiinsDriver
 from drivers.asic.cgminer import CgminerDriver
 from drivers.asic.config import (
     AntminerOptions,
+    BraiinsOptions,
     CgminerOptions,
     LuxosOptions,
     WhatsminerOptions,
@@ -27,6 +29,8 @@ from drivers.asic.config import (
 from drivers.asic.luxos import LuxosDriver
 from drivers.asic.vnish import VnishDriver, VnishOptions
 from drivers.asic.whatsminer import WhatsminerDriver
+from drivers.sim import boser
+from drivers.sim.braiins_grpc import SimBraiinsGrpc
 from drivers.sim.site import SimSite
 from drivers.sim.whatsminer import SimWhatsminer
 from scheduler.api.views import DeviceDetailView, device_view
@@ -57,6 +61,7 @@ async def site() -> AsyncIterator[SimSite]:
         device("vnish", "S21 Pro", 2),
         device("antminer", "S19 Pro", 3),
         device("whatsminer", "M60S", 4),
+        device("braiins", "S19j Pro", 5),
     ]
     async with SimSite(devices, list(POOLS.values()), port=0) as sim:
         for miner in sim.miners.values():
@@ -76,6 +81,8 @@ def driver_for(site: SimSite, target: Device) -> Any:
         return VnishDriver(POOLS, VnishOptions(web_port=port, **FAST))
     if target.driver == "antminer":
         return AntminerDriver(POOLS, AntminerOptions(web_port=port, **FAST))
+    if target.driver == "braiins":
+        return BraiinsDriver(POOLS, BraiinsOptions(grpc_port=port, password="root", **FAST))
     return WhatsminerDriver(POOLS, WhatsminerOptions(password=SecretStr("s3cret"), **FAST))
 
 
@@ -100,6 +107,20 @@ async def test_every_simulated_firmware_reports_boards_fans_and_rejects(site: Si
         # Chip Temp Max and the boards' are read a moment apart, within a degree or so)
         assert health.chip_temp_max_c == pytest.approx(sample.temperature_c, abs=1.5)
         assert sample.hottest_c == max(health.chip_temp_max_c or 0, sample.temperature_c or 0)
+
+
+async def test_braiins_boards_and_fans_come_over_grpc(site: SimSite) -> None:
+    target = next(d for d in site.devices if d.driver == "braiins")
+    grpc = site.companions[target.id]
+    assert isinstance(grpc, SimBraiinsGrpc)
+    sample = await driver_for(site, target).collect(target)
+    assert grpc.calls["GetHashboards"] == 1 and grpc.calls["GetCoolingState"] == 1
+    assert sample.health is not None
+    reply = boser.hashboards(site.miners[target.id], site.miners[target.id]._clock())
+    assert [b.chips for b in sample.health.boards] == [
+        b.chips_count.value for b in reply.hashboards if b.chips_count is not None
+    ]
+    assert len(sample.health.fans_rpm) == len(boser.fan_rpms(site.miners[target.id], 0.0))
 
 
 async def test_whatsminer_error_codes_are_read_when_the_summary_counts_them(
