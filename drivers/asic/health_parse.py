@@ -77,13 +77,30 @@ def _board_row(stats: Iterable[Row]) -> Row | None:
     return None
 
 
-def stats_boards(stats: Iterable[Row]) -> list[BoardHealth]:
-    """Boards from the STATS row that carries ``chain_*`` keys (bmminer style)."""
+Board = tuple[
+    float | None, float | None, float | None, float | None
+]  # GH/s, chips, board C, chip C
+
+
+def _float(value: Any) -> float | None:
+    """parse_number with a fast path for plain numbers and numeric strings."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return parse_number(value)
+    return number if math.isfinite(number) else None
+
+
+def stats_board_rows(stats: Iterable[Row]) -> list[Board]:
+    """Boards from the STATS row that carries ``chain_*`` keys (bmminer style), as tuples."""
     row = _board_row(stats)
     if row is None:
         return []
     count = parse_number(row.get("miner_count"))
-    boards: list[BoardHealth] = []
+    boards: list[Board] = []
+    missing = 0
     for _n, rate_key, acn_key, pcb_key, temp_key, chip_key, temp2_key in _SLOTS:
         if (
             rate_key not in row
@@ -91,29 +108,33 @@ def stats_boards(stats: Iterable[Row]) -> list[BoardHealth]:
             and chip_key not in row
             and temp2_key not in row
         ):
+            missing += 1
+            if boards and missing > 2:  # past the last slot
+                break
             continue  # no such slot
-        rate_text = row.get(rate_key)
-        chips_text = row.get(acn_key)
-        pcb = row.get(pcb_key, row.get(temp_key))
-        chip_text = row.get(chip_key, row.get(temp2_key))
-        if rate_text is None and chips_text is None and chip_text is None and pcb is None:
-            continue  # no such slot
-        rate = parse_number(rate_text)
-        chips = parse_number(chips_text)
-        board = _max_sensor(pcb)
-        chip = _max_sensor(chip_text)
+        missing = 0
+        rate = _float(row.get(rate_key))
+        chips = _float(row.get(acn_key))
+        board = _max_sensor(row.get(pcb_key, row.get(temp_key)))
+        chip = _max_sensor(row.get(chip_key, row.get(temp2_key)))
         empty = not rate and not chips and board is None and chip is None
         if empty and (count is None or len(boards) >= count):
             continue  # an empty slot: no board fitted
-        boards.append(
-            BoardHealth(
-                hashrate_hs=None if rate is None else rate * 1e9,
-                chips=None if chips is None else int(chips),
-                board_temp_c=board,
-                chip_temp_c=chip,
-            )
-        )
+        boards.append((rate, chips, board, chip))
     return boards
+
+
+def stats_boards(stats: Iterable[Row]) -> list[BoardHealth]:
+    """Boards from the STATS row that carries ``chain_*`` keys (bmminer style)."""
+    return [
+        BoardHealth(
+            hashrate_hs=None if rate is None else rate * 1e9,
+            chips=None if chips is None else int(chips),
+            board_temp_c=board,
+            chip_temp_c=chip,
+        )
+        for rate, chips, board, chip in stats_board_rows(stats)
+    ]
 
 
 def stats_fans(stats: Iterable[Row]) -> list[int]:
@@ -169,8 +190,8 @@ def stats_errors(stats: Iterable[Row]) -> list[str]:
 
 def cgminer_health(summary: Row, stats: Sequence[Row]) -> Health:
     """Health from a cgminer-family SUMMARY row and STATS rows."""
-    return Health.of(
-        stats_boards(stats),
+    return Health.of_raw(
+        stats_board_rows(stats),
         stats_fans(stats),
         reject_ratio=reject_ratio(summary),
         uptime_s=parse_number(summary.get("Elapsed")),

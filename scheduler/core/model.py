@@ -202,12 +202,26 @@ MAX_FANS = 16
 MAX_ERRORS = 8
 MAX_ERROR_CHARS = 80
 _EMPTY_HEAD = _HEAD.pack(0, 0, math.nan, -1)
+# (boards, fans) -> the whole record's layout; at most (MAX_BOARDS + 1) x (MAX_FANS + 1) entries
+_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
 
 
 def _deci(value: float | None) -> int:
-    if value is None or not math.isfinite(value):
+    """Tenths of a degree, clamped to int16; _NO_TEMP for None, NaN and infinities."""
+    if value is None:
         return _NO_TEMP
-    return max(-32767, min(32767, round(value * 10)))
+    try:
+        tenths = round(value * 10)
+    except (ValueError, OverflowError):  # NaN, infinity
+        return _NO_TEMP
+    if -32767 <= tenths <= 32767:
+        return tenths
+    return 32767 if tenths > 0 else -32767
+
+
+def _chips(chips: float) -> int:
+    count = int(chips)
+    return count if 0 <= count < _NO_CHIPS else (0 if count < 0 else _NO_CHIPS - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,27 +250,67 @@ class Health:
         errors: Iterable[str] = (),
     ) -> Health:
         """Pack what a driver read (values out of range are clamped, extras dropped)."""
-        kept_boards = list(boards)[:MAX_BOARDS]
-        kept_fans = [max(0, min(0xFFFF, int(r))) for r in list(fans_rpm)[:MAX_FANS]]
-        ratio = (
-            math.nan if reject_ratio is None or not math.isfinite(reject_ratio) else reject_ratio
-        )
-        uptime = -1 if uptime_s is None else max(0, min(2**62, int(uptime_s)))
-        packed = _HEAD.pack(len(kept_boards), len(kept_fans), ratio, uptime) + b"".join(
-            _BOARD.pack(
-                math.nan if b.hashrate_hs is None else b.hashrate_hs / 1e9,
-                _NO_CHIPS if b.chips is None else max(0, min(_NO_CHIPS - 1, b.chips)),
-                _deci(b.board_temp_c),
-                _deci(b.chip_temp_c),
+        raw = [
+            (
+                None if b.hashrate_hs is None else b.hashrate_hs / 1e9,
+                b.chips,
+                b.board_temp_c,
+                b.chip_temp_c,
             )
-            for b in kept_boards
-        )
-        packed += b"".join(_FAN.pack(rpm) for rpm in kept_fans)
-        return cls(
-            packed=packed,
+            for b in boards
+        ]
+        return cls.of_raw(
+            raw,
+            fans_rpm,
+            reject_ratio=reject_ratio,
+            uptime_s=uptime_s,
             firmware=firmware,
-            errors=tuple(str(e)[:MAX_ERROR_CHARS] for e in list(errors)[:MAX_ERRORS]),
+            errors=errors,
         )
+
+    @classmethod
+    def of_raw(
+        cls,
+        boards: Sequence[tuple[float | None, float | None, float | None, float | None]],
+        fans_rpm: Iterable[float] = (),
+        *,
+        reject_ratio: float | None = None,
+        uptime_s: float | None = None,
+        firmware: str | None = None,
+        errors: Iterable[str] = (),
+    ) -> Health:
+        """``of`` for parsers: boards as (GH/s, chips, board C, chip C) tuples, None unknown."""
+        kept_fans = [min(0xFFFF, int(r)) if r > 0 else 0 for r in list(fans_rpm)[:MAX_FANS]]
+        ratio = math.nan
+        if reject_ratio is not None and math.isfinite(reject_ratio):
+            ratio = reject_ratio
+        uptime = -1 if uptime_s is None else max(0, min(2**62, int(uptime_s)))
+        flat: list[float | int] = []
+        for ghs, chips, board, chip in boards[:MAX_BOARDS]:
+            flat += (
+                math.nan if ghs is None else ghs,
+                _NO_CHIPS if chips is None else _chips(chips),
+                _deci(board),
+                _deci(chip),
+            )
+        count = len(flat) // 4
+        layout = _LAYOUTS.get((count, len(kept_fans)))
+        if layout is None:
+            layout = _LAYOUTS[(count, len(kept_fans))] = struct.Struct(
+                f"<BBdq{'fHhh' * count}{len(kept_fans)}H"
+            )
+        packed = layout.pack(
+            count,
+            len(kept_fans),
+            ratio,
+            uptime,
+            *flat,
+            *kept_fans,
+        )
+        kept_errors: tuple[str, ...] = ()
+        if errors:
+            kept_errors = tuple(str(e)[:MAX_ERROR_CHARS] for e in list(errors)[:MAX_ERRORS])
+        return cls(packed=packed, firmware=firmware, errors=kept_errors)
 
     @property
     def board_count(self) -> int:
