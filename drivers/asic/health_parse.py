@@ -30,6 +30,7 @@ from scheduler.core.model import MAX_BOARDS, MAX_ERRORS, MAX_FANS, BoardHealth, 
 
 Row = Mapping[str, Any]
 
+QUOTES = "'\" "
 FIRMWARE_KEYS = ("LUXminer", "BOSer", "BMMiner", "CGMiner", "Miner")
 _VNISH = re.compile(r"\((vnish [^)]*)\)", re.IGNORECASE)
 
@@ -221,6 +222,9 @@ def whatsminer_health(summary: Row, devs: Sequence[Row], errors: Iterable[str] =
         [int(f) for f in fans if f is not None and f >= 0],
         reject_ratio=reject_ratio(summary),
         uptime_s=uptime if uptime is not None else parse_number(summary.get("Uptime")),
-        firmware=sys.intern(f"Whatsminer {firmware}"[:64]) if isinstance(firmware, str) else None,
+        # real firmware quotes it: "'20210322.22.REL'"
+        firmware=sys.intern(f"Whatsminer {firmware.strip(QUOTES)}"[:64])
+        if isinstance(firmware, str)
+        else None,
         errors=errors,
     )

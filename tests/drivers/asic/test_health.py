@@ -251,6 +251,25 @@ async def test_luxos_s19kpro_capture_health() -> None:
     assert health.chip_temp_max_c == 47
 
 
+async def test_whatsminer_capture_health() -> None:
+    folder = _captures(ASIC_RS / "whatsminer/src/test/json/v1")
+    replies = _load(folder)
+    async with Replay("127.61.1.4", replies) as api:
+        target = asic(
+            "captured-wm", "M30S", driver="whatsminer", address="127.61.1.4", port=api.port
+        )
+        options = WhatsminerOptions(password=SecretStr("admin"), port=api.port)
+        sample = await WhatsminerDriver({}, options).collect(target)
+    health = sample.health
+    assert health is not None
+    assert [b.chips for b in health.boards] == [105, 105, 105]  # DEVS "Effective Chips"
+    assert [b.chip_temp_c for b in health.boards] == [90.0, 90.1, 92.5]  # tenths kept
+    assert [b.board_temp_c for b in health.boards] == [70.0, 69.5, 71.5]
+    assert health.fans_rpm == (6450, 6480)  # SUMMARY "Fan Speed In" / "Fan Speed Out"
+    assert health.firmware == "Whatsminer 20210322.22.REL"  # quotes dropped
+    assert health.uptime_s == 10154 and health.reject_ratio == 0.0 and health.errors == ()
+
+
 def test_health_is_small_and_bounded() -> None:
     board = {"hashrate_hs": 66e12, "chips": 108, "board_temp_c": 60.0, "chip_temp_c": 75.5}
     from scheduler.core.model import BoardHealth
