@@ -202,8 +202,7 @@ MAX_FANS = 16
 MAX_ERRORS = 8
 MAX_ERROR_CHARS = 80
 _EMPTY_HEAD = _HEAD.pack(0, 0, math.nan, -1)
-# (boards, fans) -> the whole record's layout; at most (MAX_BOARDS + 1) x (MAX_FANS + 1) entries
-_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
+_FANS = tuple(struct.Struct(f"<{n}H") for n in range(MAX_FANS + 1))  # n fans at once
 
 
 def _deci(value: float | None) -> int:
@@ -285,28 +284,19 @@ class Health:
         if reject_ratio is not None and math.isfinite(reject_ratio):
             ratio = reject_ratio
         uptime = -1 if uptime_s is None else max(0, min(2**62, int(uptime_s)))
-        flat: list[float | int] = []
+        parts = [_HEAD.pack(min(len(boards), MAX_BOARDS), len(kept_fans), ratio, uptime)]
         for ghs, chips, board, chip in boards[:MAX_BOARDS]:
-            flat += (
-                math.nan if ghs is None else ghs,
-                _NO_CHIPS if chips is None else _chips(chips),
-                _deci(board),
-                _deci(chip),
+            parts.append(
+                _BOARD.pack(
+                    math.nan if ghs is None else ghs,
+                    _NO_CHIPS if chips is None else _chips(chips),
+                    _deci(board),
+                    _deci(chip),
+                )
             )
-        count = len(flat) // 4
-        layout = _LAYOUTS.get((count, len(kept_fans)))
-        if layout is None:
-            layout = _LAYOUTS[(count, len(kept_fans))] = struct.Struct(
-                f"<BBdq{'fHhh' * count}{len(kept_fans)}H"
-            )
-        packed = layout.pack(
-            count,
-            len(kept_fans),
-            ratio,
-            uptime,
-            *flat,
-            *kept_fans,
-        )
+        if kept_fans:
+            parts.append(_FANS[len(kept_fans)].pack(*kept_fans))
+        packed = b"".join(parts)
         kept_errors: tuple[str, ...] = ()
         if errors:
             kept_errors = tuple(str(e)[:MAX_ERROR_CHARS] for e in list(errors)[:MAX_ERRORS])
