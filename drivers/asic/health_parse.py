@@ -125,6 +125,11 @@ def stats_board_rows(stats: Iterable[Row]) -> list[Board]:
     return boards
 
 
+def hottest_chip_c(boards: Sequence[Board]) -> float | None:
+    """The hottest chip of parsed boards, None when no board reports one."""
+    return max((chip for _rate, _chips, _board, chip in boards if chip is not None), default=None)
+
+
 def stats_boards(stats: Iterable[Row]) -> list[BoardHealth]:
     """Boards from the STATS row that carries ``chain_*`` keys (bmminer style)."""
     return [
@@ -189,10 +194,12 @@ def stats_errors(stats: Iterable[Row]) -> list[str]:
     return errors[:MAX_ERRORS]
 
 
-def cgminer_health(summary: Row, stats: Sequence[Row]) -> Health:
-    """Health from a cgminer-family SUMMARY row and STATS rows."""
+def cgminer_health(
+    summary: Row, stats: Sequence[Row], boards: Sequence[Board] | None = None
+) -> Health:
+    """Health from a cgminer-family SUMMARY row and STATS rows (``boards``: already parsed)."""
     return Health.of_raw(
-        stats_board_rows(stats),
+        stats_board_rows(stats) if boards is None else boards,
         stats_fans(stats),
         reject_ratio=reject_ratio(summary),
         uptime_s=parse_number(summary.get("Elapsed")),
