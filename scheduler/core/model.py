@@ -189,10 +189,12 @@ class BoardHealth:
 
 
 # Packed: a header (boards, fans: uint8; reject ratio: float64, NaN unknown; uptime: int64 s,
-# -1 unknown), then per board GH/s (float32, NaN unknown), chips (uint16, 0xFFFF unknown),
+# -1 unknown; hottest chip and board, tenths of a degree: int16; slowest fan: uint16, 0xFFFF
+# none; chips found: int32, -1 unknown: the figures a scrape reads without unpacking boards),
+# then per board GH/s (float32, NaN unknown), chips (uint16, 0xFFFF unknown),
 # board and chip temperature in tenths of a degree (int16, -32768 unknown), then per fan RPM
 # (uint16).  One bytes object per device instead of a float, an int and two bytes objects.
-_HEAD = struct.Struct("<BBdq")
+_HEAD = struct.Struct("<BBdqhhHi")
 _BOARD = struct.Struct("<fHhh")
 _FAN = struct.Struct("<H")
 _NO_CHIPS = 0xFFFF
@@ -201,7 +203,7 @@ MAX_BOARDS = 16
 MAX_FANS = 16
 MAX_ERRORS = 8
 MAX_ERROR_CHARS = 80
-_EMPTY_HEAD = _HEAD.pack(0, 0, math.nan, -1)
+_EMPTY_HEAD = _HEAD.pack(0, 0, math.nan, -1, -32768, -32768, 0xFFFF, -1)
 _FANS = tuple(struct.Struct(f"<{n}H") for n in range(MAX_FANS + 1))  # n fans at once
 
 
@@ -225,7 +227,7 @@ def _chips(chips: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """Deep health of a miner, packed small (one per device is kept; about 154 bytes).
+    """Deep health of a miner, packed small (one per device is kept; about 164 bytes).
 
     Build it with ``Health.of``; read it through the properties (``boards``,
     ``fans_rpm``, ``reject_ratio``, ``uptime_s`` ...).  Bounded: at most
@@ -284,16 +286,29 @@ class Health:
         if reject_ratio is not None and math.isfinite(reject_ratio):
             ratio = reject_ratio
         uptime = -1 if uptime_s is None else max(0, min(2**62, int(uptime_s)))
-        parts = [_HEAD.pack(min(len(boards), MAX_BOARDS), len(kept_fans), ratio, uptime)]
+        parts = [b""]
+        hottest_chip = hottest_board = _NO_TEMP
+        found = -1
         for ghs, chips, board, chip in boards[:MAX_BOARDS]:
+            chip_count = _NO_CHIPS if chips is None else _chips(chips)
+            board_deci, chip_deci = _deci(board), _deci(chip)
+            hottest_chip = max(hottest_chip, chip_deci)
+            hottest_board = max(hottest_board, board_deci)
+            if chip_count != _NO_CHIPS:
+                found = max(found, 0) + chip_count
             parts.append(
-                _BOARD.pack(
-                    math.nan if ghs is None else ghs,
-                    _NO_CHIPS if chips is None else _chips(chips),
-                    _deci(board),
-                    _deci(chip),
-                )
+                _BOARD.pack(math.nan if ghs is None else ghs, chip_count, board_deci, chip_deci)
             )
+        parts[0] = _HEAD.pack(
+            len(parts) - 1,
+            len(kept_fans),
+            ratio,
+            uptime,
+            hottest_chip,
+            hottest_board,
+            min(kept_fans) if kept_fans else 0xFFFF,
+            found,
+        )
         if kept_fans:
             parts.append(_FANS[len(kept_fans)].pack(*kept_fans))
         packed = b"".join(parts)
@@ -340,28 +355,44 @@ class Health:
         start = _HEAD.size + self.board_count * _BOARD.size
         return tuple(rpm for (rpm,) in _FAN.iter_unpack(self.packed[start:]))
 
+    def summary(
+        self,
+    ) -> tuple[int, float | None, int | None, float | None, float | None, int | None, int | None]:
+        """The header's figures, read without unpacking the boards (a scrape's needs).
+
+        (boards, reject ratio, uptime s, hottest chip C, hottest board C, slowest fan RPM,
+        chips found); None where not reported.
+        """
+        boards, _fans, ratio, uptime, chip, board, fan, found = _HEAD.unpack_from(self.packed)
+        return (
+            boards,
+            None if ratio != ratio else ratio,
+            None if uptime < 0 else uptime,
+            None if chip == _NO_TEMP else chip / 10,
+            None if board == _NO_TEMP else board / 10,
+            None if fan == 0xFFFF else fan,
+            None if found < 0 else found,
+        )
+
     @property
     def chip_temp_max_c(self) -> float | None:
         """The hottest chip of any board, None when no board reports one."""
-        temps = [b.chip_temp_c for b in self.boards if b.chip_temp_c is not None]
-        return max(temps, default=None)
+        return self.summary()[3]
 
     @property
     def board_temp_max_c(self) -> float | None:
         """The hottest board sensor, None when no board reports one."""
-        temps = [b.board_temp_c for b in self.boards if b.board_temp_c is not None]
-        return max(temps, default=None)
+        return self.summary()[4]
 
     @property
     def fan_rpm_min(self) -> int | None:
         """The slowest fan, None without fans (immersion, hydro)."""
-        return min(self.fans_rpm, default=None)
+        return self.summary()[5]
 
     @property
     def chips_found(self) -> int | None:
         """Chips found on all boards, None when no board reports a count."""
-        counts = [b.chips for b in self.boards if b.chips is not None]
-        return sum(counts) if counts else None
+        return self.summary()[6]
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,18 +127,17 @@ def _device_lines(device: Device) -> _DeviceLines:
 
 def _health_values(health: Health, chips_expected: int | None) -> tuple[float | None, ...]:
     """The HEALTH_FAMILIES values of one device, in table order (None: not reported)."""
-    found = health.chips_found
+    boards, ratio, uptime, chip, board, fan, found = health.summary()
     missing = None if chips_expected is None or found is None else max(0, chips_expected - found)
-    fan = health.fan_rpm_min
     return (
-        health.chip_temp_max_c,
-        health.board_temp_max_c,
-        None if fan is None else float(fan),
-        float(health.board_count) if health.board_count else None,
-        None if missing is None else float(missing),
-        health.reject_ratio,
-        None if health.uptime_s is None else float(health.uptime_s),
-        float(len(health.errors)),
+        chip,
+        board,
+        fan,
+        boards or None,
+        missing,
+        ratio,
+        uptime,
+        len(health.errors),
     )
 
 
@@ -216,7 +215,7 @@ class DeviceExposition:
                 values = _health_values(sample.health, lines.chips_expected)
                 for body, prefix, found in zip(healths, lines.health_prefixes, values, strict=True):
                     if found is not None:
-                        body.append(prefix + format_value(found))
+                        body.append(prefix + repr(float(found)))  # finite: from the header
         parts: list[str] = []
         for family, body in zip(DEVICE_FAMILIES[:3], (info, up, workload), strict=True):
             parts.append(_header(family))

@@ -294,6 +294,15 @@ def test_health_is_small_and_bounded() -> None:
     own = sys.getsizeof(three) + sys.getsizeof(three.packed)
     assert own <= 176, own  # per device; firmware text and () are shared
     assert three.boards[0].chip_temp_c == 75.5 and three.boards[0].chips == 108
+    # the header's figures (what a scrape reads) agree with the boards and fans
+    mixed = Health.of(
+        [BoardHealth(chips=100, chip_temp_c=81.25, board_temp_c=60.0), BoardHealth(chips=3)],
+        [5200, 0, 4800],
+    )
+    assert mixed.chip_temp_max_c == max(b.chip_temp_c or 0 for b in mixed.boards) == 81.2
+    assert mixed.board_temp_max_c == 60.0 and mixed.fan_rpm_min == 0 == min(mixed.fans_rpm)
+    assert mixed.chips_found == 103 and mixed.summary()[0] == 2
+    assert Health().summary() == (0, None, None, None, None, None, None)
 
 
 def test_thermal_guard_takes_the_hottest_chip() -> None:
