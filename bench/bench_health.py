@@ -7,6 +7,8 @@ one JSON object per line: {"name", "value", "unit"}.
     health_bytes_per_device   memory the kept Health objects hold, per device (tracemalloc;
                               the firmware text and the empty error tuple are shared)
     health_parse_us           parsing one device's STATS into Health (median of 5 runs)
+    render_10k_ms             the per-device metric families of 10,000 devices without health,
+    render_10k_health_ms      and with it (8 more series per device), median of 5 renders
 
 Usage: python bench/bench_health.py [--devices 10000]
 """
@@ -25,6 +27,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers.asic.health_parse import cgminer_health
+from scheduler.core.model import Device, DeviceKind, Health, Sample, Workload
+from scheduler.core.state import FleetState
+from scheduler.observability.exposition import DeviceExposition
 
 SUMMARY = {
     "Elapsed": 86400,
@@ -71,6 +76,29 @@ def main() -> None:
             cgminer_health(SUMMARY, r)
         runs.append((time.perf_counter() - started) / len(rows) * 1e6)
     emit("health_parse_us", statistics.median(runs), "us")
+    for name, healths in (("render_10k_ms", None), ("render_10k_health_ms", kept)):
+        emit(name, render_ms(healths, args.devices), "ms")
+
+
+def render_ms(healths: list[Health] | None, count: int) -> float:
+    """Median time of DeviceExposition.render over ``count`` S19j Pro devices."""
+    devices = [
+        Device(f"m{i:05d}", DeviceKind.ASIC, "S19j Pro", "cgminer", "127.0.0.1", 4028, 104e12, 3068)
+        for i in range(count)
+    ]
+    state = FleetState(devices)
+    workload = Workload.mine("main")
+    for i, device in enumerate(devices):
+        health = None if healths is None else healths[i]
+        state.observe(Sample(device.id, 100.0, workload, 3000.0, 1e14, 70.0, health=health))
+    exposition = DeviceExposition(state)
+    exposition.render(101.0)
+    runs = []
+    for _ in range(5):
+        started = time.perf_counter()
+        exposition.render(101.0)
+        runs.append((time.perf_counter() - started) * 1000)
+    return statistics.median(runs)
 
 
 if __name__ == "__main__":
