@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit system bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest bench-api bench-api-abuse bench-hostile
+.PHONY: help install demo test lint unit system bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest bench-api bench-api-abuse bench-hostile bench-health
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: $(STAMP) mosquitto ## every benchmark under bench/ (one JSON object per l
 
 bench-asic: $(STAMP) ## poll and curtail 10,000 simulated miners (sim in its own process)
 	$(PY) bench/bench_asic.py $(BENCH_ASIC_ARGS)
+
+bench-health: $(STAMP) ## deep health: bytes kept per device and parse time per device
+	$(PY) bench/bench_health.py
 
 bench-policy: $(STAMP) ## max-margin plan for 100,000 devices and the 10-month backtest for 1,000
 	$(PY) bench/bench_policy.py

@@ -30,6 +30,7 @@ from scheduler.console.hub import ConsoleHub
 from scheduler.console.locations import load_locations
 from scheduler.console.web import console_routes
 from scheduler.control.accounting import Accountant
+from scheduler.control.device_actions import MaintenanceRunner
 from scheduler.control.failsafe import curtail_all
 from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
@@ -46,6 +47,7 @@ from scheduler.control.service import (
 )
 from scheduler.control.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
 from scheduler.control.watchdog import LoopWatchdog
+from scheduler.core.hardware import uncatalogued_models
 from scheduler.core.model import Plan
 from scheduler.core.state import FleetState
 from scheduler.observability.gpu_telemetry import GpuTelemetry
@@ -116,6 +118,9 @@ class Daemon:
             else None
         )
         self.control: ControlService | None = None
+        self.device_actions: MaintenanceRunner | None = (
+            None  # POST /v1/device-actions, once running
+        )
         self.console: ConsoleHub | None = None  # the console's shared view, while the API serves
         self.open_files_limit: int | None = None  # RLIMIT_NOFILE once run() has raised it
         self.config_path: Path | None = None  # the file a reload re-reads (None: no reload)
@@ -235,6 +240,10 @@ class Daemon:
                             await inputs.enter_async_context(self.ingest)
                         if self.gpu_telemetry is not None:
                             await inputs.enter_async_context(self.gpu_telemetry)
+                        self.device_actions = MaintenanceRunner(
+                            self.state.devices, drivers, pools_of(config), clock=self.clock
+                        )
+                        inputs.push_async_callback(self.device_actions.close)
                         await self._serve(stop, serve_api)
             finally:
                 await queues.aclose()
@@ -390,6 +399,12 @@ class Daemon:
             self.config.policy.name,
             self.config.api.listen,
         )
+        for model, count in sorted(uncatalogued_models(self.state.devices.values()).items()):
+            log.warning(
+                "model %r (%d devices) is not in the model catalog: nominal figures from the config",
+                model,
+                count,
+            )
         heartbeat = SystemdHeartbeat(self.notifier)
         watchdog_s = watchdog_seconds()
         if watchdog_s is not None and watchdog_s < 2 * self.config.control.tick_seconds:

@@ -38,6 +38,9 @@ from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 GET_CONF = "/cgi-bin/get_miner_conf.cgi"
 GET_STATS = "/cgi-bin/stats.cgi"
 SET_CONF = "/cgi-bin/set_miner_conf.cgi"
+BLINK = "/cgi-bin/blink.cgi"
+BLINK_STATUS = "/cgi-bin/get_blink_status.cgi"
+REBOOT = "/cgi-bin/reboot.cgi"
 MODE_NORMAL, MODE_SLEEP = 0, 1
 
 
@@ -90,6 +93,22 @@ class AntminerWebClient:
         first = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
         watt = parse_number(first.get("watt"))
         return watt if watt is not None and watt > 0 else None
+
+    async def blink(self, device: Device, on: bool) -> None:
+        """POST blink.cgi: start or stop the locate LED."""
+        await self._call(device, "POST", BLINK, {"blink": "true" if on else "false"})
+
+    async def blinking(self, device: Device) -> bool:
+        """get_blink_status.cgi ``blink``."""
+        reply = await self._call(device, "GET", BLINK_STATUS)
+        value = reply.get("blink") if isinstance(reply, dict) else None
+        if not isinstance(value, bool | str):
+            raise MalformedReply(device.id, f"{BLINK_STATUS}: no blink field")
+        return value is True or str(value).lower() == "true"
+
+    async def reboot(self, device: Device) -> None:
+        """GET reboot.cgi: the firmware answers, then restarts."""
+        await self._call(device, "GET", REBOOT)
 
     async def set_mode(self, device: Device, mode: int) -> None:
         """Post the configuration back with ``miner-mode`` set (read-modify-write)."""
@@ -153,6 +172,7 @@ class AntminerDriver(CgminerDriver):
             hashrate_hs=reading.hashrate_hs,
             temperature_c=reading.temperature_c,
             observed_at=reading.observed_at,
+            health=reading.health,
         )
 
     async def collect(self, device: Device) -> Sample:
@@ -162,6 +182,18 @@ class AntminerDriver(CgminerDriver):
         if device.id not in self._estimated:
             return sample
         return dataclasses.replace(sample, power_estimated=True)
+
+    async def reboot(self, device: Device) -> None:
+        """Reboot through the web interface (verified by the uptime starting again)."""
+        await self.web.reboot(device)
+
+    async def set_locate(self, device: Device, on: bool) -> None:
+        """Blink the locate LED (blink.cgi)."""
+        await self.web.blink(device, on)
+
+    async def locate_on(self, device: Device) -> bool:
+        """Whether the locate LED blinks (get_blink_status.cgi)."""
+        return await self.web.blinking(device)
 
     async def observe(self, device: Device) -> Workload:
         """The work mode from the web configuration, the pool from the cgminer API."""

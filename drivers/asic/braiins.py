@@ -29,13 +29,45 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from drivers.asic.bos_client import BosClient
-from drivers.asic.bos_messages import MinerStatus
+from drivers.asic.bos_messages import (
+    GET_COOLING_STATE,
+    GET_HASHBOARDS,
+    GET_LOCATE,
+    SET_LOCATE,
+    Empty,
+    Hashboard,
+    MinerStatus,
+    SetLocateDeviceStatusRequest,
+)
 from drivers.asic.cgminer import CgminerClient, CgminerDriver, MinerReading
 from drivers.asic.cgminer_parse import current_pool_url, parse_pools, rows, same_url
 from drivers.asic.config import BraiinsOptions
 from drivers.asic.registry import AsicPlugin
-from drivers.errors import MalformedReply, Rejected, Unavailable
-from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
+from drivers.errors import DriverError, MalformedReply, Rejected, Unavailable
+from scheduler.core.model import (
+    BoardHealth,
+    Device,
+    Health,
+    Pool,
+    Sample,
+    Workload,
+    WorkloadKind,
+)
+
+
+def board_health(board: Hashboard) -> BoardHealth:
+    """One GetHashboards entry: 5 s hash rate, chips, board and hottest chip temperature."""
+    stats = board.stats
+    real = stats.real_hashrate if stats is not None else None
+    rate = real.last_5s if real is not None else None
+    chip = board.highest_chip_temp.temperature if board.highest_chip_temp is not None else None
+    return BoardHealth(
+        hashrate_hs=None if rate is None else rate.gigahash_per_second * 1e9,
+        chips=None if board.chips_count is None else board.chips_count.value,
+        board_temp_c=None if board.board_temp is None else board.board_temp.degree_c,
+        chip_temp_c=None if chip is None else chip.degree_c,
+    )
+
 
 LEVEL_TOLERANCE = 0.001  # a read-back level this close to the request confirms it (3 W of 3 kW)
 
@@ -92,9 +124,33 @@ class BraiinsDriver(CgminerDriver):
             reading, asleep=asleep, pool_url=None if asleep else reading.pool_url
         )
 
+    async def _grpc_health(self, device: Device, health: Health | None) -> Health | None:
+        """Boards (GetHashboards) and fans (GetCoolingState) as BOSer reports them over gRPC.
+
+        The rest (rejects, uptime, firmware) stays from the cgminer API; when a gRPC read
+        fails the cgminer API's health is kept (the poll does not fail for it).
+        """
+        try:
+            boards_reply = await self.api.call(device.id, device.address, GET_HASHBOARDS, Empty())
+            cooling = await self.api.call(device.id, device.address, GET_COOLING_STATE, Empty())
+        except DriverError:
+            return health
+        boards = [board_health(b) for b in boards_reply.hashboards if b.enabled]
+        return Health.of(
+            boards,
+            [fan.rpm for fan in cooling.fans],
+            reject_ratio=None if health is None else health.reject_ratio,
+            uptime_s=None if health is None else health.uptime_s,
+            firmware=None if health is None else health.firmware,
+            errors=() if health is None else health.errors,
+        )
+
     async def collect(self, device: Device) -> Sample:
         """A fresh sample whose mining workload carries the power target read back."""
         sample = await super().collect(device)
+        health = await self._grpc_health(device, sample.health)
+        if health is not sample.health:
+            sample = dataclasses.replace(sample, health=health)
         if sample.workload.kind is not WorkloadKind.MINE or sample.workload.pool is None:
             return sample
         level = await self._level(device)
@@ -149,6 +205,16 @@ class BraiinsDriver(CgminerDriver):
         if requested.kind is not WorkloadKind.MINE:
             return True
         return abs(requested.power_level - observed.power_level) <= LEVEL_TOLERANCE
+
+    async def set_locate(self, device: Device, on: bool) -> None:
+        """ActionsService.SetLocateDeviceStatus."""
+        request = SetLocateDeviceStatusRequest(enable=on)
+        await self.api.call(device.id, device.address, SET_LOCATE, request)
+
+    async def locate_on(self, device: Device) -> bool:
+        """ActionsService.GetLocateDeviceStatus."""
+        reply = await self.api.call(device.id, device.address, GET_LOCATE, Empty())
+        return bool(reply.enabled)
 
     async def switch_pool(self, device: Device, pool_url: str) -> None:
         """Refused: pools are not switched over the Braiins OS API here."""

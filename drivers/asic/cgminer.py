@@ -51,11 +51,13 @@ from drivers.asic.cgminer_parse import (
     section,
 )
 from drivers.asic.config import CgminerFamilyOptions, CgminerOptions
+from drivers.asic.health_parse import cgminer_health, hottest_chip_c, stats_board_rows
 from drivers.asic.registry import AsicPlugin
 from drivers.bounds import implausible_reading
 from drivers.errors import DriverError, Fatal, MalformedReply, Rejected, Unavailable
 from scheduler.core.model import (
     Device,
+    Health,
     Outcome,
     OutcomeStatus,
     Pool,
@@ -95,6 +97,7 @@ class MinerReading:
     hashrate_hs: float
     temperature_c: float | None
     observed_at: float
+    health: Health | None = None
 
 
 class CgminerDriver:
@@ -178,14 +181,18 @@ class CgminerDriver:
             power_w = self._missing_power_w(device, hashrate_hs)
         pools = parse_pools(rows(sections["pools"], "POOLS"))
         asleep = parse_curtailed(rows(sections["config"], "CONFIG"))
+        boards = stats_board_rows(stats)
+        chip = hottest_chip_c(boards)
         return MinerReading(
             asleep=asleep,
             pool_url=None if asleep else current_pool_url(pools),
             pools=pools,
             power_w=power_w,
             hashrate_hs=hashrate_hs,
-            temperature_c=parse_chip_temperature_c(stats),
+            # the hottest chip of the boards parsed once for the health, else any chip sensor
+            temperature_c=parse_chip_temperature_c(stats) if chip is None else chip,
             observed_at=self._clock(),
+            health=cgminer_health(summary_rows[0], stats, boards),
         )
 
     def _shared_mine(self, pool_name: str, power_level: float = 1.0) -> Workload:
@@ -230,6 +237,7 @@ class CgminerDriver:
             temperature_c=reading.temperature_c,
             pool_url=sys.intern(reading.pool_url) if reading.pool_url else None,
             pools_alive=self._pools_alive(device, reading.pools),
+            health=reading.health,
         )
 
     def _pools_alive(

@@ -82,6 +82,7 @@ class LuxosDriver(CgminerDriver):
             temperature_c=sample.temperature_c,
             pool_url=sample.pool_url,
             pools_alive=sample.pools_alive,
+            health=sample.health,
         )
 
     def _refusal(self, device: Device, workload: Workload) -> str | None:

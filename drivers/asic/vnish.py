@@ -219,6 +219,7 @@ class VnishDriver(CgminerDriver):
             hashrate_hs=reading.hashrate_hs,
             temperature_c=reading.temperature_c,
             observed_at=reading.observed_at,
+            health=reading.health,
         )
 
     async def collect(self, device: Device) -> Sample:
@@ -228,6 +229,19 @@ class VnishDriver(CgminerDriver):
             return sample
         level = self.power_level(device, sample.power_w)
         return dataclasses.replace(sample, workload=Workload.mine(sample.workload.pool, level))
+
+    async def reboot(self, device: Device) -> None:
+        """POST /api/v1/system/reboot (verified by the uptime starting again)."""
+        await self.web.post(device, "system/reboot")
+
+    async def locate_on(self, device: Device) -> bool:
+        """``find_miner`` of /api/v1/status."""
+        return bool((await self.web.status(device)).get("find_miner"))
+
+    async def set_locate(self, device: Device, on: bool) -> None:
+        """POST /api/v1/find-miner toggles the LED: sent only when it is not as wanted."""
+        if await self.locate_on(device) != on:
+            await self.web.post(device, "find-miner")
 
     async def observe(self, device: Device) -> Workload:
         """The state from the web API, the pool and the power from the cgminer API."""

@@ -52,12 +52,13 @@ from drivers.asic.cgminer_parse import (
     section,
 )
 from drivers.asic.config import WhatsminerOptions
+from drivers.asic.health_parse import whatsminer_health
 from drivers.asic.registry import AsicDriver, AsicPlugin
 from drivers.asic.whatsminer_crypto import V2Token, v2_decrypt, v2_encrypt, v2_token
 from drivers.asic.whatsminer_models import PowerLevels
 from drivers.asic.whatsminer_v3 import WhatsminerV3Driver
 from drivers.bounds import json_problem
-from drivers.errors import Fatal, MalformedReply, Rejected
+from drivers.errors import DriverError, Fatal, MalformedReply, Rejected
 from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
 CODE_INVALID_JSON, CODE_PERMISSION_DENIED = 23, 45
@@ -163,20 +164,36 @@ class WhatsminerDriver(CgminerDriver):
 
     # ---- reads --------------------------------------------------------------------------
 
-    async def _report(self, device: Device) -> tuple[Reply, Reply]:
+    async def _report(self, device: Device) -> tuple[Reply, Reply, Reply | None]:
         try:
-            joined = await self._command(device, "summary+pools")
+            joined = await self._command(device, "summary+pools+devs")
         except Rejected:  # firmware without joined commands
-            return await self._command(device, "summary"), await self._command(device, "pools")
+            alone = await self._command(device, "summary")
+            return alone, await self._command(device, "pools"), None
         summary, pools = section(joined, "summary"), section(joined, "pools")
         if summary is None or pools is None:
             raise MalformedReply(device.id, "summary+pools: a section is missing")
         raise_for_status(summary, device.id, "summary")
         raise_for_status(pools, device.id, "pools")
-        return summary, pools
+        return summary, pools, section(joined, "devs")
+
+    async def _error_codes(self, device: Device, summary: Mapping[str, Any]) -> list[str]:
+        """The codes ``get_error_code`` lists, asked only when SUMMARY counts some."""
+        if not parse_number(summary.get("Error Code Count")):
+            return []
+        try:
+            reply = await self._command(device, "get_error_code")
+        except DriverError:
+            return ["unreadable (get_error_code failed)"]
+        message = reply.get("Msg")
+        listed = message.get("error_code") if isinstance(message, dict) else None
+        codes: list[str] = []
+        for item in listed if isinstance(listed, list) else []:
+            codes += [str(k) for k in item] if isinstance(item, dict) else [str(item)]
+        return codes
 
     async def _read(self, device: Device) -> MinerReading:
-        summary_reply, pools_reply = await self._report(device)
+        summary_reply, pools_reply, devs_reply = await self._report(device)
         asleep = mining_off(device.id, await self._command(device, "status"))
         summary_rows = rows(summary_reply, "SUMMARY")
         if not summary_rows:
@@ -190,6 +207,9 @@ class WhatsminerDriver(CgminerDriver):
             raise MalformedReply(device.id, "SUMMARY lacks MHS or Power")
         temperature = parse_number(summary.get("Chip Temp Max", summary.get("Temperature")))
         pools = parse_pools(rows(pools_reply, "POOLS"))
+        health = whatsminer_health(
+            summary, rows(devs_reply, "DEVS"), await self._error_codes(device, summary)
+        )
         return MinerReading(
             asleep=asleep,
             pool_url=None if asleep else current_pool_url(pools),
@@ -198,6 +218,7 @@ class WhatsminerDriver(CgminerDriver):
             hashrate_hs=hashrate_hs,
             temperature_c=temperature,
             observed_at=self._clock(),
+            health=health,
         )
 
     async def collect(self, device: Device) -> Sample:
@@ -214,6 +235,7 @@ class WhatsminerDriver(CgminerDriver):
             hashrate_hs=sample.hashrate_hs,
             temperature_c=sample.temperature_c,
             pool_url=sample.pool_url,
+            health=sample.health,
         )
 
     async def observe(self, device: Device) -> Workload:
@@ -262,6 +284,28 @@ class WhatsminerDriver(CgminerDriver):
         ):
             return
         await self.set_power_level(device, workload.power_level)
+
+    async def reboot(self, device: Device) -> None:
+        """The encrypted ``reboot`` (verified by the uptime starting again)."""
+        await self.privileged(device, "reboot")
+
+    async def set_locate(self, device: Device, on: bool) -> None:
+        """``set_led`` (red, blinking) to locate; ``reset_led`` gives the LED back to the firmware."""
+        if on:
+            await self.privileged(
+                device, "set_led", color="red", period="1000", duration="500", start="0"
+            )
+        else:
+            await self.privileged(device, "reset_led")
+
+    async def locate_on(self, device: Device) -> bool:
+        """``get_miner_info`` ``ledstat``: manual while the locate LED is set."""
+        reply = await self._command(device, "get_miner_info", "ledstat")
+        message = reply.get("Msg")
+        state = message.get("ledstat") if isinstance(message, dict) else None
+        if not isinstance(state, str):
+            raise MalformedReply(device.id, "get_miner_info: no ledstat")
+        return state.strip().lower() != "auto"
 
     async def set_power_level(self, device: Device, power_level: float) -> None:
         """Send set_power_pct with the level as a whole percent of normal power."""

@@ -361,6 +361,9 @@ class SimAntminerWeb:
         if method == "POST" and path == "/cgi-bin/set_miner_conf.cgi":
             status, payload = self._set_conf(body)
             return status, payload, ""
+        if path == "/cgi-bin/reboot.cgi":  # stock firmware answers, then restarts
+            self.miner.reboot()
+            return 200, {"code": "R000", "msg": "OK!"}, ""
         if method == "POST" and path == "/cgi-bin/blink.cgi":
             try:
                 wanted = json.loads(body or b"{}").get("blink")

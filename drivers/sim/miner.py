@@ -125,6 +125,7 @@ class SimMiner(SimTcpServer):
         self.version_extra: dict[str, str] = {}  # e.g. {"LUXminer": "2024.1.26"}
         self.description = DESCRIPTION  # STATUS Description (firmware personalities set theirs)
         self._clock = clock
+        self.reboots = 0  # reboot() calls (maintenance tests)
         self._wall_clock = wall_clock
         rng = random.Random(zlib.crc32(device.id.encode()))
         session_seed = rng.getrandbits(32)
@@ -205,6 +206,11 @@ class SimMiner(SimTcpServer):
         self.power_level = power_level
         if not self._asleep:
             self.physics.retarget(power_level)
+
+    def reboot(self) -> None:
+        """Restart as a reboot would, at once: uptime (``Elapsed``) starts again from 0."""
+        self.physics.started_at = self._clock()
+        self.reboots += 1
 
     def set_asleep(self, asleep: bool) -> None:
         """Put the miner to sleep or wake it, as curtail would (test and demo helper)."""

@@ -451,6 +451,9 @@ class SimVnishWeb:
         if command in ("mining/start", "mining/resume", "mining/restart"):
             self.miner.set_asleep(False)
             return 200, {}
+        if command == "system/reboot":
+            self.miner.reboot()
+            return 200, {}
         if command == "find-miner":
             self.find_miner = not self.find_miner
             return 200, {"on": self.find_miner}

@@ -113,6 +113,7 @@ class SimWhatsminer(SimMiner):
         }
         self.model_string = model_string(device.model)
         self.led_auto = True
+        self.error_codes: list[str] = []  # what get_error_code reports (tests set codes)
         self.v3 = SimWhatsminerV3(self, port=v3_port, password=v3_password)
         self._writes: dict[str, Callable[[Reply], Reply]] = {
             "power_off": self._power_off,
@@ -122,6 +123,7 @@ class SimWhatsminer(SimMiner):
             "adjust_power_limit": self._adjust_power_limit,
             "open_write_api": self._open_write_api,
             "set_led": self._set_led,
+            "reboot": self._reboot,
             "reset_led": self._reset_led,
         }
 
@@ -213,7 +215,7 @@ class SimWhatsminer(SimMiner):
                 "Hash Stable": True,
                 "Hash Stable Cost Seconds": 1538,
                 "Hash Deviation%": 0.1061,
-                "Error Code Count": 0,
+                "Error Code Count": len(self.error_codes),
                 "Factory Error Code Count": 0,
                 "Utility": 13.82,
                 "Work Utility": 3697.27,
@@ -300,7 +302,9 @@ class SimWhatsminer(SimMiner):
         return self._ok(70, "CGMiner stats", "STATS", rows)
 
     def _get_error_code(self, _parameter: str | None) -> Reply:
-        return self._wm("S", 131, {"error_code": []})
+        # Real shape: one {code: "when"} object per error.
+        codes = [{code: "2026-01-01 00:00:00"} for code in self.error_codes]
+        return self._wm("S", 131, {"error_code": codes})
 
     def _get_miner_info(self, _parameter: str | None) -> Reply:
         info = {
@@ -415,6 +419,10 @@ class SimWhatsminer(SimMiner):
 
     def _set_led(self, _request: Reply) -> Reply:
         self.led_auto = False
+        return self._wm("S", 131, "API command OK")
+
+    def _reboot(self, _request: Reply) -> Reply:
+        self.reboot()
         return self._wm("S", 131, "API command OK")
 
     def _reset_led(self, _request: Reply) -> Reply:

@@ -21,7 +21,9 @@ import uvicorn
 from fastapi import FastAPI, Response
 
 from scheduler.api.connections import ACCEPT_BACKLOG, ConnectionGuard, ConnectionLimits
+from scheduler.api.devices import add_device_routes
 from scheduler.api.dr import add_dr_routes
+from scheduler.api.maintenance import add_maintenance_routes
 from scheduler.api.ops_routes import add_ops_routes
 from scheduler.api.routes import add_control_routes
 from scheduler.api.views import (
@@ -94,6 +96,8 @@ def create_app(
     add_control_routes(app, view)
     add_dr_routes(app, view)
     add_ops_routes(app, view)
+    add_device_routes(app, view)
+    add_maintenance_routes(app, view)
     for extend in extensions:
         extend(app)
     secure(app, view, security)

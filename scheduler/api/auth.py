@@ -161,6 +161,9 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("PUT", "/v1/maintenance/{target}"): Role.OPERATOR,
     ("DELETE", "/v1/maintenance/{target}"): Role.OPERATOR,
     ("GET", "/v1/reports"): Role.VIEWER,
+    ("GET", "/v1/devices/{device_id}"): Role.VIEWER,
+    ("POST", "/v1/device-actions"): Role.OPERATOR,
+    ("GET", "/v1/device-actions/{job_id}"): Role.VIEWER,
 }
 
 

@@ -14,9 +14,11 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from scheduler.api.device_health import HealthDetailView, HealthView, health_detail, health_view
 from scheduler.config.schema import WattmuxConfig
 from scheduler.control.service import MAX_DURATION_SECONDS, ControlService, Curtail, Mode
-from scheduler.core.model import MARKET_INPUTS, TERA, Plan, Reading
+from scheduler.core.hardware import lookup
+from scheduler.core.model import MARKET_INPUTS, TERA, DeviceKind, Plan, Reading
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics, hashprice_from_market
 from scheduler.store.journal import AuditRecord
@@ -60,6 +62,20 @@ class DeviceView(BaseModel):
     temperature_c: float | None
     sample_age_seconds: float | None
     desired_workload: str | None = Field(description="workload the scheduler wants")
+    model_catalogued: bool = Field(
+        True, description="false: the model catalog lacks the model; nominal figures from config"
+    )
+    health: HealthView | None = Field(
+        None, description="deep health at a glance, where the firmware reports it"
+    )
+
+
+class DeviceDetailView(DeviceView):
+    """One device with all its health: boards, fans, error codes."""
+
+    health: HealthDetailView | None = Field(
+        None, description="deep health, where the firmware reports it"
+    )
 
 
 class ReadingView(BaseModel):
@@ -109,34 +125,40 @@ def _reading_view(reading: Reading | None, now: float) -> ReadingView | None:
 
 def device_views(state: FleetState, now: float) -> list[DeviceView]:
     """Return every device of the state, sorted by id, as API views."""
-    views = []
-    for device_id in sorted(state.devices):
-        device = state.devices[device_id]
-        status = state.status.get(device_id)
-        sample = state.samples.get(device_id)
-        reachable = status is not None and status.reachable
-        trusted = sample if reachable else None
-        desired = state.desired.get(device_id)
-        views.append(
-            DeviceView(
-                id=device.id,
-                kind=device.kind.value,
-                model=device.model,
-                address=device.address,
-                port=device.port,
-                reachable=reachable,
-                last_error=None if status is None else status.last_error,
-                workload=None if trusted is None else str(trusted.workload),
-                power_w=None if trusted is None else trusted.power_w,
-                hashrate_ths=None if trusted is None else trusted.hashrate_hs / TERA,
-                temperature_c=None if trusted is None else trusted.temperature_c,
-                sample_age_seconds=(
-                    None if trusted is None else max(0.0, now - trusted.observed_at)
-                ),
-                desired_workload=None if desired is None else str(desired),
-            )
-        )
-    return views
+    return [device_view(state, device_id, now) for device_id in sorted(state.devices)]
+
+
+def device_view(
+    state: FleetState, device_id: str, now: float, *, detail: bool = False
+) -> DeviceView:
+    """One device of the state (KeyError when unknown); ``detail``: boards, fans, codes too."""
+    device = state.devices[device_id]
+    status = state.status.get(device_id)
+    sample = state.samples.get(device_id)
+    reachable = status is not None and status.reachable
+    trusted = sample if reachable else None
+    desired = state.desired.get(device_id)
+    health = None if trusted is None else trusted.health
+    kind = DeviceDetailView if detail else DeviceView
+    return kind(
+        id=device.id,
+        kind=device.kind.value,
+        model=device.model,
+        address=device.address,
+        port=device.port,
+        reachable=reachable,
+        last_error=None if status is None else status.last_error,
+        workload=None if trusted is None else str(trusted.workload),
+        power_w=None if trusted is None else trusted.power_w,
+        hashrate_ths=None if trusted is None else trusted.hashrate_hs / TERA,
+        temperature_c=None if trusted is None else trusted.temperature_c,
+        sample_age_seconds=(None if trusted is None else max(0.0, now - trusted.observed_at)),
+        desired_workload=None if desired is None else str(desired),
+        model_catalogued=device.kind is not DeviceKind.ASIC or lookup(device.model) is not None,
+        health=None
+        if health is None
+        else (health_detail if detail else health_view)(device, health),
+    )
 
 
 def market_view(state: FleetState, now: float) -> MarketView:

@@ -3,16 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TextIO
 
+from drivers.asic.cgminer_client import CgminerClient
+from drivers.asic.cgminer_parse import parse_hashrate_hs, parse_number, parse_power_w, rows
 from drivers.asic.discover import FoundMiner, discover, hosts
-from scheduler.core.hardware import MODELS
+from drivers.errors import DriverError
+from scheduler.core.hardware import lookup
 
 
-def device_entry(miner: FoundMiner, pool: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """What a miner reported when discover asked (for a model the catalog lacks)."""
+
+    hashrate_ths: float | None
+    power_w: float | None
+
+
+async def measure(miner: FoundMiner, timeout_seconds: float) -> Measured:
+    """Hash rate and power from the miner's ``summary`` (and ``stats``); None where absent."""
+    client = CgminerClient(timeout_seconds=timeout_seconds)
+    try:
+        summary_rows = rows(await client.command(miner.address, miner.port, "summary"), "SUMMARY")
+    except DriverError:
+        return Measured(None, None)
+    summary = summary_rows[0] if summary_rows else {}
+    try:
+        stats = rows(await client.command(miner.address, miner.port, "stats"), "STATS")
+    except DriverError:
+        stats = []
+    hashrate = parse_hashrate_hs(summary)
+    power = parse_number(summary.get("Power_RT")) or parse_power_w(summary, stats, [])
+    return Measured(
+        None if not hashrate else round(hashrate / 1e12, 1),
+        None if not power else round(power),
+    )
+
+
+def device_entry(miner: FoundMiner, pool: str, measured: Measured | None = None) -> str:
     """One ``[[devices]]`` TOML block to paste into the site config."""
     device_id = "m-" + miner.address.replace(".", "-").replace(":", "-")
     lines = [
@@ -22,11 +55,21 @@ def device_entry(miner: FoundMiner, pool: str) -> str:
         f'pools = ["{pool}"]',
         f'options = {{ driver = "{miner.driver}", port = {miner.port} }}',
     ]
-    if miner.model in MODELS:
-        lines.insert(2, f'model = "{miner.model}"')
+    facts = lookup(miner.model)
+    if facts is not None:
+        lines.insert(2, f'model = "{facts.name}"')
+    elif measured is not None and measured.hashrate_ths and measured.power_w:
+        lines[2:2] = [
+            f"model = {json.dumps(miner.model)}  # not in the model catalog: figures as measured",
+            f"nominal_hashrate_ths = {measured.hashrate_ths:g}  # measured now: check the stock figure",
+            f"nominal_power_w = {measured.power_w:g}  # measured now",
+        ]
     else:
-        known = ", ".join(sorted(MODELS))
-        lines.insert(2, f'# model = "?"  # reports {miner.model!r}; known: {known}')
+        lines[2:2] = [
+            f'# model = "{miner.model}"  # not in the model catalog: give its stock figures',
+            "# nominal_hashrate_ths = ?",
+            "# nominal_power_w = ?  # the firmware reports no power",
+        ]
     lines.insert(1, f"# {miner.firmware}")
     return "\n".join(lines)
 
@@ -83,7 +126,11 @@ async def run_discover(
         progress=progress_printer(err),
     )
     err.write(f"{len(found)} miners in {time.monotonic() - started:.1f} s\n")
-    out.write("\n\n".join(device_entry(m, args.pool) for m in found) + ("\n" if found else ""))
+    measured = {  # a model the catalog lacks: what the miner reports stands in for its figures
+        m.address: await measure(m, args.timeout) for m in found if lookup(m.model) is None
+    }
+    entries = [device_entry(m, args.pool, measured.get(m.address)) for m in found]
+    out.write("\n\n".join(entries) + ("\n" if found else ""))
     return 0 if found else 1
 
 

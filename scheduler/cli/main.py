@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     from scheduler.cli.reads import add_read_commands
 
     add_read_commands(sub)
+    from scheduler.cli.maintain import add_maintain_parser
+
+    add_maintain_parser(sub)
     return parser
 
 

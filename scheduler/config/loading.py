@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scheduler.config.schema import WattmuxConfig
+from scheduler.core.hardware import uncatalogued_models
 
 ENV_PREFIX = "WATTMUX_"
 
@@ -105,7 +106,7 @@ def summarize(config: WattmuxConfig) -> list[str]:
     nominal_phs = sum(d.nominal_hashrate_hs for d in devices) / 1e15
     models = ", ".join(f"{count} x {model}" for model, count in sorted(by_model.items()))
     feeds = ", ".join(feed.driver for feed in config.market) or "none"
-    return [
+    lines = [
         f"site {config.site.name} ({config.site.timezone}), power cap {config.site.power_cap_kw:g} kW",
         f"devices: {len(devices)} ({models}); nominal {nominal_kw:,.1f} kW, {nominal_phs:,.2f} PH/s",
         f"pools: {', '.join(p.name for p in config.pools)}",
@@ -117,6 +118,11 @@ def summarize(config: WattmuxConfig) -> list[str]:
         f"store: {config.store.path}",
         f"api and /metrics: http://{config.api.listen}",
     ]
+    unknown = uncatalogued_models(devices)
+    if unknown:
+        listed = ", ".join(f"{count} x {model}" for model, count in sorted(unknown.items()))
+        lines.append(f"models not in the catalog (nominal figures from the config): {listed}")
+    return lines
 
 
 def range_warnings(config: WattmuxConfig) -> list[str]:

@@ -36,7 +36,7 @@ from drivers.market.registry import MARKET_FEEDS, MarketSettings
 from drivers.queues.registry import QUEUE_BACKENDS, QueueSettings, driver_key
 from drivers.secrets import MaskedUrl
 from drivers.telemetry.mqtt import MqttOptions
-from scheduler.core.hardware import MODELS
+from scheduler.core.hardware import MAX_MODEL_CHARS, ModelFacts, lookup
 from scheduler.core.model import TERA, Device, DeviceKind, Lease
 from scheduler.policies import POLICIES
 from scheduler.policies.breakeven import BreakevenOptions
@@ -351,10 +351,22 @@ class RangeLocationConfig(_Strict):
         return f"{self.rack}-{rack + 1:02d}", self.first_position + slot
 
 
+# A model the catalog lacks: its entry gives hash rate and power; these fill the rest.
+UNKNOWN_MODEL_SLEEP_POWER_W = 20.0
+UNKNOWN_MODEL_MAX_TEMPERATURE_C = 85.0
+
+
 class _DeviceCommon(_Strict):
     """Fields shared by single devices and ranges."""
 
-    model: str = Field(description="miner model, e.g. S21; see scheduler/core/hardware.py")
+    model: str = Field(
+        min_length=1,
+        max_length=MAX_MODEL_CHARS,
+        pattern=r"^[ -~]+$",
+        description="miner model, e.g. S21 or a string firmware reports (Antminer S21 XP Hyd.,"
+        " M60S_VK40); one the catalog (scheduler/core/catalog.toml) lacks needs"
+        " nominal_hashrate_ths and nominal_power_w",
+    )
     pools: list[str] = Field(min_length=1, description="pool names, in order of preference")
     nominal_hashrate_ths: float | None = Field(None, gt=0, description="default: model's")
     nominal_power_w: float | None = Field(None, gt=0, description="default: model's")
@@ -365,24 +377,41 @@ class _DeviceCommon(_Strict):
         description="driver settings (driver = a registered ASIC driver tag; default cgminer)",
     )
 
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; known: {', '.join(sorted(MODELS))}")
-        return value
+    @model_validator(mode="after")
+    def _figures_for_unknown_model(self) -> _DeviceCommon:
+        if lookup(self.model) is not None:
+            return self
+        missing = [
+            name
+            for name in ("nominal_hashrate_ths", "nominal_power_w")
+            if getattr(self, name) is None
+        ]
+        if missing:
+            raise ValueError(
+                f"model {self.model!r} is not in the model catalog: give "
+                f"{' and '.join(missing)} in this entry (its stock figures)"
+            )
+        return self
 
     def devices(self) -> list[Device]:
         """The devices this entry describes."""
         raise NotImplementedError
 
     def _device(self, device_id: str, address: str) -> Device:
-        """One ASIC of this entry; the model's facts fill the gaps."""
-        facts = MODELS[self.model]
+        """One ASIC of this entry; the catalog's facts fill the gaps (the entry's, unknown model)."""
+        facts = lookup(self.model)
+        if facts is None:  # not in the catalog: the validator made sure the figures are given
+            facts = ModelFacts(
+                hashrate_ths=self.nominal_hashrate_ths or 0.0,
+                power_w=self.nominal_power_w or 0.0,
+                sleep_power_w=UNKNOWN_MODEL_SLEEP_POWER_W,
+                max_temperature_c=UNKNOWN_MODEL_MAX_TEMPERATURE_C,
+                name=self.model,
+            )
         return Device(
             id=device_id,
             kind=DeviceKind.ASIC,
-            model=self.model,
+            model=facts.name,
             driver=self.options.driver,
             address=address,
             port=self.options.port,

@@ -86,10 +86,8 @@ class Guard:
     def _thermal(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
         for device_id, sample in snapshot.samples.items():
             device = snapshot.devices[device_id]
-            hot = (
-                sample.temperature_c is not None
-                and sample.temperature_c >= device.max_temperature_c
-            )
+            hottest = sample.hottest_c  # the hottest chip where the firmware reports chips
+            hot = hottest is not None and hottest >= device.max_temperature_c
             if hot:
                 assigned[device_id] = Assignment(device_id, Workload.sleep(), Reason.THERMAL, 0.0)
 

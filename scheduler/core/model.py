@@ -8,7 +8,9 @@ floats in seconds from the loop's clock; wall times are tz-aware UTC datetimes.
 from __future__ import annotations
 
 import enum
+import math
 import operator
+import struct
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -177,6 +179,223 @@ class QueueDemand:
 
 
 @dataclass(frozen=True, slots=True)
+class BoardHealth:
+    """One hash board as the firmware reports it; None where it reports nothing."""
+
+    hashrate_hs: float | None = None
+    chips: int | None = None  # chips the board answers with (found)
+    board_temp_c: float | None = None  # hottest PCB sensor
+    chip_temp_c: float | None = None  # hottest chip sensor
+
+
+# Packed: a header (boards, fans: uint8; reject ratio: float64, NaN unknown; uptime: int64 s,
+# -1 unknown; hottest chip and board, tenths of a degree: int16; slowest fan: uint16, 0xFFFF
+# none; chips found: int32, -1 unknown: the figures a scrape reads without unpacking boards),
+# then per board GH/s (float32, NaN unknown), chips (uint16, 0xFFFF unknown),
+# board and chip temperature in tenths of a degree (int16, -32768 unknown), then per fan RPM
+# (uint16).  One bytes object per device instead of a float, an int and two bytes objects.
+_HEAD = struct.Struct("<BBdqhhHi")
+_BOARD = struct.Struct("<fHhh")
+_FAN = struct.Struct("<H")
+_NO_CHIPS = 0xFFFF
+_NO_TEMP = -32768
+MAX_BOARDS = 16
+MAX_FANS = 16
+MAX_ERRORS = 8
+MAX_ERROR_CHARS = 80
+_EMPTY_HEAD = _HEAD.pack(0, 0, math.nan, -1, -32768, -32768, 0xFFFF, -1)
+_FANS = tuple(struct.Struct(f"<{n}H") for n in range(MAX_FANS + 1))  # n fans at once
+
+
+def _deci(value: float | None) -> int:
+    """Tenths of a degree, clamped to int16; _NO_TEMP for None, NaN and infinities."""
+    if value is None:
+        return _NO_TEMP
+    try:
+        tenths = round(value * 10)
+    except (ValueError, OverflowError):  # NaN, infinity
+        return _NO_TEMP
+    if -32767 <= tenths <= 32767:
+        return tenths
+    return 32767 if tenths > 0 else -32767
+
+
+def _chips(chips: float) -> int:
+    count = int(chips)
+    return count if 0 <= count < _NO_CHIPS else (0 if count < 0 else _NO_CHIPS - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Deep health of a miner, packed small (one per device is kept; about 164 bytes).
+
+    Build it with ``Health.of``; read it through the properties (``boards``,
+    ``fans_rpm``, ``reject_ratio``, ``uptime_s`` ...).  Bounded: at most
+    MAX_BOARDS boards, MAX_FANS fans and MAX_ERRORS error codes of
+    MAX_ERROR_CHARS each.
+    """
+
+    packed: bytes = _EMPTY_HEAD
+    firmware: str | None = None
+    errors: tuple[str, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        boards: Iterable[BoardHealth] = (),
+        fans_rpm: Iterable[int] = (),
+        *,
+        reject_ratio: float | None = None,
+        uptime_s: float | None = None,
+        firmware: str | None = None,
+        errors: Iterable[str] = (),
+    ) -> Health:
+        """Pack what a driver read (values out of range are clamped, extras dropped)."""
+        raw = [
+            (
+                None if b.hashrate_hs is None else b.hashrate_hs / 1e9,
+                b.chips,
+                b.board_temp_c,
+                b.chip_temp_c,
+            )
+            for b in boards
+        ]
+        return cls.of_raw(
+            raw,
+            fans_rpm,
+            reject_ratio=reject_ratio,
+            uptime_s=uptime_s,
+            firmware=firmware,
+            errors=errors,
+        )
+
+    @classmethod
+    def of_raw(
+        cls,
+        boards: Sequence[tuple[float | None, float | None, float | None, float | None]],
+        fans_rpm: Iterable[float] = (),
+        *,
+        reject_ratio: float | None = None,
+        uptime_s: float | None = None,
+        firmware: str | None = None,
+        errors: Iterable[str] = (),
+    ) -> Health:
+        """``of`` for parsers: boards as (GH/s, chips, board C, chip C) tuples, None unknown."""
+        kept_fans = [min(0xFFFF, int(r)) if r > 0 else 0 for r in list(fans_rpm)[:MAX_FANS]]
+        ratio = math.nan
+        if reject_ratio is not None and math.isfinite(reject_ratio):
+            ratio = reject_ratio
+        uptime = -1 if uptime_s is None else max(0, min(2**62, int(uptime_s)))
+        parts = [b""]
+        hottest_chip = hottest_board = _NO_TEMP
+        found = -1
+        for ghs, chips, board, chip in boards[:MAX_BOARDS]:
+            chip_count = _NO_CHIPS if chips is None else _chips(chips)
+            board_deci, chip_deci = _deci(board), _deci(chip)
+            hottest_chip = max(hottest_chip, chip_deci)
+            hottest_board = max(hottest_board, board_deci)
+            if chip_count != _NO_CHIPS:
+                found = max(found, 0) + chip_count
+            parts.append(
+                _BOARD.pack(math.nan if ghs is None else ghs, chip_count, board_deci, chip_deci)
+            )
+        parts[0] = _HEAD.pack(
+            len(parts) - 1,
+            len(kept_fans),
+            ratio,
+            uptime,
+            hottest_chip,
+            hottest_board,
+            min(kept_fans) if kept_fans else 0xFFFF,
+            found,
+        )
+        if kept_fans:
+            parts.append(_FANS[len(kept_fans)].pack(*kept_fans))
+        packed = b"".join(parts)
+        kept_errors: tuple[str, ...] = ()
+        if errors:
+            kept_errors = tuple(str(e)[:MAX_ERROR_CHARS] for e in list(errors)[:MAX_ERRORS])
+        return cls(packed=packed, firmware=firmware, errors=kept_errors)
+
+    @property
+    def board_count(self) -> int:
+        """Hash boards reported."""
+        return int(_HEAD.unpack_from(self.packed)[0])
+
+    @property
+    def reject_ratio(self) -> float | None:
+        """Rejected / (accepted + rejected) shares (difficulty-weighted where reported)."""
+        ratio = float(_HEAD.unpack_from(self.packed)[2])
+        return None if math.isnan(ratio) else ratio
+
+    @property
+    def uptime_s(self) -> int | None:
+        """Seconds since the mining software started, None when not reported."""
+        uptime = int(_HEAD.unpack_from(self.packed)[3])
+        return None if uptime < 0 else uptime
+
+    @property
+    def boards(self) -> tuple[BoardHealth, ...]:
+        """The boards, in slot order."""
+        count = self.board_count
+        end = _HEAD.size + count * _BOARD.size
+        return tuple(
+            BoardHealth(
+                hashrate_hs=None if math.isnan(ghs) else ghs * 1e9,
+                chips=None if chips == _NO_CHIPS else chips,
+                board_temp_c=None if board == _NO_TEMP else board / 10,
+                chip_temp_c=None if chip == _NO_TEMP else chip / 10,
+            )
+            for ghs, chips, board, chip in _BOARD.iter_unpack(self.packed[_HEAD.size : end])
+        )
+
+    @property
+    def fans_rpm(self) -> tuple[int, ...]:
+        """Fan speeds in RPM, in fan order."""
+        start = _HEAD.size + self.board_count * _BOARD.size
+        return tuple(rpm for (rpm,) in _FAN.iter_unpack(self.packed[start:]))
+
+    def summary(
+        self,
+    ) -> tuple[int, float | None, int | None, float | None, float | None, int | None, int | None]:
+        """The header's figures, read without unpacking the boards (a scrape's needs).
+
+        (boards, reject ratio, uptime s, hottest chip C, hottest board C, slowest fan RPM,
+        chips found); None where not reported.
+        """
+        boards, _fans, ratio, uptime, chip, board, fan, found = _HEAD.unpack_from(self.packed)
+        return (
+            boards,
+            None if ratio != ratio else ratio,
+            None if uptime < 0 else uptime,
+            None if chip == _NO_TEMP else chip / 10,
+            None if board == _NO_TEMP else board / 10,
+            None if fan == 0xFFFF else fan,
+            None if found < 0 else found,
+        )
+
+    @property
+    def chip_temp_max_c(self) -> float | None:
+        """The hottest chip of any board, None when no board reports one."""
+        return self.summary()[3]
+
+    @property
+    def board_temp_max_c(self) -> float | None:
+        """The hottest board sensor, None when no board reports one."""
+        return self.summary()[4]
+
+    @property
+    def fan_rpm_min(self) -> int | None:
+        """The slowest fan, None without fans (immersion, hydro)."""
+        return self.summary()[5]
+
+    @property
+    def chips_found(self) -> int | None:
+        """Chips found on all boards, None when no board reports a count."""
+        return self.summary()[6]
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One reading of a device as observed by a driver (never a guess)."""
 
@@ -194,6 +413,15 @@ class Sample:
     # (pool name, alive) for each enabled pool the miner lists (its URL when no configured
     # pool matches): what the device sees of its pools; () when the driver does not report it.
     pools_alive: tuple[tuple[str, bool], ...] = ()
+    health: Health | None = None  # boards, fans, rejects, uptime, firmware, errors (where read)
+
+    @property
+    def hottest_c(self) -> float | None:
+        """The hottest temperature known: chips where reported, else what temperature_c says."""
+        found = [self.temperature_c]
+        if self.health is not None:
+            found += [self.health.chip_temp_max_c, self.health.board_temp_max_c]
+        return max((t for t in found if t is not None), default=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from scheduler.core.model import Device, WorkloadKind
+from scheduler.core.hardware import lookup
+from scheduler.core.model import Device, DeviceKind, Health, WorkloadKind
 from scheduler.core.state import FleetState
 
 
@@ -42,7 +43,28 @@ DEVICE_FAMILIES: Final[tuple[DeviceFamily, ...]] = (
     DeviceFamily("wattmux_device_temperature_celsius", "Temperature reported by the device."),
     DeviceFamily("wattmux_device_sample_age_seconds", "Seconds since the device's last sample."),
 )
-DEVICE_FAMILY_NAMES: Final = tuple(family.name for family in DEVICE_FAMILIES)
+# Deep health, one series per device (never per board or chip); written where the firmware
+# reports the value.  Chips missing need the model's chip count from the catalog.
+HEALTH_FAMILIES: Final[tuple[DeviceFamily, ...]] = (
+    DeviceFamily("wattmux_device_chip_temp_max_celsius", "Hottest chip of any hash board."),
+    DeviceFamily("wattmux_device_board_temp_max_celsius", "Hottest hash board sensor."),
+    DeviceFamily("wattmux_device_fan_rpm_min", "Speed of the slowest fan (RPM)."),
+    DeviceFamily("wattmux_device_hashboards", "Hash boards the firmware reports."),
+    DeviceFamily(
+        "wattmux_device_chips_missing",
+        "Chips the model's boards should have (catalog) that the firmware does not find.",
+    ),
+    DeviceFamily("wattmux_device_share_reject_ratio", "Rejected share of submitted work."),
+    DeviceFamily("wattmux_device_uptime_seconds", "Seconds since the mining software started."),
+    DeviceFamily("wattmux_device_error_codes", "Error codes the firmware reports now."),
+)
+UNCATALOGUED = DeviceFamily(
+    "wattmux_devices_uncatalogued",
+    "ASICs whose model the model catalog lacks (nominal figures from the config).",
+)
+DEVICE_FAMILY_NAMES: Final = tuple(
+    family.name for family in (*DEVICE_FAMILIES, *HEALTH_FAMILIES, UNCATALOGUED)
+)
 _VALUE_FAMILIES: Final = DEVICE_FAMILIES[3:]
 _NON_FINITE: Final = {math.inf: "+Inf", -math.inf: "-Inf"}
 
@@ -69,6 +91,9 @@ class _DeviceLines:
     up: tuple[str, str]  # (down line, up line)
     workload: dict[WorkloadKind | None, str]  # observed kind (None: unknown) -> 4 lines
     prefixes: tuple[str, ...]  # "name{device=...} " for each value family
+    health_prefixes: tuple[str, ...]  # the same for each health family
+    chips_expected: int | None  # the model's chips (catalog), None when unknown
+    catalogued: bool
 
 
 def _device_lines(device: Device) -> _DeviceLines:
@@ -86,7 +111,34 @@ def _device_lines(device: Device) -> _DeviceLines:
             for kind in WorkloadKind
         )
     prefixes = tuple(f"{family.name}{{{label}}} " for family in _VALUE_FAMILIES)
-    return _DeviceLines(device, info, up, workload, prefixes)
+    health_prefixes = tuple(f"{family.name}{{{label}}} " for family in HEALTH_FAMILIES)
+    facts = lookup(device.model)
+    return _DeviceLines(
+        device,
+        info,
+        up,
+        workload,
+        prefixes,
+        health_prefixes,
+        None if facts is None else facts.chips_expected,
+        facts is not None or device.kind is not DeviceKind.ASIC,
+    )
+
+
+def _health_values(health: Health, chips_expected: int | None) -> tuple[float | None, ...]:
+    """The HEALTH_FAMILIES values of one device, in table order (None: not reported)."""
+    boards, ratio, uptime, chip, board, fan, found = health.summary()
+    missing = None if chips_expected is None or found is None else max(0, chips_expected - found)
+    return (
+        chip,
+        board,
+        fan,
+        boards or None,
+        missing,
+        ratio,
+        uptime,
+        len(health.errors),
+    )
 
 
 class DeviceExposition:
@@ -130,7 +182,10 @@ class DeviceExposition:
         hashrate: list[str] = []
         temperature: list[str] = []
         age: list[str] = []
+        healths: list[list[str]] = [[] for _ in HEALTH_FAMILIES]
+        uncatalogued = 0
         for lines in self._ordered():
+            uncatalogued += not lines.catalogued
             device_id = lines.device.id
             info.append(lines.info)
             device_status = status.get(device_id)
@@ -156,6 +211,11 @@ class DeviceExposition:
                 )
             value = now - sample.observed_at
             age.append(prefixes[3] + (repr(value) if value > 0 else "0.0"))
+            if sample.health is not None:
+                values = _health_values(sample.health, lines.chips_expected)
+                for body, prefix, found in zip(healths, lines.health_prefixes, values, strict=True):
+                    if found is not None:
+                        body.append(prefix + repr(float(found)))  # finite: from the header
         parts: list[str] = []
         for family, body in zip(DEVICE_FAMILIES[:3], (info, up, workload), strict=True):
             parts.append(_header(family))
@@ -165,6 +225,13 @@ class DeviceExposition:
             if body:
                 parts.append("\n".join(body))
                 parts.append("\n")
+        for family, body in zip(HEALTH_FAMILIES, healths, strict=True):
+            parts.append(_header(family))
+            if body:
+                parts.append("\n".join(body))
+                parts.append("\n")
+        parts.append(_header(UNCATALOGUED))
+        parts.append(f"{UNCATALOGUED.name} {float(uncatalogued)!r}\n")
         return parts
 
 

@@ -58,7 +58,10 @@ def test_every_error_names_its_field_path() -> None:
     data = minimal(
         site={"power_cap_kw": -5, "timezone": "Mars/Olympus"},
         control={"tick_seconds": 0, "typo_key": 1},
-        devices=[{"id": "m1", "address": "not-an-ip", "model": "S9", "pools": ["main"]}],
+        devices=[
+            {"id": "m1", "address": "not-an-ip", "model": "S21", "pools": ["main"]},
+            {"id": "m2", "address": "127.0.0.9", "model": "S9", "pools": ["main"]},
+        ],
     )
     with pytest.raises(ConfigError) as caught:
         parse_config(data, "site.toml", environ={})
@@ -69,7 +72,7 @@ def test_every_error_names_its_field_path() -> None:
         "site.timezone: unknown IANA time zone 'Mars/Olympus'",
         "control.tick_seconds: Input should be greater than 0",
         "control.typo_key: Extra inputs are not permitted",
-        "devices[0].model: unknown model 'S9'",
+        "devices[1]: model 'S9' is not in the model catalog: give nominal_hashrate_ths and",
         "devices[0].address:",
     ):
         assert expected in problems

@@ -68,7 +68,11 @@ async def test_discover_finds_every_miner_and_prints_entries_that_validate() -> 
         "cgminer",
         "cgminer",
     ]
-    assert "model" not in entries[3] and "reports 'Mystery 9000'" in text
+    # a model the catalog lacks: the figures the miner reports stand in (measured now)
+    assert entries[3]["model"] == "Mystery 9000"
+    assert entries[3]["nominal_hashrate_ths"] == pytest.approx(104.0, rel=0.05)
+    assert entries[3]["nominal_power_w"] == pytest.approx(3068.0, rel=0.05)
+    assert "# not in the model catalog: figures as measured" in text
     known = [e for e in entries if "model" in e]
     parsed = parse_config(
         {
@@ -78,7 +82,7 @@ async def test_discover_finds_every_miner_and_prints_entries_that_validate() -> 
         },
         environ={},
     )
-    assert [d.driver for d in parsed.all_devices()] == ["cgminer", "luxos", "cgminer", "cgminer"]
+    assert [d.driver for d in parsed.all_devices()] == ["cgminer", "luxos"] + ["cgminer"] * 3
     assert {d.port for d in parsed.all_devices()} == {port}
 
 

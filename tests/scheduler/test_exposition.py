@@ -10,10 +10,20 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from scheduler.core.model import TERA, Device, Sample, Workload, WorkloadKind
+from scheduler.core.model import (
+    TERA,
+    BoardHealth,
+    Device,
+    Health,
+    Sample,
+    Workload,
+    WorkloadKind,
+)
 from scheduler.core.state import FleetState
 from scheduler.observability.exposition import (
     DEVICE_FAMILIES,
+    HEALTH_FAMILIES,
+    UNCATALOGUED,
     DeviceExposition,
     escape_label_value,
     format_value,
@@ -29,13 +39,27 @@ def device(device_id: str, model: str = "S21") -> Device:
 
 
 def build_state() -> FleetState:
-    state = FleetState([device(i) for i in ODD_IDS] + [device("z-never-polled")])
+    state = FleetState(
+        [device(i) for i in ODD_IDS] + [device("z-never-polled"), device("z-odd", "S9 Odd")]
+    )
     values = (3480.5, math.inf, -0.0, 1e-300, 12345678901234.5)
     for index, device_id in enumerate(ODD_IDS):
         workload = Workload.sleep() if index % 2 else Workload.mine("main")
         temperature = None if index == 2 else 60.0 + index
         state.observe(Sample(device_id, NOW - index, workload, values[index], 2e14, temperature))
     state.mark_unreachable(ODD_IDS[3], "timeout", NOW)
+    sample = state.samples[ODD_IDS[0]]
+    board = BoardHealth(hashrate_hs=66e12, chips=108, board_temp_c=61.5, chip_temp_c=77.0)
+    health = Health.of(
+        [board, board, BoardHealth(chips=100, chip_temp_c=80.5)],
+        [5400, 5460, 0, 5520],
+        reject_ratio=0.0025,
+        uptime_s=3600,
+        firmware="BMMiner 1.0",
+        errors=("board 3: 8 chips missing",),
+    )
+    state.observe(Sample(ODD_IDS[0], NOW, sample.workload, 3480.5, 2e14, 80.5, health=health))
+    state.observe(Sample(ODD_IDS[4], NOW, Workload.mine("main"), 1.0, 2e14, None, health=Health()))
     return state
 
 
@@ -48,7 +72,7 @@ class ReferenceCollector(Collector):
     def collect(self) -> list[GaugeMetricFamily]:
         f = {
             fam.name: GaugeMetricFamily(fam.name, fam.help, labels=["device"])
-            for fam in DEVICE_FAMILIES
+            for fam in (*DEVICE_FAMILIES, *HEALTH_FAMILIES)
         }
         f["wattmux_device_info"] = GaugeMetricFamily(
             "wattmux_device_info", DEVICE_FAMILIES[0].help, labels=["device", "model", "kind"]
@@ -78,7 +102,27 @@ class ReferenceCollector(Collector):
                     [device_id], sample.temperature_c
                 )
             f["wattmux_device_sample_age_seconds"].add_metric([device_id], NOW - sample.observed_at)
-        return [f[fam.name] for fam in DEVICE_FAMILIES]
+            health = sample.health
+            if health is not None:
+                chips = [b.chips for b in health.boards if b.chips is not None]
+                chip_temps = [b.chip_temp_c for b in health.boards if b.chip_temp_c is not None]
+                board_temps = [b.board_temp_c for b in health.boards if b.board_temp_c]
+                values = {
+                    "wattmux_device_chip_temp_max_celsius": max(chip_temps, default=None),
+                    "wattmux_device_board_temp_max_celsius": max(board_temps, default=None),
+                    "wattmux_device_fan_rpm_min": min(health.fans_rpm, default=None),
+                    "wattmux_device_hashboards": len(health.boards) or None,
+                    "wattmux_device_chips_missing": 3 * 108 - sum(chips) if chips else None,
+                    "wattmux_device_share_reject_ratio": health.reject_ratio,
+                    "wattmux_device_uptime_seconds": health.uptime_s,
+                    "wattmux_device_error_codes": len(health.errors),
+                }
+                for name, value in values.items():
+                    if value is not None:
+                        f[name].add_metric([device_id], float(value))
+        uncatalogued = GaugeMetricFamily(UNCATALOGUED.name, UNCATALOGUED.help)
+        uncatalogued.add_metric([], 1.0)
+        return [f[fam.name] for fam in (*DEVICE_FAMILIES, *HEALTH_FAMILIES)] + [uncatalogued]
 
 
 def parsed(
@@ -98,7 +142,12 @@ def test_fast_path_parses_to_the_reference_exposition() -> None:
     reference = parsed(generate_latest(registry).decode())
     fast = parsed(DeviceExposition(state).render(NOW))
     assert fast == reference
-    assert len(fast) == len(DEVICE_FAMILIES)
+    assert len(fast) == len(DEVICE_FAMILIES) + len(HEALTH_FAMILIES) + 1
+    text = DeviceExposition(state).render(NOW)
+    assert 'wattmux_device_chips_missing{device="plain"} 8.0' in text
+    assert 'wattmux_device_fan_rpm_min{device="plain"} 0.0' in text
+    assert 'wattmux_device_chip_temp_max_celsius{device="plain"} 80.5' in text
+    assert "wattmux_devices_uncatalogued 1.0" in text
 
 
 def test_fast_path_follows_changes_of_state() -> None:

@@ -96,3 +96,19 @@ def test_power_cap_counts_unreachable_devices_at_nominal_power() -> None:
     )
     reasons = {a.device_id: a.reason for a in plan.assignments}
     assert reasons["b"] == "power_cap"
+
+
+def test_hot_chip_sleeps_a_device_whose_summary_temperature_is_fine() -> None:
+    import dataclasses
+
+    from scheduler.core.model import BoardHealth, Health
+
+    snap = snapshot(DEVICES, 20.0)  # every sample says 60 C
+    hot = Health.of([BoardHealth(chip_temp_c=62.0), BoardHealth(chip_temp_c=88.5)])
+    samples = dict(snap.samples)
+    samples["c"] = dataclasses.replace(samples["c"], health=hot)
+    snap = dataclasses.replace(snap, samples=samples)
+    plan = guard().apply(BreakevenPolicy().plan(snap), snap)
+    result = {a.device_id: (str(a.workload), a.reason) for a in plan.assignments}
+    assert result["c"] == ("sleep", "thermal")  # the hottest chip, 88.5 >= 85
+    assert result["a"] == ("mine(main)", "price_below_breakeven")
