@@ -54,8 +54,6 @@ PROVOKED = {"WattmuxDevicesUnavailable", "WattmuxInputSourceDown"}
 # Optional inputs: metrics the rules and dashboards use that this daemon does not export yet
 # (other work adds them).  A query on one of them may return nothing; every other must.
 OPTIONAL_METRICS = {
-    "wattmux_device_chip_temp_max_celsius",
-    "wattmux_device_fan_rpm_min",
     "wattmux_site_meter_disagreement_ratio",
     # exported by the daemon only on a site with GPU nodes or AI queues (this one has neither)
     "wattmux_gpu_node_ai_gpus_busy",
