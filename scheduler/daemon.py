@@ -23,6 +23,7 @@ from drivers.secrets import settings_key
 from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api.app import create_app, serve
 from scheduler.api.connections import ConnectionLimits, connection_cap
+from scheduler.api.grid import grid_routes
 from scheduler.api.wiring import security_from_config
 from scheduler.config.devices import pools_of
 from scheduler.config.schema import WattmuxConfig
@@ -30,6 +31,7 @@ from scheduler.console.hub import ConsoleHub
 from scheduler.console.locations import load_locations
 from scheduler.console.web import console_routes
 from scheduler.control.failsafe import curtail_all
+from scheduler.control.grid import GridControl
 from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
 from scheduler.control.memory import StartupFreezer, heap_trimmer
@@ -111,6 +113,14 @@ class Daemon:
         )
         self.control: ControlService | None = None
         self.console: ConsoleHub | None = None  # the console's shared view, while the API serves
+        self.grid = GridControl(  # the site meter, setpoint control and signal intake
+            config.meter,
+            config.setpoint,
+            self.state,
+            clock=clock,
+            remembered=config.webhook.remembered_signals if config.webhook else 10_000,
+        )
+        self.grid.register(self.metrics.registry)
         self.open_files_limit: int | None = None  # RLIMIT_NOFILE once run() has raised it
 
     def readiness(self) -> dict[str, bool]:
@@ -181,6 +191,7 @@ class Daemon:
             self.control = control
             guard = ControlledGuard(config.guard, power_cap_w=config.site.power_cap_kw * 1000)
             guard.control = control
+            guard.setpoint = self.grid.setpoint
             try:  # queue clients close only after the reconciler's command tasks have ended
                 async with ControlledReconciler(
                     drivers,
@@ -210,12 +221,14 @@ class Daemon:
                         poll_deadline_seconds=config.control.poll_deadline_seconds,
                     )
                     self.sink.wake = self.loop.wake
+                    self.grid.wake = self.loop.wake
                     async with contextlib.AsyncExitStack() as inputs:
                         inputs.push_async_callback(self.http.aclose)
                         if self.ingest is not None:
                             await inputs.enter_async_context(self.ingest)
                         if self.gpu_telemetry is not None:
                             await inputs.enter_async_context(self.gpu_telemetry)
+                        await inputs.enter_async_context(self.grid)
                         await self._serve(stop, serve_api)
             finally:
                 await queues.aclose()
@@ -234,7 +247,14 @@ class Daemon:
             self.console = hub
             hub_stop = asyncio.Event()
             async with serve(
-                create_app(self, security, [console_routes(hub, security)]),
+                create_app(
+                    self,
+                    security,
+                    [
+                        console_routes(hub, security),
+                        grid_routes(self.grid, self, self.config.webhook),
+                    ],
+                ),
                 api.host,
                 api.port,
                 tls_cert_file=str(api.tls_cert_file) if api.tls_cert_file else None,

@@ -36,6 +36,7 @@ from drivers.market.registry import MARKET_FEEDS, MarketSettings
 from drivers.queues.registry import QUEUE_BACKENDS, QueueSettings, driver_key
 from drivers.secrets import MaskedUrl
 from drivers.telemetry.mqtt import MqttOptions
+from scheduler.config.grid import MeterConfig, SetpointConfig, WebhookConfig
 from scheduler.core.hardware import MODELS
 from scheduler.core.model import TERA, Device, DeviceKind, Lease
 from scheduler.policies import POLICIES
@@ -554,6 +555,9 @@ class WattmuxConfig(_Strict):
     gpu_telemetry: GpuTelemetryOptions | None = Field(
         None, description="NVML / dcgm-exporter GPU readings; absent: none"
     )
+    meter: MeterConfig | None = Field(None, description="the site meter; absent: none")
+    setpoint: SetpointConfig = Field(default_factory=SetpointConfig)
+    webhook: WebhookConfig | None = Field(None, description="signed signal intake; absent: off")
 
     @model_validator(mode="after")
     def _gpu_checks(self) -> WattmuxConfig:

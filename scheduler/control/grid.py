@@ -1,0 +1,253 @@
+"""``GridControl``: the site meter, the setpoint controller and idempotent signal intake, together.
+
+Every signal (operator, base point, webhook) carries an id; the same id
+again is answered with the first result and acts once.  The ids of the last
+``remembered`` signals are kept (bounded).  Each accepted or repeated signal
+is audited through ``audit`` (the API's audit rows) and counted in
+``wattmux_grid_signals_total{source,outcome}``.  The metrics of this module
+are read at scrape time by ``GridCollector``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from scheduler.config.grid import MeterConfig, SetpointConfig
+from scheduler.control.setpoint import SetpointController, Target, TargetState
+from scheduler.control.sitemeter import (
+    SiteMeter,
+    disagreement_ratio,
+    meter_source,
+    miners_reported_w,
+)
+from scheduler.core.state import FleetState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One dispatch instruction: follow ``kw`` (optionally for ``hold_seconds``) or release."""
+
+    id: str
+    source: str  # operator, basepoint, webhook, openadr, dr
+    action: Literal["setpoint", "release"]
+    kw: float | None = None
+    hold_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalResult:
+    """What a signal did: ``accepted`` once, ``duplicate`` for the same id again."""
+
+    outcome: Literal["accepted", "duplicate"]
+    target_id: str | None
+    state: str
+
+
+class GridControl:
+    """The site meter task, the setpoint controller and the signal intake of one daemon."""
+
+    def __init__(
+        self,
+        meter: MeterConfig | None,
+        setpoint: SetpointConfig,
+        state: FleetState,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        remembered: int = 10_000,
+    ) -> None:
+        self.state = state
+        self.clock = clock
+        self.meter = (
+            SiteMeter(
+                meter_source(meter, clock),
+                poll_seconds=meter.poll_seconds,
+                stale_seconds=meter.stale_seconds,
+                clock=clock,
+            )
+            if meter is not None
+            else None
+        )
+        self.setpoint = SetpointController(
+            setpoint,
+            metered_w=self.meter.power_w if self.meter is not None else (lambda: None),
+            clock=clock,
+        )
+        self.wake: asyncio.Event | None = None  # the loop's: a signal is acted on at once
+        self.audit: Callable[[Signal, SignalResult], None] | None = None
+        self.remembered = remembered
+        self._seen: OrderedDict[str, SignalResult] = OrderedDict()
+        self.counts: dict[tuple[str, str], int] = {}
+        self.signal_received_at: dict[str, float] = {}  # target id -> monotonic (latency bench)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def accept(self, signal: Signal) -> SignalResult:
+        """Act on a signal once (ValueError for a target out of bounds: counted, not acted on)."""
+        key = f"{signal.source}:{signal.id}"
+        seen = self._seen.get(key)
+        if seen is not None:
+            self._count(signal.source, "duplicate")
+            result = SignalResult("duplicate", seen.target_id, self._state_of(seen.target_id))
+            if self.audit is not None:
+                self.audit(signal, result)
+            return result
+        try:
+            if signal.action == "release":
+                ended = self.setpoint.clear()
+                target_id = ended.id if ended else None
+            else:
+                if signal.kw is None:
+                    raise ValueError("a setpoint signal needs kw")
+                target = self.setpoint.set_target(
+                    signal.kw, signal.source, key, hold_seconds=signal.hold_seconds
+                )
+                target_id = target.id
+                self.signal_received_at[target.id] = self.clock()
+        except ValueError:
+            self._count(signal.source, "invalid")
+            raise
+        result = SignalResult("accepted", target_id, self._state_of(target_id))
+        self._seen[key] = result
+        while len(self._seen) > self.remembered:
+            self._seen.popitem(last=False)
+        self._count(signal.source, "accepted")
+        if self.audit is not None:
+            self.audit(signal, result)
+        if self.wake is not None:
+            self.wake.set()
+        return result
+
+    def count_invalid(self, source: str) -> None:
+        """A signal refused before it was parsed (bad signature, stale timestamp, bad body)."""
+        self._count(source, "invalid")
+
+    def _count(self, source: str, outcome: str) -> None:
+        self.counts[(source, outcome)] = self.counts.get((source, outcome), 0) + 1
+
+    def _state_of(self, target_id: str | None) -> str:
+        if target_id is None:
+            return TargetState.ENDED.value
+        for target in reversed(self.setpoint.history):
+            if target.id == target_id:
+                return target.state.value
+        return TargetState.ENDED.value
+
+    def find(self, target_id: str) -> Target | None:
+        """A recent target by id."""
+        return next((t for t in reversed(self.setpoint.history) if t.id == target_id), None)
+
+    async def __aenter__(self) -> GridControl:
+        if self.meter is not None:
+            self._stop.clear()
+            self._task = asyncio.create_task(self.meter.run(self._stop), name="grid.meter")
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def register(self, registry: CollectorRegistry) -> None:
+        """Export this module's metrics on the daemon's registry."""
+        registry.register(GridCollector(self))
+
+
+class GridCollector(Collector):
+    """Meter, setpoint and signal metrics, read at scrape time."""
+
+    def __init__(self, grid: GridControl) -> None:
+        self.grid = grid
+
+    def describe(self) -> Iterable[Metric]:
+        """No samples: lets the registry check names."""
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        """The families."""
+        grid = self.grid
+        meter = grid.meter
+        if meter is not None:
+            metered = meter.power_w()
+            up = GaugeMetricFamily(
+                "wattmux_site_meter_up", "1 if the site meter's latest reading is fresh."
+            )
+            up.add_metric([], 0.0 if metered is None else 1.0)
+            yield up
+            reads = CounterMetricFamily(
+                "wattmux_site_meter_reads", "Site meter reads, by outcome.", labels=["outcome"]
+            )
+            for outcome, count in sorted(meter.reads.items()):
+                reads.add_metric([outcome], float(count))
+            yield reads
+            if metered is not None:
+                power = GaugeMetricFamily(
+                    "wattmux_site_meter_power_watts", "Site power as the meter reads it."
+                )
+                power.add_metric([], metered)
+                yield power
+                miners = miners_reported_w(grid.state)
+                ratio = disagreement_ratio(metered, miners)
+                if ratio is not None:
+                    family = GaugeMetricFamily(
+                        "wattmux_site_meter_disagreement_ratio",
+                        "(meter - sum of the machines' own power reports) / meter.",
+                    )
+                    family.add_metric([], ratio)
+                    yield family
+        ctl = grid.setpoint
+        states = GaugeMetricFamily(
+            "wattmux_setpoint_state",
+            "1 for the state of the target in force (none: no target).",
+            labels=["state"],
+        )
+        current = ctl.target.state.value if ctl.target is not None else "none"
+        for name in (*(s.value for s in TargetState if s is not TargetState.ENDED), "none"):
+            states.add_metric([name], 1.0 if name == current else 0.0)
+        yield states
+        if ctl.target is not None:
+            target = GaugeMetricFamily("wattmux_setpoint_target_watts", "The target in force.")
+            target.add_metric([], ctl.target.kw * 1000.0)
+            yield target
+        if ctl.limit_w is not None:
+            limit = GaugeMetricFamily(
+                "wattmux_setpoint_effective_watts",
+                "The limit followed now (ramped target, cap and DR limits).",
+            )
+            limit.add_metric([], ctl.limit_w)
+            yield limit
+        held = GaugeMetricFamily(
+            "wattmux_setpoint_held_devices",
+            "Machines held by site power control, by action.",
+            labels=["action"],
+        )
+        for action, count in ctl.held_counts().items():
+            held.add_metric([action], float(count))
+        yield held
+        stale = GaugeMetricFamily(
+            "wattmux_setpoint_signal_stale", "1 while the base-point stream is stale."
+        )
+        stale.add_metric([], 1.0 if ctl.stale_signal else 0.0)
+        yield stale
+        signals = CounterMetricFamily(
+            "wattmux_grid_signals",
+            "Dispatch signals, by source and outcome.",
+            labels=["source", "outcome"],
+        )
+        for (source, outcome), count in sorted(grid.counts.items()):
+            signals.add_metric([source, outcome], float(count))
+        yield signals

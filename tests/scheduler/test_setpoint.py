@@ -1,0 +1,130 @@
+"""Closed-loop site power control: shedding order, restore, deadband, watchdog, states."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from scheduler.config.grid import SetpointConfig
+from scheduler.control.setpoint import SetpointController, TargetState
+from scheduler.core.model import Assignment, Device, Snapshot, Workload
+from scheduler.core.power import planned_power_w
+from scheduler.core.reasons import Reason
+from tests.scheduler.helpers import device, snapshot
+
+# Two S19j Pro (least efficient) on LuxOS (power targets), two S21 on LuxOS, two S21 on cgminer.
+DEVICES = [
+    dataclasses.replace(device("old-lux-1", "S19j Pro"), driver="luxos"),
+    dataclasses.replace(device("old-lux-2", "S19j Pro"), driver="luxos"),
+    dataclasses.replace(device("new-lux-1", "S21"), driver="luxos"),
+    dataclasses.replace(device("new-cg-1", "S21"), driver="cgminer"),
+    dataclasses.replace(device("new-cg-2", "S21"), driver="cgminer"),
+]
+
+
+class Plant:
+    """The site as the meter sees it: what the plan says each machine draws, plus a base load."""
+
+    def __init__(self, devices: list[Device], base_w: float) -> None:
+        self.devices = {d.id: d for d in devices}
+        self.running = {d.id: Workload.mine("main") for d in devices}
+        self.base_w = base_w
+
+    def metered(self) -> float:
+        return self.base_w + sum(
+            planned_power_w(self.devices[d], w) for d, w in self.running.items()
+        )
+
+    def snap(self, now: float) -> Snapshot:
+        return snapshot(list(self.devices.values()), 40.0, dict(self.running), now=now)
+
+
+def step(controller: SetpointController, plant: Plant, now: float) -> dict[str, Assignment]:
+    snap = plant.snap(now)
+    policy = {
+        d: Assignment(d, Workload.mine("main"), Reason.PRICE_BELOW_BREAKEVEN, 1.0)
+        for d in plant.devices
+    }
+    assigned = dict(policy)
+    controller.apply(assigned, snap, policy)
+    plant.running = {d: a.workload for d, a in assigned.items()}
+    return assigned
+
+
+def controller(plant: Plant, **options: object) -> SetpointController:
+    config = SetpointConfig(confirm_seconds=0, drift_seconds=0, **options)  # type: ignore[arg-type]
+    clock = iter(range(10_000))
+    return SetpointController(config, metered_w=plant.metered, clock=lambda: float(next(clock)))
+
+
+def test_power_targets_first_least_efficient_first_then_sleep_and_the_meter_confirms() -> None:
+    plant = Plant(DEVICES, base_w=2000.0)
+    full = plant.metered()
+    ctl = controller(plant)
+    target = ctl.set_target((full - 2500.0) / 1000.0, "operator", "t1")
+    assert target.state is TargetState.PENDING
+    assigned = step(ctl, plant, 1.0)
+    # 2.5 kW: the least efficient LuxOS machine takes a power target first; nothing sleeps
+    changed = {d: a.workload for d, a in assigned.items() if a.reason == Reason.SETPOINT}
+    assert set(changed) <= {"old-lux-1", "old-lux-2"}
+    assert all(w.kind.value == "mine" and w.power_level < 1.0 for w in changed.values())
+    assert target.state is TargetState.DISPATCHED
+    step(ctl, plant, 2.0)
+    assert abs(plant.metered() - target.kw * 1000) <= 0.02 * target.kw * 1000
+    assert target.state is TargetState.CONFIRMED
+    # a deeper cut: every LuxOS machine to its floor, then cgminer machines sleep
+    deep = ctl.set_target(8.0, "operator", "t2")
+    step(ctl, plant, 3.0)
+    step(ctl, plant, 4.0)
+    asleep = {d for d, w in plant.running.items() if w == Workload.sleep()}
+    assert asleep, "sleep comes after power targets"
+    assert plant.metered() <= deep.kw * 1000 * 1.02
+    assert target.state is TargetState.ENDED
+
+
+def test_restore_is_staggered_and_never_passes_the_target() -> None:
+    plant = Plant(DEVICES, base_w=0.0)
+    ctl = controller(plant, restore_batch=1, restore_stagger_seconds=10)
+    ctl.set_target(2.0, "operator", "low")
+    step(ctl, plant, 1.0)
+    held = len(ctl.held)
+    assert held >= 4
+    ctl.clear()
+    step(ctl, plant, 2.0)
+    assert len(ctl.held) == held - 1  # one machine per restore step
+    step(ctl, plant, 5.0)
+    assert len(ctl.held) == held - 1  # not before the stagger
+    for now in range(12, 200, 11):
+        step(ctl, plant, float(now))
+    assert not ctl.held
+    assert plant.running == {d.id: Workload.mine("main") for d in DEVICES}
+
+
+def test_deadband_holds_small_errors() -> None:
+    plant = Plant(DEVICES, base_w=0.0)
+    ctl = controller(plant, deadband_pct=5.0)
+    ctl.set_target(plant.metered() / 1000.0 * 0.97, "operator", "near")
+    step(ctl, plant, 1.0)
+    assert not ctl.held
+
+
+def test_stale_base_point_stream_goes_to_the_safe_power() -> None:
+    plant = Plant(DEVICES, base_w=0.0)
+    ctl = controller(plant, signal_stale_seconds=30, stale_action="safe", safe_kw=5.0)
+    ctl.set_target(plant.metered() / 1000.0, "basepoint", "bp1")
+    step(ctl, plant, 1.0)
+    assert not ctl.held
+    for _now in range(2, 40):  # the controller's clock ticks once per call
+        ctl.clock()
+    step(ctl, plant, 40.0)
+    assert ctl.stale_signal
+    assert plant.metered() <= 5000.0 * 1.02
+
+
+def test_a_target_outside_bounds_is_refused() -> None:
+    ctl = SetpointController(SetpointConfig())
+    with pytest.raises(ValueError):
+        ctl.set_target(float("nan"), "operator", "x")
+    with pytest.raises(ValueError):
+        ctl.set_target(-1.0, "operator", "x")
