@@ -126,3 +126,6 @@ chromium: ## make sure Debian's chromium exists (the console tests drive it with
 
 bench-console: $(STAMP) chromium ## the console in Chromium on 10,000 machines: first paint, update lag, bytes, daemon CPU
 	$(PY) bench/bench_console.py $(BENCH_CONSOLE_ARGS)
+
+bench-grid: $(STAMP) ## site power control: settle of 10,000 miners on the simulated meter, base-point tracking, webhook signal to first command
+	$(PY) bench/bench_grid.py

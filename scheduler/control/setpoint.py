@@ -10,8 +10,9 @@ metered power.  Each tick, after the Guard:
    (unless the policy now wants the machine asleep, or a safety rule,
    override or curtail decided it);
 2. the projected site power is ``bias + planned power`` where ``bias`` is the
-   smoothed difference between the meter and the planned power of what the
-   machines run now (base load, estimation error, miners' drift);
+   smoothed difference between the meter and the power the machines report
+   (base load, the reports' error; a machine without a reading counts at its
+   planned power);
 3. above ``limit + deadband``: shed -- power targets first on firmwares that
    take them (down to ``min_power_level``, least efficient first), then sleep,
    least efficient first; below ``limit - deadband`` with reductions held:
@@ -205,8 +206,15 @@ class SetpointController:
             assigned[device_id] = Assignment(device_id, held.reduced, Reason.SETPOINT, 0.0)
 
         # 2. the limit and the projection
+        # What the machines draw now by their own reports (planned power where there is none):
+        # machines still ramping toward a new workload count at what they draw, so the bias is
+        # the base load and the reports' error, not the transient.
+        samples = snapshot.samples
         planned_now = math.fsum(
-            planned_power_w(d, snapshot.current.get(d.id)) for d in devices.values()
+            samples[d.id].power_w
+            if d.id in samples
+            else planned_power_w(d, snapshot.current.get(d.id))
+            for d in devices.values()
         )
         metered = self.metered_w()
         if metered is not None:

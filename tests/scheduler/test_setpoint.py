@@ -37,7 +37,12 @@ class Plant:
         )
 
     def snap(self, now: float) -> Snapshot:
-        return snapshot(list(self.devices.values()), 40.0, dict(self.running), now=now)
+        snap = snapshot(list(self.devices.values()), 40.0, dict(self.running), now=now)
+        samples = {  # each machine reports what it draws on its workload
+            d: dataclasses.replace(s, power_w=planned_power_w(self.devices[d], self.running[d]))
+            for d, s in snap.samples.items()
+        }
+        return dataclasses.replace(snap, samples=samples)
 
 
 def step(controller: SetpointController, plant: Plant, now: float) -> dict[str, Assignment]:
