@@ -121,6 +121,8 @@ class Daemon:
             remembered=config.webhook.remembered_signals if config.webhook else 10_000,
         )
         self.grid.register(self.metrics.registry)
+        if config.mqtt is not None:  # base points on <prefix>/grid/basepoint
+            self.grid.subscribe_basepoints(config.mqtt, config.site.name)
         self.open_files_limit: int | None = None  # RLIMIT_NOFILE once run() has raised it
 
     def readiness(self) -> dict[str, bool]:

@@ -22,6 +22,8 @@ from typing import Literal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from drivers.telemetry.basepoints import BasePoint, BasePointSubscriber
+from drivers.telemetry.mqtt import MqttOptions
 from scheduler.config.grid import MeterConfig, SetpointConfig
 from scheduler.control.setpoint import SetpointController, Target, TargetState
 from scheduler.control.sitemeter import (
@@ -92,6 +94,23 @@ class GridControl:
         self.signal_received_at: dict[str, float] = {}  # target id -> monotonic (latency bench)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.basepoints: BasePointSubscriber | None = None
+
+    def subscribe_basepoints(self, options: MqttOptions, site: str) -> BasePointSubscriber:
+        """Follow the MQTT base-point stream (``<prefix>/grid/basepoint``) from ``__aenter__`` on."""
+        self.basepoints = BasePointSubscriber(options, site, self.accept_basepoint, self._rejected)
+        return self.basepoints
+
+    def accept_basepoint(self, point: BasePoint) -> None:
+        """A base point from the stream: a setpoint signal of source ``basepoint``."""
+        try:
+            self.accept(Signal(point.id, "basepoint", "setpoint", point.kw, point.hold_seconds))
+        except ValueError as exc:
+            log.warning("base point %s refused: %s", point.id, exc)
+
+    def _rejected(self, reason: str) -> None:
+        self.count_invalid("basepoint")
+        log.warning("base point message refused: %s", reason)
 
     def accept(self, signal: Signal) -> SignalResult:
         """Act on a signal once (ValueError for a target out of bounds: counted, not acted on)."""
@@ -149,12 +168,16 @@ class GridControl:
         return next((t for t in reversed(self.setpoint.history) if t.id == target_id), None)
 
     async def __aenter__(self) -> GridControl:
+        if self.basepoints is not None:
+            await self.basepoints.__aenter__()
         if self.meter is not None:
             self._stop.clear()
             self._task = asyncio.create_task(self.meter.run(self._stop), name="grid.meter")
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        if self.basepoints is not None:
+            await self.basepoints.__aexit__()
         self._stop.set()
         if self._task is not None:
             self._task.cancel()
