@@ -209,6 +209,7 @@ class Rig:
         source = ModbusMeter("127.0.0.1", self.sim_meter.port, register_map, clock=clock)
         self.site_meter = SiteMeter(source, stale_seconds=10.0, clock=clock)
         self.controller.metered_w = self.site_meter.power_w
+        self.controller.metered_at = self.site_meter.observed_at
         return self
 
     async def __aexit__(self, *_exc: object) -> None:

@@ -92,6 +92,7 @@ async def test_the_daemon_follows_a_target_on_the_meter_and_restores_on_release(
                 full_w = draw()
                 target_kw = round((full_w - 14_000.0) / 1000.0, 1)
                 base_url = f"http://{config.api.listen}"
+                await asyncio.sleep(1.5)  # meter readings before the event: the M&V baseline
                 async with httpx.AsyncClient(base_url=base_url, headers=AUTH) as http:
                     put = await http.put("/v1/setpoint", json={"kw": target_kw, "id": "t-1"})
                     assert put.status_code == 200, put.text
@@ -102,7 +103,7 @@ async def test_the_daemon_follows_a_target_on_the_meter_and_restores_on_release(
 
                     deadline = time.monotonic() + 10
                     while await state() != "confirmed":
-                        assert time.monotonic() < deadline, "the meter never confirmed the target"
+                        assert time.monotonic() < deadline, (await http.get("/v1/setpoint")).text + str(draw())
                         await asyncio.sleep(0.05)
                     metered = draw()
                     assert abs(metered - target_kw * 1000) <= 0.02 * target_kw * 1000
@@ -122,7 +123,18 @@ async def test_the_daemon_follows_a_target_on_the_meter_and_restores_on_release(
                     again = await http.put("/v1/setpoint", json={"kw": target_kw, "id": "t-1"})
                     assert again.json()["outcome"] == "duplicate"
 
+                    await asyncio.sleep(1.1)  # a reading at the target for the M&V
                     assert (await http.delete("/v1/setpoint")).status_code == 200
+                    mv = (await http.get("/v1/events/operator:t-1/mv")).json()
+                    assert mv["baseline_kw"] == pytest.approx(full_w / 1000, rel=0.02)
+                    assert mv["target_kw"] == target_kw
+                    assert 0 <= mv["response_seconds"] < 5
+                    assert mv["delivered_kw"] > 0
+                    csv = await http.get("/v1/events/operator:t-1/mv", params={"format": "csv"})
+                    assert csv.headers["content-type"].startswith("text/csv")
+                    assert csv.text.startswith("interval_start,metered_kw")
+                    missing = await http.get("/v1/events/nope/mv")
+                    assert missing.status_code == 404
                     await eventually(lambda: not any(m.asleep for m in site.miners.values()))
             finally:
                 stop.set()

@@ -151,6 +151,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("PUT", "/v1/setpoint"): Role.OPERATOR,
     ("DELETE", "/v1/setpoint"): Role.OPERATOR,
     ("POST", "/v1/signals/webhook"): None,
+    ("GET", "/v1/events/{event_id}/mv"): Role.VIEWER,
 }
 
 

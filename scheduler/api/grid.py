@@ -21,7 +21,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scheduler.api.auth import Principal
@@ -29,6 +30,7 @@ from scheduler.api.security import PRINCIPAL
 from scheduler.api.views import ERRORS, ControlView
 from scheduler.config.grid import WebhookConfig
 from scheduler.control.grid import GridControl, Signal, SignalResult
+from scheduler.control.mv import BaselineMethod, EventMv, measure
 from scheduler.control.setpoint import Target
 from scheduler.control.sitemeter import disagreement_ratio, miners_reported_w
 from scheduler.store.operator import ApiAuditEntry
@@ -43,6 +45,7 @@ GRID_RULES = (
     ("PUT", "/v1/setpoint"),
     ("DELETE", "/v1/setpoint"),
     ("POST", "/v1/signals/webhook"),
+    ("GET", "/v1/events/{event_id}/mv"),
 )
 """The routes this extension adds (each with its rule in ``ROUTE_ROLES``)."""
 SignalId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
@@ -279,4 +282,63 @@ def grid_routes(
         audit(request, principal, role, 200, before, after, f"{signal.source}: {result.outcome}")
         return result
 
-    return add
+    def mv_of(event_id: str, method: BaselineMethod | None) -> EventMv:
+        config = grid.setpoint.config
+        chosen: BaselineMethod = method or config.mv_baseline
+        options: dict[str, Any] = {
+            "method": chosen,
+            "baseline_minutes": config.mv_baseline_minutes,
+            "baseline_days": config.mv_baseline_days,
+            "interval_seconds": config.mv_interval_seconds,
+            "tolerance_pct": config.tolerance_pct,
+        }
+        target = grid.find(event_id)
+        if target is not None and target.started_wall is not None:
+            return measure(
+                grid.history,
+                event_id=target.id,
+                source=target.source,
+                start=target.started_wall,
+                end=target.ended_wall or wall_clock(),
+                target_kw=target.kw,
+                **options,
+            )
+        event = next((e for e in view.state.events if e.id == event_id), None)
+        if event is None:
+            raise HTTPException(404, f"no known event or target {event_id!r}")
+        return measure(
+            grid.history,
+            event_id=event.id,
+            source="dr",
+            start=event.start,
+            end=min(event.end, wall_clock()),
+            target_kw=event.target_kw,
+            reduction_kw=event.reduction_kw,
+            **options,
+        )
+
+    def add_mv(app: FastAPI) -> None:
+        @app.get(
+            "/v1/events/{event_id}/mv",
+            tags=["grid"],
+            responses={
+                200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"},
+                404: {"description": "no known event or target"},
+            },
+        )
+        async def get_mv(
+            event_id: Annotated[str, Path(min_length=1, max_length=140)],
+            format: Literal["json", "csv"] = "json",
+            baseline: BaselineMethod | None = None,
+        ) -> Response:
+            """M&V of an event or target: baseline, delivered kW per interval, response, compliance."""
+            mv = mv_of(event_id, baseline)
+            if format == "csv":
+                return Response(mv.as_csv(), media_type="text/csv")
+            return JSONResponse(mv.as_json())
+
+    def add_all(app: FastAPI) -> None:
+        add(app)
+        add_mv(app)
+
+    return add_all

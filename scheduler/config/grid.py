@@ -95,6 +95,12 @@ class SetpointConfig(_Strict):
     )
     safe_kw: float = Field(0.0, ge=0, description="the site power for stale_action = safe")
     max_kw: float = Field(1e7, gt=0, description="targets above this are refused")
+    mv_baseline: Literal["pre_event", "days_of_history"] = Field(
+        "pre_event", description="M&V baseline: metered mean before the event, or past days"
+    )
+    mv_baseline_minutes: float = Field(30.0, gt=0, le=1440, description="pre_event window")
+    mv_baseline_days: int = Field(10, ge=1, le=60, description="days_of_history: days averaged")
+    mv_interval_seconds: float = Field(300.0, ge=10, le=3600, description="M&V interval")
 
 
 class WebhookConfig(_Strict):

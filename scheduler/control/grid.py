@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -25,6 +26,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from drivers.telemetry.basepoints import BasePoint, BasePointSubscriber
 from drivers.telemetry.mqtt import MqttOptions
 from scheduler.config.grid import MeterConfig, SetpointConfig
+from scheduler.control.mv import MeterHistory
 from scheduler.control.setpoint import SetpointController, Target, TargetState
 from scheduler.control.sitemeter import (
     SiteMeter,
@@ -67,6 +69,7 @@ class GridControl:
         state: FleetState,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         remembered: int = 10_000,
     ) -> None:
         self.state = state
@@ -84,8 +87,14 @@ class GridControl:
         self.setpoint = SetpointController(
             setpoint,
             metered_w=self.meter.power_w if self.meter is not None else (lambda: None),
+            metered_at=self.meter.observed_at if self.meter is not None else (lambda: None),
             clock=clock,
+            wall_clock=wall_clock,
         )
+        self.history = MeterHistory()  # for M&V (scheduler.control.mv)
+        self.wall_clock = wall_clock
+        if self.meter is not None:
+            self.meter.listeners.append(lambda r: self.history.add(wall_clock(), r.power_w))
         self.wake: asyncio.Event | None = None  # the loop's: a signal is acted on at once
         self.audit: Callable[[Signal, SignalResult], None] | None = None
         self.remembered = remembered

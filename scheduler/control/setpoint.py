@@ -17,7 +17,11 @@ metered power.  Each tick, after the Guard:
    take them (down to ``min_power_level``, least efficient first), then sleep,
    least efficient first; below ``limit - deadband`` with reductions held:
    restore, most efficient first, at most ``restore_batch`` machines every
-   ``restore_stagger_seconds``, never past the limit.
+   ``restore_stagger_seconds``, never past the deadband above the limit (so a
+   restore never triggers a shed).  The bias is updated only while the fleet
+   is settled (every machine reports the workload it is assigned) and from a
+   meter reading no older than the newest machine report: during a
+   transition the meter and the reports are read at different moments.
 
 A new target is reached by ramp-and-hold: the effective target moves from
 the previous one at ``ramp_down_kw_per_minute`` / ``ramp_up_kw_per_minute``
@@ -34,6 +38,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from scheduler.config.grid import SetpointConfig
 from scheduler.core.limits import site_limit_w
@@ -73,6 +78,8 @@ class Target:
     confirmed_at: float | None = None
     in_band_since: float | None = None
     out_band_since: float | None = None
+    started_wall: datetime | None = None  # for M&V
+    ended_wall: datetime | None = None
 
 
 @dataclass
@@ -87,7 +94,9 @@ class SetpointController:
 
     config: SetpointConfig
     metered_w: Callable[[], float | None] = lambda: None
+    metered_at: Callable[[], float | None] = lambda: None  # when that reading was taken
     clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     target: Target | None = None
     history: list[Target] = field(default_factory=list)
     held: dict[str, _Held] = field(default_factory=dict)
@@ -116,6 +125,7 @@ class SetpointController:
             kw,
             now,
             until=None if hold_seconds is None else now + hold_seconds,
+            started_wall=self.wall_clock(),
         )
         self.stale_signal = False
         self.history.append(self.target)
@@ -133,6 +143,7 @@ class SetpointController:
     def _end(self) -> None:
         if self.target is not None:
             self.target.state = TargetState.ENDED
+            self.target.ended_wall = self.wall_clock()
             self.target = None
 
     def _target_w(self, now: float) -> float | None:
@@ -217,7 +228,18 @@ class SetpointController:
             for d in devices.values()
         )
         metered = self.metered_w()
-        if metered is not None:
+        metered_at = self.metered_at()
+        newest = max((s.observed_at for s in samples.values()), default=None)
+        current = snapshot.current
+        settled = all(
+            (now_running := current.get(d)) is None or now_running == a.workload
+            for d, a in assigned.items()
+        )
+        if (
+            metered is not None
+            and settled
+            and not (metered_at is not None and newest is not None and metered_at < newest)
+        ):  # only a settled fleet, and a reading no older than the reports, says what the bias is
             sample_bias = metered - planned_now
             alpha = self.config.bias_smoothing
             self.bias_w = (
@@ -243,7 +265,7 @@ class SetpointController:
         if projected > limit + band:
             projected -= self._shed(projected - limit, assigned, devices, workload_of)
         elif projected < limit - band and self.held:
-            projected += self._restore(limit - projected, assigned, devices, now)
+            projected += self._restore(limit - projected, band, assigned, devices, now)
         self.projected_w = projected
         self._update_state(metered, now)
 
@@ -299,6 +321,7 @@ class SetpointController:
     def _restore(
         self,
         room_w: float,
+        band_w: float,
         assigned: dict[str, Assignment],
         devices: Mapping[str, Device],
         now: float,
@@ -319,7 +342,7 @@ class SetpointController:
             now_w = planned_power_w(device, held.reduced)
             full_w = planned_power_w(device, held.base)
             left = room_w - added
-            if full_w - now_w <= left:
+            if full_w - now_w <= left + band_w:  # ending inside the deadband: no shed follows
                 added += full_w - now_w
                 del self.held[device_id]
                 assigned[device_id] = Assignment(device_id, held.base, Reason.SETPOINT_RESTORE, 0.0)

@@ -70,6 +70,10 @@ class SiteMeter:
             return None
         return reading.power_w
 
+    def observed_at(self) -> float | None:
+        """When the latest reading was taken (the reader's monotonic clock)."""
+        return None if self.latest is None else self.latest.observed_at
+
     def age_seconds(self) -> float | None:
         """Age of the latest reading."""
         return None if self.latest is None else self.clock() - self.latest.observed_at
