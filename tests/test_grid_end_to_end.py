@@ -103,7 +103,9 @@ async def test_the_daemon_follows_a_target_on_the_meter_and_restores_on_release(
 
                     deadline = time.monotonic() + 10
                     while await state() != "confirmed":
-                        assert time.monotonic() < deadline, (await http.get("/v1/setpoint")).text + str(draw())
+                        assert time.monotonic() < deadline, (
+                            await http.get("/v1/setpoint")
+                        ).text + str(draw())
                         await asyncio.sleep(0.05)
                     metered = draw()
                     assert abs(metered - target_kw * 1000) <= 0.02 * target_kw * 1000
