@@ -18,6 +18,7 @@ from drivers.meter.maps import load_map
 from drivers.sim.meter import SimMeter, site_draw
 from drivers.sim.site import SimSite
 from scheduler.api.auth import hash_token, new_token
+from scheduler.cli.main import main
 from scheduler.config.devices import pools_of
 from scheduler.config.loading import parse_config
 from scheduler.daemon import Daemon
@@ -40,7 +41,7 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = 10.0) -> 
 
 
 async def test_the_daemon_follows_a_target_on_the_meter_and_restores_on_release(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     address, count = "127.67.0.1", 8
     port = free_port_on(address)
@@ -137,6 +138,13 @@ async def test_the_daemon_follows_a_target_on_the_meter_and_restores_on_release(
                     assert csv.text.startswith("interval_start,metered_kw")
                     missing = await http.get("/v1/events/nope/mv")
                     assert missing.status_code == 404
+                    cli = ["--url", base_url, f"--token={TOKEN}"]
+                    capsys.readouterr()
+                    assert await asyncio.to_thread(main, ["mv", "operator:t-1", "--csv", *cli]) == 0
+                    assert capsys.readouterr().out.startswith("interval_start,metered_kw")
+                    assert await asyncio.to_thread(main, ["setpoint", *cli]) == 0
+                    assert "no target" in capsys.readouterr().out
+                    assert await asyncio.to_thread(main, ["setpoint", "-5", *cli]) == 5
                     await eventually(lambda: not any(m.asleep for m in site.miners.values()))
             finally:
                 stop.set()

@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     from scheduler.cli.client import add_client_commands
 
     add_client_commands(sub)
+    from scheduler.cli.grid import add_grid_commands
+
+    add_grid_commands(sub)
     return parser
 
 
