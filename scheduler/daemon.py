@@ -31,7 +31,7 @@ from scheduler.console.hub import ConsoleHub
 from scheduler.console.locations import load_locations
 from scheduler.console.web import console_routes
 from scheduler.control.failsafe import curtail_all
-from scheduler.control.grid import GridControl
+from scheduler.control.grid import GridControl, grid_audit
 from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
 from scheduler.control.memory import StartupFreezer, heap_trimmer
@@ -123,6 +123,8 @@ class Daemon:
         self.grid.register(self.metrics.registry)
         if config.mqtt is not None:  # base points on <prefix>/grid/basepoint
             self.grid.subscribe_basepoints(config.mqtt, config.site.name)
+        if config.openadr is not None:  # an OpenADR 2.0b VEN of the configured VTN
+            self.grid.attach_openadr(config.openadr)
         self.open_files_limit: int | None = None  # RLIMIT_NOFILE once run() has raised it
 
     def readiness(self) -> dict[str, bool]:
@@ -194,6 +196,7 @@ class Daemon:
             guard = ControlledGuard(config.guard, power_cap_w=config.site.power_cap_kw * 1000)
             guard.control = control
             guard.setpoint = self.grid.setpoint
+            self.grid.audit, self.grid.note = grid_audit(store)  # signals not made over the API
             try:  # queue clients close only after the reconciler's command tasks have ended
                 async with ControlledReconciler(
                     drivers,

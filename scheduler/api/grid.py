@@ -274,7 +274,7 @@ def grid_routes(
     def accept(request: Request, signal: Signal, principal: str, role: str) -> SignalResult:
         before = grid.setpoint.target.id if grid.setpoint.target else None
         try:
-            result = grid.accept(signal)
+            result = grid.accept(signal, audited=True)
         except ValueError as exc:
             audit(request, principal, role, 422, before, None, f"rejected: {exc}")
             raise HTTPException(422, str(exc)) from None

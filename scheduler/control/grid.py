@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from drivers.dr.openadr import DispatchEvent, OpenAdrOptions, OpenAdrVen
 from drivers.telemetry.basepoints import BasePoint, BasePointSubscriber
 from drivers.telemetry.mqtt import MqttOptions
 from scheduler.config.grid import MeterConfig, SetpointConfig
@@ -35,6 +37,8 @@ from scheduler.control.sitemeter import (
     miners_reported_w,
 )
 from scheduler.core.state import FleetState
+from scheduler.store.operator import ApiAuditEntry, ControlStore
+from scheduler.store.sqlite import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,10 @@ class GridControl:
             self.meter.listeners.append(lambda r: self.history.add(wall_clock(), r.power_w))
         self.wake: asyncio.Event | None = None  # the loop's: a signal is acted on at once
         self.audit: Callable[[Signal, SignalResult], None] | None = None
+        self.note: Callable[[str, str], None] | None = None  # (source, what): opt decisions
+        self.openadr: OpenAdrVen | None = None
+        self._openadr_seen: OrderedDict[str, bool] = OrderedDict()
+        self._scheduled: list[asyncio.TimerHandle] = []
         self.remembered = remembered
         self._seen: OrderedDict[str, SignalResult] = OrderedDict()
         self.counts: dict[tuple[str, str], int] = {}
@@ -110,6 +118,60 @@ class GridControl:
         self.basepoints = BasePointSubscriber(options, site, self.accept_basepoint, self._rejected)
         return self.basepoints
 
+    def attach_openadr(self, options: OpenAdrOptions) -> OpenAdrVen:
+        """Be an OpenADR 2.0b VEN from ``__aenter__`` on (events become setpoint signals)."""
+        meter = self.meter
+        self.openadr = OpenAdrVen(
+            options, self.openadr_event, meter.power_w if meter is not None else (lambda: None)
+        )
+        return self.openadr
+
+    async def openadr_event(self, event: DispatchEvent | None, raw: dict[str, Any]) -> bool:
+        """Opt in to an event the site can follow (its intervals scheduled once), else out."""
+        descriptor = raw.get("event_descriptor") or {}
+        label = f"{descriptor.get('event_id')}:{descriptor.get('modification_number')}"
+        if event is None:
+            self._count("openadr", "opt_out")
+            if self.note is not None:
+                self.note("openadr", f"{label}: optOut (no signal the site can follow)")
+            return False
+        if event.id in self._openadr_seen:
+            self._count("openadr", "duplicate")
+            return self._openadr_seen[event.id]
+        self._openadr_seen[event.id] = True
+        while len(self._openadr_seen) > self.remembered:
+            self._openadr_seen.popitem(last=False)
+        if event.status == "cancelled":
+            target = self.setpoint.target
+            if target is not None and target.id.startswith(f"openadr:{event.event_id}:"):
+                self.accept(Signal(f"{event.id}#cancel", "openadr", "release"))
+        else:
+            loop = asyncio.get_running_loop()
+            now = self.wall_clock()
+            for index, interval in enumerate(event.intervals):
+                if interval.start + interval.duration <= now:
+                    continue
+                signal = Signal(
+                    f"{event.id}#{index}",
+                    "openadr",
+                    "setpoint" if interval.kw is not None else "release",
+                    interval.kw,
+                    interval.duration.total_seconds()
+                    - max(0.0, (now - interval.start).total_seconds()),
+                )
+                delay = max(0.0, (interval.start - now).total_seconds())
+                self._scheduled.append(loop.call_later(delay, self._accept_quietly, signal))
+        self._count("openadr", "opt_in")
+        if self.note is not None:
+            self.note("openadr", f"{label}: optIn ({len(event.intervals)} intervals)")
+        return True
+
+    def _accept_quietly(self, signal: Signal) -> None:
+        try:
+            self.accept(signal)
+        except ValueError as exc:
+            log.warning("OpenADR interval %s refused: %s", signal.id, exc)
+
     def accept_basepoint(self, point: BasePoint) -> None:
         """A base point from the stream: a setpoint signal of source ``basepoint``."""
         try:
@@ -121,14 +183,17 @@ class GridControl:
         self.count_invalid("basepoint")
         log.warning("base point message refused: %s", reason)
 
-    def accept(self, signal: Signal) -> SignalResult:
-        """Act on a signal once (ValueError for a target out of bounds: counted, not acted on)."""
+    def accept(self, signal: Signal, *, audited: bool = False) -> SignalResult:
+        """Act on a signal once (ValueError for a target out of bounds: counted, not acted on).
+
+        ``audited``: the caller (an API route) writes the audit row itself.
+        """
         key = f"{signal.source}:{signal.id}"
         seen = self._seen.get(key)
         if seen is not None:
             self._count(signal.source, "duplicate")
             result = SignalResult("duplicate", seen.target_id, self._state_of(seen.target_id))
-            if self.audit is not None:
+            if self.audit is not None and not audited:
                 self.audit(signal, result)
             return result
         try:
@@ -143,15 +208,17 @@ class GridControl:
                 )
                 target_id = target.id
                 self.signal_received_at[target.id] = self.clock()
-        except ValueError:
+        except ValueError as exc:
             self._count(signal.source, "invalid")
+            if self.note is not None and not audited:
+                self.note(signal.source, f"{signal.id}: rejected: {exc}")
             raise
         result = SignalResult("accepted", target_id, self._state_of(target_id))
         self._seen[key] = result
         while len(self._seen) > self.remembered:
             self._seen.popitem(last=False)
         self._count(signal.source, "accepted")
-        if self.audit is not None:
+        if self.audit is not None and not audited:
             self.audit(signal, result)
         if self.wake is not None:
             self.wake.set()
@@ -177,6 +244,8 @@ class GridControl:
         return next((t for t in reversed(self.setpoint.history) if t.id == target_id), None)
 
     async def __aenter__(self) -> GridControl:
+        if self.openadr is not None:
+            await self.openadr.__aenter__()
         if self.basepoints is not None:
             await self.basepoints.__aenter__()
         if self.meter is not None:
@@ -185,6 +254,10 @@ class GridControl:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        for handle in self._scheduled:
+            handle.cancel()
+        if self.openadr is not None:
+            await self.openadr.__aexit__()
         if self.basepoints is not None:
             await self.basepoints.__aexit__()
         self._stop.set()
@@ -283,3 +356,36 @@ class GridCollector(Collector):
         for (source, outcome), count in sorted(grid.counts.items()):
             signals.add_metric([source, outcome], float(count))
         yield signals
+
+
+def grid_audit(
+    store: ControlStore, wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> tuple[Callable[[Signal, SignalResult], None], Callable[[str, str], None]]:
+    """Audit rows for signals that do not come over the API (base points, OpenADR)."""
+
+    def row(source: str, before: str, after: str, result: str) -> None:
+        entry = ApiAuditEntry(
+            at=wall_clock(),
+            principal=source,
+            role="none",
+            remote=source,
+            method="SIGNAL",
+            path=f"/grid/{source}",
+            before=before,
+            after=after,
+            result=result[:512],
+            status_code=200,
+        )
+        try:
+            store.record_api_audit(entry)
+        except StoreError as exc:
+            log.error("cannot write the audit row of a %s signal: %s", source, exc)
+
+    def audit(signal: Signal, result: SignalResult) -> None:
+        after = json.dumps({"id": signal.id, "action": signal.action, "kw": signal.kw})
+        row(signal.source, "null", after, f"{signal.source}: {result.outcome}")
+
+    def note(source: str, what: str) -> None:
+        row(source, "null", "null", f"{source}: {what}")
+
+    return audit, note
