@@ -100,9 +100,10 @@ class WebhookSignal(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: SignalId
-    action: Literal["setpoint", "release"] = "setpoint"
+    action: Literal["setpoint", "release", "deploy"] = "setpoint"
     kw: float | None = Field(None, ge=0, le=1e7, allow_inf_nan=False)
     hold_seconds: float | None = Field(None, gt=0, le=7 * 86400, allow_inf_nan=False)
+    award: str | None = Field(None, max_length=64, description="deploy: the award's name")
 
 
 class SignalAnswer(BaseModel):
@@ -268,6 +269,7 @@ def grid_routes(
                 action=parsed.action,
                 kw=parsed.kw,
                 hold_seconds=parsed.hold_seconds,
+                award=parsed.award,
             )
             return answer(accept(request, signal, "webhook", "none"))
 

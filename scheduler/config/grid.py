@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from drivers.meter.maps import MapError, load_map
 
@@ -46,6 +54,21 @@ class MeterConfig(_Strict):
         if self.source == "http" and not self.url:
             raise ValueError("meter.url is required for source = http")
         return self
+
+
+class AwardConfig(_Strict):
+    """An ancillary-service award: hold ``mw`` of curtailable load running from start to end."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    product: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,32}$", description="ECRS, NSRS, RRS, ... (for the record)"
+    )
+    mw: float = Field(gt=0, le=10_000)
+    start: AwareDatetime
+    end: AwareDatetime
+    response_seconds: float = Field(
+        600.0, gt=0, le=3600, description="the product's time to shed on deployment"
+    )
 
 
 class SetpointConfig(_Strict):
@@ -101,6 +124,9 @@ class SetpointConfig(_Strict):
     mv_baseline_minutes: float = Field(30.0, gt=0, le=1440, description="pre_event window")
     mv_baseline_days: int = Field(10, ge=1, le=60, description="days_of_history: days averaged")
     mv_interval_seconds: float = Field(300.0, ge=10, le=3600, description="M&V interval")
+    awards: list[AwardConfig] = Field(
+        default_factory=list, max_length=100, description="ancillary-service awards"
+    )
 
 
 class WebhookConfig(_Strict):

@@ -49,9 +49,10 @@ class Signal:
 
     id: str
     source: str  # operator, basepoint, webhook, openadr, dr
-    action: Literal["setpoint", "release"]
+    action: Literal["setpoint", "release", "deploy"]
     kw: float | None = None
     hold_seconds: float | None = None
+    award: str | None = None  # deploy: the award whose load sheds
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,10 @@ class GridControl:
             if signal.action == "release":
                 ended = self.setpoint.clear()
                 target_id = ended.id if ended else None
+            elif signal.action == "deploy":
+                target = self._deploy(signal, key)
+                target_id = target.id
+                self.signal_received_at[target.id] = self.clock()
             else:
                 if signal.kw is None:
                     raise ValueError("a setpoint signal needs kw")
@@ -223,6 +228,28 @@ class GridControl:
         if self.wake is not None:
             self.wake.set()
         return result
+
+    def _deploy(self, signal: Signal, key: str) -> Target:
+        """Shed an award's MW now: the target is the site's power less the award, no ramp."""
+        wall = self.wall_clock()
+        award = next(
+            (
+                a
+                for a in self.setpoint.config.awards
+                if a.name == signal.award and a.start <= wall < a.end
+            ),
+            None,
+        )
+        if award is None:
+            raise ValueError(f"no award {signal.award!r} in force")
+        now_w = self.meter.power_w() if self.meter is not None else None
+        if now_w is None:
+            now_w = self.setpoint.projected_w
+        if now_w is None:
+            raise ValueError("site power unknown: no meter reading and no tick yet")
+        kw = max(0.0, now_w / 1000.0 - award.mw * 1000.0)
+        hold = signal.hold_seconds or (award.end - wall).total_seconds()
+        return self.setpoint.set_target(kw, signal.source, key, hold_seconds=hold, immediate=True)
 
     def count_invalid(self, source: str) -> None:
         """A signal refused before it was parsed (bad signature, stale timestamp, bad body)."""

@@ -78,6 +78,7 @@ class Target:
     confirmed_at: float | None = None
     in_band_since: float | None = None
     out_band_since: float | None = None
+    immediate: bool = False  # an award deployment: no ramp toward it
     started_wall: datetime | None = None  # for M&V
     ended_wall: datetime | None = None
 
@@ -112,7 +113,13 @@ class SetpointController:
     # -- targets ---------------------------------------------------------------------------
 
     def set_target(
-        self, kw: float, source: str, target_id: str, *, hold_seconds: float | None = None
+        self,
+        kw: float,
+        source: str,
+        target_id: str,
+        *,
+        hold_seconds: float | None = None,
+        immediate: bool = False,
     ) -> Target:
         """A new target replaces the one in force (which ends)."""
         if not (math.isfinite(kw) and 0 <= kw <= self.config.max_kw):
@@ -126,6 +133,7 @@ class SetpointController:
             now,
             until=None if hold_seconds is None else now + hold_seconds,
             started_wall=self.wall_clock(),
+            immediate=immediate,
         )
         self.stale_signal = False
         self.history.append(self.target)
@@ -173,6 +181,8 @@ class SetpointController:
         previous = self.effective_w if self.effective_w is not None else fallback_w
         elapsed = 0.0 if self.last_apply is None else max(0.0, now - self.last_apply)
         down, up = self.config.ramp_down_kw_per_minute, self.config.ramp_up_kw_per_minute
+        if self.target is not None and self.target.immediate:
+            down = up = None
         if goal_w < previous and down is not None:
             goal_w = max(goal_w, previous - down * 1000.0 * elapsed / 60.0)
         elif goal_w > previous and up is not None:
@@ -215,6 +225,9 @@ class SetpointController:
                         wanted.workload.pool or "", held.reduced.power_level
                     )
             assigned[device_id] = Assignment(device_id, held.reduced, Reason.SETPOINT, 0.0)
+
+        # 1b. ancillary awards in force: keep that much curtailable load running
+        self._reserve(assigned, snapshot, workload_of)
 
         # 2. the limit and the projection
         # What the machines draw now by their own reports (planned power where there is none):
@@ -268,6 +281,45 @@ class SetpointController:
             projected += self._restore(limit - projected, band, assigned, devices, now)
         self.projected_w = projected
         self._update_state(metered, now)
+
+    def reserve_w(self, wall: datetime) -> float:
+        """The curtailable load the awards in force at ``wall`` need running, in W."""
+        return sum(a.mw * 1e6 for a in self.config.awards if a.start <= wall < a.end)
+
+    def _reserve(
+        self,
+        assigned: dict[str, Assignment],
+        snapshot: Snapshot,
+        workload_of: Callable[[str], Workload | None],
+    ) -> None:
+        """Wake machines the policy put to sleep, most efficient first, until the reserve runs."""
+        need = self.reserve_w(snapshot.wall)
+        if need <= 0:
+            return
+        running = 0.0
+        asleep: list[Device] = []
+        for device in snapshot.devices.values():
+            workload = workload_of(device.id)
+            if workload is not None and workload.kind is WorkloadKind.MINE:
+                running += planned_power_w(device, workload)
+            elif (
+                workload is not None
+                and workload.kind is WorkloadKind.SLEEP
+                and device.id not in self.held
+                and device.pools
+                and (a := assigned.get(device.id)) is not None
+                and a.reason not in _YIELD_TO
+                and snapshot.status.get(device.id) is not None
+                and snapshot.status[device.id].reachable
+            ):
+                asleep.append(device)
+        asleep.sort(key=lambda d: d.efficiency_j_per_th)
+        for device in asleep:
+            if running >= need:
+                break
+            workload = Workload.mine(device.pools[0])
+            running += planned_power_w(device, workload)
+            assigned[device.id] = Assignment(device.id, workload, Reason.AWARD_RESERVE, 0.0)
 
     def _shed(
         self,

@@ -56,6 +56,7 @@ class Reason(enum.StrEnum):
     # Site power control (scheduler.control.setpoint): following a target against the meter.
     SETPOINT = "setpoint"  # a power target or sleep to bring the metered site to its target
     SETPOINT_RESTORE = "setpoint_restore"  # back to the policy's workload as the target allows
+    AWARD_RESERVE = "award_reserve"  # kept running: an ancillary award needs curtailable load
     # The dead-man path (``wattmux failsafe``), outside the loop.
     FAILSAFE = "failsafe"
 
@@ -71,7 +72,10 @@ FAILOVER_REASONS: frozenset[Reason] = frozenset({Reason.POOL_DOWN, Reason.POOLS_
 CONTRACT_REASONS: frozenset[Reason] = frozenset({Reason.AI_LEASE})
 # Exempt from the Guard's dwell, gain and ramp rules.
 UNHELD_REASONS: frozenset[Reason] = (
-    SAFETY_REASONS | FAILOVER_REASONS | CONTRACT_REASONS | {Reason.SETPOINT_RESTORE}
+    SAFETY_REASONS
+    | FAILOVER_REASONS
+    | CONTRACT_REASONS
+    | {Reason.SETPOINT_RESTORE, Reason.AWARD_RESERVE}
 )
 # Sent to devices whatever the mode (paused, dry-run): safety and site curtailment.
 ALWAYS_SENT_REASONS: frozenset[Reason] = SAFETY_REASONS | {Reason.CURTAIL}

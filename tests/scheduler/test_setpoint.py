@@ -133,3 +133,54 @@ def test_a_target_outside_bounds_is_refused() -> None:
         ctl.set_target(float("nan"), "operator", "x")
     with pytest.raises(ValueError):
         ctl.set_target(-1.0, "operator", "x")
+
+
+def test_an_award_keeps_curtailable_load_running_and_a_deployment_sheds_it() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from scheduler.config.grid import AwardConfig
+    from scheduler.control.grid import GridControl, Signal
+    from scheduler.core.state import FleetState
+
+    wall = datetime(2024, 8, 20, 19, 30, tzinfo=UTC)  # the helpers' snapshot time
+    award = AwardConfig(
+        name="ecrs-1",
+        product="ECRS",
+        mw=0.007,  # 7 kW: two S21
+        start=wall - timedelta(hours=1),
+        end=wall + timedelta(hours=1),
+        response_seconds=600,
+    )
+    plant = Plant(DEVICES, base_w=1000.0)
+    plant.running = {d: Workload.sleep() for d in plant.devices}  # the policy sleeps them all
+    clock = iter(range(10_000))
+    grid = GridControl(
+        None,
+        SetpointConfig(awards=[award], confirm_seconds=0),
+        FleetState(DEVICES),
+        clock=lambda: float(next(clock)),
+        wall_clock=lambda: wall,
+    )
+    ctl = grid.setpoint
+    snap = plant.snap(1.0)
+    policy = {
+        d: Assignment(d, Workload.sleep(), Reason.PRICE_ABOVE_BREAKEVEN, 0.0) for d in plant.devices
+    }
+    assigned = dict(policy)
+    ctl.apply(assigned, snap, policy)
+    kept = {d for d, a in assigned.items() if a.reason == Reason.AWARD_RESERVE}
+    assert kept == {"new-lux-1", "new-cg-1"}  # the most efficient first, 7 kW
+    plant.running = {d: a.workload for d, a in assigned.items()}
+    before = plant.metered()
+    # deployed: the target is the site less the award, at once (no ramp)
+    grid.setpoint.metered_w = plant.metered
+    ctl.projected_w = before
+    result = grid.accept(Signal("dep-1", "webhook", "deploy", award="ecrs-1"))
+    assert result.outcome == "accepted"
+    assert ctl.target is not None and ctl.target.kw == pytest.approx((before - 7000.0) / 1000.0)
+    assigned = dict(policy)
+    ctl.apply(assigned, plant.snap(2.0), policy)
+    plant.running = {d: a.workload for d, a in assigned.items()}
+    assert plant.metered() <= before - 7000.0 + 1000.0  # within the deadband of the award shed
+    with pytest.raises(ValueError, match="no award"):
+        grid.accept(Signal("dep-2", "webhook", "deploy", award="other"))
