@@ -1,5 +1,8 @@
 """Dispatch base points over MQTT: ``<prefix>/grid/basepoint`` carries ``{"id", "kw", "hold_seconds"?}``.
 
+With ``on_meter`` the same connection also takes site meter readings pushed on
+``<prefix>/grid/meter`` (``{"power_w": W}``, decoded by ``drivers.meter.http.parse_reading``).
+
 A stream of site power targets (an ISO's SCED base points relayed by a QSE,
 an aggregator's dispatch), one message per point, every 5 minutes or faster.
 Each point is decoded with bounds (payload size, JSON shape, a finite kW in
@@ -88,12 +91,16 @@ class BasePointSubscriber:
         site: str,
         on_point: Callable[[BasePoint], None],
         on_reject: Callable[[str], None],
+        *,
+        on_meter: Callable[[bytes], None] | None = None,
     ) -> None:
         self.options = options
         self.topic = f"{options.prefix or f'wattmux/{site}'}/grid/basepoint"
         self.client_id = f"{options.client_id or f'wattmux-{site}'}-basepoints"
+        self.meter_topic = f"{options.prefix or f'wattmux/{site}'}/grid/meter"
         self.on_point = on_point
         self.on_reject = on_reject
+        self.on_meter = on_meter
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -134,11 +141,17 @@ class BasePointSubscriber:
             try:
                 async with self._client() as client:
                     await client.subscribe(self.topic, qos=1)
+                    if self.on_meter is not None:
+                        await client.subscribe(self.meter_topic, qos=0)
                     self.connected.set()
                     delay = self.options.backoff_base_seconds
                     async for message in client.messages:
                         payload = message.payload
-                        self.handle(payload if isinstance(payload, bytes) else b"")
+                        raw = payload if isinstance(payload, bytes) else b""
+                        if self.on_meter is not None and message.topic.matches(self.meter_topic):
+                            self.on_meter(raw)
+                        else:
+                            self.handle(raw)
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 log.warning("base points: MQTT %s; again in %.1f s", exc, delay)

@@ -24,7 +24,9 @@ class _Strict(BaseModel):
 class MeterConfig(_Strict):
     """The site meter: when configured, the truth for site power, the cap and setpoint control."""
 
-    source: Literal["modbus", "http"] = Field(description="modbus (TCP) or http (JSON GET)")
+    source: Literal["modbus", "http", "mqtt"] = Field(
+        description="modbus (TCP), http (JSON GET) or mqtt (pushed on <prefix>/grid/meter)"
+    )
     host: str | None = Field(None, description="modbus: the meter's (or gateway's) address")
     port: int = Field(502, ge=1, le=65535, description="modbus: TCP port")
     unit_id: int = Field(1, ge=0, le=255, description="modbus: unit (slave) id")

@@ -593,6 +593,8 @@ class WattmuxConfig(_Strict):
 
     @model_validator(mode="after")
     def _mqtt_checks(self) -> WattmuxConfig:
+        if self.meter is not None and self.meter.source == "mqtt" and self.mqtt is None:
+            raise ValueError("meter.source = mqtt needs an [mqtt] section")
         if self.mqtt is not None:
             known = {d.id for d in self.all_devices()}
             unknown = [d for d in self.mqtt.push_devices if d not in known]

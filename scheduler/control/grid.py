@@ -25,12 +25,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from drivers.dr.openadr import DispatchEvent, OpenAdrOptions, OpenAdrVen
+from drivers.errors import MalformedReply
+from drivers.meter.http import parse_reading
 from drivers.telemetry.basepoints import BasePoint, BasePointSubscriber
 from drivers.telemetry.mqtt import MqttOptions
 from scheduler.config.grid import MeterConfig, SetpointConfig
 from scheduler.control.mv import MeterHistory
 from scheduler.control.setpoint import SetpointController, Target, TargetState
 from scheduler.control.sitemeter import (
+    PushedMeter,
     SiteMeter,
     disagreement_ratio,
     meter_source,
@@ -116,8 +119,26 @@ class GridControl:
 
     def subscribe_basepoints(self, options: MqttOptions, site: str) -> BasePointSubscriber:
         """Follow the MQTT base-point stream (``<prefix>/grid/basepoint``) from ``__aenter__`` on."""
-        self.basepoints = BasePointSubscriber(options, site, self.accept_basepoint, self._rejected)
+        pushed = isinstance(self.meter.source, PushedMeter) if self.meter is not None else False
+        self.basepoints = BasePointSubscriber(
+            options,
+            site,
+            self.accept_basepoint,
+            self._rejected,
+            on_meter=self._meter_message if pushed else None,
+        )
         return self.basepoints
+
+    def _meter_message(self, payload: bytes) -> None:
+        """A site meter reading pushed over MQTT (bad ones counted, never used)."""
+        assert self.meter is not None
+        try:
+            reading = parse_reading("meter", payload, self.clock())
+        except MalformedReply as exc:
+            self.meter.reads["malformed"] = self.meter.reads.get("malformed", 0) + 1
+            log.warning("site meter message refused: %s", exc.message)
+            return
+        self.meter.push(reading)
 
     def attach_openadr(self, options: OpenAdrOptions) -> OpenAdrVen:
         """Be an OpenADR 2.0b VEN from ``__aenter__`` on (events become setpoint signals)."""
@@ -275,7 +296,7 @@ class GridControl:
             await self.openadr.__aenter__()
         if self.basepoints is not None:
             await self.basepoints.__aenter__()
-        if self.meter is not None:
+        if self.meter is not None and not isinstance(self.meter.source, PushedMeter):
             self._stop.clear()
             self._task = asyncio.create_task(self.meter.run(self._stop), name="grid.meter")
         return self

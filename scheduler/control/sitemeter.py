@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 
-from drivers.errors import DriverError
+from drivers.errors import DriverError, Unavailable
 from drivers.meter.base import MeterReading, MeterSource
 from drivers.meter.http import HttpMeter
 from drivers.meter.maps import load_map
@@ -27,8 +27,23 @@ from scheduler.core.state import FleetState
 log = logging.getLogger(__name__)
 
 
+class PushedMeter:
+    """A meter whose readings are pushed (MQTT): nothing to poll."""
+
+    name = "meter"
+
+    async def read(self) -> MeterReading:
+        """Never polled (``SiteMeter.push`` takes the readings)."""
+        raise Unavailable(self.name, "readings are pushed, not polled")
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 def meter_source(config: MeterConfig, clock: Callable[[], float] = time.monotonic) -> MeterSource:
     """The meter the config names."""
+    if config.source == "mqtt":
+        return PushedMeter()
     if config.source == "modbus":
         assert config.host is not None
         return ModbusMeter(
@@ -77,6 +92,13 @@ class SiteMeter:
     def age_seconds(self) -> float | None:
         """Age of the latest reading."""
         return None if self.latest is None else self.clock() - self.latest.observed_at
+
+    def push(self, reading: MeterReading) -> None:
+        """A reading that arrived on its own (MQTT)."""
+        self.reads["ok"] += 1
+        self.latest = reading
+        for listener in self.listeners:
+            listener(reading)
 
     async def read_once(self) -> MeterReading | None:
         """Read the meter once; a failure is counted and logged once until it recovers."""

@@ -11,7 +11,7 @@ import pytest
 from drivers.sim.broker import Mosquitto
 from drivers.telemetry.basepoints import BasePointRejected, decode_basepoint
 from drivers.telemetry.mqtt import MqttOptions
-from scheduler.config.grid import SetpointConfig
+from scheduler.config.grid import MeterConfig, SetpointConfig
 from scheduler.control.grid import GridControl
 from scheduler.core.state import FleetState
 from tests.scheduler.helpers import device
@@ -58,3 +58,24 @@ async def test_base_points_over_mqtt_set_the_target_once() -> None:
         ("basepoint", "duplicate"): 1,
         ("basepoint", "invalid"): 1,
     }
+
+
+@pytest.mark.system
+async def test_site_meter_readings_pushed_over_mqtt() -> None:
+    with Mosquitto() as broker:
+        options = MqttOptions(host=broker.host, port=broker.port)
+        grid = GridControl(MeterConfig(source="mqtt"), SetpointConfig(), FleetState([device("m1")]))
+        assert grid.meter is not None
+        subscriber = grid.subscribe_basepoints(options, "site")
+        async with grid:
+            await asyncio.wait_for(subscriber.connected.wait(), 10)
+            async with aiomqtt.Client(broker.host, broker.port) as client:
+                for payload in (b'{"power_w": 1e40}', b'{"power_w": 5250.5}'):
+                    await client.publish(subscriber.meter_topic, payload, qos=1)
+                for _ in range(500):
+                    if grid.meter.latest is not None:
+                        break
+                    await asyncio.sleep(0.01)
+    assert grid.meter.power_w() == 5250.5
+    assert grid.meter.reads == {"ok": 1, "malformed": 1}
+    assert grid.setpoint.target is None  # a reading is not a base point
