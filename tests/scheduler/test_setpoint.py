@@ -184,3 +184,29 @@ def test_an_award_keeps_curtailable_load_running_and_a_deployment_sheds_it() -> 
     assert plant.metered() <= before - 7000.0 + 1000.0  # within the deadband of the award shed
     with pytest.raises(ValueError, match="no award"):
         grid.accept(Signal("dep-2", "webhook", "deploy", award="other"))
+
+
+def test_ramp_and_hold_moves_the_limit_at_the_configured_rate() -> None:
+    plant = Plant(DEVICES, base_w=0.0)
+    full_kw = plant.metered() / 1000.0
+    ctl = controller(plant, ramp_down_kw_per_minute=60.0)  # 1 kW a second
+    ctl.set_target(full_kw - 10.0, "operator", "ramp")
+    step(ctl, plant, 1.0)  # the first step starts from the metered power
+    assert ctl.limit_w == pytest.approx(full_kw * 1000.0)
+    step(ctl, plant, 4.0)
+    assert ctl.limit_w == pytest.approx((full_kw - 3.0) * 1000.0)
+    for now in range(5, 30):
+        step(ctl, plant, float(now))
+    assert ctl.limit_w == pytest.approx((full_kw - 10.0) * 1000.0)  # and holds there
+
+
+def test_a_confirmed_target_that_the_meter_leaves_drifts() -> None:
+    plant = Plant(DEVICES, base_w=0.0)
+    ctl = controller(plant, deadband_pct=50.0)  # the controller does not correct: the site drifts
+    target = ctl.set_target(plant.metered() / 1000.0, "operator", "d")
+    step(ctl, plant, 1.0)
+    step(ctl, plant, 2.0)
+    assert target.state is TargetState.CONFIRMED
+    plant.base_w = 5000.0  # a load the fleet does not see
+    step(ctl, plant, 3.0)
+    assert target.state is TargetState.DRIFTED  # drift_seconds = 0 here
