@@ -303,6 +303,7 @@ def grid_routes(
                 start=target.started_wall,
                 end=target.ended_wall or wall_clock(),
                 target_kw=target.kw,
+                response_limit_seconds=target.response_limit_seconds,
                 **options,
             )
         event = next((e for e in view.state.events if e.id == event_id), None)

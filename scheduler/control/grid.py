@@ -270,7 +270,9 @@ class GridControl:
             raise ValueError("site power unknown: no meter reading and no tick yet")
         kw = max(0.0, now_w / 1000.0 - award.mw * 1000.0)
         hold = signal.hold_seconds or (award.end - wall).total_seconds()
-        return self.setpoint.set_target(kw, signal.source, key, hold_seconds=hold, immediate=True)
+        target = self.setpoint.set_target(kw, signal.source, key, hold_seconds=hold, immediate=True)
+        target.response_limit_seconds = award.response_seconds
+        return target
 
     def count_invalid(self, source: str) -> None:
         """A signal refused before it was parsed (bad signature, stale timestamp, bad body)."""

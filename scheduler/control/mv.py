@@ -95,6 +95,8 @@ class EventMv:
     response_seconds: float | None
     compliance_ratio: float | None  # compliant intervals / intervals with readings
     intervals: tuple[Interval, ...]
+    response_limit_seconds: float | None = None  # an award deployment: the product's time
+    responded_in_time: bool | None = None  # response_seconds <= response_limit_seconds
 
     def as_json(self) -> dict[str, object]:
         """A JSON-ready dict (datetimes as ISO 8601)."""
@@ -171,6 +173,7 @@ def measure(
     baseline_days: int = 10,
     interval_seconds: float = 300.0,
     tolerance_pct: float = 2.0,
+    response_limit_seconds: float | None = None,
 ) -> EventMv:
     """Settle one event against the meter (see the module docstring)."""
     base = baseline_kw(
@@ -227,4 +230,8 @@ def measure(
         response_seconds=response,
         compliance_ratio=sum(judged) / len(judged) if judged else None,
         intervals=tuple(intervals),
+        response_limit_seconds=response_limit_seconds,
+        responded_in_time=None
+        if response_limit_seconds is None
+        else response is not None and response <= response_limit_seconds,
     )

@@ -79,6 +79,7 @@ class Target:
     in_band_since: float | None = None
     out_band_since: float | None = None
     immediate: bool = False  # an award deployment: no ramp toward it
+    response_limit_seconds: float | None = None  # an award deployment: the product's time
     started_wall: datetime | None = None  # for M&V
     ended_wall: datetime | None = None
 

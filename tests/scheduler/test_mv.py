@@ -31,7 +31,9 @@ def test_pre_event_baseline_delivered_response_and_compliance() -> None:
         end=T0 + timedelta(minutes=10),
         target_kw=500.0,
         interval_seconds=300,
+        response_limit_seconds=60.0,
     )
+    assert mv.response_limit_seconds == 60.0 and mv.responded_in_time is False
     assert mv.baseline_kw == pytest.approx(1000.0)
     assert mv.response_seconds == 120.0
     assert [i.metered_kw for i in mv.intervals] == pytest.approx([660.0, 500.0])

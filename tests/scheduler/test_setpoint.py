@@ -178,6 +178,7 @@ def test_an_award_keeps_curtailable_load_running_and_a_deployment_sheds_it() -> 
     result = grid.accept(Signal("dep-1", "webhook", "deploy", award="ecrs-1"))
     assert result.outcome == "accepted"
     assert ctl.target is not None and ctl.target.kw == pytest.approx((before - 7000.0) / 1000.0)
+    assert ctl.target.immediate and ctl.target.response_limit_seconds == 600
     assigned = dict(policy)
     ctl.apply(assigned, plant.snap(2.0), policy)
     plant.running = {d: a.workload for d, a in assigned.items()}
