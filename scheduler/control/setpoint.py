@@ -264,10 +264,14 @@ class SetpointController:
         planned_w = math.fsum(planned_power_w(d, workload_of(d.id)) for d in devices.values())
         projected = self.bias_w + planned_w
         goal = self._target_w(now)
+        # an award's reserve stays running under a target, not under a deployment or a cap/DR
+        keep_w = 0.0
+        if goal is not None and self.target is not None and not self.target.immediate:
+            keep_w = self.reserve_w(snapshot.wall)
         if metered is not None:  # the meter enforces the cap and DR limits too
             cap, _ = site_limit_w(snapshot)
-            if cap is not None:
-                goal = cap if goal is None else min(goal, cap)
+            if cap is not None and (goal is None or cap < goal):
+                goal, keep_w = cap, 0.0
         limit = self._ramped(goal, now, metered if metered is not None else projected)
         self.limit_w = limit
         self.last_apply = now
@@ -277,7 +281,7 @@ class SetpointController:
         else:
             band = max(band, limit * self.config.deadband_pct / 100.0)
         if projected > limit + band:
-            projected -= self._shed(projected - limit, assigned, devices, workload_of)
+            projected -= self._shed(projected - limit, assigned, devices, workload_of, keep_w)
         elif projected < limit - band and self.held:
             projected += self._restore(limit - projected, band, assigned, devices, now)
         self.projected_w = projected
@@ -328,14 +332,19 @@ class SetpointController:
         assigned: dict[str, Assignment],
         devices: Mapping[str, Device],
         workload_of: Callable[[str], Workload | None],
+        keep_w: float = 0.0,
     ) -> float:
-        """Reduce by ``excess_w``: power targets first, then sleep; least efficient first."""
+        """Reduce by ``excess_w``: power targets first, then sleep; least efficient first.
+
+        ``keep_w``: mining load that stays running (an award's reserve under a target).
+        """
         shed = 0.0
         running = [
             d
             for d in devices.values()
             if (w := workload_of(d.id)) is not None and w.kind is WorkloadKind.MINE
         ]
+        mining_w = math.fsum(planned_power_w(d, workload_of(d.id)) for d in running)
         running.sort(key=lambda d: d.efficiency_j_per_th, reverse=True)
         floor = self.config.min_power_level
         step = self.config.power_level_step
@@ -352,14 +361,23 @@ class SetpointController:
             level = max(floor, math.floor(level / step + 1e-9) * step)
             if level >= workload.power_level:
                 continue
-            shed += device.nominal_power_w * (workload.power_level - level)
+            cut = device.nominal_power_w * (workload.power_level - level)
+            if mining_w - cut < keep_w:
+                continue
+            mining_w -= cut
+            shed += cut
             self._hold(device.id, workload, Workload.mine(workload.pool, round(level, 6)), assigned)
         for device in running:
             if shed >= excess_w:
                 return shed
             workload = workload_of(device.id)
-            shed += planned_power_w(device, workload) - device.sleep_power_w
             assert workload is not None
+            if workload.kind is not WorkloadKind.MINE:
+                continue  # already asleep (held above)
+            if mining_w - planned_power_w(device, workload) < keep_w:
+                continue
+            mining_w -= planned_power_w(device, workload)
+            shed += planned_power_w(device, workload) - device.sleep_power_w
             self._hold(device.id, workload, Workload.sleep(), assigned)
         return shed
 

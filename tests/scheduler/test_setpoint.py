@@ -171,16 +171,36 @@ def test_an_award_keeps_curtailable_load_running_and_a_deployment_sheds_it() -> 
     kept = {d for d, a in assigned.items() if a.reason == Reason.AWARD_RESERVE}
     assert kept == {"new-lux-1", "new-cg-1"}  # the most efficient first, 7 kW
     plant.running = {d: a.workload for d, a in assigned.items()}
+
+    def mining_w() -> float:
+        return sum(
+            planned_power_w(plant.devices[d], w)
+            for d, w in plant.running.items()
+            if w.kind.value == "mine"
+        )
+
+    # an operator's target cannot take the award's load: 7 kW stay running
+    grid.setpoint.metered_w = plant.metered
+    ctl.set_target(0.0, "operator", "zero")
+    for now in (2.0, 3.0):
+        assigned = dict(policy)
+        ctl.apply(assigned, plant.snap(now), policy)
+        plant.running = {d: a.workload for d, a in assigned.items()}
+    assert mining_w() >= 7000.0
+    ctl.clear()
+    for now in (4.0, 5.0):
+        assigned = dict(policy)
+        ctl.apply(assigned, plant.snap(now), policy)
+        plant.running = {d: a.workload for d, a in assigned.items()}
     before = plant.metered()
     # deployed: the target is the site less the award, at once (no ramp)
-    grid.setpoint.metered_w = plant.metered
     ctl.projected_w = before
     result = grid.accept(Signal("dep-1", "webhook", "deploy", award="ecrs-1"))
     assert result.outcome == "accepted"
     assert ctl.target is not None and ctl.target.kw == pytest.approx((before - 7000.0) / 1000.0)
     assert ctl.target.immediate and ctl.target.response_limit_seconds == 600
     assigned = dict(policy)
-    ctl.apply(assigned, plant.snap(2.0), policy)
+    ctl.apply(assigned, plant.snap(6.0), policy)
     plant.running = {d: a.workload for d, a in assigned.items()}
     assert plant.metered() <= before - 7000.0 + 1000.0  # within the deadband of the award shed
     with pytest.raises(ValueError, match="no award"):
