@@ -25,7 +25,7 @@ from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scheduler.api.auth import Principal
+from scheduler.api.auth import Principal, RateLimiter
 from scheduler.api.security import PRINCIPAL
 from scheduler.api.views import ERRORS, ControlView
 from scheduler.config.grid import WebhookConfig
@@ -130,6 +130,7 @@ def grid_routes(
     unix_clock: Callable[[], float] = time.time,
 ) -> Callable[[FastAPI], None]:
     """The extension adding the site power routes to the API app."""
+    refused_rows = RateLimiter(per_minute=30.0, burst=30, max_keys=1024)  # audit rows of refusals
 
     def target_view(target: Target) -> TargetView:
         return TargetView(
@@ -250,7 +251,11 @@ def grid_routes(
 
             def refuse(status: int, reason: str) -> HTTPException:
                 grid.count_invalid("webhook")
-                audit(request, "webhook", "none", status, None, None, f"rejected: {reason}")
+                client = request.client.host if request.client else "unknown"
+                if refused_rows.take(client) == 0:  # a flood is counted, not a row each
+                    audit(request, "webhook", "none", status, None, None, f"rejected: {reason}")
+                else:
+                    request.state.audited = True
                 return HTTPException(status, reason)
 
             if not stamp.isdigit() or len(stamp) > 12:

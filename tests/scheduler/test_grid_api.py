@@ -130,3 +130,13 @@ async def test_operator_setpoint_put_get_delete_with_roles(setup: Any) -> None:
         metrics = (await operator.get("/metrics")).text
     assert 'wattmux_grid_signals_total{outcome="accepted",source="operator"} 2.0' in metrics
     assert 'wattmux_setpoint_state{state="none"} 1.0' in metrics
+
+
+async def test_a_flood_of_bad_signatures_is_counted_with_bounded_audit_rows(setup: Any) -> None:
+    app, grid, view = setup
+    async with client(app) as http:
+        for index in range(40):
+            body = signed({"id": f"x-{index}", "kw": 1.0}, secret="y" * 40)
+            assert (await http.post("/v1/signals/webhook", **body)).status_code == 401
+    assert grid.counts[("webhook", "invalid")] == 40
+    assert len(view.control.store.api_audit(limit=100)) == 30
