@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python venv module missing: apt-get install python3-venv"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade -c $(CONSTRAINTS) pip
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,fast]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,fast,plot]'
 	@$(PY) -m pip install --quiet -c $(CONSTRAINTS) --only-binary=pyasic-rs -e '.[asic-rs]' \
 		|| echo "pyasic-rs has no wheel for this platform: the optional asic-rs driver and its tests are skipped"
 	@touch $(STAMP)
@@ -45,10 +45,10 @@ lint: $(STAMP) ## ruff check and format, mypy --strict, the import contracts (py
 unit: $(STAMP) ## the quick tests: no process, no server, no external binary, not exhaustive (not system, slow or soak)
 	$(PY) -m pytest -q -m "not system and not slow and not soak"
 
-system: $(STAMP) mosquitto prometheus systemd-analyze slurm chromium ## the tests that start processes: mosquitto, Slurm, Prometheus, the daemon
+system: $(STAMP) mosquitto prometheus systemd-analyze slurm chromium alertmanager nspawn-root ## the tests that start processes: mosquitto, Slurm, Prometheus, the daemon
 	$(PY) -m pytest -q -m "system and not soak"
 
-test: $(STAMP) mosquitto prometheus systemd-analyze slurm chromium lint ## everything CI runs: install, lint, the whole test suite (soak aside)
+test: $(STAMP) mosquitto prometheus systemd-analyze slurm chromium alertmanager nspawn-root lint ## everything CI runs: install, lint, the whole test suite (soak aside)
 	$(PY) -m pytest -q
 
 bench: $(STAMP) mosquitto ## every benchmark under bench/ (one JSON object per line)
@@ -127,5 +127,27 @@ chromium: ## make sure Debian's chromium exists (the console tests drive it with
 bench-console: $(STAMP) chromium ## the console in Chromium on 10,000 machines: first paint, update lag, bytes, daemon CPU
 	$(PY) bench/bench_console.py $(BENCH_CONSOLE_ARGS)
 
+# --- alerts that reach people, reports (docs/alerting.md) ---------------------------------------
+.PHONY: alertmanager bench-reports
+alertmanager: ## make sure Debian's prometheus-alertmanager exists (the tests start their own)
+	@if command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing prometheus-alertmanager with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; \
+	else \
+		echo "Alertmanager is missing: run 'sudo apt-get install prometheus-alertmanager', then make test again"; exit 1; \
+	fi
+bench-reports: $(STAMP) ## report accounting per tick, its write and a 30-day report, 1,000 and 10,000 machines
+	$(PY) bench/bench_reports.py
+
+# --- the shipped units under a real systemd (tests/deploy/test_systemd_nspawn.py) ---------------
+.PHONY: nspawn-root bench-systemd
+NSPAWN_DIR ?= /var/tmp/wattmux-nspawn
+nspawn-root: $(STAMP) ## build once a Debian 12 root for systemd-nspawn and a wheelhouse of the pins (cached in NSPAWN_DIR)
+	@if [ "$$(id -u)" != 0 ]; then echo "nspawn-root needs root: the systemd unit tests skip"; \
+	else PY=$(abspath $(PY)) tests/deploy/nspawn_root.sh $(NSPAWN_DIR); fi
+
+bench-systemd: $(STAMP) nspawn-root ## shipped units under systemd: watchdog restart and daemon death to 100 miners asleep
+	$(PY) bench/bench_systemd.py
 bench-grid: $(STAMP) ## site power control: settle of 10,000 miners on the simulated meter, base-point tracking, webhook signal to first command
 	$(PY) bench/bench_grid.py

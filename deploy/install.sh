@@ -84,8 +84,9 @@ if [ "$SKIP_VENV" = no ]; then
     fi
     step "virtualenv $PREFIX/venv with wattmux from $SOURCE"
     python3 -m venv "$ROOT$PREFIX/venv"
-    "$ROOT$PREFIX/venv/bin/python" -m pip install --quiet --upgrade pip
-    "$ROOT$PREFIX/venv/bin/python" -m pip install --quiet "$SOURCE[fast]"
+    # the versions wattmux is tested with (constraints.txt), as for the development virtualenv
+    "$ROOT$PREFIX/venv/bin/python" -m pip install --quiet --upgrade -c "$SOURCE/constraints.txt" pip
+    "$ROOT$PREFIX/venv/bin/python" -m pip install --quiet -c "$SOURCE/constraints.txt" "$SOURCE[fast]"
 fi
 
 for unit in wattmux.service wattmux-failsafe.service; do

@@ -24,23 +24,27 @@ from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api.app import create_app, serve
 from scheduler.api.connections import ConnectionLimits, connection_cap
 from scheduler.api.grid import grid_routes
-from scheduler.api.wiring import security_from_config
+from scheduler.api.wiring import ApiSecurity, security_from_config
 from scheduler.config.devices import pools_of
 from scheduler.config.schema import WattmuxConfig
 from scheduler.console.hub import ConsoleHub
 from scheduler.console.locations import load_locations
 from scheduler.console.web import console_routes
+from scheduler.control.accounting import Accountant
 from scheduler.control.failsafe import curtail_all
 from scheduler.control.grid import GridControl, grid_audit
 from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
+from scheduler.control.maintenance import AlertSilencer, MaintenanceWindows
 from scheduler.control.memory import StartupFreezer, heap_trimmer
 from scheduler.control.queues import build_queues
+from scheduler.control.reconciler import Reconciler
 from scheduler.control.service import (
     ControlledGuard,
     ControlledPolicy,
     ControlledReconciler,
     ControlService,
+    Mode,
 )
 from scheduler.control.systemd import SystemdHeartbeat, SystemdNotifier, watchdog_seconds
 from scheduler.control.watchdog import LoopWatchdog
@@ -48,7 +52,9 @@ from scheduler.core.model import Plan
 from scheduler.core.state import FleetState
 from scheduler.observability.gpu_telemetry import GpuTelemetry
 from scheduler.observability.metrics import Metrics
+from scheduler.observability.metrics_control import ControlCollector, ControlReading
 from scheduler.policies import available_policies, create_policy
+from scheduler.reload import Reloader, ReloadRefused, ReloadResult
 from scheduler.store.operator import ControlStore, RefusedAuditRetention
 
 log = logging.getLogger(__name__)
@@ -126,6 +132,11 @@ class Daemon:
         if config.openadr is not None:  # an OpenADR 2.0b VEN of the configured VTN
             self.grid.attach_openadr(config.openadr)
         self.open_files_limit: int | None = None  # RLIMIT_NOFILE once run() has raised it
+        self.config_path: Path | None = None  # the file a reload re-reads (None: no reload)
+        self.security: ApiSecurity | None = None  # the API's tokens, while it serves
+        self.reloader: Reloader | None = None  # live reload, once the loop is built
+        self.maintenance: MaintenanceWindows | None = None  # once the store is open
+        self.accounting: Accountant | None = None  # report sums, while the loop runs
 
     def readiness(self) -> dict[str, bool]:
         """Ready = config loaded, store open, a power price and a device read, one reconcile done."""
@@ -141,18 +152,19 @@ class Daemon:
         """The last guarded plan (None before the first tick)."""
         return self.loop.plan if self.loop else None
 
-    def _drivers(self) -> Mapping[str, AsicDriver]:
+    def _drivers(self, config: WattmuxConfig | None = None) -> dict[str, AsicDriver]:
         """One cgminer driver per distinct option set, keyed by device id."""
-        pools = pools_of(self.config)
+        config = config or self.config
+        pools = pools_of(config)
         by_options: dict[str, AsicDriver] = {}
         per_device: dict[str, AsicDriver] = {}
-        for entry in (*self.config.devices, *self.config.device_ranges):
+        for entry in (*config.devices, *config.device_ranges):
             key = settings_key(entry.options)  # secrets in: a masked dump would merge blocks
             if key not in by_options:
                 by_options[key] = create_asic_driver(
                     pools,
                     entry.options,
-                    concurrency=max(self.config.control.poll_concurrency, 1),
+                    concurrency=max(config.control.poll_concurrency, 1),
                     clock=self.clock,
                 )
             for device in entry.devices():
@@ -193,6 +205,10 @@ class Daemon:
                 clock=self.clock,  # curtail and overrides last their time across wall steps
             )
             self.control = control
+            self.maintenance = self._maintenance(store)
+            self.metrics.registry.register(  # mode, curtail, effective cap, overrides
+                ControlCollector(self._control_reading, [m.value for m in Mode])
+            )
             guard = ControlledGuard(config.guard, power_cap_w=config.site.power_cap_kw * 1000)
             guard.control = control
             guard.setpoint = self.grid.setpoint
@@ -226,6 +242,9 @@ class Daemon:
                         poll_deadline_seconds=config.control.poll_deadline_seconds,
                     )
                     self.sink.wake = self.loop.wake
+                    self.reloader = self._reloader(store, reconciler)
+                    assert isinstance(self.loop.policy, ControlledPolicy)
+                    self.loop.policy.in_maintenance = self.maintenance.devices_in_maintenance
                     self.grid.wake = self.loop.wake
                     async with contextlib.AsyncExitStack() as inputs:
                         inputs.push_async_callback(self.http.aclose)
@@ -243,6 +262,7 @@ class Daemon:
         if serve_api:
             api = self.config.api
             security = security_from_config(self.config)
+            self.security = security
             locations, problems = load_locations(
                 self.config.locations(), self.config.site.locations_csv, self.state.devices
             )
@@ -274,6 +294,87 @@ class Daemon:
                     await hub_task
         else:
             await self._run_loop(stop)
+
+    def _control_reading(self) -> ControlReading:
+        """The operator's controls for a scrape (scheduler.observability.metrics_control)."""
+        control, maintenance = self.control, self.maintenance
+        assert control is not None and maintenance is not None
+        event = control.curtail()
+        cap_kw = self.config.site.power_cap_kw
+        if event is not None:
+            cap_kw = min(cap_kw, event.target_kw or 0.0)
+        return ControlReading(
+            mode=control.mode.value,
+            curtail=event is not None,
+            effective_cap_kw=cap_kw,
+            overrides=len(control.overrides()),
+            in_maintenance=len(maintenance.devices_in_maintenance()),
+        )
+
+    def _accountant(self, control: ControlService) -> Accountant:
+        """Per-day, per-machine sums for reports, off the store once a minute."""
+        maintenance = self.maintenance
+        return Accountant(
+            self.state,
+            control.store,
+            timezone=self.config.site.timezone,
+            clock=self.clock,
+            maintenance=None if maintenance is None else maintenance.devices_in_maintenance,
+            curtailed=lambda wall: control.curtail(wall) is not None,
+        )
+
+    def _racks(self) -> dict[str, tuple[str, int]]:
+        """Device -> (rack, position): config `location` fields and [site] locations_csv."""
+        config = self.config
+        return load_locations(config.locations(), config.site.locations_csv, self.state.devices)[0]
+
+    def _maintenance(self, store: ControlStore) -> MaintenanceWindows:
+        """Maintenance windows, silencing through [alertmanager] when configured."""
+        manager = self.config.alertmanager
+        return MaintenanceWindows(
+            store,
+            self.state.devices,
+            self._racks,
+            silencer=None
+            if manager is None
+            else AlertSilencer(manager.url, timeout_seconds=manager.timeout_seconds),
+        )
+
+    def _reloader(self, store: ControlStore, reconciler: Reconciler) -> Reloader | None:
+        """Live reload of the file the daemon was started with (scheduler.reload)."""
+        loop = self.loop
+        if self.config_path is None or loop is None:
+            return None
+        policy = loop.policy
+        assert isinstance(policy, ControlledPolicy)
+        assert isinstance(loop.telemetry, dict) and isinstance(reconciler.controls, dict)
+        return Reloader(
+            self,
+            self.config_path,
+            drivers_for=lambda config: dict(self._drivers(config)),
+            telemetry=loop.telemetry,
+            controls=reconciler.controls,
+            rebuild_policy=lambda config: policy.reconfigure(config.policy),
+            store=store,
+            replace_tokens=self._replace_tokens,
+            pushed=frozenset(self.config.mqtt.push_devices if self.config.mqtt else ()),
+        )
+
+    def _replace_tokens(self, config: WattmuxConfig) -> None:
+        """Check a reloaded config's tokens and swap them into the serving API."""
+        fresh = security_from_config(config).authenticator  # ValueError when one is malformed
+        if self.security is not None:
+            self.security.authenticator.replace(fresh.entries)
+
+    def reload(self) -> ReloadResult:
+        """Re-read the config file (SIGHUP); ReloadRefused leaves the running config."""
+        if self.reloader is None:
+            refused = ReloadRefused(
+                "no config file to reload from, or the daemon is not running yet"
+            )
+            log.error("config reload refused: %s", refused.message)
+            raise refused
+        return self.reloader.reload()
 
     def connection_limits(self) -> ConnectionLimits:
         """The API's connection bounds, its cap lowered so the device sockets keep their fds."""
@@ -333,11 +434,16 @@ class Daemon:
             self.loop.tick_listeners.append(
                 RefusedAuditRetention(self.control.store, self.config.store.refused_audit_days)
             )
+        if self.control is not None:  # report sums (scheduler.control.accounting)
+            self.accounting = self._accountant(self.control)
+            self.loop.tick_listeners.append(self.accounting)
         if watchdog is not None:
             watchdog.start()
         try:
             await self.loop.run(self.config.control.tick_seconds, stop, self.ready)
         finally:
+            if self.accounting is not None:
+                self.accounting.flush()
             if watchdog is not None:
                 watchdog.stop()
             heartbeat.stopping()

@@ -86,7 +86,8 @@ async def test_gpu_nodes_mine_when_the_queue_is_empty_and_serve_jobs_when_they_a
             assert 'wattmux_queue_rate_usd_per_gpu_hour{queue="train"} 1.8' in metrics
             assert 'wattmux_devices{state="ai"} 1.0' in metrics
             lines = gpu_lines(daemon.state.snapshot(time.monotonic()))
-            assert "AI   1 (8/24 GPUs busy)   mining   2" in lines[0]
+            assert "AI 1 (8/24 GPUs busy)  mining 2" in lines[0]
+            assert all(len(line) <= 80 for line in lines), lines  # the demo screen's width
 
             price.price = 900.0  # mining stops paying: idle nodes stay available for AI
             await eventually(

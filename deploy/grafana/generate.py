@@ -20,18 +20,27 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'instance=~"$instance"'  # every query is restricted to the chosen daemons
 
 
+USD_MWH = "suffix: USD/MWh"
+GREEN, ORANGE, RED = "green", "orange", "red"
+UP_DOWN = [  # value mappings of 0/1 gauges
+    {"type": "value", "options": {"0": {"text": "down", "color": RED, "index": 0}}},
+    {"type": "value", "options": {"1": {"text": "up", "color": GREEN, "index": 1}}},
+]
+
+
 @dataclass(frozen=True)
 class Target:
-    """One PromQL query of a panel."""
+    """One PromQL query of a panel; ``unit`` overrides the panel's for this query's series."""
 
     expr: str
     legend: str = ""
     instant: bool = False
+    unit: str | None = None
 
 
 @dataclass(frozen=True)
 class Panel:
-    """One panel: type, title, unit, size and its queries."""
+    """One panel: type, title, unit, size, its queries, thresholds and value mappings."""
 
     title: str
     kind: str  # timeseries, stat, table, state-timeline, bargauge
@@ -42,6 +51,8 @@ class Panel:
     description: str = ""
     stack: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    thresholds: tuple[tuple[float, str], ...] = ()  # (from value, color) above the base green
+    mappings: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,12 +65,60 @@ class Dashboard:
     panels: tuple[Panel, ...]
 
 
+# The devices table: one row per device, a named column per query (merge, then organize).
+# A (info: model, kind) and B (workload: its label) give labels only; their values are hidden.
+DEVICE_COLUMNS = {
+    "Value #C": "up",
+    "Value #D": "power",
+    "Value #E": "hash rate",
+    "Value #F": "temperature",
+    "Value #G": "sample age",
+    "instance": "daemon",
+}
+
 DASHBOARDS = (
     Dashboard(
         "wattmux-site",
         "wattmux / Site overview",
-        "Power price against break-even, site power against its cap, workloads and margin.",
+        "Power price against break-even, site power against its cap, hash rate, workloads, "
+        "margin, and the operator's controls (mode, curtail, overrides, maintenance).",
         (
+            Panel(
+                "Mode",
+                "stat",
+                (Target(f"wattmux_mode{{{SEL}}} == 1", "{{mode}}", instant=True),),
+                width=6,
+                height=4,
+                description="auto, manual (hold), dry-run (log, send nothing) or paused.",
+                options={"options": {"textMode": "name", "colorMode": "background"}},
+            ),
+            Panel(
+                "Curtail",
+                "stat",
+                (Target(f"wattmux_curtail_active{{{SEL}}}", "curtail", instant=True),),
+                width=6,
+                height=4,
+                mappings=(
+                    {"type": "value", "options": {"0": {"text": "none", "color": GREEN}}},
+                    {"type": "value", "options": {"1": {"text": "curtailing", "color": ORANGE}}},
+                ),
+            ),
+            Panel(
+                "Overrides in force",
+                "stat",
+                (Target(f"wattmux_overrides_active{{{SEL}}}", "overrides", instant=True),),
+                width=6,
+                height=4,
+                thresholds=((1, ORANGE),),
+            ),
+            Panel(
+                "Machines in maintenance",
+                "stat",
+                (Target(f"wattmux_maintenance_devices{{{SEL}}}", "maintenance", instant=True),),
+                width=6,
+                height=4,
+                thresholds=((1, ORANGE),),
+            ),
             Panel(
                 "Power price and break-even per model",
                 "timeseries",
@@ -70,37 +129,66 @@ DASHBOARDS = (
                         "break-even {{model}}",
                     ),
                 ),
-                unit="currencyUSD",
+                unit=USD_MWH,
                 width=24,
                 description="USD/MWh. Above a model's break-even line its mining loses money.",
             ),
             Panel(
-                "Site power and cap",
+                "Site power, cap and cap in force",
                 "timeseries",
                 (
                     Target(f"wattmux_site_power_watts{{{SEL}}}", "site power"),
-                    Target(f"wattmux_site_power_cap_watts{{{SEL}}}", "cap"),
+                    Target(f"wattmux_site_power_cap_watts{{{SEL}}}", "configured cap"),
+                    Target(f"wattmux_effective_power_cap_watts{{{SEL}}}", "cap in force"),
                 ),
                 unit="watt",
+                description="The cap in force is lower than the configured one during a curtail.",
             ),
             Panel(
-                "Devices per workload",
+                "Site hash rate",
+                "timeseries",
+                (
+                    Target(
+                        f"sum by (instance) (wattmux_device_hashrate_hashes_per_second{{{SEL}}})",
+                        "{{instance}}",
+                    ),
+                ),
+                unit="Hs",
+                description="Sum of the hash rate every machine reports.",
+            ),
+            Panel(
+                "Devices per state",
                 "timeseries",
                 (Target(f"wattmux_devices{{{SEL}}}", "{{state}}"),),
                 stack=True,
             ),
             Panel(
+                "Devices per observed workload",
+                "timeseries",
+                (Target(f"sum by (workload) (wattmux_device_workload{{{SEL}}})", "{{workload}}"),),
+                stack=True,
+            ),
+            Panel(
                 "Expected margin of the plan",
                 "timeseries",
-                (Target(f"wattmux_plan_margin_usd_per_hour{{{SEL}}}", "USD/h"),),
-                unit="currencyUSD",
+                (Target(f"wattmux_plan_margin_usd_per_hour{{{SEL}}}", "margin"),),
+                unit="suffix: USD/h",
                 description="USD per hour, summed over every device's assignment.",
+                thresholds=((0, GREEN),),
+                options={"fieldConfigThresholdBase": RED},
+            ),
+            Panel(
+                "Pools",
+                "state-timeline",
+                (Target(f"wattmux_pool_up{{{SEL}}}", "{{pool}}"),),
+                description="A pool is up while some miner that lists it sees it alive.",
+                mappings=tuple(UP_DOWN),
             ),
             Panel(
                 "Hashprice",
                 "stat",
                 (Target(f"wattmux_hashprice_usd_per_th_day{{{SEL}}}", "USD/TH/day"),),
-                unit="currencyUSD",
+                unit="suffix: USD/TH/day",
                 width=6,
             ),
             Panel(
@@ -115,45 +203,115 @@ DASHBOARDS = (
     Dashboard(
         "wattmux-devices",
         "wattmux / Devices",
-        "Every device: reachability, power, hash rate, temperature; unavailable devices.",
+        "Every device: reachability, workload, power, hash rate, temperature, fans; "
+        "unavailable and drifted devices; GPU nodes and AI queues.",
         (
             Panel(
                 "Devices",
                 "table",
                 (
                     Target(f"wattmux_device_info{{{SEL}}}", "info", instant=True),
+                    Target(f"wattmux_device_workload{{{SEL}}} == 1", "workload", instant=True),
                     Target(f"wattmux_device_up{{{SEL}}}", "up", instant=True),
-                    Target(f"wattmux_device_power_watts{{{SEL}}}", "power", instant=True),
                     Target(
-                        f"wattmux_device_hashrate_hashes_per_second{{{SEL}}} / 1e12",
-                        "TH/s",
+                        f"wattmux_device_power_watts{{{SEL}}}", "power", instant=True, unit="watt"
+                    ),
+                    Target(
+                        f"wattmux_device_hashrate_hashes_per_second{{{SEL}}}",
+                        "hash rate",
                         instant=True,
+                        unit="Hs",
                     ),
                     Target(
-                        f"wattmux_device_temperature_celsius{{{SEL}}}", "temperature", instant=True
+                        f"wattmux_device_temperature_celsius{{{SEL}}}",
+                        "temperature",
+                        instant=True,
+                        unit="celsius",
                     ),
-                    Target(f"wattmux_device_sample_age_seconds{{{SEL}}}", "age", instant=True),
+                    Target(
+                        f"wattmux_device_sample_age_seconds{{{SEL}}}", "age", instant=True, unit="s"
+                    ),
                 ),
                 width=24,
                 height=10,
-                options={"transformations": [{"id": "merge", "options": {}}]},
+                options={
+                    "transformations": [
+                        {"id": "merge", "options": {}},
+                        {
+                            "id": "organize",
+                            "options": {
+                                "excludeByName": {
+                                    "Time": True,
+                                    "__name__": True,
+                                    "job": True,
+                                    "Value #A": True,
+                                    "Value #B": True,
+                                },
+                                "renameByName": DEVICE_COLUMNS,
+                            },
+                        },
+                    ]
+                },
             ),
             Panel(
                 "Temperatures",
                 "timeseries",
                 (Target(f"wattmux_device_temperature_celsius{{{SEL}}}", "{{device}}"),),
                 unit="celsius",
+                thresholds=((75, ORANGE), (85, RED)),
+            ),
+            Panel(
+                "Hottest chip per machine",
+                "timeseries",
+                (Target(f"wattmux_device_chip_temp_max_celsius{{{SEL}}}", "{{device}}"),),
+                unit="celsius",
+                thresholds=((85, ORANGE), (95, RED)),
+                description="Alert WattmuxMachineHot above 95 °C.",
+            ),
+            Panel(
+                "Slowest fan per machine",
+                "timeseries",
+                (Target(f"wattmux_device_fan_rpm_min{{{SEL}}}", "{{device}}"),),
+                unit="rotrpm",
+                thresholds=((0, RED), (500, GREEN)),
+                description="Alert WattmuxFanFailed under 500 rpm.",
             ),
             Panel(
                 "Unavailable devices",
                 "timeseries",
                 (Target(f"sum by (instance) (1 - wattmux_device_up{{{SEL}}})", "unavailable"),),
+                thresholds=((1, ORANGE),),
+            ),
+            Panel(
+                "Devices not confirming their last command",
+                "timeseries",
+                (Target(f"wattmux_devices_drifted{{{SEL}}}", "drifted"),),
+                thresholds=((1, ORANGE),),
+                description="Alert WattmuxDevicesDrifted after 10 minutes above 0.",
             ),
             Panel(
                 "Devices not answering now",
                 "table",
                 (Target(f"wattmux_device_up{{{SEL}}} == 0", "down", instant=True),),
                 width=24,
+            ),
+            Panel(
+                "GPUs busy with AI jobs per node",
+                "timeseries",
+                (Target(f"wattmux_gpu_node_ai_gpus_busy{{{SEL}}}", "{{device}}"),),
+                stack=True,
+            ),
+            Panel(
+                "AI queues: pending GPUs and rate",
+                "timeseries",
+                (
+                    Target(f"wattmux_queue_pending_gpus{{{SEL}}}", "{{queue}} pending GPUs"),
+                    Target(
+                        f"wattmux_queue_rate_usd_per_gpu_hour{{{SEL}}}",
+                        "{{queue}} USD/GPU-h",
+                        unit="suffix: USD/GPU-h",
+                    ),
+                ),
             ),
         ),
     ),
@@ -220,6 +378,7 @@ DASHBOARDS = (
                 "Feeds up",
                 "state-timeline",
                 (Target(f"wattmux_source_up{{{SEL}}}", "{{source}}"),),
+                mappings=tuple(UP_DOWN),
             ),
             Panel(
                 "Poll errors per reason",
@@ -233,7 +392,7 @@ DASHBOARDS = (
                 unit="reqps",
             ),
             Panel(
-                "Control tick duration (p95) and rate",
+                "Control tick duration (p95)",
                 "timeseries",
                 (
                     Target(
@@ -241,11 +400,17 @@ DASHBOARDS = (
                         f"(rate(wattmux_tick_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))",
                         "p95 tick",
                     ),
-                    Target(
-                        f"rate(wattmux_ticks_total{{{SEL}}}[$__rate_interval])", "ticks per second"
-                    ),
                 ),
                 unit="s",
+                width=6,
+            ),
+            Panel(
+                "Ticks per second",
+                "timeseries",
+                (Target(f"rate(wattmux_ticks_total{{{SEL}}}[$__rate_interval])", "ticks"),),
+                unit="ops",
+                width=6,
+                thresholds=((0, RED), (0.01, GREEN)),
             ),
             Panel(
                 "Network difficulty",
@@ -278,8 +443,28 @@ def panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "datasource": DATASOURCE,
         "gridPos": {"x": x, "y": y, "w": panel.width, "h": panel.height},
         "fieldConfig": {
-            "defaults": {"unit": panel.unit},
-            "overrides": [],
+            "defaults": {
+                "unit": panel.unit,
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [
+                        {
+                            "color": panel.options.get("fieldConfigThresholdBase", GREEN),
+                            "value": None,
+                        },
+                        *({"color": color, "value": value} for value, color in panel.thresholds),
+                    ],
+                },
+                "mappings": list(panel.mappings),
+            },
+            "overrides": [
+                {
+                    "matcher": {"id": "byFrameRefID", "options": refs[index]},
+                    "properties": [{"id": "unit", "value": target.unit}],
+                }
+                for index, target in enumerate(panel.targets)
+                if target.unit is not None
+            ],
         },
         "options": {},
         "targets": [
@@ -300,7 +485,11 @@ def panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
             "stacking": {"mode": "normal"},
             "fillOpacity": 30,
         }
-    body.update(panel.options)
+    if panel.thresholds:
+        body["fieldConfig"]["defaults"].setdefault("custom", {})["thresholdsStyle"] = {
+            "mode": "line"
+        }
+    body.update({k: v for k, v in panel.options.items() if k != "fieldConfigThresholdBase"})
     return body
 
 

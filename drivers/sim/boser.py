@@ -56,6 +56,11 @@ def fan_rpms(miner: SimMiner, now: float) -> list[int]:
     return [base + 30 * fan for fan in range(1, FANS + 1)]
 
 
+def board_serial(miner: SimMiner) -> str:
+    """The stem of a hashboard's serial number (the board index follows it)."""
+    return f"SIM{zlib.crc32(miner.device.id.encode()):08X}"
+
+
 def board_rows(miner: SimMiner, now: float) -> list[tuple[float, int, int]]:
     """Per board: (hash rate in GH/s, hottest chip °C, hottest PCB °C)."""
     share = miner.hashrate_hs(now) / 1e9 / BOARDS
@@ -162,7 +167,7 @@ def hashboards(miner: SimMiner, now: float) -> bos.GetHashboardsResponse:
                     ),
                 ),
                 model=miner.device.model,
-                serial_number=f"SIM{zlib.crc32(miner.device.id.encode()):08X}{index}",
+                serial_number=f"{board_serial(miner)}{index}",
             )
         )
     return bos.GetHashboardsResponse(tuple(boards))

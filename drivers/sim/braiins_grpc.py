@@ -72,7 +72,7 @@ class SimBraiinsGrpc:
     ) -> None:
         self.miner = miner
         self.locate = False
-        self.web = None if web_port is None else SimBraiinsWeb(miner, port=web_port)
+        self.web: SimBraiinsWeb | None = None
         """The web interface (page and GraphQL) on ``web_port`` (0 = free), if asked for."""
         self.username = username
         self.password = password
@@ -99,6 +99,16 @@ class SimBraiinsGrpc:
         self.saved_target_w = self.target_w
         self._tuned_at = clock() - tune_seconds
         miner.set_power_level(self.target_w / miner.device.nominal_power_w)
+        if web_port is not None:
+            self.web = SimBraiinsWeb(
+                miner,
+                port=web_port,
+                username=username,
+                password=password,
+                power_target_w=lambda: self.target_w,
+                power_range_w=self.power_range_w,
+                locate=lambda: self.locate,
+            )
 
     @property
     def port(self) -> int:

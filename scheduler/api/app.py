@@ -22,6 +22,7 @@ from fastapi import FastAPI, Response
 
 from scheduler.api.connections import ACCEPT_BACKLOG, ConnectionGuard, ConnectionLimits
 from scheduler.api.dr import add_dr_routes
+from scheduler.api.ops_routes import add_ops_routes
 from scheduler.api.routes import add_control_routes
 from scheduler.api.views import (
     AssignmentView,
@@ -92,6 +93,7 @@ def create_app(
 
     add_control_routes(app, view)
     add_dr_routes(app, view)
+    add_ops_routes(app, view)
     for extend in extensions:
         extend(app)
     secure(app, view, security)
@@ -131,6 +133,10 @@ class _QuietServer(uvicorn.Server):
             del loop.create_server  # the loop's own method again
 
 
+class ListenError(OSError):
+    """The API could not bind its address: ``strerror`` reads "cannot listen on HOST:PORT: why"."""
+
+
 async def _bind(host: str, port: int) -> socket.socket:
     """Create a listening-ready TCP socket bound to host:port (port 0 picks a free one)."""
     loop = asyncio.get_running_loop()
@@ -144,7 +150,7 @@ async def _bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        raise ListenError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     return sock
 
 

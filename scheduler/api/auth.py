@@ -99,6 +99,16 @@ class Authenticator:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def entries(self) -> tuple[TokenEntry, ...]:
+        """The configured tokens."""
+        return self._entries
+
+    def replace(self, entries: Iterable[TokenEntry]) -> None:
+        """Swap in a new set of tokens (live reload); checked before any is replaced."""
+        fresh = Authenticator(entries)
+        self._entries = fresh._entries
+
     def authenticate(self, token: str) -> Principal | None:
         """The principal of a token, or None when no configured token matches."""
         presented = hash_token(token)
@@ -145,6 +155,12 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/console/api/fleet"): Role.VIEWER,
     ("GET", "/console/api/history"): Role.VIEWER,
     ("GET", "/console/api/events"): Role.VIEWER,
+    # Live reload, maintenance windows and reports (scheduler.api.ops_routes).
+    ("POST", "/v1/reload"): Role.ADMIN,
+    ("GET", "/v1/maintenance"): Role.VIEWER,
+    ("PUT", "/v1/maintenance/{target}"): Role.OPERATOR,
+    ("DELETE", "/v1/maintenance/{target}"): Role.OPERATOR,
+    ("GET", "/v1/reports"): Role.VIEWER,
     # Site power (scheduler.api.grid): the webhook checks its HMAC signature instead of a token.
     ("GET", "/v1/meter"): Role.VIEWER,
     ("GET", "/v1/setpoint"): Role.VIEWER,

@@ -3,14 +3,17 @@
 The event is either one the daemon knows (``event=ID``, from MQTT) or a
 hypothetical one given by ``target_kw`` and/or ``reduction_kw`` (with an
 optional ``start`` and ``priority``).  The preview runs the
-``demand-response`` shedding on the fleet as it is now (current workloads,
-current prices), at the event's start time: least efficient machines first,
+``demand-response`` shedding on the fleet as it is now (the workloads of the
+daemon's current plan, with overrides, curtail and minimum dwell applied, or the
+observed workloads before the first plan; current prices), at the event's start
+time: least efficient machines first,
 GPU nodes under an AI lease the event does not outrank kept.  It changes
 nothing (a GET: no audit row, no rate limit).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -56,10 +59,19 @@ class DrPreviewView(BaseModel):
     machines: list[ShedMachineView]
 
 
-def preview_event(snapshot: Snapshot, event: Event, hysteresis_usd_per_mwh: float) -> DrPreviewView:
-    """Run the demand-response shedding for ``event`` on ``snapshot`` (taken at the event's start)."""
+def preview_event(
+    snapshot: Snapshot,
+    event: Event,
+    hysteresis_usd_per_mwh: float,
+    before: Mapping[str, Assignment] | None = None,
+) -> DrPreviewView:
+    """Run the demand-response shedding for ``event`` on ``snapshot`` (taken at the event's start).
+
+    ``before``: what each device runs now (the current plan); devices it leaves out run their
+    observed workload.  None: a fresh plan (what the policy would pick without the event).
+    """
     policy = DemandResponsePolicy(hysteresis_usd_per_mwh=hysteresis_usd_per_mwh)
-    preview, assigned = policy.preview_plan(snapshot, event)
+    preview, assigned = policy.preview_plan(snapshot, event, before)
     economics = market_economics(snapshot)
     machines = []
     for order, device_id in enumerate(preview.shed, start=1):
@@ -68,9 +80,10 @@ def preview_event(snapshot: Snapshot, event: Event, hysteresis_usd_per_mwh: floa
         workload = assignment.workload if assignment else snapshot.current.get(device_id)
         shed_w = planned_power_w(device, workload) - device.sleep_power_w
         lost: float | None = None
-        if economics is not None and assignment is not None:
+        if economics is not None and workload is not None:
+            running = option_economics(device, workload, economics)
             sleeping = option_economics(device, Workload.sleep(), economics)
-            lost = assignment.expected_margin_usd_per_hour - sleeping.margin_usd_per_hour
+            lost = running.margin_usd_per_hour - sleeping.margin_usd_per_hour
         machines.append(
             ShedMachineView(
                 order=order,
@@ -144,4 +157,6 @@ def add_dr_routes(app: FastAPI, view: ControlView) -> None:
                 PREVIEW_ID, begin, begin + timedelta(hours=1), target_kw, reduction_kw, priority
             )
         snapshot = view.state.snapshot(view.clock(), chosen.start)
-        return preview_event(snapshot, chosen, view.config.policy.hysteresis_usd_per_mwh)
+        plan = view.current_plan()
+        before = {} if plan is None else plan.by_device()
+        return preview_event(snapshot, chosen, view.config.policy.hysteresis_usd_per_mwh, before)

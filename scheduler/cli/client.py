@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -134,7 +135,7 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
         return str(value)
 
     text_rows = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in text_rows)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(r[i]) for r in text_rows)]) for i, h in enumerate(header)]
     numeric = [
         all(isinstance(row[i], int | float) or row[i] is None for row in rows)
         for i in range(len(header))
@@ -179,7 +180,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "-"
                 if curtail is None
                 else f"{'full' if curtail['target_kw'] is None else str(curtail['target_kw']) + ' kW'}"
-                f" until {curtail['until']} (by {curtail['by']})",
+                f" until {_when(curtail['until'])} (by {curtail['by']})",
             ),
             ("overrides", str(s["overrides"])),
             (
@@ -205,6 +206,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     """Print every device as a table."""
     data = call(args, "GET", "/v1/devices")
+    reasons = {
+        a["device"]: a["reason"] for a in ([] if args.json else call(args, "GET", "/v1/plan"))
+    }
 
     def render(devices: list[dict[str, Any]]) -> str:
         rows = [
@@ -217,10 +221,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 None if d["power_w"] is None else d["power_w"] / 1000.0,
                 d["hashrate_ths"],
                 d["temperature_c"],
+                reasons.get(d["id"]) or (None if d["reachable"] else d["last_error"]),
             )
             for d in devices
         ]
-        return table(rows, ("DEVICE", "MODEL", "UP", "WORKLOAD", "DESIRED", "KW", "TH/S", "TEMP_C"))
+        header = ("DEVICE", "MODEL", "UP", "WORKLOAD", "DESIRED", "KW", "TH/S", "TEMP_C", "REASON")
+        return table(rows, header)
 
     _print(args, data, render)
     return EXIT_OK
@@ -238,12 +244,18 @@ def cmd_override(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     body = {"workload": args.workload, "duration_seconds": args.duration, "note": args.note}
     data = call(args, "PUT", path, body)
-    _print(args, data, lambda o: f"{o['device']}: pinned to {o['workload']} until {o['until']}")
+    _print(
+        args, data, lambda o: f"{o['device']}: pinned to {o['workload']} until {_when(o['until'])}"
+    )
     return EXIT_OK
 
 
 def cmd_curtail(args: argparse.Namespace) -> int:
     """Start, replace or end the site-wide curtail event."""
+    if args.kw is None and not args.full and not args.clear and args.duration is None:
+        data = call(args, "GET", "/v1/curtail")
+        _print(args, data, _curtail_line)
+        return EXIT_OK
     if args.clear:
         data = call(args, "DELETE", "/v1/curtail")
         _print(args, data, lambda c: f"curtail ended; site cap {c['site_power_cap_kw']:,.1f} kW")
@@ -259,9 +271,40 @@ def cmd_curtail(args: argparse.Namespace) -> int:
     _print(
         args,
         data,
-        lambda c: f"curtailing to {c['effective_cap_kw']:,.1f} kW until {c['event']['until']}",
+        lambda c: (
+            f"curtailing to {c['effective_cap_kw']:,.1f} kW until {_when(c['event']['until'])}"
+        ),
     )
     return EXIT_OK
+
+
+def when(text: str | None) -> str | None:
+    """An API timestamp to the second (``2026-12-06T02:40:00+00:00``); None stays None."""
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text).isoformat(timespec="seconds")
+    except ValueError:
+        return text
+
+
+def _when(text: str) -> str:
+    return when(text) or "-"
+
+
+def _curtail_line(c: dict[str, Any]) -> str:
+    event = c["event"]
+    if event is None:
+        return f"no curtail in force; site cap {c['site_power_cap_kw']:,.1f} kW"
+    target = (
+        "full (every device asleep)"
+        if event["target_kw"] is None
+        else f"{event['target_kw']:,.1f} kW"
+    )
+    return (
+        f"curtail {target} until {_when(event['until'])} (by {event['by']}); "
+        f"effective cap {c['effective_cap_kw']:,.1f} kW of site cap {c['site_power_cap_kw']:,.1f} kW"
+    )
 
 
 def cmd_mode(args: argparse.Namespace) -> int:
@@ -296,7 +339,7 @@ def cmd_dr_preview(args: argparse.Namespace) -> int:
     def render(p: dict[str, Any]) -> str:
         lost = p["margin_lost_usd_per_hour"]
         head = (
-            f"event {p['event_id']} at {p['start']}: limit {p['limit_kw']:,.1f} kW; "
+            f"event {p['event_id']} at {_when(p['start'])}: limit {p['limit_kw']:,.1f} kW; "
             f"site {p['site_kw_before']:,.1f} -> {p['site_kw_after']:,.1f} kW; "
             f"{len(p['machines'])} machines shed {p['shed_kw']:,.1f} kW, "
             f"margin lost {'-' if lost is None else f'{lost:,.2f}'} USD/h"
@@ -332,7 +375,8 @@ def cmd_token_new(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _api_options(parser: argparse.ArgumentParser) -> None:
+def api_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command that talks to the daemon takes (--url, --token, ...)."""
     parser.add_argument(
         "--url", default=None, help=f"API base URL (env WATTMUX_URL; default {DEFAULT_URL})"
     )
@@ -342,14 +386,24 @@ def _api_options(parser: argparse.ArgumentParser) -> None:
         help="bearer token (env WATTMUX_TOKEN); write --token=TOKEN for one that starts with '-'",
     )
     parser.add_argument("--cacert", default=None, metavar="PEM", help="CA file for an HTTPS API")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up on the daemon after this many seconds (default 10; exit 3)",
+    )
     parser.add_argument("--json", action="store_true", help="print the API's JSON")
+
+
+def exit_codes_epilog() -> str:
+    """The exit codes, for the epilog of every client command's help."""
+    return "exit codes: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
 
 
 def add_client_commands(sub: Any) -> None:
     """Add the API client subcommands to the ``wattmux`` parser."""
-    codes = "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
-    epilog = f"exit codes: {codes}"
+    epilog = exit_codes_epilog()
     status = sub.add_parser("status", help="fleet summary from a running daemon", epilog=epilog)
     status.set_defaults(client_command=cmd_status)
     devices = sub.add_parser("devices", help="every device from a running daemon", epilog=epilog)
@@ -357,18 +411,34 @@ def add_client_commands(sub: Any) -> None:
     override = sub.add_parser(
         "override", help="pin a device to a workload for a while (operator)", epilog=epilog
     )
-    override.add_argument("device", metavar="DEVICE")
+    override.add_argument(
+        "device", metavar="DEVICE", help="device id, as in the config and `wattmux devices`"
+    )
     override.add_argument("workload", metavar="WORKLOAD", nargs="?", help="sleep, mine(POOL), ...")
-    override.add_argument("--for", dest="duration", type=parse_duration, metavar="DURATION")
+    override.add_argument(
+        "--for",
+        dest="duration",
+        type=parse_duration,
+        metavar="DURATION",
+        help="how long the override holds: 90s, 30m, 2h, 1d, 1h30m (required unless --clear)",
+    )
     override.add_argument("--note", default="", help="why (kept in the audit log)")
     override.add_argument("--clear", action="store_true", help="end the device's override")
     override.set_defaults(client_command=cmd_override)
     curtail = sub.add_parser(
-        "curtail", help="hold the site at N kW for a while (operator)", epilog=epilog
+        "curtail",
+        help="hold the site at N kW for a while (operator); without options: show the curtail",
+        epilog=epilog,
     )
     curtail.add_argument("--kw", type=float, metavar="N", help="target site power in kW")
     curtail.add_argument("--full", action="store_true", help="put every device to sleep")
-    curtail.add_argument("--for", dest="duration", type=parse_duration, metavar="DURATION")
+    curtail.add_argument(
+        "--for",
+        dest="duration",
+        type=parse_duration,
+        metavar="DURATION",
+        help="how long the curtail holds: 90s, 30m, 2h, 1d, 1h30m (with --kw or --full)",
+    )
     curtail.add_argument("--clear", action="store_true", help="end the curtail event")
     curtail.set_defaults(client_command=cmd_curtail)
     mode = sub.add_parser("mode", help="show or set the mode (operator)", epilog=epilog)
@@ -386,7 +456,7 @@ def add_client_commands(sub: Any) -> None:
     preview.add_argument("--priority", type=int, metavar="N", help="hypothetical priority")
     preview.set_defaults(client_command=cmd_dr_preview)
     for parser in (status, devices, override, curtail, mode, preview):
-        _api_options(parser)
+        api_options(parser)
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     new = token_sub.add_parser("new", help="print a fresh token and its hash for the config")

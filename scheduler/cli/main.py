@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scheduler.config.loading import ConfigError, load_config, summarize
+from scheduler.cli.journal import configure_logging, error_line
+from scheduler.config.loading import ConfigError, load_config, range_warnings, summarize
 from scheduler.version import wattmux_version
 
 if TYPE_CHECKING:
@@ -49,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wattmux",
         description=(
-            "Schedule mining ASICs by power price and network economics: mine while it pays, "
-            "sleep when power costs more than the hash earns."
+            "Schedule bitcoin miners (ASICs) and GPU machines by power price and network "
+            "economics: mine while it pays, sleep when power costs more than the hash earns, and "
+            "move GPU nodes between AI jobs and mining by queue demand and price."
         ),
     )
     parser.add_argument("--version", action="version", version=f"wattmux {wattmux_version()}")
@@ -156,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     from scheduler.cli.client import add_client_commands
 
     add_client_commands(sub)
+    from scheduler.cli.ops import add_ops_commands
+
+    add_ops_commands(sub)
+    from scheduler.cli.reads import add_read_commands
+
+    add_read_commands(sub)
     from scheduler.cli.grid import add_grid_commands
 
     add_grid_commands(sub)
@@ -205,7 +215,8 @@ def _failsafe(path: str) -> int:
     _asyncio_run(main())
     report = reports[0]
     for outcome in report.failed:
-        print(f"{outcome.device_id}: {outcome.status.value}: {outcome.detail}", file=sys.stderr)
+        line = f"{outcome.device_id}: {outcome.status.value}: {outcome.detail}"
+        print(error_line(line), file=sys.stderr)
     print(
         f"failsafe: {len(report.outcomes) - len(report.failed)} of {len(report.outcomes)} "
         "devices confirmed asleep"
@@ -221,9 +232,20 @@ def _check_config(path: str) -> int:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    from scheduler.cli.startup import listen_problem, store_path_problem
+
+    listen_error, listen_warning = listen_problem(config.api.host, config.api.port)
+    problems = [p for p in (store_path_problem(config.store.path), listen_error) if p]
+    if problems:
+        print(f"{path}: {len(problems)} error(s)", file=sys.stderr)
+        for problem in problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{path}: ok")
     for line in summarize(config):
         print(f"  {line}")
+    for warning in [*range_warnings(config), *([listen_warning] if listen_warning else [])]:
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -241,15 +263,41 @@ def _run(path: str) -> int:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
 
+    from scheduler.cli.startup import startup_problem, store_path_problem
+
+    store_problem = store_path_problem(config.store.path)
+    if store_problem is not None:
+        print(f"wattmux run: {path}: {store_problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in range_warnings(config):
+        logging.getLogger("scheduler.config").warning("%s: %s", path, warning)
     from scheduler.daemon import Daemon
 
     async def main() -> None:
         stop = asyncio.Event()
         _install_stop(stop)
-        await Daemon(config).run(stop)
+        daemon = Daemon(config)
+        daemon.config_path = Path(path)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_on_hup, daemon)
+        await daemon.run(stop)
 
-    _asyncio_run(main())
+    try:
+        _asyncio_run(main())
+    except Exception as exc:  # an exception group from the daemon's TaskGroup, most often
+        line = startup_problem(exc, path, config.api.listen)
+        if line is None:
+            raise
+        print(f"wattmux run: {line}", file=sys.stderr)
+        return EXIT_CONFIG
     return EXIT_OK
+
+
+def _reload_on_hup(daemon: Any) -> None:
+    """SIGHUP: re-read the config; a refusal is logged (one line) and the daemon goes on."""
+    from scheduler.reload import ReloadRefused
+
+    with contextlib.suppress(ReloadRefused):
+        daemon.reload()
 
 
 def _asyncio_run(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -275,9 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     """Parse the arguments and run the subcommand."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)  # journal: <priority> prefix, no timestamp; faulthandler
     if args.log_level != "DEBUG":  # httpx logs every request at INFO: too much for queue polling
         logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "check-config":

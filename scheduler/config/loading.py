@@ -72,8 +72,9 @@ def parse_config(
             path = _format_loc(error["loc"])
             origin = f" (from {applied[path]})" if path in applied else ""
             got = error.get("input")
-            got_text = "" if isinstance(got, dict | list) else f" (got {got!r})"
             message = error["msg"].removeprefix("Value error, ")
+            shown = isinstance(got, dict | list) or repr(got) in message
+            got_text = "" if shown else f" (got {got!r})"
             problems.append(f"{path}{origin}: {message}{got_text}")
         raise ConfigError(source, problems) from exc
 
@@ -116,3 +117,24 @@ def summarize(config: WattmuxConfig) -> list[str]:
         f"store: {config.store.path}",
         f"api and /metrics: http://{config.api.listen}",
     ]
+
+
+def range_warnings(config: WattmuxConfig) -> list[str]:
+    """Legal but suspicious ranges: one that crosses a /24 boundary (x.y.z.255, x.y.z+1.0).
+
+    Such a range is accepted (sites of thousands of miners span several /24s), but on a
+    site cut into /24 subnets its addresses ending in .255 and .0 are broadcast and network
+    addresses, not miners: split the range at the boundary there.
+    """
+    out = []
+    for index, entry in enumerate(config.device_ranges):
+        first = int(entry.first_address)
+        last = first + entry.count - 1
+        if first >> 8 != last >> 8:
+            out.append(
+                f"device_ranges[{index}] ({entry.id_prefix}): {entry.first_address} + "
+                f"{entry.count} addresses crosses a /24 boundary (up to "
+                f"{entry.first_address + (entry.count - 1)}); on /24 subnets the addresses "
+                "ending in .255 and .0 are not miners: split the range at the boundary"
+            )
+    return out

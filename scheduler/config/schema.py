@@ -427,6 +427,16 @@ class DeviceRangeConfig(_DeviceCommon):
     count: int = Field(ge=1, le=100_000)
     location: RangeLocationConfig | None = Field(None, description="racks of the range (site map)")
 
+    @model_validator(mode="after")
+    def _within_ipv4(self) -> DeviceRangeConfig:
+        last = int(self.first_address) + self.count - 1
+        if last > 0xFFFFFFFF:
+            raise ValueError(
+                f"first_address {self.first_address} + count {self.count} runs past "
+                f"255.255.255.255 by {last - 0xFFFFFFFF} address(es): lower count or first_address"
+            )
+        return self
+
     def devices(self) -> list[Device]:
         """One Device per address."""
         width = max(3, len(str(self.count)))
@@ -535,6 +545,13 @@ class LeaseConfig(_Strict):
         )
 
 
+class AlertmanagerConfig(_Strict):
+    """[alertmanager]: where maintenance windows create their silences (API v2)."""
+
+    url: MaskedUrl = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=512)
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
 class WattmuxConfig(_Strict):
     """The whole configuration file."""
 
@@ -555,6 +572,9 @@ class WattmuxConfig(_Strict):
     mqtt: MqttOptions | None = Field(None, description="MQTT ingest; absent: no MQTT")
     gpu_telemetry: GpuTelemetryOptions | None = Field(
         None, description="NVML / dcgm-exporter GPU readings; absent: none"
+    )
+    alertmanager: AlertmanagerConfig | None = Field(
+        None, description="Alertmanager whose API silences machines in maintenance; absent: none"
     )
     meter: MeterConfig | None = Field(None, description="the site meter; absent: none")
     setpoint: SetpointConfig = Field(default_factory=SetpointConfig)

@@ -237,6 +237,8 @@ class ControlLoop:
         started = self.reconciler.clock()
         try:
             sample = await self.telemetry[device.id].collect(device)
+            if device.id not in self.state.devices:
+                return  # removed by a live reload while it was polled
             was_reachable = self.state.status[device.id].reachable
             acknowledged = self.reconciler.acknowledged.get(device.id)
             if acknowledged is not None and started <= acknowledged < sample.observed_at:
@@ -276,6 +278,8 @@ class ControlLoop:
         ``bug``: an exception that is not a DriverError; its traceback is logged
         (once), and not kept.
         """
+        if device.id not in self.state.devices:
+            return  # removed by a live reload while it was polled
         was_reachable = self.state.status[device.id].reachable
         self.state.mark_unreachable(device.id, message, self.clock())
         self.metrics.poll_errors.labels(reason=reason).inc()

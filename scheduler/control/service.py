@@ -315,7 +315,12 @@ class ControlService:
         audit = self._audit(actor, before.to_json() if before else "null", event.to_json())
         self.store.put_setting("curtail", event.to_json(), now, audit)
         self._curtail = event
-        log.info("curtail to %s kW until %s by %s", target_kw, event.until, actor.principal)
+        log.info(
+            "curtail to %s until %s by %s",
+            "a full stop (every device asleep)" if target_kw is None else f"{target_kw:g} kW",
+            event.until.isoformat(timespec="seconds"),
+            actor.principal,
+        )
         return event
 
     def clear_curtail(self, actor: Actor) -> Curtail:
@@ -352,6 +357,7 @@ class ControlledPolicy:
         self._factories = factories
         self._config = config
         self._built: dict[str, Policy] = {}
+        self.in_maintenance: Callable[[datetime], frozenset[str]] | None = None
 
     def _policy(self) -> Policy:
         name = self.control.policy_name
@@ -360,6 +366,11 @@ class ControlledPolicy:
                 self._config.model_copy(update={"name": name})
             )
         return self._built[name]
+
+    def reconfigure(self, config: PolicyConfig) -> None:
+        """Use new [policy] settings from the next plan on (live reload)."""
+        self._config = config
+        self._built.clear()
 
     def plan(self, snapshot: Snapshot) -> Plan:
         """The inner plan (or a hold plan), then the active overrides."""
@@ -389,7 +400,10 @@ class ControlledPolicy:
                         Reason.OVERRIDE,
                         _margin(device, row.workload, snapshot),
                     )
-        ordered = tuple(assigned[d] for d in snapshot.devices if d in assigned)
+        held = self.in_maintenance(snapshot.wall) if self.in_maintenance else frozenset()
+        ordered = tuple(
+            assigned[d] for d in snapshot.devices if d in assigned and d not in held
+        )  # a device in maintenance is sent nothing (scheduler.control.maintenance)
         return Plan(created_at=created_at, assignments=ordered)
 
 

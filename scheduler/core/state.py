@@ -74,6 +74,8 @@ class FleetState:
 
     def mark_unreachable(self, device_id: str, error: str, at: float) -> None:
         """Record that a device could not be read; its last sample is kept but not trusted."""
+        if device_id not in self.devices:  # removed by a reload while its poll ran
+            return
         self.status[device_id] = DeviceStatus(reachable=False, last_error=error, last_error_at=at)
 
     def observe_market(self, readings: Mapping[str, Reading]) -> None:

@@ -110,7 +110,7 @@ def gpu_lines(snapshot: Snapshot) -> list[str]:
         else "queue not read yet"
     )
     return [
-        f"gpu nodes    AI {counts['ai']:3d} ({busy}/{total} GPUs busy)   mining {counts['mining']:3d}   "
-        f"idle {counts['idle']:3d}   unreachable {counts['unreachable']:3d}   ~{power_kw:,.1f} kW",
+        f"gpu nodes    AI {counts['ai']} ({busy}/{total} GPUs busy)  mining {counts['mining']}  "
+        f"idle {counts['idle']}  down {counts['unreachable']}  {power_kw:,.1f} kW",
         f"ai queue     {queue_text}",
     ]

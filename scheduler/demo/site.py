@@ -6,15 +6,17 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import shutil
 import socket
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from drivers.errors import Unavailable
 from drivers.market.replay import ErcotReplayFeed
 from drivers.sim.site import SimSite
 from scheduler.api.auth import hash_token, new_token
@@ -134,35 +136,51 @@ def _replay(daemon: Daemon) -> ErcotReplayFeed:
     raise RuntimeError("demo without a replay feed")
 
 
+SCREEN_WIDTH = 80
+SCREEN_HEIGHT = 24
+
+
 def render(
-    daemon: Daemon, site: SimSite, started: float, speed: float, console_link: str = ""
+    daemon: Daemon,
+    site: SimSite,
+    started: float,
+    speed: float,
+    console_link: str = "",
+    *,
+    token: str = "",
+    width: int = SCREEN_WIDTH,
+    height: int = SCREEN_HEIGHT,
 ) -> list[str]:
-    """The lines of the live summary screen."""
+    """The lines of the live summary screen, each at most ``width`` wide, at most ``height - 1``.
+
+    Price and site power come first so that a short terminal keeps them; the last decisions
+    fill what is left.  Times are market time (the replayed ERCOT clock, Central time).
+    """
     snapshot = daemon.state.snapshot(daemon.clock())
-    replay = _replay(daemon)
     economics = market_economics(snapshot)
-    lines = [
-        f"wattmux demo: {sum(1 for d in snapshot.devices.values() if d.kind is DeviceKind.ASIC)} simulated ASICs, ERCOT HB_SOUTH 2024-08-19..21 "
-        f"replayed at {speed:g}x  (running {time.monotonic() - started:5.1f} s)",
-        f"market time  {replay.replay_time(daemon.clock()):%Y-%m-%d %H:%M %Z}  (ERCOT HB_SOUTH real-time)",
+    asics = sum(1 for d in snapshot.devices.values() if d.kind is DeviceKind.ASIC)
+    head = [
+        f"wattmux demo  market {_market_time(daemon, None):%Y-%m-%d %H:%M %Z}  {asics} ASICs  "
+        f"{speed:g}x  {time.monotonic() - started:4.0f} s",
     ]
+    reported_kw = (
+        sum(
+            s.power_w
+            for d, s in snapshot.samples.items()
+            if snapshot.devices[d].kind is DeviceKind.ASIC
+        )
+        / 1000
+    )
     if economics is None:
-        lines.append("market       waiting for inputs ...")
+        head.append("power price  waiting for inputs ...")
     else:
         price = economics.power_price_usd_per_mwh
-        bar = "#" * min(40, max(0, int(price / 25)))
-        lines.append(f"power price  {price:9,.2f} USD/MWh {bar}")
-        btc = snapshot.market.btc_price_usd
-        lines.append(
-            f"hashprice    {economics.hashprice_usd_per_th_day:.4f} USD/TH/day"
-            + (f"   BTC {btc.value:,.2f} USD" if btc else "")
-        )
-        breakevens = []
-        for model, _ in FLEET_MIX:
-            device = next((d for d in snapshot.devices.values() if d.model == model), None)
-            if device is not None:
-                breakevens.append(f"{model} {economics.breakeven_usd_per_mwh(device):6.1f}")
-        lines.append("break-even   " + "   ".join(breakevens) + "  USD/MWh")
+        bar = "#" * min(30, max(0, int(price / 50)))
+        head.append(f"power price  {price:9,.2f} USD/MWh  {bar}")
+    head.append(
+        f"site power   {reported_kw:9,.1f} kW of cap {daemon.config.site.power_cap_kw:,.0f} kW"
+        f"  (meter {site.total_power_w() / 1000:,.1f} kW)"
+    )
     counts = {"mining": 0, "asleep": 0, "unreachable": 0}
     for device_id, device in snapshot.devices.items():
         if device.kind is DeviceKind.GPU_NODE:
@@ -173,34 +191,68 @@ def render(
             counts["mining"] += 1
         else:
             counts["asleep"] += 1
-    reported_kw = (
-        sum(
-            s.power_w
-            for d, s in snapshot.samples.items()
-            if snapshot.devices[d].kind is DeviceKind.ASIC
-        )
-        / 1000
+    head.append(
+        f"machines     mining {counts['mining']:4d}   asleep {counts['asleep']:4d}   "
+        f"unreachable {counts['unreachable']:4d}"
     )
+    head.append(_control_line(daemon))
+    if economics is not None:
+        btc = snapshot.market.btc_price_usd
+        head.append(
+            f"hashprice    {economics.hashprice_usd_per_th_day:.4f} USD/TH/day"
+            + (f"   BTC {btc.value:,.2f} USD" if btc else "")
+        )
+        breakevens = []
+        for model, _ in FLEET_MIX:
+            one = next((d for d in snapshot.devices.values() if d.model == model), None)
+            if one is not None:
+                breakevens.append(f"{model} {economics.breakeven_usd_per_mwh(one):.1f}")
+        head.append("break-even   " + "  ".join(breakevens) + " USD/MWh")
     plan = daemon.current_plan()
     margin = sum(a.expected_margin_usd_per_hour for a in plan.assignments) if plan else 0.0
-    lines += [
-        f"site power   {reported_kw:8,.1f} kW reported  (simulated meter {site.total_power_w() / 1000:,.1f} kW, "
-        f"cap {daemon.config.site.power_cap_kw:,.0f} kW)",
-        f"machines     mining {counts['mining']:4d}   asleep {counts['asleep']:4d}   "
-        f"unreachable {counts['unreachable']:4d}",
-        f"margin       {margin:+10,.2f} USD/h expected by the plan",
-        *gpu_lines(snapshot),
-        "last decisions:",
-    ]
-    lines += _decision_lines(daemon, limit=8)
+    head.append(f"margin       {margin:+,.2f} USD/h expected by the plan")
+    head += gpu_lines(snapshot)
     listen = daemon.config.api.listen
-    lines += [
-        "",
-        f"API http://{listen}/v1/plan  /v1/devices  /v1/market    metrics http://{listen}/metrics",
-        f"console {console_link or f'http://{listen}/console'}",
-        "Ctrl-C stops.",
+    foot = [
+        f"token        {token}  (admin)" if token else "",
+        f"API and metrics http://{listen}  console /console  Ctrl-C stops",
     ]
-    return lines
+    room = max(0, height - 1 - len(head) - len(foot) - 1)
+    decisions = _decision_lines(daemon, limit=room - 1) if room > 1 else []
+    middle = ["last decisions (market time, USD/MWh):", *decisions] if room > 1 else []
+    del console_link  # the console link holds the token: printed at start, kept in scrollback
+    lines = [*head, *middle, *(line for line in foot if line)]
+    return [line[:width] for line in lines[: max(1, height - 1)]]
+
+
+def _control_line(daemon: Daemon) -> str:
+    """Mode, the curtail in force and the number of overrides (what an operator changed)."""
+    control = daemon.control
+    if control is None:
+        return "control      starting ..."
+    curtail = control.curtail()
+    if curtail is None:
+        curtail_text = "none"
+    else:
+        target = "full" if curtail.target_kw is None else f"{curtail.target_kw:,.0f} kW"
+        left = max(0.0, (curtail.until - datetime.now(UTC)).total_seconds())
+        curtail_text = f"{target} ({left / 60:.0f} min left)"
+    return (
+        f"control      mode {control.mode.value}   curtail {curtail_text}   "
+        f"overrides {len(control.overrides())}"
+    )
+
+
+def _market_time(daemon: Daemon, at: datetime | None) -> datetime:
+    """The replayed market time now (``at`` None) or at wall time ``at`` (the replay's ends held)."""
+    replay = _replay(daemon)
+    now = daemon.clock()
+    if at is not None:
+        now -= (datetime.now(UTC) - at).total_seconds()
+    try:
+        return replay.replay_time(now)
+    except Unavailable:  # past the end of the replay: its last interval
+        return replay.intervals[-1].start
 
 
 def _decision_lines(daemon: Daemon, limit: int) -> list[str]:
@@ -218,12 +270,12 @@ def _decision_lines(daemon: Daemon, limit: int) -> list[str]:
         )
         groups.setdefault(key, []).append(a.device_id)
     lines = []
-    for key, device_ids in list(groups.items())[-limit:][::-1]:
+    for key, device_ids in list(groups.items())[-limit:][::-1] if limit > 0 else []:
         at, previous, workload, reason, price, model = key
         price_text = f"{price:8,.2f}" if price is not None else "       ?"
         lines.append(
-            f"  {at:%H:%M:%S} at {price_text} USD/MWh  {len(device_ids):4d} x {model:<9} "
-            f"{previous:>10} -> {workload:<10} {reason}"
+            f" {_market_time(daemon, at):%m-%d %H:%M} {price_text} {len(device_ids):3d}x "
+            f"{model:<8} {previous:>10}->{workload:<10} {reason}"
         )
     return lines
 
@@ -236,17 +288,46 @@ async def _screen(
     out: TextIO,
     live: bool,
     console_link: str = "",
+    token: str = "",
 ) -> None:
     started = time.monotonic()
+    if live:  # the alternate screen: the lines printed at start stay in the scrollback
+        out.write("\x1b[?1049h")
+    try:
+        await _screen_loop(daemon, site, speed, stop, out, live, console_link, token, started)
+    finally:
+        if live:
+            out.write("\x1b[?1049l")
+            out.flush()
+
+
+async def _screen_loop(
+    daemon: Daemon,
+    site: SimSite,
+    speed: float,
+    stop: asyncio.Event,
+    out: TextIO,
+    live: bool,
+    console_link: str,
+    token: str,
+    started: float,
+) -> None:
     last_counts: tuple[int, int, str] | None = None
     while not stop.is_set():
         if daemon.ready.is_set():
             if live:
-                out.write(
-                    "\x1b[H\x1b[2J"
-                    + "\n".join(render(daemon, site, started, speed, console_link))
-                    + "\n"
+                size = shutil.get_terminal_size((SCREEN_WIDTH, SCREEN_HEIGHT))
+                lines = render(
+                    daemon,
+                    site,
+                    started,
+                    speed,
+                    console_link,
+                    token=token,
+                    width=size.columns,
+                    height=size.lines,
                 )
+                out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
                 out.flush()
             else:
                 snapshot = daemon.state.snapshot(daemon.clock())
@@ -319,6 +400,16 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
         print("wattmux demo: stopped cleanly", file=sys.stderr)
 
 
+def _print_token(token: str, listen: str) -> None:
+    """The admin token, the line to paste for the CLI and the console link (stdout: scrollback)."""
+    print(
+        f"wattmux demo: admin token {token}\n"
+        f"  export WATTMUX_TOKEN={token} WATTMUX_URL=http://{listen}; wattmux status\n"
+        f"wattmux demo: console http://{listen}/console#token={token}  (opens logged in)",
+        flush=True,
+    )
+
+
 async def _run_site(
     args: argparse.Namespace,
     config: WattmuxConfig,
@@ -336,12 +427,7 @@ async def _run_site(
         + f"; API and /metrics on http://{args.listen}; running {duration:.0f} s",
         file=sys.stderr,
     )
-    print(
-        f"wattmux demo: admin token {token}\n"
-        f"  export WATTMUX_TOKEN={token} WATTMUX_URL=http://{args.listen}; wattmux status\n"
-        f"wattmux demo: console http://{args.listen}/console#token={token}  (opens logged in)",
-        file=sys.stderr,
-    )
+    _print_token(token, args.listen)
     asics = [d for d in config.all_devices() if d.kind is DeviceKind.ASIC]
     _check_listen(config.api.host, config.api.port)
     site = SimSite(
@@ -370,6 +456,7 @@ async def _run_site(
                     sys.stdout,
                     live=not args.no_ui,
                     console_link=f"http://{args.listen}/console#token={token}",
+                    token=token,
                 ),
                 name="demo.screen",
             )
@@ -378,3 +465,5 @@ async def _run_site(
             stop.set()
     finally:
         await site.stop()
+        if not args.no_ui:  # the live screen is gone: the token again, where it stays
+            _print_token(token, args.listen)

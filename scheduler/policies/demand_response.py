@@ -13,6 +13,7 @@ event)`` tells an operator, before an event starts, which machines would go.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -73,12 +74,17 @@ class DemandResponsePolicy:
         return self.preview_plan(snapshot, event)[0]
 
     def preview_plan(
-        self, snapshot: Snapshot, event: Event
+        self, snapshot: Snapshot, event: Event, before: Mapping[str, Assignment] | None = None
     ) -> tuple[DrPreview, dict[str, Assignment]]:
-        """preview(), and the plan before the event that it sheds from (device -> assignment)."""
+        """preview(), and the plan before the event that it sheds from (device -> assignment).
+
+        ``before`` is what the devices run now (the daemon's guarded plan: overrides, curtail
+        and dwell applied); a device it leaves out runs its observed workload.  Without it the
+        plan before is a fresh plan of this policy's economics.
+        """
         nominal_w = sum(d.nominal_power_w for d in snapshot.devices.values())
         limit_w = event_limit_w(event, nominal_w)
-        assigned = self.base.plan(snapshot).by_device()
+        assigned = dict(before) if before is not None else self.base.plan(snapshot).by_device()
         if limit_w is None:
             limit_w = float("inf")
         in_force = [*active_events(snapshot.events, snapshot), event]

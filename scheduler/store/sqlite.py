@@ -94,6 +94,22 @@ MIGRATIONS: tuple[str, ...] = (
         received_at TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE report_days (
+        day TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        up_s REAL NOT NULL DEFAULT 0,
+        down_s REAL NOT NULL DEFAULT 0,
+        curtailed_s REAL NOT NULL DEFAULT 0,
+        maintenance_s REAL NOT NULL DEFAULT 0,
+        energy_wh REAL NOT NULL DEFAULT 0,
+        revenue_usd REAL NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        always_on_margin_usd REAL NOT NULL DEFAULT 0,
+        dr_wh REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, device_id)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -27,6 +27,11 @@ ALERTS = {
     "WattmuxCurtailNotConfirmed",
     "WattmuxSiteOverPowerCap",
     "WattmuxPoolDown",
+    "WattmuxHashRateDrop",
+    "WattmuxMachineHot",
+    "WattmuxFanFailed",
+    "WattmuxDevicesDrifted",
+    "WattmuxMeterDisagrees",
 }
 
 pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool missing: make test installs it")

@@ -24,6 +24,37 @@ NOW = 5000.0
 WALL = datetime(2024, 8, 20, 19, 30, tzinfo=UTC)
 
 
+SMALL_TOML = """
+[site]
+name = "t"
+power_cap_kw = 100.0
+
+[store]
+path = "{store}"
+
+[api]
+listen = "127.70.0.1:9470"
+
+[[pools]]
+name = "main"
+url = "stratum+tcp://main.pool.invalid:3333"
+user = "w"
+{devices}
+"""
+
+
+def small_config_file(tmp_path: Path) -> Path:
+    """small_config (without api options) as a TOML file, for live reload."""
+    devices = "".join(
+        f'\n[[devices]]\nid = "m{i}"\nmodel = "S21 Pro"\naddress = "127.70.0.{20 + i}"\n'
+        'pools = ["main"]\n'
+        for i in (1, 2, 3)
+    )
+    path = tmp_path / "wattmux.toml"
+    path.write_text(SMALL_TOML.format(store=tmp_path / "w.sqlite", devices=devices))
+    return path
+
+
 def small_config(tmp_path: Path, **api: Any) -> WattmuxConfig:
     data: dict[str, Any] = {
         "site": {"name": "t", "power_cap_kw": 100.0},
@@ -63,6 +94,9 @@ class ControlledView:
     config: WattmuxConfig
     control: ControlService | None
     plan: Plan | None = None
+    maintenance: Any = None  # scheduler.control.maintenance.MaintenanceWindows
+    reloader: Any = None  # scheduler.reload.Reloader
+    accounting: Any = None  # scheduler.control.accounting.Accountant
     now: list[float] = field(default_factory=lambda: [NOW])
     ready: dict[str, bool] = field(
         default_factory=lambda: {"config": True, "store": True, "inputs": True, "reconciled": True}

@@ -18,7 +18,7 @@ from scheduler.cli.client import EXIT_OK, EXIT_USAGE
 from scheduler.cli.main import main
 from scheduler.config.loading import parse_config
 from scheduler.core.economics import market_economics, option_economics
-from scheduler.core.model import Event, Sample, Workload
+from scheduler.core.model import Assignment, Event, Plan, Sample, Workload
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
 from scheduler.store.operator import ControlStore
@@ -169,3 +169,23 @@ async def test_the_cli_prints_the_preview_in_order(
         code = await asyncio.to_thread(main, argv)
         assert code == EXIT_USAGE
         assert "give --event ID" in capsys.readouterr().err
+
+
+async def test_before_is_the_current_plan_with_its_overrides_and_curtail(
+    viewer: tuple[httpx.AsyncClient, ControlledView],
+) -> None:
+    client, view = viewer
+    # the daemon's guarded plan: m2 pinned asleep by an override, m1 held by min dwell
+    view.plan = Plan(
+        NOW,
+        (
+            Assignment("m1", Workload.mine("main"), "min_dwell", 1.0),
+            Assignment("m2", Workload.sleep(), "override", 0.0),
+            Assignment("m3", Workload.mine("main"), "profitable", 1.0),
+        ),
+    )
+    body = (await client.get(PREVIEW, params={"reduction_kw": 5.0})).json()
+    assert body["site_kw_before"] == pytest.approx((3510 + 20 + 3500) / 1000)
+    assert [m["device"] for m in body["machines"]] == ["m3"]  # m2 is asleep already
+    assert body["machines"][0]["workload_before"] == "mine(main)"
+    assert body["site_kw_after"] == pytest.approx((3510 + 20 + 15) / 1000)

@@ -16,11 +16,14 @@ from fastapi.routing import APIRoute
 from drivers.asic.config import AntminerOptions, CgminerOptions, WhatsminerOptions
 from scheduler.api import auth
 from scheduler.api.auth import ROUTE_ROLES, Authenticator, RateLimiter, Role, hash_token, new_token
+from scheduler.control.accounting import Accountant
+from scheduler.control.maintenance import MaintenanceWindows
 from scheduler.api.grid import GRID_RULES
 from scheduler.control.service import Actor
 from scheduler.core.model import TERA, Sample, Workload
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
+from scheduler.reload import Reloader
 from scheduler.store.operator import ControlStore
 from tests.scheduler.api_fixtures import (
     NOW,
@@ -29,6 +32,7 @@ from tests.scheduler.api_fixtures import (
     build_app,
     make_control,
     small_config,
+    small_config_file,
 )
 
 TOKENS = Tokens()
@@ -40,12 +44,25 @@ def make_view(tmp_path: Path) -> ControlledView:
     for device_id in state.devices:
         state.observe(Sample(device_id, NOW, Workload.mine("main"), 3500.0, 234 * TERA, 60.0))
     store = ControlStore.open(config.store.path)
-    return ControlledView(
+    view = ControlledView(
         state=state,
         metrics=Metrics(state, clock=lambda: NOW),
         config=config,
         control=make_control(store, state),
+        maintenance=MaintenanceWindows(store, state.devices, config.locations),
+        accounting=Accountant(state, store),
     )
+    view.reloader = Reloader(
+        view,
+        small_config_file(tmp_path),
+        drivers_for=lambda _config: {},
+        telemetry={},
+        controls={},
+        rebuild_policy=lambda _config: None,
+        store=store,
+        replace_tokens=lambda _config: None,
+    )
+    return view
 
 
 @pytest.fixture
@@ -84,15 +101,17 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/mode"): {"mode": "manual"},
     ("PUT", "/v1/curtail"): {"target_kw": 50, "duration_seconds": 60},
     ("PUT", "/v1/policy"): {"name": "breakeven"},
+    ("PUT", "/v1/maintenance/{target}"): {"duration_seconds": 60, "note": "fans"},
 }
 
 VALID_PARAMS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/demand-response/preview"): {"reduction_kw": 5.0},
+    ("GET", "/v1/reports"): {"from": "2026-03-01", "to": "2026-03-02"},
 }
 
 
 def concrete(path: str) -> str:
-    return path.replace("{device_id}", "m1")
+    return path.replace("{device_id}", "m1").replace("{target}", "m1")
 
 
 def test_every_route_of_the_app_has_a_rule() -> None:
@@ -128,6 +147,7 @@ async def test_route_role_matrix(view: ControlledView, method: str, path: str, c
     setup = Actor("setup", "admin", "test", "PUT", path)
     view.control.put_override("m1", "sleep", 60.0, "", setup)
     view.control.set_curtail(10.0, 60.0, setup)
+    await view.maintenance.open("m1", 60.0, "", setup)
     app = build_app(view, TOKENS)
     async with client_for(app, headers) as client:
         body = VALID_BODIES.get((method, path))

@@ -61,7 +61,7 @@ async def test_status_and_devices_print_tables(
     code, out, _ = await cli(capsys, "devices", "--url", url, role=Role.VIEWER)
     lines = out.splitlines()
     assert code == EXIT_OK and lines[0].split() == [
-        "DEVICE", "MODEL", "UP", "WORKLOAD", "DESIRED", "KW", "TH/S", "TEMP_C"
+        "DEVICE", "MODEL", "UP", "WORKLOAD", "DESIRED", "KW", "TH/S", "TEMP_C", "REASON"
     ]  # fmt: skip
     assert lines[1].split() == [
         "m1",
@@ -73,6 +73,7 @@ async def test_status_and_devices_print_tables(
         "3.5",
         "234.0",
         "60.0",
+        "-",
     ]
     code, out, _ = await cli(capsys, "devices", "--url", url, "--json", role=Role.VIEWER)
     assert [d["id"] for d in json.loads(out)] == ["m1", "m2", "m3"]
