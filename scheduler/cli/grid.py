@@ -13,8 +13,8 @@ from scheduler.cli.client import (
     EXIT_CODES,
     EXIT_OK,
     EXIT_USAGE,
-    _api_options,
     _print,
+    api_options,
     call,
     parse_duration,
 )
@@ -125,4 +125,4 @@ def add_grid_commands(sub: Any) -> None:
     mv.add_argument("--csv", action="store_true", help="one row per interval")
     mv.set_defaults(client_command=cmd_mv)
     for parser in (setpoint, mv):
-        _api_options(parser)
+        api_options(parser)

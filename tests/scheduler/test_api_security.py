@@ -16,9 +16,9 @@ from fastapi.routing import APIRoute
 from drivers.asic.config import AntminerOptions, CgminerOptions, WhatsminerOptions
 from scheduler.api import auth
 from scheduler.api.auth import ROUTE_ROLES, Authenticator, RateLimiter, Role, hash_token, new_token
+from scheduler.api.grid import GRID_RULES
 from scheduler.control.accounting import Accountant
 from scheduler.control.maintenance import MaintenanceWindows
-from scheduler.api.grid import GRID_RULES
 from scheduler.control.service import Actor
 from scheduler.core.model import TERA, Sample, Workload
 from scheduler.core.state import FleetState
