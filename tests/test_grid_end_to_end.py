@@ -136,6 +136,9 @@ async def test_the_daemon_follows_a_target_on_the_meter_and_restores_on_release(
                     csv = await http.get("/v1/events/operator:t-1/mv", params={"format": "csv"})
                     assert csv.headers["content-type"].startswith("text/csv")
                     assert csv.text.startswith("interval_start,metered_kw")
+                    chart = await http.get("/v1/events/operator:t-1/mv", params={"format": "png"})
+                    assert chart.status_code == 200, chart.text
+                    assert chart.content.startswith(b"\x89PNG")
                     missing = await http.get("/v1/events/nope/mv")
                     assert missing.status_code == 404
                     cli = ["--url", base_url, f"--token={TOKEN}"]

@@ -30,7 +30,7 @@ from scheduler.api.security import PRINCIPAL
 from scheduler.api.views import ERRORS, ControlView
 from scheduler.config.grid import WebhookConfig
 from scheduler.control.grid import GridControl, Signal, SignalResult
-from scheduler.control.mv import BaselineMethod, EventMv, measure
+from scheduler.control.mv import BaselineMethod, ChartUnavailableError, EventMv, measure, png
 from scheduler.control.setpoint import Target
 from scheduler.control.sitemeter import disagreement_ratio, miners_reported_w
 from scheduler.store.operator import ApiAuditEntry
@@ -330,19 +330,28 @@ def grid_routes(
             "/v1/events/{event_id}/mv",
             tags=["grid"],
             responses={
-                200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"},
+                200: {
+                    "content": {"text/csv": {}, "image/png": {}},
+                    "description": "JSON, CSV with format=csv, a chart with format=png",
+                },
+                501: {"description": "format=png without matplotlib"},
                 404: {"description": "no known event or target"},
             },
         )
         async def get_mv(
             event_id: Annotated[str, Path(min_length=1, max_length=140)],
-            format: Literal["json", "csv"] = "json",
+            format: Literal["json", "csv", "png"] = "json",
             baseline: BaselineMethod | None = None,
         ) -> Response:
             """M&V of an event or target: baseline, delivered kW per interval, response, compliance."""
             mv = mv_of(event_id, baseline)
             if format == "csv":
                 return Response(mv.as_csv(), media_type="text/csv")
+            if format == "png":
+                try:
+                    return Response(png(mv), media_type="image/png")
+                except ChartUnavailableError as exc:
+                    raise HTTPException(501, str(exc)) from None
             return JSONResponse(mv.as_json())
 
     def add_all(app: FastAPI) -> None:

@@ -28,7 +28,7 @@ import statistics
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 BaselineMethod = Literal["pre_event", "days_of_history"]
 
@@ -235,3 +235,43 @@ def measure(
         if response_limit_seconds is None
         else response is not None and response <= response_limit_seconds,
     )
+
+
+class ChartUnavailableError(RuntimeError):
+    """matplotlib is not installed (``pip install 'wattmux[plot]'``)."""
+
+
+def png(mv: EventMv) -> bytes:
+    """A PNG of the event: baseline, target and metered kW per interval (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ChartUnavailableError(
+            "the chart needs matplotlib, which is not installed: pip install 'wattmux[plot]'"
+        ) from exc
+    figure = Figure(figsize=(9, 4))
+    axes = figure.subplots()
+    times: list[Any] = [i.start for i in mv.intervals]
+    series = (
+        ("baseline", [i.baseline_kw for i in mv.intervals], "--"),
+        ("target", [i.target_kw for i in mv.intervals], ":"),
+        ("metered", [i.metered_kw for i in mv.intervals], "-"),
+    )
+    for label, values, style in series:
+        axes.step(
+            times,
+            [math.nan if v is None else v for v in values],
+            where="post",
+            linestyle=style,
+            label=label,
+        )
+    axes.set_ylabel("kW")
+    axes.set_title(f"event {mv.event_id} ({mv.source})")
+    axes.legend(loc="best", fontsize=8)
+    figure.autofmt_xdate()
+    out = io.BytesIO()
+    figure.savefig(out, format="png", dpi=80)
+    return out.getvalue()
