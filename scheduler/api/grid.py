@@ -242,12 +242,9 @@ def grid_routes(
         )
         async def post_webhook(request: Request) -> SignalAnswer:
             """An aggregator's signed dispatch signal (HMAC over timestamp and body)."""
-            if webhook is None:
-                raise HTTPException(404, "no [webhook] configured")
             body = await request.body()
             stamp = request.headers.get(TIMESTAMP_HEADER, "")
             given = request.headers.get(SIGNATURE_HEADER, "")
-            secret = webhook.secret.get_secret_value().encode()
 
             def refuse(status: int, reason: str) -> HTTPException:
                 grid.count_invalid("webhook")
@@ -258,10 +255,13 @@ def grid_routes(
                     request.state.audited = True
                 return HTTPException(status, reason)
 
+            if webhook is None:
+                raise refuse(404, "no [webhook] configured")
             if not stamp.isdigit() or len(stamp) > 12:
                 raise refuse(401, f"missing or malformed {TIMESTAMP_HEADER}")
             if abs(unix_clock() - int(stamp)) > webhook.replay_window_seconds:
                 raise refuse(401, "timestamp outside the replay window")
+            secret = webhook.secret.get_secret_value().encode()
             if not hmac.compare_digest(signature(secret, stamp, body), given):
                 raise refuse(401, "bad signature")
             try:

@@ -140,3 +140,13 @@ async def test_a_flood_of_bad_signatures_is_counted_with_bounded_audit_rows(setu
             assert (await http.post("/v1/signals/webhook", **body)).status_code == 401
     assert grid.counts[("webhook", "invalid")] == 40
     assert len(view.control.store.api_audit(limit=100)) == 30
+
+
+async def test_without_a_webhook_section_the_route_is_404(setup: Any, tmp_path: Path) -> None:
+    _, grid, view = setup
+    security = ApiSecurity(TOKENS.authenticator(), RateLimiter(per_minute=600, burst=100), 4096)
+    app = create_app(view, security, [grid_routes(grid, view, None)])
+    async with client(app) as http:
+        reply = await http.post("/v1/signals/webhook", **signed({"id": "w", "kw": 1.0}))
+    assert reply.status_code == 404
+    assert grid.setpoint.target is None and grid.counts[("webhook", "invalid")] == 1
