@@ -152,3 +152,5 @@ nspawn-root: $(STAMP) ## build once a Debian 12 root for systemd-nspawn and a wh
 
 bench-systemd: $(STAMP) nspawn-root ## shipped units under systemd: watchdog restart and daemon death to 100 miners asleep
 	$(PY) bench/bench_systemd.py
+bench-grid: $(STAMP) ## site power control: settle of 10,000 miners on the simulated meter, base-point tracking, webhook signal to first command
+	$(PY) bench/bench_grid.py

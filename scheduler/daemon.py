@@ -23,6 +23,7 @@ from drivers.secrets import settings_key
 from drivers.telemetry.mqtt import MqttIngest
 from scheduler.api.app import create_app, serve
 from scheduler.api.connections import ConnectionLimits, connection_cap
+from scheduler.api.grid import grid_routes
 from scheduler.api.wiring import ApiSecurity, security_from_config
 from scheduler.config.devices import pools_of
 from scheduler.config.schema import WattmuxConfig
@@ -32,6 +33,7 @@ from scheduler.console.web import console_routes
 from scheduler.control.accounting import Accountant
 from scheduler.control.device_actions import MaintenanceRunner
 from scheduler.control.failsafe import curtail_all
+from scheduler.control.grid import GridControl, grid_audit
 from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
 from scheduler.control.maintenance import AlertSilencer, MaintenanceWindows
@@ -122,6 +124,18 @@ class Daemon:
             None  # POST /v1/device-actions, once running
         )
         self.console: ConsoleHub | None = None  # the console's shared view, while the API serves
+        self.grid = GridControl(  # the site meter, setpoint control and signal intake
+            config.meter,
+            config.setpoint,
+            self.state,
+            clock=clock,
+            remembered=config.webhook.remembered_signals if config.webhook else 10_000,
+        )
+        self.grid.register(self.metrics.registry)
+        if config.mqtt is not None:  # base points on <prefix>/grid/basepoint
+            self.grid.subscribe_basepoints(config.mqtt, config.site.name)
+        if config.openadr is not None:  # an OpenADR 2.0b VEN of the configured VTN
+            self.grid.attach_openadr(config.openadr)
         self.open_files_limit: int | None = None  # RLIMIT_NOFILE once run() has raised it
         self.config_path: Path | None = None  # the file a reload re-reads (None: no reload)
         self.security: ApiSecurity | None = None  # the API's tokens, while it serves
@@ -202,6 +216,8 @@ class Daemon:
             )
             guard = ControlledGuard(config.guard, power_cap_w=config.site.power_cap_kw * 1000)
             guard.control = control
+            guard.setpoint = self.grid.setpoint
+            self.grid.audit, self.grid.note = grid_audit(store)  # signals not made over the API
             try:  # queue clients close only after the reconciler's command tasks have ended
                 async with ControlledReconciler(
                     drivers,
@@ -234,6 +250,7 @@ class Daemon:
                     self.reloader = self._reloader(store, reconciler)
                     assert isinstance(self.loop.policy, ControlledPolicy)
                     self.loop.policy.in_maintenance = self.maintenance.devices_in_maintenance
+                    self.grid.wake = self.loop.wake
                     async with contextlib.AsyncExitStack() as inputs:
                         inputs.push_async_callback(self.http.aclose)
                         if self.ingest is not None:
@@ -244,6 +261,7 @@ class Daemon:
                             self.state.devices, drivers, pools_of(config), clock=self.clock
                         )
                         inputs.push_async_callback(self.device_actions.close)
+                        await inputs.enter_async_context(self.grid)
                         await self._serve(stop, serve_api)
             finally:
                 await queues.aclose()
@@ -263,7 +281,14 @@ class Daemon:
             self.console = hub
             hub_stop = asyncio.Event()
             async with serve(
-                create_app(self, security, [console_routes(hub, security)]),
+                create_app(
+                    self,
+                    security,
+                    [
+                        console_routes(hub, security),
+                        grid_routes(self.grid, self, self.config.webhook),
+                    ],
+                ),
                 api.host,
                 api.port,
                 tls_cert_file=str(api.tls_cert_file) if api.tls_cert_file else None,

@@ -164,6 +164,13 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/v1/devices/{device_id}"): Role.VIEWER,
     ("POST", "/v1/device-actions"): Role.OPERATOR,
     ("GET", "/v1/device-actions/{job_id}"): Role.VIEWER,
+    # Site power (scheduler.api.grid): the webhook checks its HMAC signature instead of a token.
+    ("GET", "/v1/meter"): Role.VIEWER,
+    ("GET", "/v1/setpoint"): Role.VIEWER,
+    ("PUT", "/v1/setpoint"): Role.OPERATOR,
+    ("DELETE", "/v1/setpoint"): Role.OPERATOR,
+    ("POST", "/v1/signals/webhook"): None,
+    ("GET", "/v1/events/{event_id}/mv"): Role.VIEWER,
 }
 
 

@@ -11,6 +11,12 @@ from importlib import resources
 from typing import TextIO
 
 from drivers.errors import DriverError
+from scheduler.backtest.awards import (
+    AwardReport,
+    load_award_prices,
+    priced_positions,
+    settle_award,
+)
 from scheduler.backtest.bounds import lagged_bounds
 from scheduler.backtest.engine import (
     INFO_MODELS,
@@ -101,6 +107,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CP.csv",
         help="CSV of the 4CP interval starts (column interval_start, ISO 8601 with offset)",
     )
+    parser.add_argument(
+        "--award-mw",
+        dest="award_mw",
+        type=float,
+        default=None,
+        metavar="MW",
+        help="an ancillary-service award held as running curtailable load (needs --award-prices)",
+    )
+    parser.add_argument(
+        "--award-prices",
+        dest="award_prices",
+        default=None,
+        metavar="AWARD.csv",
+        help="CSV of the award window: interval_start (ISO 8601 with offset), usd_per_mw_h",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -146,6 +167,16 @@ def _four_cp_summary(four_cp: FourCpReport) -> list[str]:
     return lines
 
 
+def _award_summary(award: AwardReport) -> list[str]:
+    lines = [f"{'award':<16} {'capacity_usd':>14} {'forgone_usd':>14} {'margin_w_award':>14}"]
+    for name, s in award.strategies.items():
+        lines.append(
+            f"{name:<16} {s.capacity_revenue_usd:>14,.2f} {s.energy_forgone_usd:>14,.2f} "
+            f"{s.margin_with_award_usd:>14,.2f}"
+        )
+    return lines
+
+
 def run_backtest_command(args: argparse.Namespace) -> int:
     """Run ``wattmux backtest`` with parsed arguments; return the exit status."""
     try:
@@ -158,6 +189,9 @@ def run_backtest_command(args: argparse.Namespace) -> int:
     if args.policy is not None:
         policy_config = policy_config.model_copy(update={"name": args.policy})
     data = resources.files("drivers.market").joinpath("data")
+    if (args.award_mw is None) != (args.award_prices is None):
+        print("wattmux backtest: --award-mw and --award-prices go together", file=sys.stderr)
+        return EXIT_CONFIG
     if (args.four_cp_rate is None) != (args.four_cp_intervals is None):
         print("wattmux backtest: --4cp-rate and --4cp-intervals go together", file=sys.stderr)
         return EXIT_CONFIG
@@ -175,6 +209,9 @@ def run_backtest_command(args: argparse.Namespace) -> int:
         )
         if four_cp_intervals is not None:
             check_in_trace(trace, four_cp_intervals)  # before the run, not after
+        award_prices = load_award_prices(args.award_prices) if args.award_prices else None
+        if award_prices is not None:
+            priced_positions(trace, award_prices)  # before the run, not after
     except (UnknownPolicyError, BacktestError) as exc:
         print(f"wattmux backtest: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -194,11 +231,23 @@ def run_backtest_command(args: argparse.Namespace) -> int:
             print(f"wattmux backtest: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         document["four_cp"] = four_cp.as_dict()
+    award = None
+    if award_prices is not None:
+        try:
+            award = settle_award(report, args.award_mw, award_prices)
+        except BacktestError as exc:
+            print(f"wattmux backtest: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        document["award"] = award.as_dict()
     text = json.dumps(document, indent=2)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             out.write(text + "\n")
-        for line in _summary(report) + (_four_cp_summary(four_cp) if four_cp else []):
+        for line in (
+            _summary(report)
+            + (_four_cp_summary(four_cp) if four_cp else [])
+            + (_award_summary(award) if award else [])
+        ):
             print(line)
         for model, bounds in document.get("lagged_bounds", {}).items():
             print(f"lagged_bounds {model}: {json.dumps(bounds)}")

@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     from scheduler.cli.maintain import add_maintain_parser
 
     add_maintain_parser(sub)
+    from scheduler.cli.grid import add_grid_commands
+
+    add_grid_commands(sub)
     return parser
 
 

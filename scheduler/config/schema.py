@@ -31,11 +31,13 @@ from pydantic_core import InitErrorDetails
 
 from drivers.asic.config import CgminerOptions
 from drivers.asic.registry import ASIC_DRIVERS, DEFAULT_DRIVER, AsicSettings
+from drivers.dr.openadr import OpenAdrOptions
 from drivers.gpu.config import GpuTelemetryOptions
 from drivers.market.registry import MARKET_FEEDS, MarketSettings
 from drivers.queues.registry import QUEUE_BACKENDS, QueueSettings, driver_key
 from drivers.secrets import MaskedUrl
 from drivers.telemetry.mqtt import MqttOptions
+from scheduler.config.grid import MeterConfig, SetpointConfig, WebhookConfig
 from scheduler.core.hardware import MAX_MODEL_CHARS, ModelFacts, lookup
 from scheduler.core.model import TERA, Device, DeviceKind, Lease
 from scheduler.policies import POLICIES
@@ -603,6 +605,10 @@ class WattmuxConfig(_Strict):
     alertmanager: AlertmanagerConfig | None = Field(
         None, description="Alertmanager whose API silences machines in maintenance; absent: none"
     )
+    meter: MeterConfig | None = Field(None, description="the site meter; absent: none")
+    setpoint: SetpointConfig = Field(default_factory=SetpointConfig)
+    webhook: WebhookConfig | None = Field(None, description="signed signal intake; absent: off")
+    openadr: OpenAdrOptions | None = Field(None, description="OpenADR 2.0b VEN; absent: off")
 
     @model_validator(mode="after")
     def _gpu_checks(self) -> WattmuxConfig:
@@ -636,6 +642,8 @@ class WattmuxConfig(_Strict):
 
     @model_validator(mode="after")
     def _mqtt_checks(self) -> WattmuxConfig:
+        if self.meter is not None and self.meter.source == "mqtt" and self.mqtt is None:
+            raise ValueError("meter.source = mqtt needs an [mqtt] section")
         if self.mqtt is not None:
             known = {d.id for d in self.all_devices()}
             unknown = [d for d in self.mqtt.push_devices if d not in known]

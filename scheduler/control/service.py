@@ -25,11 +25,13 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from scheduler.config.schema import PolicyConfig
 from scheduler.control.guard import Guard
 from scheduler.control.reconciler import Reconciler
+from scheduler.control.setpoint import SetpointController
 from scheduler.core.economics import market_economics, option_economics
 from scheduler.core.model import Assignment, Device, Plan, Snapshot, Workload, WorkloadKind
 from scheduler.core.power import planned_power_w
@@ -409,6 +411,14 @@ class ControlledGuard(Guard):
     """The Guard, with overrides exempt from anti-flap only, and the curtail event last."""
 
     control: ControlService | None = None
+    setpoint: SetpointController | None = None  # site power control after the cap (meter)
+    _policy_plan: Mapping[str, Assignment] = MappingProxyType({})
+
+    def apply(self, plan: Plan, snapshot: Snapshot) -> Plan:
+        """The Guard's plan; the setpoint controller sees what the policy asked for."""
+        if self.setpoint is not None:
+            self._policy_plan = plan.by_device()
+        return super().apply(plan, snapshot)
 
     def _anti_flap(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
         pinned = {d: a for d, a in assigned.items() if a.reason == Reason.OVERRIDE}
@@ -421,10 +431,11 @@ class ControlledGuard(Guard):
     def _power_cap(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
         super()._power_cap(assigned, snapshot)
         event = self.control.curtail(snapshot.wall) if self.control else None
-        if event is None:
-            return
-        target_w = 0.0 if event.target_kw is None else event.target_kw * 1000.0
-        apply_curtail(assigned, snapshot, target_w)
+        if event is not None:
+            target_w = 0.0 if event.target_kw is None else event.target_kw * 1000.0
+            apply_curtail(assigned, snapshot, target_w)
+        if self.setpoint is not None:
+            self.setpoint.apply(assigned, snapshot, self._policy_plan)
 
 
 def apply_curtail(assigned: dict[str, Assignment], snapshot: Snapshot, target_w: float) -> None:

@@ -53,6 +53,10 @@ class Reason(enum.StrEnum):
     CURTAIL = "curtail"
     MANUAL = "manual"
     PAUSED = "paused"
+    # Site power control (scheduler.control.setpoint): following a target against the meter.
+    SETPOINT = "setpoint"  # a power target or sleep to bring the metered site to its target
+    SETPOINT_RESTORE = "setpoint_restore"  # back to the policy's workload as the target allows
+    AWARD_RESERVE = "award_reserve"  # kept running: an ancillary award needs curtailable load
     # The dead-man path (``wattmux failsafe``), outside the loop.
     FAILSAFE = "failsafe"
 
@@ -60,13 +64,18 @@ class Reason(enum.StrEnum):
 # Safety: never held back by dwell, gain or ramp, and not counted in the ramp budget.
 SAFETY_REASONS: frozenset[Reason] = frozenset(
     {Reason.STALE_PRICE, Reason.STALE_INPUT, Reason.THERMAL, Reason.POWER_CAP, Reason.DR_EVENT}
-)
+) | {Reason.SETPOINT}
 # Not safety, but never held back by dwell, gain or ramp either: leaving a pool that is down
 # (mining there earns nothing, whatever the margin says).
 FAILOVER_REASONS: frozenset[Reason] = frozenset({Reason.POOL_DOWN, Reason.POOLS_DOWN})
 # A contract, not a market bet: an AI lease that starts is not held back either.
 CONTRACT_REASONS: frozenset[Reason] = frozenset({Reason.AI_LEASE})
 # Exempt from the Guard's dwell, gain and ramp rules.
-UNHELD_REASONS: frozenset[Reason] = SAFETY_REASONS | FAILOVER_REASONS | CONTRACT_REASONS
+UNHELD_REASONS: frozenset[Reason] = (
+    SAFETY_REASONS
+    | FAILOVER_REASONS
+    | CONTRACT_REASONS
+    | {Reason.SETPOINT_RESTORE, Reason.AWARD_RESERVE}
+)
 # Sent to devices whatever the mode (paused, dry-run): safety and site curtailment.
 ALWAYS_SENT_REASONS: frozenset[Reason] = SAFETY_REASONS | {Reason.CURTAIL}

@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from drivers.asic.config import AntminerOptions, CgminerOptions, WhatsminerOptions
 from scheduler.api import auth
 from scheduler.api.auth import ROUTE_ROLES, Authenticator, RateLimiter, Role, hash_token, new_token
+from scheduler.api.grid import GRID_RULES
 from scheduler.control.accounting import Accountant
 from scheduler.control.device_actions import Action, ActionRequest, MaintenanceRunner
 from scheduler.control.maintenance import MaintenanceWindows
@@ -120,7 +121,10 @@ def test_every_route_of_the_app_has_a_rule() -> None:
     assert APP_ROUTES, "no routes found"
     assert {r for r in APP_ROUTES} <= set(ROUTE_ROLES)
     console = {rule for rule in ROUTE_ROLES if rule[1].startswith("/console")}  # test_console_api
-    assert set(ROUTE_ROLES) - console <= set(APP_ROUTES), "a rule for a route the app does not have"
+    grid = set(GRID_RULES)  # the site power extension: tests/scheduler/test_grid_api.py
+    assert set(ROUTE_ROLES) - console - grid <= set(APP_ROUTES), (
+        "a rule for a route the app does not have"
+    )
 
 
 def test_a_route_without_a_rule_refuses_to_build(

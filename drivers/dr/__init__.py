@@ -1,0 +1,1 @@
+"""Demand-response program clients (OpenADR 2.0b VEN)."""

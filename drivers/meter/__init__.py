@@ -1,0 +1,1 @@
+"""Site meters: register maps as data, Modbus TCP and HTTP sources."""
