@@ -26,6 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.secrets import MaskedUrl
+
 log = logging.getLogger(__name__)
 MAX_INTERVALS = 1000
 
@@ -34,7 +36,7 @@ class OpenAdrOptions(BaseModel):
     """The ``[openadr]`` section: the VTN, this VEN and how signals map to a site target."""
 
     model_config = ConfigDict(extra="forbid")
-    vtn_url: str = Field(pattern=r"^https?://", description="the VTN's OpenADR 2.0b base URL")
+    vtn_url: MaskedUrl = Field(pattern=r"^https?://", description="the VTN's OpenADR 2.0b base URL")
     ven_name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     ven_id: str | None = Field(None, description="assigned by the VTN when absent")
     cert_file: Path | None = Field(None, description="PEM certificate: sign messages")

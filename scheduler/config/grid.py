@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from drivers.meter.maps import MapError, load_map
+from drivers.secrets import MaskedUrl
 
 
 class _Strict(BaseModel):
@@ -35,7 +36,7 @@ class MeterConfig(_Strict):
         description="register map: sunspec-203, sunspec-201, eastron-sdm630, "
         "carlo-gavazzi-em340, or a .json file",
     )
-    url: str | None = Field(
+    url: MaskedUrl | None = Field(
         None, pattern=r"^https?://", description='http: URL answering {"power_w": W}'
     )
     poll_seconds: float = Field(1.0, ge=0.1, le=300, description="time between readings")
