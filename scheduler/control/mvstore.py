@@ -7,9 +7,9 @@ window, target or reduction, response limit), to the store once a minute, and
 at the daemon's stop (``flush``).  Minutes and events older than
 ``[store] meter_history_days`` are deleted hourly.  It gives ``MeterHistory``
 its ``older`` readings, so M&V (``event_mv``) reads stored per-minute means
-for any time before the first reading in memory: after a restart, an event's
-M&V is the same at one-minute resolution, and a days-of-history baseline uses
-the stored days.
+(of the minutes wholly inside a window) for any time before the first reading
+in memory: after a restart, an event's M&V is the same at one-minute
+resolution, and a days-of-history baseline uses the stored days.
 """
 
 from __future__ import annotations
@@ -136,9 +136,15 @@ class MeterRecorder:
             )
 
     def stored(self, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
-        """Stored per-minute means in [start, end) (empty when the store cannot be read)."""
+        """Stored per-minute means of the minutes wholly in [start, end) (empty on a store error).
+
+        A minute that straddles a window's edge mixes readings from both sides
+        (before and during an event): it is left out.
+        """
         try:
-            return read_meter_minutes(self.store, start, end)
+            return read_meter_minutes(
+                self.store, start, end - timedelta(seconds=60, microseconds=-1)
+            )
         except StoreError as exc:
             log.error("cannot read the M&V history: %s", exc.message)
             return []
