@@ -17,6 +17,7 @@ from scheduler.api.wiring import ApiSecurity
 from scheduler.config.grid import MeterConfig, SetpointConfig
 from scheduler.control.grid import GridControl, Signal
 from scheduler.control.mvstore import MeterRecorder
+from scheduler.core.model import Event
 from scheduler.core.state import FleetState
 from scheduler.observability.metrics import Metrics
 from scheduler.store.meterlog import read_meter_minutes
@@ -75,13 +76,13 @@ class Site:
         extension = grid_routes(self.grid, view, None, wall_clock=lambda: clocks.wall)
         self.app = create_app(view, security, [extension])
 
-    async def mv(self, baseline: str) -> dict[str, Any]:
+    async def mv(self, baseline: str, event: str = EVENT) -> dict[str, Any]:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app),
             base_url="http://wattmux.test",
             headers=TOKENS.header(Role.VIEWER),
         ) as client:
-            reply = await client.get(f"/v1/events/{EVENT}/mv", params={"baseline": baseline})
+            reply = await client.get(f"/v1/events/{event}/mv", params={"baseline": baseline})
         assert reply.status_code == 200, reply.text
         data: dict[str, Any] = reply.json()
         return data
@@ -93,6 +94,8 @@ async def test_mv_is_the_same_after_a_restart_and_days_of_history_come_from_the_
     clocks = Clocks(T0 - timedelta(days=2, minutes=5))
     site = Site(tmp_path, clocks)
     assert site.grid.meter is not None
+    # a DR event over the same window (MQTT): shed 400 kW off the baseline
+    site.grid.state.set_events([Event("eea-9", T0, T0 + timedelta(minutes=20), reduction_kw=400.0)])
     end = T0 + timedelta(minutes=25)
     while clocks.wall < end:  # a reading every 10 s, the daemon's tick after each
         if clocks.wall == T0:
@@ -109,6 +112,8 @@ async def test_mv_is_the_same_after_a_restart_and_days_of_history_come_from_the_
     assert [i["metered_kw"] for i in before["pre_event"]["intervals"]] == pytest.approx(
         [(2 * 800 + 3 * 590) / 5, 590.0, 590.0, 590.0]
     )
+    dr_before = await site.mv("days_of_history", "eea-9")
+    assert dr_before["target_kw"] == pytest.approx(600.0) and dr_before["source"] == "dr"
     site.recorder.flush()  # the daemon's stop
     site.store.close()
 
@@ -119,6 +124,8 @@ async def test_mv_is_the_same_after_a_restart_and_days_of_history_come_from_the_
     assert len(stored) == 2 * 24 * 60 + 30  # one row per minute of the two days and 30 minutes
     after = {method: await again.mv(method) for method in ("pre_event", "days_of_history")}
     assert after == before
+    assert not again.grid.state.events  # DR events are not kept in memory over a restart
+    assert await again.mv("days_of_history", "eea-9") == dr_before
     again.store.close()
 
 
