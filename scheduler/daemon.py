@@ -470,7 +470,7 @@ class Daemon:
             if self.accounting is not None:
                 self.accounting.flush()
             if recorder is not None:
-                recorder.flush()
+                recorder.flush(stopping=True)
             if watchdog is not None:
                 watchdog.stop()
             heartbeat.stopping()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -91,11 +92,18 @@ class MeterRecorder:
         if now - self._last_flush >= self.flush_seconds:
             self.flush()
 
-    def flush(self) -> None:
-        """Write the unwritten minutes and changed events; delete expired rows hourly."""
+    def flush(self, *, stopping: bool = False) -> None:
+        """Write the unwritten minutes and changed events; delete expired rows hourly.
+
+        ``stopping``: the daemon stops, and the target in force with it (its end is now).
+        """
         self._last_flush = self.clock()
         minutes = sorted(self.minutes.items())
-        events = [e for e in self._events() if self._written.get(e.id) != e]
+        events = list(self._events())
+        if stopping:
+            now = self.grid.wall_clock()
+            events = [replace(e, end=now) if e.end is None else e for e in events]
+        events = [e for e in events if self._written.get(e.id) != e]
         try:
             if minutes:
                 add_meter_minutes(self.store, [(m, s, int(n)) for m, (s, n) in minutes])

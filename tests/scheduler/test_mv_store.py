@@ -112,9 +112,11 @@ async def test_mv_is_the_same_after_a_restart_and_days_of_history_come_from_the_
     assert [i["metered_kw"] for i in before["pre_event"]["intervals"]] == pytest.approx(
         [(2 * 800 + 3 * 590) / 5, 590.0, 590.0, 590.0]
     )
+    site.grid.accept(Signal("ev-2", "operator", "setpoint", kw=700.0))  # in force at the stop
     dr_before = await site.mv("days_of_history", "eea-9")
     assert dr_before["target_kw"] == pytest.approx(600.0) and dr_before["source"] == "dr"
-    site.recorder.flush()  # the daemon's stop
+    stopped_at = clocks.wall
+    site.recorder.flush(stopping=True)  # the daemon's stop
     site.store.close()
 
     clocks.step(30.0)  # a restart: a new daemon over the same file, nothing in memory
@@ -124,6 +126,7 @@ async def test_mv_is_the_same_after_a_restart_and_days_of_history_come_from_the_
     assert len(stored) == 2 * 24 * 60 + 30  # one row per minute of the two days and 30 minutes
     after = {method: await again.mv(method) for method in ("pre_event", "days_of_history")}
     assert after == before
+    assert (await again.mv("pre_event", "operator:ev-2"))["end"] == stopped_at.isoformat()
     assert not again.grid.state.events  # DR events are not kept in memory over a restart
     assert await again.mv("days_of_history", "eea-9") == dr_before
     again.store.close()
