@@ -297,9 +297,13 @@ class SetpointController:
 
     def _track_dr(self, snapshot: Snapshot, metered: float | None, now: float) -> None:
         """The states of the demand-response events (see the module docstring)."""
+        if not snapshot.events and not self.dr_targets:
+            return
         wall = snapshot.wall
         known = {e.id: e for e in snapshot.events}
-        nominal_w = math.fsum(d.nominal_power_w for d in snapshot.devices.values())
+        nominal_w = (
+            math.fsum(d.nominal_power_w for d in snapshot.devices.values()) if known else 0.0
+        )
         for event in snapshot.events:
             target = self.dr_targets.get(event.id)
             if target is None:
