@@ -154,3 +154,4 @@ bench-systemd: $(STAMP) nspawn-root ## shipped units under systemd: watchdog res
 	$(PY) bench/bench_systemd.py
 bench-grid: $(STAMP) ## site power control: settle of 10,000 miners on the simulated meter, base-point tracking, webhook signal to first command
 	$(PY) bench/bench_grid.py
+	$(PY) bench/bench_mv_store.py

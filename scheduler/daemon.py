@@ -38,6 +38,7 @@ from scheduler.control.ingest import POWER_PRICE, FleetSink
 from scheduler.control.loop import ControlLoop
 from scheduler.control.maintenance import AlertSilencer, MaintenanceWindows
 from scheduler.control.memory import StartupFreezer, heap_trimmer
+from scheduler.control.mvstore import MeterRecorder
 from scheduler.control.queues import build_queues
 from scheduler.control.reconciler import Reconciler
 from scheduler.control.service import (
@@ -452,6 +453,15 @@ class Daemon:
         if self.control is not None:  # report sums (scheduler.control.accounting)
             self.accounting = self._accountant(self.control)
             self.loop.tick_listeners.append(self.accounting)
+        recorder = None
+        if self.control is not None:  # M&V history in the store (scheduler.control.mvstore)
+            recorder = MeterRecorder(
+                self.control.store,
+                self.grid,
+                retention_days=self.config.store.meter_history_days,
+                clock=self.clock,
+            )
+            self.loop.tick_listeners.append(recorder)
         if watchdog is not None:
             watchdog.start()
         try:
@@ -459,6 +469,8 @@ class Daemon:
         finally:
             if self.accounting is not None:
                 self.accounting.flush()
+            if recorder is not None:
+                recorder.flush(stopping=True)
             if watchdog is not None:
                 watchdog.stop()
             heartbeat.stopping()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from scheduler.cli.main import main
 from scheduler.config.devices import pools_of
 from scheduler.config.loading import parse_config
 from scheduler.daemon import Daemon
+from scheduler.store.meterlog import read_meter_minutes
+from scheduler.store.operator import ControlStore
 from tests.conftest import free_port
 from tests.test_end_to_end import CHEAP, MARKET, PriceFeed, free_port_on, metric_samples
 
@@ -152,3 +155,25 @@ async def test_the_daemon_follows_a_target_on_the_meter_and_restores_on_release(
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 10)
+            # A restart: the event's M&V comes from the store (per-minute means, its inputs)
+            again, stop_again = (
+                Daemon(config, feeds=[StaticMarketFeed(MARKET), PriceFeed(CHEAP)]),
+                asyncio.Event(),
+            )
+            task = asyncio.create_task(again.run(stop_again), name="daemon.run.again")
+            try:
+                await asyncio.wait_for(again.ready.wait(), 10)
+                async with httpx.AsyncClient(base_url=base_url, headers=AUTH) as http:
+                    reply = await http.get("/v1/events/operator:t-1/mv")
+                    assert reply.status_code == 200, reply.text
+                    stored = reply.json()
+                    assert (stored["start"], stored["end"]) == (mv["start"], mv["end"])
+                    assert (stored["source"], stored["target_kw"]) == ("operator", target_kw)
+            finally:
+                stop_again.set()
+                await asyncio.wait_for(task, 10)
+            with ControlStore.open(config.store.path) as store:  # each stop wrote its readings
+                minutes = read_meter_minutes(
+                    store, datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC)
+                )
+            assert minutes and all(power > BASE_LOAD_W for _, power in minutes)

@@ -30,7 +30,8 @@ from scheduler.api.security import PRINCIPAL
 from scheduler.api.views import ERRORS, ControlView
 from scheduler.config.grid import WebhookConfig
 from scheduler.control.grid import GridControl, Signal, SignalResult
-from scheduler.control.mv import BaselineMethod, ChartUnavailableError, EventMv, measure, png
+from scheduler.control.mv import BaselineMethod, ChartUnavailableError, EventMv, png
+from scheduler.control.mvstore import event_mv
 from scheduler.control.setpoint import Target
 from scheduler.control.sitemeter import disagreement_ratio, miners_reported_w
 from scheduler.store.operator import ApiAuditEntry
@@ -83,6 +84,10 @@ class SetpointView(BaseModel):
     held: dict[str, int]
     signal_stale: bool
     recent: list[TargetView]
+    dr_events: list[TargetView] = Field(
+        default_factory=list,
+        description="demand-response events (MQTT) as targets: kw is the limit, newest first",
+    )
 
 
 class SetpointRequest(BaseModel):
@@ -210,6 +215,7 @@ def grid_routes(
                 held=ctl.held_counts(),
                 signal_stale=ctl.stale_signal,
                 recent=[target_view(t) for t in reversed(ctl.history[-20:])],
+                dr_events=[target_view(t) for t in list(reversed(ctl.dr_targets.values()))[:20]],
             )
 
         @app.put("/v1/setpoint", response_model=SignalAnswer, tags=["grid"], responses=ERRORS)
@@ -290,40 +296,10 @@ def grid_routes(
         return result
 
     def mv_of(event_id: str, method: BaselineMethod | None) -> EventMv:
-        config = grid.setpoint.config
-        chosen: BaselineMethod = method or config.mv_baseline
-        options: dict[str, Any] = {
-            "method": chosen,
-            "baseline_minutes": config.mv_baseline_minutes,
-            "baseline_days": config.mv_baseline_days,
-            "interval_seconds": config.mv_interval_seconds,
-            "tolerance_pct": config.tolerance_pct,
-        }
-        target = grid.find(event_id)
-        if target is not None and target.started_wall is not None:
-            return measure(
-                grid.history,
-                event_id=target.id,
-                source=target.source,
-                start=target.started_wall,
-                end=target.ended_wall or wall_clock(),
-                target_kw=target.kw,
-                response_limit_seconds=target.response_limit_seconds,
-                **options,
-            )
-        event = next((e for e in view.state.events if e.id == event_id), None)
-        if event is None:
+        mv = event_mv(grid, view.state.events, event_id, method, wall_clock())
+        if mv is None:
             raise HTTPException(404, f"no known event or target {event_id!r}")
-        return measure(
-            grid.history,
-            event_id=event.id,
-            source="dr",
-            start=event.start,
-            end=min(event.end, wall_clock()),
-            target_kw=event.target_kw,
-            reduction_kw=event.reduction_kw,
-            **options,
-        )
+        return mv
 
     def add_mv(app: FastAPI) -> None:
         @app.get(

@@ -231,6 +231,15 @@ class StoreConfig(_Strict):
             " than this are deleted, checked hourly (0: keep them all); changes are always kept"
         ),
     )
+    meter_history_days: float = Field(
+        45.0,
+        ge=0,
+        le=3660,
+        description=(
+            "site meter readings (per-minute means) and events' M&V inputs kept for M&V after a"
+            " restart and for days-of-history baselines; older ones are deleted hourly (0: keep)"
+        ),
+    )
 
 
 class ApiTokenConfig(_Strict):

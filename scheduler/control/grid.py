@@ -40,6 +40,7 @@ from scheduler.control.sitemeter import (
     miners_reported_w,
 )
 from scheduler.core.state import FleetState
+from scheduler.store.meterlog import StoredEvent
 from scheduler.store.operator import ApiAuditEntry, ControlStore
 from scheduler.store.sqlite import StoreError
 
@@ -116,6 +117,8 @@ class GridControl:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.basepoints: BasePointSubscriber | None = None
+        # an event's stored M&V inputs (scheduler.control.mvstore), once the store is open
+        self.stored_event: Callable[[str], StoredEvent | None] | None = None
 
     def subscribe_basepoints(self, options: MqttOptions, site: str) -> BasePointSubscriber:
         """Follow the MQTT base-point stream (``<prefix>/grid/basepoint``) from ``__aenter__`` on."""
@@ -374,6 +377,17 @@ class GridCollector(Collector):
         for name in (*(s.value for s in TargetState if s is not TargetState.ENDED), "none"):
             states.add_metric([name], 1.0 if name == current else 0.0)
         yield states
+        dr_states = GaugeMetricFamily(
+            "wattmux_dr_event_targets",
+            "Demand-response events tracked as targets, by state (ended: the last 100 kept).",
+            labels=["state"],
+        )
+        by_state = {s.value: 0 for s in TargetState}
+        for dr_target in ctl.dr_targets.values():
+            by_state[dr_target.state.value] += 1
+        for name, count in by_state.items():
+            dr_states.add_metric([name], float(count))
+        yield dr_states
         if ctl.target is not None:
             target = GaugeMetricFamily("wattmux_setpoint_target_watts", "The target in force.")
             target.add_metric([], ctl.target.kw * 1000.0)

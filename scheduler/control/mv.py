@@ -14,8 +14,9 @@ Per interval (``interval_seconds``): the metered mean, the target, the kW
 delivered (baseline - metered) and whether the interval complied (metered
 mean at or below target + ``tolerance_pct``).  The response time is the
 first reading at or below the target's tolerance after the start.
-History lives in memory: a restart starts it again, and a days-of-history
-baseline needs that many days of uptime.
+Recent readings live in memory; ``older`` (scheduler.control.mvstore) gives
+the stored per-minute means for any time before the first reading in memory,
+so a restart, or readings dropped from memory, fall back to minute resolution.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import io
 import math
 import statistics
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -40,6 +42,8 @@ class MeterHistory:
     max_samples: int = 200_000
     min_spacing_seconds: float = 1.0
     samples: deque[tuple[datetime, float]] = field(default_factory=deque)
+    # (start, end) -> stored (minute, mean W) with start <= minute < end, oldest first
+    older: Callable[[datetime, datetime], list[tuple[datetime, float]]] | None = None
 
     def add(self, at: datetime, power_w: float) -> None:
         """Append a reading (one per ``min_spacing_seconds``, in time order; bounded)."""
@@ -52,14 +56,26 @@ class MeterHistory:
         while len(self.samples) > self.max_samples:
             self.samples.popleft()
 
+    def _older(self, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+        """Stored minutes in [start, end) before the first reading in memory."""
+        if self.older is None:
+            return []
+        if self.samples:
+            end = min(end, self.samples[0][0])
+        return self.older(start, end) if start < end else []
+
     def between(self, start: datetime, end: datetime) -> list[float]:
-        """Readings with start <= at < end."""
+        """Readings with start <= at < end (stored minute means before the memory's first)."""
         times = [at for at, _ in self.samples]
         low, high = bisect.bisect_left(times, start), bisect.bisect_left(times, end)
-        return [self.samples[i][1] for i in range(low, high)]
+        stored = [power for _, power in self._older(start, end)]
+        return stored + [self.samples[i][1] for i in range(low, high)]
 
     def first_at_or_below(self, start: datetime, end: datetime, limit_w: float) -> datetime | None:
         """When the meter first read at most ``limit_w`` in [start, end)."""
+        for at, power in self._older(start, end):
+            if power <= limit_w:
+                return at
         for at, power in self.samples:
             if start <= at < end and power <= limit_w:
                 return at

@@ -29,6 +29,12 @@ and holds.  A base-point stream silent for ``signal_stale_seconds`` takes the
 configured ``stale_action``.  Each target's state: ``pending`` (received),
 ``dispatched`` (acted on), ``confirmed`` (metered within ``tolerance_pct`` for
 ``confirm_seconds``), ``drifted`` (a confirmed target missed for ``drift_seconds``).
+
+Demand-response events (MQTT ``events/dr``) get the same states in
+``dr_targets``: ``pending`` before their start, ``dispatched`` once in force,
+``confirmed`` when metered at or below their limit (within ``tolerance_pct``)
+for ``confirm_seconds``, ``drifted`` when above it again for ``drift_seconds``,
+``ended`` at their end or when withdrawn.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from scheduler.config.grid import SetpointConfig
-from scheduler.core.limits import site_limit_w
+from scheduler.core.limits import event_limit_w, site_limit_w
 from scheduler.core.model import Assignment, Device, Snapshot, Workload, WorkloadKind
 from scheduler.core.power import planned_power_w
 from scheduler.core.reasons import SAFETY_REASONS, Reason
@@ -110,6 +116,7 @@ class SetpointController:
     last_restore: float | None = None
     stale_signal: bool = False
     listeners: list[Callable[[Target], None]] = field(default_factory=list)
+    dr_targets: dict[str, Target] = field(default_factory=dict)  # DR events by id (bounded)
 
     # -- targets ---------------------------------------------------------------------------
 
@@ -286,6 +293,48 @@ class SetpointController:
             projected += self._restore(limit - projected, band, assigned, devices, now)
         self.projected_w = projected
         self._update_state(metered, now)
+        self._track_dr(snapshot, metered, now)
+
+    def _track_dr(self, snapshot: Snapshot, metered: float | None, now: float) -> None:
+        """The states of the demand-response events (see the module docstring)."""
+        if not snapshot.events and not self.dr_targets:
+            return
+        wall = snapshot.wall
+        known = {e.id: e for e in snapshot.events}
+        nominal_w = (
+            math.fsum(d.nominal_power_w for d in snapshot.devices.values()) if known else 0.0
+        )
+        for event in snapshot.events:
+            target = self.dr_targets.get(event.id)
+            if target is None:
+                if event.end <= wall:
+                    continue
+                target = Target(event.id, "dr", 0.0, now)
+                self.dr_targets[event.id] = target
+            limit = event_limit_w(event, nominal_w)
+            target.kw = 0.0 if limit is None else limit / 1000.0
+            target.started_wall, target.ended_wall = event.start, event.end
+        for event_id, target in self.dr_targets.items():
+            if target.state is TargetState.ENDED:
+                continue
+            current = known.get(event_id)
+            if current is None or wall >= current.end:
+                target.state = TargetState.ENDED
+                if current is None:
+                    target.ended_wall = min(wall, target.ended_wall or wall)
+                continue
+            if wall < current.start:
+                continue
+            if target.state is TargetState.PENDING:
+                target.state = TargetState.DISPATCHED
+                target.dispatched_at = now
+            if metered is not None:
+                limit_w = target.kw * 1000.0
+                tolerance = max(limit_w * self.config.tolerance_pct / 100.0, 1.0)
+                self._settle(target, metered <= limit_w + tolerance, now, notify=False)
+        ended = [i for i, t in self.dr_targets.items() if t.state is TargetState.ENDED]
+        for event_id in ended[: max(0, len(self.dr_targets) - MAX_TARGET_HISTORY)]:
+            del self.dr_targets[event_id]
 
     def reserve_w(self, wall: datetime) -> float:
         """The curtailable load the awards in force at ``wall`` need running, in W."""
@@ -449,7 +498,10 @@ class SetpointController:
             return
         goal = self.effective_w
         tolerance = max(goal * self.config.tolerance_pct / 100.0, 1.0)
-        in_band = abs(metered - goal) <= tolerance
+        self._settle(target, abs(metered - goal) <= tolerance, now)
+
+    def _settle(self, target: Target, in_band: bool, now: float, *, notify: bool = True) -> None:
+        """Confirm a target metered in band for ``confirm_seconds``; drift one out for longer."""
         if in_band:
             target.out_band_since = None
             if target.in_band_since is None:
@@ -458,7 +510,7 @@ class SetpointController:
             if target.state in (TargetState.DISPATCHED, TargetState.DRIFTED) and settled:
                 target.state = TargetState.CONFIRMED
                 target.confirmed_at = now
-                for listener in self.listeners:
+                for listener in self.listeners if notify else ():
                     listener(target)
         else:
             target.in_band_since = None
@@ -469,7 +521,7 @@ class SetpointController:
                 and now - target.out_band_since >= self.config.drift_seconds
             ):
                 target.state = TargetState.DRIFTED
-                for listener in self.listeners:
+                for listener in self.listeners if notify else ():
                     listener(target)
 
     def held_counts(self) -> dict[str, int]:

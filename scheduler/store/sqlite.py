@@ -110,6 +110,23 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (day, device_id)
     );
     """,
+    """
+    CREATE TABLE meter_minutes (
+        minute TEXT PRIMARY KEY,
+        sum_w REAL NOT NULL,
+        samples INTEGER NOT NULL
+    );
+    CREATE TABLE mv_events (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        start TEXT NOT NULL,
+        end TEXT,
+        target_kw REAL,
+        reduction_kw REAL,
+        response_limit_seconds REAL
+    );
+    CREATE INDEX mv_events_start ON mv_events (start);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
