@@ -51,9 +51,10 @@ PROMETHEUS = shutil.which("prometheus")
 ADDRESS = "127.80.3.250"
 VARIABLES = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "1s", "$instance": ".+"}
 PROVOKED = {"WattmuxDevicesUnavailable", "WattmuxInputSourceDown"}
-# Optional inputs: metrics the rules and dashboards use that this daemon does not export yet
-# (other work adds them).  A query on one of them may return nothing; every other must.
+# Optional inputs: metrics the rules and dashboards use that this site does not export.
+# A query on one of them may return nothing; every other must.
 OPTIONAL_METRICS = {
+    # exported only on a site with a meter ([meter]); this one has none
     "wattmux_site_meter_disagreement_ratio",
     # exported by the daemon only on a site with GPU nodes or AI queues (this one has neither)
     "wattmux_gpu_node_ai_gpus_busy",
