@@ -13,6 +13,7 @@ from typing import TextIO
 from drivers.errors import DriverError
 from scheduler.backtest.bounds import lagged_bounds
 from scheduler.backtest.engine import (
+    DEFAULT_FEE_FRACTION,
     INFO_MODELS,
     BacktestError,
     BacktestReport,
@@ -80,6 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="cost of each workload change (default 0)",
+    )
+    parser.add_argument(
+        "--fee-fraction",
+        type=float,
+        default=DEFAULT_FEE_FRACTION,
+        help="transaction fees per block as a share of the subsidy, used where the BTC file "
+        f"has no fees_btc_per_block column (default {DEFAULT_FEE_FRACTION:g})",
     )
     parser.add_argument(
         "--bounds",
@@ -172,6 +180,7 @@ def run_backtest_command(args: argparse.Namespace) -> int:
             args.btc or data.joinpath(BUNDLED_BTC),
             args.start,
             args.end,
+            fee_fraction=args.fee_fraction,
         )
         if four_cp_intervals is not None:
             check_in_trace(trace, four_cp_intervals)  # before the run, not after

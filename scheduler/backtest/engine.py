@@ -18,9 +18,13 @@ programme over the whole trace per class of identical devices.  The optimum
 is exact when the site cap does not bind; otherwise it ignores the cap and is
 reported with ``optimum_exact: false``.
 
-Revenue uses the BTC row of the interval's local (market) date, as the replay
-feed does, net of the configured pool fee; transaction fees are not in the
-record and count as 0.  A device the policy puts on AI work draws its planned
+Revenue uses the BTC row of the interval's UTC date (an evening in Texas is
+already the next UTC day), net of the configured pool fee; on the UTC day of a
+halving the subsidy changes at the halving block's time
+(``drivers.market.history.subsidy_over``), not at a date.  Transaction fees
+per block come from the BTC file's ``fees_btc_per_block`` column when it has
+one, else they are ``fee_fraction`` of the subsidy (default 0.02, about the
+2024-25 mean after the halving; the shipped record has no fees column).  A device the policy puts on AI work draws its planned
 power (``scheduler.core.power``: nominal, as the Guard counts it) and earns
 nothing: the record holds no AI prices.  The Guard is not applied: at
 15-minute steps its dwell rule does not bind, and plans that exceed the cap
@@ -39,11 +43,13 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from drivers.market.history import (
+    INTERVAL,
     BtcDay,
     DataPath,
     PriceInterval,
     load_btc_daily_csv,
     load_ercot_csv,
+    subsidy_over,
 )
 from scheduler.backtest.optimum import hindsight_decisions
 from scheduler.config.schema import WattmuxConfig
@@ -65,6 +71,7 @@ from scheduler.policies import Policy
 
 INTERVAL_SECONDS = 900.0
 INTERVAL_HOURS = 0.25
+DEFAULT_FEE_FRACTION = 0.02  # transaction fees as a share of the subsidy, without a fees column
 InfoModel = Literal["lagged", "realtime"]
 INFO_MODELS: tuple[InfoModel, ...] = ("lagged", "realtime")
 ProgressCallback = Callable[[int, int], None]
@@ -94,7 +101,22 @@ class Trace:
     """Price intervals and the hashprice inputs (BTC day) of each."""
 
     intervals: tuple[PriceInterval, ...]
-    days: tuple[BtcDay, ...]  # one per interval (the interval's local date)
+    days: tuple[BtcDay, ...]  # one per interval (the interval's UTC date)
+    fee_fraction: float = DEFAULT_FEE_FRACTION  # fees / subsidy where a day has no fees figure
+
+    def reward(self, index: int) -> tuple[float, float]:
+        """(block subsidy, transaction fees) in BTC per block during interval ``index``."""
+        interval, day = self.intervals[index], self.days[index]
+        subsidy = subsidy_over(day, interval.start, interval.start + INTERVAL)
+        fees = day.fees_btc_per_block
+        return subsidy, subsidy * self.fee_fraction if fees is None else fees
+
+    @property
+    def fees_source(self) -> str:
+        """Where the transaction fees come from: the BTC file's column, or the fraction."""
+        if all(day.fees_btc_per_block is not None for day in self.days):
+            return "column"
+        return f"{self.fee_fraction:g} x subsidy"
 
 
 @dataclass(slots=True)
@@ -189,6 +211,7 @@ class BacktestReport:
                 "wake_seconds": self.costs.wake_seconds,
                 "switch_cost_usd": self.costs.switch_cost_usd,
             },
+            "btc": {"day": "UTC", "transaction_fees": self.trace.fees_source},
             "curtailment_value_captured": policy["curtailment_value_captured"],
             "optimum_exact": self.optimum_exact,
             "cap_violations": self.cap_violations,
@@ -202,9 +225,19 @@ class BacktestReport:
 
 
 def load_trace(
-    prices: DataPath, btc: DataPath, start: date | None = None, end: date | None = None
+    prices: DataPath,
+    btc: DataPath,
+    start: date | None = None,
+    end: date | None = None,
+    *,
+    fee_fraction: float = DEFAULT_FEE_FRACTION,
 ) -> Trace:
-    """Load an ERCOT price CSV and a BTC daily CSV, keep local dates in [start, end]."""
+    """Load an ERCOT price CSV and a BTC daily CSV, keep local dates in [start, end].
+
+    Each interval gets the BTC row of its UTC date.
+    """
+    if not (math.isfinite(fee_fraction) and 0.0 <= fee_fraction <= 10.0):
+        raise BacktestError(f"fee_fraction must be in [0, 10], got {fee_fraction}")
     intervals = [
         interval
         for interval in load_ercot_csv(prices)
@@ -218,11 +251,12 @@ def load_trace(
     by_date = {day.date_utc: day for day in load_btc_daily_csv(btc)}
     days: list[BtcDay] = []
     for interval in intervals:
-        day = by_date.get(interval.start.date())
+        utc_date = interval.start.astimezone(UTC).date()
+        day = by_date.get(utc_date)
         if day is None:
-            raise BacktestError(f"no BTC row for {interval.start.date()} in {btc}")
+            raise BacktestError(f"no BTC row for {utc_date} (UTC) in {btc}")
         days.append(day)
-    return Trace(intervals=tuple(intervals), days=tuple(days))
+    return Trace(intervals=tuple(intervals), days=tuple(days), fee_fraction=fee_fraction)
 
 
 def info_prices(trace: Trace, info: InfoModel) -> list[float]:
@@ -234,14 +268,16 @@ def info_prices(trace: Trace, info: InfoModel) -> list[float]:
 
 
 def _hashprices(trace: Trace, pool_fee: float) -> list[float]:
-    """USD per TH/s per day for each interval (fees unknown in the record: 0)."""
-    cache: dict[date, float] = {}
+    """USD per TH/s per day for each interval: subsidy and fees of its UTC day and time."""
+    cache: dict[tuple[date, float, float], float] = {}
     out = []
-    for day in trace.days:
-        value = cache.get(day.date_utc)
+    for index, day in enumerate(trace.days):
+        subsidy, fees = trace.reward(index)
+        key = (day.date_utc, subsidy, fees)
+        value = cache.get(key)
         if value is None:
-            value = cache[day.date_utc] = hashprice_usd_per_th_day(
-                day.difficulty, day.btc_close_usd, day.block_subsidy_btc, 0.0, pool_fee
+            value = cache[key] = hashprice_usd_per_th_day(
+                day.difficulty, day.btc_close_usd, subsidy, fees, pool_fee
             )
         out.append(value)
     return out
@@ -249,12 +285,13 @@ def _hashprices(trace: Trace, pool_fee: float) -> list[float]:
 
 def _market(trace: Trace, index: int, price: float, now: float) -> MarketState:
     day = trace.days[index]
+    subsidy, fees = trace.reward(index)
     source = "backtest"
     return MarketState(
         btc_price_usd=Reading(day.btc_close_usd, now, source),
         difficulty=Reading(day.difficulty, now, source),
-        block_subsidy_btc=Reading(day.block_subsidy_btc, now, source),
-        fees_btc_per_block=Reading(0.0, now, source),
+        block_subsidy_btc=Reading(subsidy, now, source),
+        fees_btc_per_block=Reading(fees, now, source),
         power_price_usd_per_mwh=Reading(price, now, source),
     )
 
