@@ -51,6 +51,7 @@ from drivers.market.history import (
     load_ercot_csv,
     subsidy_over,
 )
+from scheduler.backtest import feasible
 from scheduler.backtest.optimum import hindsight_decisions
 from scheduler.config.schema import WattmuxConfig
 from scheduler.core.economics import breakeven_usd_per_mwh, hashprice_usd_per_th_day
@@ -73,6 +74,7 @@ INTERVAL_SECONDS = 900.0
 INTERVAL_HOURS = 0.25
 DEFAULT_FEE_FRACTION = 0.02  # transaction fees as a share of the subsidy, without a fees column
 InfoModel = Literal["lagged", "realtime"]
+OptimumKind = Literal["exact", "upper_bound"]
 INFO_MODELS: tuple[InfoModel, ...] = ("lagged", "realtime")
 ProgressCallback = Callable[[int, int], None]
 
@@ -169,11 +171,17 @@ class BacktestReport:
     optimum: StrategyResult
     cap_violations: int
     breakeven_series: dict[str, list[float]]
+    optimum_kind: OptimumKind = "exact"
 
     @property
     def optimum_exact(self) -> bool:
-        """True when the site cap never binds, so the per-device optimum is the site's."""
-        return self.nominal_kw <= self.power_cap_kw
+        """True when the optimum is the site's exact optimum under its cap, not an upper bound."""
+        return self.optimum_kind == "exact"
+
+    def violations(self, result: StrategyResult) -> int:
+        """Intervals in which a strategy drew more than the site cap."""
+        cap_kw = self.power_cap_kw + 1e-9
+        return sum(kw > cap_kw for kw in result.power_series_kw)
 
     def captured(self, result: StrategyResult) -> float | None:
         """Share of the money switching can earn that a strategy earned; None if there is none."""
@@ -188,11 +196,18 @@ class BacktestReport:
         policy = self.policy.as_dict()
         captured = self.captured(self.policy)
         policy["curtailment_value_captured"] = None if captured is None else round(captured, 4)
+        policy["cap_violations"] = self.cap_violations
         naive = self.naive.as_dict()
         naive_captured = self.captured(self.naive)
         naive["curtailment_value_captured"] = (
             None if naive_captured is None else round(naive_captured, 4)
         )
+        naive["cap_violations"] = self.violations(self.naive)
+        always_on = self.always_on.as_dict()
+        always_on["cap_violations"] = self.violations(self.always_on)
+        optimum = self.optimum.as_dict()
+        # An upper bound may draw above the cap: it is a bound, not a schedule a site could run.
+        optimum["cap_violations"] = self.violations(self.optimum)
         return {
             "policy": self.policy_name,
             "info": self.info,
@@ -215,11 +230,12 @@ class BacktestReport:
             "curtailment_value_captured": policy["curtailment_value_captured"],
             "optimum_exact": self.optimum_exact,
             "cap_violations": self.cap_violations,
+            "optimum": self.optimum_kind,
             "strategies": {
                 "policy": policy,
-                "always_on": self.always_on.as_dict(),
+                "always_on": always_on,
                 "naive_threshold": naive,
-                "optimum": self.optimum.as_dict(),
+                "optimum": optimum,
             },
         }
 
@@ -469,34 +485,53 @@ def _settle(
     hashprices: Sequence[float],
     costs: SwitchingCosts,
 ) -> StrategyResult:
-    """Settle per-class mine/sleep decision series (True = mine at stock power)."""
+    """Settle per-class mine/sleep decision series (True = the whole class mines at stock power)."""
+    return _settle_counts(
+        name,
+        [(cls, [cls.count if mine else 0 for mine in mining]) for cls, mining in classes],
+        trace,
+        hashprices,
+        costs,
+    )
+
+
+def _settle_counts(
+    name: str,
+    classes: Sequence[tuple[_DeviceClass, Sequence[int]]],
+    trace: Trace,
+    hashprices: Sequence[float],
+    costs: SwitchingCosts,
+) -> StrategyResult:
+    """Settle per-class series of how many miners mine (the rest sleep); all mine before the start."""
     result = StrategyResult(name)
     total = len(trace.intervals)
     margin = [0.0] * total
     power = [0.0] * total
     for cls, mining in classes:
-        previous = True
+        previous = cls.count
         for index, interval in enumerate(trace.intervals):
-            mine = mining[index]
+            on = mining[index]
+            off = cls.count - on
             revenue_per_hour = cls.hashrate_ths * hashprices[index] / 24.0
-            watts = cls.power_w if mine else cls.sleep_power_w
-            revenue = revenue_per_hour * INTERVAL_HOURS if mine else 0.0
-            switch_cost = 0.0
-            if mine != previous:
-                result.switches += cls.count
-                switch_cost = costs.switch_cost_usd
-                if mine:
-                    revenue -= revenue_per_hour * costs.wake_seconds / 3600.0
-            previous = mine
+            watts = cls.power_w * on + cls.sleep_power_w * off
+            revenue = revenue_per_hour * INTERVAL_HOURS * on
+            change = on - previous
+            switch_cost = abs(change) * costs.switch_cost_usd
+            result.switches += abs(change)
+            if change > 0:
+                revenue -= revenue_per_hour * costs.wake_seconds / 3600.0 * change
+            previous = on
             energy_mwh = watts / 1e6 * INTERVAL_HOURS
             cost = energy_mwh * interval.rtm_usd_per_mwh
-            result.revenue_usd += revenue * cls.count
-            result.energy_cost_usd += cost * cls.count
-            result.switching_cost_usd += switch_cost * cls.count
-            result.energy_mwh += energy_mwh * cls.count
-            result.energy_curtailed_mwh += (cls.power_w - watts) / 1e6 * INTERVAL_HOURS * cls.count
-            margin[index] += (revenue - cost - switch_cost) * cls.count
-            power[index] += watts * cls.count / 1000.0
+            result.revenue_usd += revenue
+            result.energy_cost_usd += cost
+            result.switching_cost_usd += switch_cost
+            result.energy_mwh += energy_mwh
+            result.energy_curtailed_mwh += (
+                (cls.power_w - cls.sleep_power_w) * off / 1e6 * INTERVAL_HOURS
+            )
+            margin[index] += revenue - cost - switch_cost
+            power[index] += watts / 1000.0
     cumulative = 0.0
     for index in range(total):
         cumulative += margin[index]
@@ -516,6 +551,14 @@ def optimum_decisions(
 
     With ``allowed``, the device may sleep only in the intervals where it is true.
     """
+    mine_gain, sleep_gain, wake_cost = _gains(cls, trace, hashprices, costs)
+    return hindsight_decisions(mine_gain, sleep_gain, wake_cost, costs.switch_cost_usd, allowed)
+
+
+def _gains(
+    cls: _DeviceClass, trace: Trace, hashprices: Sequence[float], costs: SwitchingCosts
+) -> tuple[list[float], list[float], list[float]]:
+    """Per interval, USD one miner of the class earns mining / asleep, and a wake's cost."""
     mine_gain: list[float] = []
     sleep_gain: list[float] = []
     wake_cost: list[float] = []
@@ -527,7 +570,7 @@ def optimum_decisions(
         )
         sleep_gain.append(-cls.sleep_power_w / 1e6 * INTERVAL_HOURS * price)
         wake_cost.append(revenue_per_hour * costs.wake_seconds / 3600.0 + costs.switch_cost_usd)
-    return hindsight_decisions(mine_gain, sleep_gain, wake_cost, costs.switch_cost_usd, allowed)
+    return mine_gain, sleep_gain, wake_cost
 
 
 def naive_decisions(
@@ -539,6 +582,88 @@ def naive_decisions(
         price <= breakeven_usd_per_mwh(hashprice, efficiency)
         for price, hashprice in zip(prices, hashprices, strict=True)
     ]
+
+
+def _baselines(
+    classes: Sequence[_DeviceClass],
+    trace: Trace,
+    prices: Sequence[float],
+    hashprices: Sequence[float],
+    costs: SwitchingCosts,
+    power_cap_w: float,
+) -> tuple[StrategyResult, StrategyResult, StrategyResult, OptimumKind]:
+    """Always-on, the naive threshold and the optimum, all within the site cap where they can be.
+
+    While the fleet's full power fits the cap every class decides alone (as
+    before).  Otherwise always-on and naive mine in merit order under the cap
+    and the optimum is the exact DP over class counts
+    (``scheduler.backtest.feasible``); beyond its ``MAX_STATES`` it is the
+    per-device optimum without the cap, reported as an upper bound.
+    """
+    total = len(trace.intervals)
+    full_w = sum(c.power_w * c.count for c in classes)
+    naive_series = [naive_decisions(c, prices, hashprices) for c in classes]
+    if full_w <= power_cap_w + 1e-6:
+        always = [True] * total
+        always_on = _settle("always_on", [(c, always) for c in classes], trace, hashprices, costs)
+        naive = _settle(
+            "naive_threshold",
+            list(zip(classes, naive_series, strict=True)),
+            trace,
+            hashprices,
+            costs,
+        )
+        optimum = _settle(
+            "optimum",
+            [(c, optimum_decisions(c, trace, hashprices, costs)) for c in classes],
+            trace,
+            hashprices,
+            costs,
+        )
+        return always_on, naive, optimum, "exact"
+    limit = [power_cap_w] * total
+    always_on = _settle_counts(
+        "always_on",
+        list(
+            zip(
+                classes,
+                feasible.merit_counts(classes, [[True] * total] * len(classes), limit),
+                strict=True,
+            )
+        ),
+        trace,
+        hashprices,
+        costs,
+    )
+    naive = _settle_counts(
+        "naive_threshold",
+        list(zip(classes, feasible.merit_counts(classes, naive_series, limit), strict=True)),
+        trace,
+        hashprices,
+        costs,
+    )
+    if feasible.states(classes) <= feasible.MAX_STATES:
+        gains = [_gains(c, trace, hashprices, costs) for c in classes]
+        counts, _ = feasible.optimum_counts(
+            classes,
+            [g[0] for g in gains],
+            [g[1] for g in gains],
+            [g[2] for g in gains],
+            costs.switch_cost_usd,
+            limit,
+        )
+        optimum = _settle_counts(
+            "optimum", list(zip(classes, counts, strict=True)), trace, hashprices, costs
+        )
+        return always_on, naive, optimum, "exact"
+    optimum = _settle(
+        "optimum",
+        [(c, optimum_decisions(c, trace, hashprices, costs)) for c in classes],
+        trace,
+        hashprices,
+        costs,
+    )
+    return always_on, naive, optimum, "upper_bound"
 
 
 def run_backtest(
@@ -570,21 +695,8 @@ def run_backtest(
     hashprices = _hashprices(trace, pool_fee)
     prices = info_prices(trace, info)
     classes = _classes(devices)
-    always = [True] * len(trace.intervals)
-    always_on = _settle("always_on", [(c, always) for c in classes], trace, hashprices, costs)
-    naive = _settle(
-        "naive_threshold",
-        [(c, naive_decisions(c, prices, hashprices)) for c in classes],
-        trace,
-        hashprices,
-        costs,
-    )
-    optimum = _settle(
-        "optimum",
-        [(c, optimum_decisions(c, trace, hashprices, costs)) for c in classes],
-        trace,
-        hashprices,
-        costs,
+    always_on, naive, optimum, optimum_kind = _baselines(
+        classes, trace, prices, hashprices, costs, power_cap_w
     )
     models: dict[str, int] = {}
     breakeven_series: dict[str, list[float]] = {}
@@ -608,6 +720,7 @@ def run_backtest(
         always_on=always_on,
         naive=naive,
         optimum=optimum,
+        optimum_kind=optimum_kind,
         cap_violations=violations,
         breakeven_series=breakeven_series,
     )

@@ -225,14 +225,16 @@ def test_plot_needs_matplotlib_or_writes_a_png(tmp_path: Path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_binding_cap_is_respected_and_the_optimum_flagged_inexact() -> None:
+def test_binding_cap_is_respected_by_every_strategy() -> None:
     config = load_config(FLEETS / "s21.toml")
     config.site.power_cap_kw = 200.0  # 100 x 3.5 kW = 350 kW nominal
     trace = load_trace(PRICES, BTC, date(2024, 8, 20), date(2024, 8, 20))
     report = run_backtest(config, MaxMarginPolicy(), trace, info="realtime")
     doc = report.as_dict()
-    assert doc["optimum_exact"] is False
+    assert doc["optimum_exact"] is True  # the DP over the class's counts under the cap
     assert doc["cap_violations"] == 0
+    for name in ("always_on", "naive_threshold", "optimum"):
+        assert doc["strategies"][name]["cap_violations"] == 0, name
     assert max(report.policy.power_series_kw) <= 200.0
     breakeven = run_backtest(config, BreakevenPolicy(0.0), trace, info="realtime")
     assert breakeven.cap_violations > 0  # breakeven ignores the cap; the Guard would correct it
