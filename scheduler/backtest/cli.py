@@ -60,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--info",
         choices=INFO_MODELS,
         default="lagged",
-        help="lagged: a decision sees real-time prices up to t-1; realtime: also t (default lagged)",
+        help="lagged: a decision sees real-time prices up to t-1; realtime: also t; sced5: also t, "
+        "acting 5 minutes into t (the first 5 minutes on the previous decision; the 15-minute "
+        "price is taken as flat within the interval) (default lagged)",
     )
     parser.add_argument(
         "--start", type=_date, default=None, metavar="DATE", help="first local date"

@@ -7,7 +7,13 @@ and is settled at the interval's real-time price.  Information models:
 - ``lagged``: the snapshot's power price is the real-time price of t-1 (the
   last one a site has seen when interval t starts; the day-ahead price of t
   for the very first interval);
-- ``realtime``: it is the real-time price of t itself.
+- ``realtime``: it is the real-time price of t itself, acted on from t's start;
+- ``sced5``: it is the real-time price of t, but the decision acts only from
+  5 minutes into t (a live ERCOT site sees the 5-minute SCED price as it is
+  published); the first 5 minutes of t run on the previous decision.  The
+  15-minute record is taken as flat within each interval (one price for all
+  three 5-minute parts).  The naive threshold and the hindsight optimum get
+  the same model.
 
 Switching costs: a miner woken from sleep spends ``wake_seconds`` at full
 power without earning (warm-up), and every change of workload costs
@@ -73,9 +79,10 @@ from scheduler.policies import Policy
 INTERVAL_SECONDS = 900.0
 INTERVAL_HOURS = 0.25
 DEFAULT_FEE_FRACTION = 0.02  # transaction fees as a share of the subsidy, without a fees column
-InfoModel = Literal["lagged", "realtime"]
+InfoModel = Literal["lagged", "realtime", "sced5"]
 OptimumKind = Literal["exact", "upper_bound"]
-INFO_MODELS: tuple[InfoModel, ...] = ("lagged", "realtime")
+INFO_MODELS: tuple[InfoModel, ...] = ("lagged", "realtime", "sced5")
+SCED_DELAY_SECONDS = 300.0  # sced5: a decision acts this long into its interval
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -278,9 +285,14 @@ def load_trace(
 def info_prices(trace: Trace, info: InfoModel) -> list[float]:
     """The power price a decision for each interval may see under the information model."""
     realtime = [interval.rtm_usd_per_mwh for interval in trace.intervals]
-    if info == "realtime":
+    if info in ("realtime", "sced5"):
         return realtime
     return [trace.intervals[0].dam_usd_per_mwh, *realtime[:-1]]
+
+
+def carry_fraction(info: InfoModel) -> float:
+    """Share of each interval still run on the previous decision under the information model."""
+    return SCED_DELAY_SECONDS / INTERVAL_SECONDS if info == "sced5" else 0.0
 
 
 def _hashprices(trace: Trace, pool_fee: float) -> list[float]:
@@ -420,6 +432,7 @@ def simulate_policy(
     total = len(trace.intervals)
     step = max(1, total // 100)
     current_view = MappingProxyType(dict(current))  # the policy's copy, renewed when one changes
+    carry = carry_fraction(info)
     for index, interval in enumerate(trace.intervals):
         now = index * INTERVAL_SECONDS
         snapshot = Snapshot(
@@ -435,13 +448,17 @@ def simulate_policy(
         )
         revenue_per_th_hour = hashprices[index] / 24.0
         replay.changed = False
+        power_before_w, hashrate_before_ths = replay.power_w, replay.hashrate_ths
         replay.run(policy.plan(snapshot), revenue_per_th_hour)
         if replay.changed:
             current_view = MappingProxyType(dict(current))
-        power_w, switches = replay.power_w, replay.switches
+        power_w, switches, hashrate_ths = replay.power_w, replay.switches, replay.hashrate_ths
         if power_w > power_cap_w + 1e-6:
             violations += 1
-        revenue = replay.hashrate_ths * revenue_per_th_hour * INTERVAL_HOURS - replay.lost_revenue
+        if carry:  # sced5: the first part of the interval on the previous workloads
+            power_w = carry * power_before_w + (1.0 - carry) * power_w
+            hashrate_ths = carry * hashrate_before_ths + (1.0 - carry) * hashrate_ths
+        revenue = hashrate_ths * revenue_per_th_hour * INTERVAL_HOURS - replay.lost_revenue
         energy_mwh = power_w / 1e6 * INTERVAL_HOURS
         energy_cost = energy_mwh * interval.rtm_usd_per_mwh
         switch_cost = switches * costs.switch_cost_usd
@@ -484,6 +501,7 @@ def _settle(
     trace: Trace,
     hashprices: Sequence[float],
     costs: SwitchingCosts,
+    carry: float = 0.0,
 ) -> StrategyResult:
     """Settle per-class mine/sleep decision series (True = the whole class mines at stock power)."""
     return _settle_counts(
@@ -492,6 +510,7 @@ def _settle(
         trace,
         hashprices,
         costs,
+        carry,
     )
 
 
@@ -501,8 +520,12 @@ def _settle_counts(
     trace: Trace,
     hashprices: Sequence[float],
     costs: SwitchingCosts,
+    carry: float = 0.0,
 ) -> StrategyResult:
-    """Settle per-class series of how many miners mine (the rest sleep); all mine before the start."""
+    """Settle per-class series of how many miners mine (the rest sleep); all mine before the start.
+
+    ``carry``: share of each interval still run on the previous interval's counts (sced5).
+    """
     result = StrategyResult(name)
     total = len(trace.intervals)
     margin = [0.0] * total
@@ -510,17 +533,18 @@ def _settle_counts(
     for cls, mining in classes:
         previous = cls.count
         for index, interval in enumerate(trace.intervals):
-            on = mining[index]
+            decided = mining[index]
+            on = carry * previous + (1.0 - carry) * decided if carry else decided
             off = cls.count - on
             revenue_per_hour = cls.hashrate_ths * hashprices[index] / 24.0
             watts = cls.power_w * on + cls.sleep_power_w * off
             revenue = revenue_per_hour * INTERVAL_HOURS * on
-            change = on - previous
+            change = decided - previous
             switch_cost = abs(change) * costs.switch_cost_usd
             result.switches += abs(change)
             if change > 0:
                 revenue -= revenue_per_hour * costs.wake_seconds / 3600.0 * change
-            previous = on
+            previous = decided
             energy_mwh = watts / 1e6 * INTERVAL_HOURS
             cost = energy_mwh * interval.rtm_usd_per_mwh
             result.revenue_usd += revenue
@@ -546,13 +570,17 @@ def optimum_decisions(
     hashprices: Sequence[float],
     costs: SwitchingCosts,
     allowed: Sequence[bool] | None = None,
+    carry: float = 0.0,
 ) -> list[bool]:
     """Hindsight-optimal mine/sleep series of one device (exact DP, starts mining).
 
-    With ``allowed``, the device may sleep only in the intervals where it is true.
+    With ``allowed``, the device may sleep only in the intervals where it is true;
+    ``carry``: share of each interval run on the previous decision (sced5).
     """
     mine_gain, sleep_gain, wake_cost = _gains(cls, trace, hashprices, costs)
-    return hindsight_decisions(mine_gain, sleep_gain, wake_cost, costs.switch_cost_usd, allowed)
+    return hindsight_decisions(
+        mine_gain, sleep_gain, wake_cost, costs.switch_cost_usd, allowed, carry
+    )
 
 
 def _gains(
@@ -591,6 +619,7 @@ def _baselines(
     hashprices: Sequence[float],
     costs: SwitchingCosts,
     power_cap_w: float,
+    carry: float = 0.0,
 ) -> tuple[StrategyResult, StrategyResult, StrategyResult, OptimumKind]:
     """Always-on, the naive threshold and the optimum, all within the site cap where they can be.
 
@@ -605,20 +634,24 @@ def _baselines(
     naive_series = [naive_decisions(c, prices, hashprices) for c in classes]
     if full_w <= power_cap_w + 1e-6:
         always = [True] * total
-        always_on = _settle("always_on", [(c, always) for c in classes], trace, hashprices, costs)
+        always_on = _settle(
+            "always_on", [(c, always) for c in classes], trace, hashprices, costs, carry
+        )
         naive = _settle(
             "naive_threshold",
             list(zip(classes, naive_series, strict=True)),
             trace,
             hashprices,
             costs,
+            carry,
         )
         optimum = _settle(
             "optimum",
-            [(c, optimum_decisions(c, trace, hashprices, costs)) for c in classes],
+            [(c, optimum_decisions(c, trace, hashprices, costs, carry=carry)) for c in classes],
             trace,
             hashprices,
             costs,
+            carry,
         )
         return always_on, naive, optimum, "exact"
     limit = [power_cap_w] * total
@@ -634,6 +667,7 @@ def _baselines(
         trace,
         hashprices,
         costs,
+        carry,
     )
     naive = _settle_counts(
         "naive_threshold",
@@ -641,6 +675,7 @@ def _baselines(
         trace,
         hashprices,
         costs,
+        carry,
     )
     if feasible.states(classes) <= feasible.MAX_STATES:
         gains = [_gains(c, trace, hashprices, costs) for c in classes]
@@ -651,17 +686,19 @@ def _baselines(
             [g[2] for g in gains],
             costs.switch_cost_usd,
             limit,
+            carry,
         )
         optimum = _settle_counts(
-            "optimum", list(zip(classes, counts, strict=True)), trace, hashprices, costs
+            "optimum", list(zip(classes, counts, strict=True)), trace, hashprices, costs, carry
         )
         return always_on, naive, optimum, "exact"
     optimum = _settle(
         "optimum",
-        [(c, optimum_decisions(c, trace, hashprices, costs)) for c in classes],
+        [(c, optimum_decisions(c, trace, hashprices, costs, carry=carry)) for c in classes],
         trace,
         hashprices,
         costs,
+        carry,
     )
     return always_on, naive, optimum, "upper_bound"
 
@@ -696,7 +733,7 @@ def run_backtest(
     prices = info_prices(trace, info)
     classes = _classes(devices)
     always_on, naive, optimum, optimum_kind = _baselines(
-        classes, trace, prices, hashprices, costs, power_cap_w
+        classes, trace, prices, hashprices, costs, power_cap_w, carry_fraction(info)
     )
     models: dict[str, int] = {}
     breakeven_series: dict[str, list[float]] = {}

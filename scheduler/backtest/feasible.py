@@ -98,6 +98,7 @@ def optimum_counts(
     wake_cost: Sequence[Sequence[float]],
     switch_cost_usd: float,
     limit_w: Sequence[float],
+    carry: float = 0.0,
 ) -> tuple[list[list[int]], float]:
     """Hindsight-optimal mining counts per class and interval under the limit, and their total.
 
@@ -105,7 +106,8 @@ def optimum_counts(
     in interval t mining / asleep; ``wake_cost[k][t]``: USD a wake at t costs
     one miner of class k (warm-up revenue lost plus the switch cost);
     ``switch_cost_usd``: USD one sleep costs.  Every miner mines before the
-    first interval.  Raises ValueError beyond ``MAX_STATES`` states or when no
+    first interval.  ``carry``: share of each interval still run on the previous
+    state (``--info sced5``).  Raises ValueError beyond ``MAX_STATES`` states or when no
     state fits the limit.
     """
     shape = tuple(c.count + 1 for c in classes)
@@ -134,12 +136,15 @@ def optimum_counts(
         return mask
 
     def gain(t: int) -> FloatArray:
+        return np.where(fits(limit_w[t]), raw_gain(t), -np.inf)
+
+    def raw_gain(t: int) -> FloatArray:
         out = np.zeros(shape)
         for k, cls in enumerate(classes):
             out = (
                 out + axes[k] * (mine_gain[k][t] - sleep_gain[k][t]) + cls.count * sleep_gain[k][t]
             )
-        return np.where(fits(limit_w[t]), out, -np.inf)
+        return out
 
     def best_before(value: FloatArray, t: int) -> FloatArray:
         """The best over predecessors s' of value(s') - cost(s' -> s), class by class.
@@ -163,7 +168,13 @@ def optimum_counts(
     start[full] = 0.0
 
     def step(value: FloatArray, t: int) -> FloatArray:
-        return best_before(value, t) + gain(t)
+        if not carry:
+            return best_before(value, t) + gain(t)
+        # The carried part runs on the predecessor, which fit when it was chosen (the start state
+        # need not: the fleet starts at full power).
+        raw = raw_gain(t)
+        here = np.where(fits(limit_w[t]), raw, -np.inf)
+        return best_before(value + carry * raw, t) + (1.0 - carry) * here
 
     every = max(1, CHECKPOINT_BYTES // (size * 8))
     checkpoints: list[FloatArray] = []  # value before interval t for t = 0, every, 2 every...
@@ -185,7 +196,7 @@ def optimum_counts(
             for k in range(dims):
                 series[k][t] = state[k]
             previous = before[t - first]
-            candidates = previous
+            candidates = previous + carry * raw_gain(t) if carry else previous
             for k in range(dims):
                 d = state[k] - axes[k]  # > 0: woken, < 0: slept
                 candidates = candidates - np.where(d > 0, d * wake_cost[k][t], -d * switch_cost_usd)
