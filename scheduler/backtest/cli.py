@@ -167,6 +167,17 @@ def run_backtest_command(args: argparse.Namespace) -> int:
     policy_config = config.policy
     if args.policy is not None:
         policy_config = policy_config.model_copy(update={"name": args.policy})
+    # The policy is told the switching costs the backtest charges (its settings of the same name).
+    costs_update = {"wake_seconds": args.wake_seconds, "switch_cost_usd": args.switch_cost_usd}
+    policy_config = policy_config.model_copy(
+        update={
+            **costs_update,
+            "options": {
+                name: {**table, **costs_update} if name == policy_config.name else table
+                for name, table in policy_config.options.items()
+            },
+        }
+    )
     data = resources.files("drivers.market").joinpath("data")
     if (args.four_cp_rate is None) != (args.four_cp_intervals is None):
         print("wattmux backtest: --4cp-rate and --4cp-intervals go together", file=sys.stderr)
