@@ -627,6 +627,7 @@ def _baselines(
     power_cap_w: float,
     carry: float = 0.0,
     known_optimum: tuple[StrategyResult, OptimumKind] | None = None,
+    exact_optimum: bool = True,
 ) -> tuple[StrategyResult, StrategyResult, StrategyResult, OptimumKind]:
     """Always-on, the naive threshold and the optimum, all within the site cap where they can be.
 
@@ -691,7 +692,7 @@ def _baselines(
     )
     if known_optimum is not None:
         return always_on, naive, *known_optimum
-    if feasible.states(classes) <= feasible.MAX_STATES:
+    if exact_optimum and feasible.states(classes) <= feasible.MAX_STATES:
         gains = [_gains(c, trace, hashprices, costs) for c in classes]
         counts, _ = feasible.optimum_counts(
             classes,
@@ -726,12 +727,15 @@ def run_backtest(
     costs: SwitchingCosts | None = None,
     progress: ProgressCallback | None = None,
     optimum_of: BacktestReport | None = None,
+    exact_optimum: bool = True,
 ) -> BacktestReport:
     """Replay the trace through the policy and the three baselines for the configured fleet.
 
     ``optimum_of``: a report of the same fleet, trace and costs whose information
     model acts at the same time (lagged and realtime both act from the start of
     the interval): its optimum is reused instead of solved again.
+    ``exact_optimum=False``: where the cap binds, report the optimum without the
+    cap as an upper bound instead of solving the exact DP (cheaper).
     """
     if info not in INFO_MODELS:
         raise BacktestError(f"info must be one of {', '.join(INFO_MODELS)}, got {info!r}")
@@ -758,7 +762,15 @@ def run_backtest(
             raise BacktestError("optimum_of must act at the same time and have the same costs")
         known = (optimum_of.optimum, optimum_of.optimum_kind)
     always_on, naive, optimum, optimum_kind = _baselines(
-        classes, trace, prices, hashprices, costs, power_cap_w, carry_fraction(info), known
+        classes,
+        trace,
+        prices,
+        hashprices,
+        costs,
+        power_cap_w,
+        carry_fraction(info),
+        known,
+        exact_optimum,
     )
     models: dict[str, int] = {}
     breakeven_series: dict[str, list[float]] = {}

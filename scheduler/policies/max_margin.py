@@ -9,7 +9,13 @@ upgrades in decreasing USD per kWh until the limit is reached, skipping those
 that no longer fit (``scheduler.policies.knapsack``; exact for small sites).
 Identical devices (same facts, pool and current workload) form one class and
 are decided together (``scheduler.policies.grouping``), so 100,000 devices
-cost little more than their number of classes.
+cost little more than their number of classes.  Each device's own measured
+efficiency counts where its readings can be trusted
+(``scheduler.policies.efficiency``: smoothed measured power and hash rate, not
+estimated power): a class is split by the measured / nominal power and hash
+rate ratios (2 decimals) and each part's options use its measured figures, so
+the knapsack ranks machines by their own J/TH; devices without trustworthy
+readings keep the model's nominal figures.
 
 Switching is not free (a woken miner spends ``wake_seconds`` at full power
 without revenue, and every change may cost ``switch_cost_usd``), so a change
@@ -61,6 +67,7 @@ from scheduler.core.model import (
 from scheduler.core.power import planned_power_w
 from scheduler.core.reasons import Reason
 from scheduler.policies import PolicyPlugin, knapsack
+from scheduler.policies.efficiency import MeasuredEfficiency
 from scheduler.policies.excursions import ExcursionModel
 from scheduler.policies.gpu_queue import plan_gpu_nodes
 from scheduler.policies.grouping import DeviceGrouper
@@ -132,6 +139,7 @@ class MaxMarginPolicy:
         if min(max_sleep_excursion_hours, max_wake_excursion_hours) <= 0:
             raise ValueError("excursion caps must be > 0")
         self.excursions = ExcursionModel()
+        self.efficiency = MeasuredEfficiency()
         self.max_sleep_excursion_hours = max_sleep_excursion_hours
         self.max_wake_excursion_hours = max_wake_excursion_hours
         self.pool_fees = dict(pool_fees or {})
@@ -170,6 +178,8 @@ class MaxMarginPolicy:
         price = snapshot.market.power_price_usd_per_mwh
         if price is not None:
             self.excursions.observe(price.observed_at, price.value)
+        if snapshot.samples:
+            self.efficiency.observe(snapshot)
         classes = self._classes(snapshot, economics)
         limit_w, from_dr = site_limit_w(snapshot)
         choice = knapsack.solve(classes, limit_w)
@@ -204,10 +214,23 @@ class MaxMarginPolicy:
     def _classes(self, snapshot: Snapshot, economics: MarketEconomics) -> list[_Class]:
         """Classes of the snapshot's devices, with their options under these economics."""
         classes = []
+        measured = bool(self.efficiency)
+        devices = snapshot.devices
         for device_ids, device, current in self._grouper.group(snapshot):
             pool, fee_factor, pool_reason = self._pool_choice(device, current, snapshot)
-            options, detail = self._options(device, current, pool, fee_factor, economics)
-            classes.append(_Class(device_ids, options, pool_reason, detail))
+            parts: dict[tuple[float, float] | None, list[str]] = {}
+            if measured:
+                ratios = self.efficiency.ratios
+                for device_id in device_ids:
+                    parts.setdefault(ratios(devices[device_id]), []).append(device_id)
+            if len(parts) <= 1:
+                ratio = next(iter(parts), None)
+                options, detail = self._options(device, current, pool, fee_factor, economics, ratio)
+                classes.append(_Class(device_ids, options, pool_reason, detail))
+                continue
+            for ratio, ids in parts.items():
+                options, detail = self._options(device, current, pool, fee_factor, economics, ratio)
+                classes.append(_Class(tuple(ids), options, pool_reason, detail))
         return classes
 
     def _pool_choice(
@@ -248,11 +271,14 @@ class MaxMarginPolicy:
         pool: str | None,
         fee_factor: float,
         economics: MarketEconomics,
+        measured: tuple[float, float] | None = None,
     ) -> tuple[list[_Option], str]:
         """Sleep first, then mining levels by rising power (none without a pool); scores carry the bands.
 
-        Also the band in force, in words.
+        Also the band in force, in words.  ``measured``: (power, hash rate) as
+        ratios of the nominal figures, from the device's trustworthy readings.
         """
+        power_ratio, hash_ratio = measured or (1.0, 1.0)
         price = economics.power_price_usd_per_mwh
         revenue_per_level = (
             device.nominal_hashrate_hs
@@ -260,6 +286,7 @@ class MaxMarginPolicy:
             * economics.hashprice_usd_per_th_day
             / HOURS_PER_DAY
             * fee_factor
+            * hash_ratio
         )
         running = current is not None and current.is_running
         sleep = self._workload(None, 0.0)
@@ -268,12 +295,12 @@ class MaxMarginPolicy:
         options = [_Option(sleep, sleep_w, sleep_margin, sleep_margin)]
         for level in self.power_levels if pool is not None else ():
             workload = self._workload(pool, level)
-            power_w = planned_power_w(device, workload)
+            power_w = planned_power_w(device, workload) * power_ratio
             margin = revenue_per_level * level - power_w / 1e6 * price
             options.append(_Option(workload, power_w, margin, margin))
         if current is None:
             return options, ""
-        breakeven = revenue_per_level / device.nominal_power_w * 1e6
+        breakeven = revenue_per_level / (device.nominal_power_w * power_ratio) * 1e6
         if self.switching == "bands":
             if running:
                 band = self.sleep_band_usd_per_mwh + self.sleep_band_fraction * breakeven
