@@ -36,6 +36,8 @@ class MeasuredEfficiency:
         self.min_samples = min_samples
         # device id -> (power W, hash rate TH/s, samples, time of the last sample used)
         self._state: dict[str, tuple[float, float, int, float]] = {}
+        # device id -> its ratios (see ratios()), kept as samples are folded in
+        self._ratios: dict[str, tuple[float, float]] = {}
 
     @staticmethod
     def trustworthy(device: Device, sample: Sample) -> bool:
@@ -50,45 +52,51 @@ class MeasuredEfficiency:
         return nominal / PLAUSIBLE_FACTOR <= measured <= nominal * PLAUSIBLE_FACTOR
 
     def observe(self, snapshot: Snapshot) -> None:
-        """Fold the snapshot's new trustworthy samples in; forget devices no longer in it."""
+        """Fold the snapshot's new trustworthy samples in; forget devices that left the fleet."""
         devices = snapshot.devices
         state = self._state
-        for device_id in [d for d in state if d not in devices]:
-            del state[device_id]
+        ratios = self._ratios
+        if len(state) > len(devices):  # devices left: forget them (bounded by the fleet's size)
+            for device_id in [d for d in state if d not in devices]:
+                del state[device_id]
+                ratios.pop(device_id, None)
+        a, needed, trustworthy = self.alpha, self.min_samples, self.trustworthy
         for device_id, sample in snapshot.samples.items():
+            known = state.get(device_id)
+            if known is not None and sample.observed_at <= known[3]:
+                continue  # the same reading again
             device = devices.get(device_id)
-            if device is None or not self.trustworthy(device, sample):
+            if device is None or not trustworthy(device, sample):
                 continue
             hashrate = sample.hashrate_hs / TERA
-            known = state.get(device_id)
             if known is None:
-                state[device_id] = (sample.power_w, hashrate, 1, sample.observed_at)
-                continue
-            power, rate, count, seen = known
-            if sample.observed_at <= seen:
-                continue  # the same reading again
-            a = self.alpha
-            state[device_id] = (
-                power + a * (sample.power_w - power),
-                rate + a * (hashrate - rate),
-                count + 1,
-                sample.observed_at,
-            )
+                known = (sample.power_w, hashrate, 1, sample.observed_at)
+            else:
+                power, rate, count, _ = known
+                known = (
+                    power + a * (sample.power_w - power),
+                    rate + a * (hashrate - rate),
+                    count + 1,
+                    sample.observed_at,
+                )
+            state[device_id] = known
+            if known[2] >= needed:
+                pair = (
+                    round(known[0] / device.nominal_power_w, 2),
+                    round(known[1] * TERA / device.nominal_hashrate_hs, 2),
+                )
+                if pair == (1.0, 1.0):  # as nominal: keeps its class whole
+                    ratios.pop(device_id, None)
+                else:
+                    ratios[device_id] = pair
 
     def __bool__(self) -> bool:
-        """True once any device has a measured figure in use."""
-        return any(count >= self.min_samples for _, _, count, _ in self._state.values())
+        """True once any device measures other than its nominal figures (to 1 %)."""
+        return bool(self._ratios)
 
-    def ratios(self, device: Device) -> tuple[float, float] | None:
+    def ratios_of(self, device_id: str) -> tuple[float, float] | None:
         """(measured / nominal power, measured / nominal hash rate), 2 decimals; None: as nominal."""
-        known = self._state.get(device.id)
-        if known is None or known[2] < self.min_samples:
-            return None
-        ratios = (
-            round(known[0] / device.nominal_power_w, 2),
-            round(known[1] * TERA / device.nominal_hashrate_hs, 2),
-        )
-        return None if ratios == (1.0, 1.0) else ratios  # as nominal: keeps its class whole
+        return self._ratios.get(device_id)
 
     def measured(self, device_id: str) -> float | None:
         """The smoothed measured J/TH once enough samples were seen, else None."""

@@ -215,14 +215,13 @@ class MaxMarginPolicy:
         """Classes of the snapshot's devices, with their options under these economics."""
         classes = []
         measured = bool(self.efficiency)
-        devices = snapshot.devices
+        ratios = self.efficiency.ratios_of
         for device_ids, device, current in self._grouper.group(snapshot):
             pool, fee_factor, pool_reason = self._pool_choice(device, current, snapshot)
             parts: dict[tuple[float, float] | None, list[str]] = {}
             if measured:
-                ratios = self.efficiency.ratios
                 for device_id in device_ids:
-                    parts.setdefault(ratios(devices[device_id]), []).append(device_id)
+                    parts.setdefault(ratios(device_id), []).append(device_id)
             if len(parts) <= 1:
                 ratio = next(iter(parts), None)
                 options, detail = self._options(device, current, pool, fee_factor, economics, ratio)
