@@ -312,7 +312,12 @@ class MaxMarginPolicy:
                 revenue_per_level * self.wake_seconds / 3600.0 + 2 * self.switch_cost_usd
             )
             swing_mw = max(device.nominal_power_w - device.sleep_power_w, 1.0) / 1e6
-            band, expected_hours = self._derived_band(breakeven, running, round_trip_usd / swing_mw)
+            # A running miner below break-even sleeps only for the site limit (a lasting
+            # swap, priced like a wake); above it, for the price excursion.
+            excursion = running and price > breakeven
+            band, expected_hours = self._derived_band(
+                breakeven, excursion, round_trip_usd / swing_mw
+            )
         detail = (
             f"break-even {breakeven:.2f} USD/MWh, "
             + (
@@ -339,8 +344,9 @@ class MaxMarginPolicy:
         """(band USD/MWh, expected hours): where a switch pays for its round trip.
 
         band x swing MW x expected hours = round trip, the expected hours being the
-        mean length of past runs of the price above break-even (to sleep) or at or
-        below it (to wake) in the model's window (``ExcursionModel``), at most the
+        mean length of past runs of the price above break-even (``running``: a
+        sleep for a price excursion) or at or below it (a wake, or a swap under
+        the site limit) in the model's window (``ExcursionModel``), at most the
         configured cap (a switch must pay back within it).
         """
         prior = SLEEP_PRIOR_HOURS if running else WAKE_PRIOR_HOURS

@@ -84,3 +84,26 @@ def test_cost_aware_beats_always_on_and_naive_with_a_switch_cost_where_fixed_ban
     assert aware.policy.margin_usd > aware.always_on.margin_usd
     assert aware.policy.margin_usd > aware.naive.margin_usd
     assert fixed.policy.margin_usd < fixed.always_on.margin_usd
+
+
+def test_under_a_binding_cap_a_switch_cost_does_not_lock_in_the_wrong_machines() -> None:
+    # At start every machine mines above the cap: which ones sleep is a lasting swap, not a price
+    # excursion, so the efficient ones must keep mining whatever a switch costs.
+    config = load_config(ROOT / "deploy" / "fleets" / "mixed.toml")
+    trace = load_trace(
+        DATA / "ercot_hb_south_15min_2024-06-01_2025-03-27.csv",
+        DATA / "btc_daily_price_difficulty_2017-08-17_2025-06-02.csv",
+        date(2024, 6, 1),
+        date(2024, 6, 7),
+    )
+    costs = SwitchingCosts(wake_seconds=300, switch_cost_usd=0.5)
+    report = run_backtest(
+        config,
+        MaxMarginPolicy(switch_cost_usd=0.5),
+        trace,
+        info="realtime",
+        costs=costs,
+        exact_optimum=False,
+    )
+    assert report.cap_violations == 0
+    assert report.policy.margin_usd >= report.always_on.margin_usd
