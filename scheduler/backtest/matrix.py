@@ -141,9 +141,10 @@ def misses(cell: Cell) -> list[str]:
     headline = cell.fleet in SINGLE and cell.window == "whole" and defaults
     if headline and goal is not None and (cell.captured is None or cell.captured < goal):
         out.append(f"capture < {goal}")
-    if cell.info == "lagged" and cell.fleet in SINGLE:
+    if cell.info == "lagged" and cell.fleet in SINGLE and cell.captured is not None:
+        # (no capture: the optimum earns no more than always-on, nothing to capture)
         captured, naive = cell.captured, cell.naive_captured
-        if captured is None or naive is None or captured < naive + 0.01:
+        if naive is None or captured < naive + 0.01:
             out.append("< naive-lagged + 0.01")
     return out
 
