@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: help install demo test lint unit system bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest bench-api bench-api-abuse bench-hostile bench-health
+.PHONY: help install demo test lint unit system bench soak mosquitto clean prometheus bench-metrics systemd-analyze bench-policy bench-asic bench-ingest bench-api bench-api-abuse bench-hostile bench-health backtest-matrix
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ bench-health: $(STAMP) ## deep health: bytes kept per device and parse time per 
 
 bench-policy: $(STAMP) ## max-margin plan for 100,000 devices and the 10-month backtest for 1,000
 	$(PY) bench/bench_policy.py
+
+backtest-matrix: $(STAMP) ## max-margin over the scenario matrix -> docs/backtest-matrix.md (minutes; BACKTEST_MATRIX_ARGS="--jobs 4")
+	$(PY) -m scheduler.backtest.matrix $(BACKTEST_MATRIX_ARGS)
 
 bench-ingest: $(STAMP) mosquitto ## MQTT ingest rate and price-to-decision latency (real mosquitto)
 	$(PY) bench/bench_decode.py

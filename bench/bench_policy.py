@@ -1,8 +1,13 @@
 """Benchmark: max-margin plan for 100,000 devices, and the 10-month backtest for 1,000 devices.
 
 Prints one JSON object per line: {"name", "value", "unit"}.
+Also ``plan_100k_heterogeneous_ms``: 100,000 devices whose measured efficiencies all differ
+(each its own measured power, 0.85-1.15 x nominal) and whose current workloads are mixed
+(mining and asleep), max-margin ranking them by measured J/TH (to 1 %), and
+``plan_100k_heterogeneous_nominal_ms``: the same with every device's nominal figures different
+(nothing groups).
 Usage: python bench/bench_policy.py [--devices 100000] [--backtest-devices 1000] [--repeat 5]
-       [--only plan|backtest]
+       [--only plan|backtest|heterogeneous]
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scheduler.backtest.engine import load_trace, run_backtest
 from scheduler.config.loading import parse_config
-from scheduler.core.model import Reading, Workload
+from scheduler.core.model import Reading, Sample, Snapshot, Workload
 from scheduler.core.state import FleetState
 from scheduler.policies.max_margin import MaxMarginPolicy
 
@@ -177,6 +182,83 @@ def bench_plan(devices: int, repeat: int) -> None:
     emit(f"plan_{devices // 1000}k_devices_cold_cpu_ms", statistics.median(cpu_times), "ms")
 
 
+def _market_state(state: FleetState, price: float) -> object:
+    values = {
+        "btc_price_usd": 59_013.8,
+        "difficulty": 86_871_474_313_762.0,
+        "block_subsidy_btc": 3.125,
+        "fees_btc_per_block": 0.06,
+        "power_price_usd_per_mwh": price,
+    }
+    return type(state.market)(**{k: Reading(v, 0.0, "bench") for k, v in values.items()})
+
+
+def bench_heterogeneous(devices: int, repeat: int, nominal: bool) -> None:
+    import dataclasses
+    import random
+
+    config = parse_config(fleet(devices, 0.6), environ={})
+    rng = random.Random(1)
+    factors = [0.85 + 0.3 * i / devices for i in range(devices)]
+    rng.shuffle(factors)
+    base_devices = config.all_devices()
+    if nominal:  # every device its own nominal power: no two alike
+        base_devices = [
+            dataclasses.replace(d, nominal_power_w=d.nominal_power_w * f)
+            for d, f in zip(base_devices, factors, strict=True)
+        ]
+    state = FleetState(base_devices, pool_fee=0.02, power_cap_w=config.site.power_cap_kw * 1000)
+    base = state.snapshot(1.0)
+    fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+    mine, sleep = Workload.mine("main"), Workload.sleep()
+    current = {d.id: (sleep if i % 5 == 0 else mine) for i, d in enumerate(base_devices)}
+    for_market = _market_state(state, 45.0)
+
+    def snap(tick: int) -> Snapshot:
+        price = 45.0 + 0.01 * tick
+        market = type(base.market)(
+            **{
+                f: getattr(for_market, f)
+                for f in ("btc_price_usd", "difficulty", "block_subsidy_btc", "fees_btc_per_block")
+            },
+            power_price_usd_per_mwh=Reading(price, float(tick), "bench"),
+        )
+        samples = {
+            d.id: Sample(
+                d.id,
+                float(tick),
+                current[d.id],
+                power_w=d.nominal_power_w * f if current[d.id] is mine else d.sleep_power_w,
+                hashrate_hs=d.nominal_hashrate_hs if current[d.id] is mine else 0.0,
+            )
+            for d, f in zip(base_devices, factors, strict=True)
+        }
+        return Snapshot(
+            **{
+                **fields,
+                "now": float(tick),
+                "market": market,
+                "samples": samples,
+                "current": dict(current),
+            }
+        )
+
+    policy = MaxMarginPolicy()
+    for tick in range(3):  # measured efficiency needs 3 readings per device
+        policy.plan(snap(tick))
+    times, cpu_times = [], []
+    for tick in range(3, 3 + repeat):
+        snapshot = snap(tick)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        plan = policy.plan(snapshot)
+        times.append((time.perf_counter() - started) * 1000)
+        cpu_times.append((time.process_time() - cpu_started) * 1000)
+        assert len(plan.assignments) == devices
+    name = f"plan_{devices // 1000}k_heterogeneous{'_nominal' if nominal else ''}"
+    emit(f"{name}_ms", statistics.median(times), "ms")
+    emit(f"{name}_cpu_ms", statistics.median(cpu_times), "ms")
+
+
 def bench_backtest(devices: int) -> None:
     config = parse_config(fleet(devices, 1.2), environ={})
     trace = load_trace(
@@ -195,11 +277,16 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--backtest-devices", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--only", choices=("plan", "backtest"), help="run one of the two")
+    parser.add_argument(
+        "--only", choices=("plan", "backtest", "heterogeneous"), help="run one of them"
+    )
     args = parser.parse_args()
-    if args.only != "backtest":
+    if args.only in (None, "plan"):
         bench_plan(args.devices, args.repeat)
-    if args.only != "plan":
+    if args.only in (None, "heterogeneous"):
+        bench_heterogeneous(args.devices, args.repeat, nominal=False)
+        bench_heterogeneous(args.devices, max(1, args.repeat // 2), nominal=True)
+    if args.only in (None, "backtest"):
         bench_backtest(args.backtest_devices)
 
 

@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -40,6 +40,16 @@ ERCOT_COLUMNS = (
     "suspect_filled",
 )
 BTC_COLUMNS = ("date_utc", "btc_close_usd", "difficulty", "block_subsidy_btc")
+BTC_FEES_COLUMN = "fees_btc_per_block"  # optional: mean transaction fees per block that UTC day
+
+# Each halving's block (height, UTC time): the subsidy halves at that block, not at a date.
+HALVINGS: tuple[tuple[int, datetime], ...] = (
+    (210_000, datetime(2012, 11, 28, 15, 24, 38, tzinfo=UTC)),
+    (420_000, datetime(2016, 7, 9, 16, 46, 13, tzinfo=UTC)),
+    (630_000, datetime(2020, 5, 11, 19, 23, 43, tzinfo=UTC)),
+    (840_000, datetime(2024, 4, 20, 0, 9, 27, tzinfo=UTC)),
+)
+INITIAL_SUBSIDY_BTC = 50.0
 
 DataPath = str | os.PathLike[str] | Traversable
 
@@ -61,12 +71,13 @@ class PriceInterval:
 
 @dataclass(frozen=True, slots=True)
 class BtcDay:
-    """One UTC day of bitcoin figures: close price, difficulty and block subsidy."""
+    """One UTC day of bitcoin figures: close price, difficulty, block subsidy and (if known) fees."""
 
     date_utc: date
     btc_close_usd: float
     difficulty: float
     block_subsidy_btc: float
+    fees_btc_per_block: float | None = None  # None: the file has no fees column
 
 
 def bundled_ercot_path() -> Traversable:
@@ -162,6 +173,13 @@ def load_btc_daily_csv(path: DataPath) -> list[BtcDay]:
     """Load a BTC daily file (date_utc, btc_close_usd, difficulty, block_subsidy_btc, ...)."""
     days: list[BtcDay] = []
     for line, row in _rows(path, BTC_COLUMNS):
+        fees = None
+        if BTC_FEES_COLUMN in row:
+            fees = _number(
+                path, line, {BTC_FEES_COLUMN: row[BTC_FEES_COLUMN] or ""}, BTC_FEES_COLUMN
+            )
+            if fees < 0:
+                raise Fatal(str(path), f"line {line}: {BTC_FEES_COLUMN}: expected >= 0, got {fees}")
         text = row["date_utc"].strip()
         try:
             day = date.fromisoformat(text)
@@ -180,11 +198,33 @@ def load_btc_daily_csv(path: DataPath) -> list[BtcDay]:
                 btc_close_usd=_number(path, line, row, "btc_close_usd"),
                 difficulty=difficulty,
                 block_subsidy_btc=_number(path, line, row, "block_subsidy_btc"),
+                fees_btc_per_block=fees,
             )
         )
     if not days:
         raise Fatal(str(path), "no rows")
     return days
+
+
+def subsidy_over(day: BtcDay, start: datetime, end: datetime) -> float:
+    """Mean block subsidy over [start, end) (tz-aware) inside the UTC day of ``day``.
+
+    The daily row holds one subsidy; on the UTC day of a halving (``HALVINGS``)
+    the subsidy changes at that block's time instead: the old one before it,
+    the new one after it, time-weighted across an interval that spans it.
+    """
+    for index, (_, when) in enumerate(HALVINGS):
+        if when.date() != day.date_utc:
+            continue
+        before = INITIAL_SUBSIDY_BTC / (1 << index)
+        after = before / 2
+        if end <= when:
+            return before
+        if start >= when:
+            return after
+        share = (when - start) / (end - start)
+        return before * share + after * (1.0 - share)
+    return day.block_subsidy_btc
 
 
 def intervals_from(

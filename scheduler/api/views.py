@@ -110,6 +110,7 @@ class AssignmentView(BaseModel):
     workload: str
     reason: str
     expected_margin_usd_per_hour: float
+    detail: str = ""  # the policy's figures behind the reason (max-margin: its switching band)
 
 
 def _reading_view(reading: Reading | None, now: float) -> ReadingView | None:
@@ -181,6 +182,7 @@ def plan_view(plan: Plan | None) -> list[AssignmentView]:
             workload=str(a.workload),
             reason=a.reason,
             expected_margin_usd_per_hour=a.expected_margin_usd_per_hour,
+            detail=a.detail,
         )
         for a in plan.assignments
     ]

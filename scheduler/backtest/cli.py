@@ -19,6 +19,7 @@ from scheduler.backtest.awards import (
 )
 from scheduler.backtest.bounds import lagged_bounds
 from scheduler.backtest.engine import (
+    DEFAULT_FEE_FRACTION,
     INFO_MODELS,
     BacktestError,
     BacktestReport,
@@ -65,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--info",
         choices=INFO_MODELS,
         default="lagged",
-        help="lagged: a decision sees real-time prices up to t-1; realtime: also t (default lagged)",
+        help="lagged: a decision sees real-time prices up to t-1; realtime: also t; sced5: also t, "
+        "acting 5 minutes into t (the first 5 minutes on the previous decision; the 15-minute "
+        "price is taken as flat within the interval) (default lagged)",
     )
     parser.add_argument(
         "--start", type=_date, default=None, metavar="DATE", help="first local date"
@@ -86,6 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="cost of each workload change (default 0)",
+    )
+    parser.add_argument(
+        "--fee-fraction",
+        type=float,
+        default=DEFAULT_FEE_FRACTION,
+        help="transaction fees per block as a share of the subsidy, used where the BTC file "
+        f"has no fees_btc_per_block column (default {DEFAULT_FEE_FRACTION:g})",
     )
     parser.add_argument(
         "--bounds",
@@ -188,6 +198,17 @@ def run_backtest_command(args: argparse.Namespace) -> int:
     policy_config = config.policy
     if args.policy is not None:
         policy_config = policy_config.model_copy(update={"name": args.policy})
+    # The policy is told the switching costs the backtest charges (its settings of the same name).
+    costs_update = {"wake_seconds": args.wake_seconds, "switch_cost_usd": args.switch_cost_usd}
+    policy_config = policy_config.model_copy(
+        update={
+            **costs_update,
+            "options": {
+                name: {**table, **costs_update} if name == policy_config.name else table
+                for name, table in policy_config.options.items()
+            },
+        }
+    )
     data = resources.files("drivers.market").joinpath("data")
     if (args.award_mw is None) != (args.award_prices is None):
         print("wattmux backtest: --award-mw and --award-prices go together", file=sys.stderr)
@@ -206,6 +227,7 @@ def run_backtest_command(args: argparse.Namespace) -> int:
             args.btc or data.joinpath(BUNDLED_BTC),
             args.start,
             args.end,
+            fee_fraction=args.fee_fraction,
         )
         if four_cp_intervals is not None:
             check_in_trace(trace, four_cp_intervals)  # before the run, not after

@@ -7,7 +7,13 @@ and is settled at the interval's real-time price.  Information models:
 - ``lagged``: the snapshot's power price is the real-time price of t-1 (the
   last one a site has seen when interval t starts; the day-ahead price of t
   for the very first interval);
-- ``realtime``: it is the real-time price of t itself.
+- ``realtime``: it is the real-time price of t itself, acted on from t's start;
+- ``sced5``: it is the real-time price of t, but the decision acts only from
+  5 minutes into t (a live ERCOT site sees the 5-minute SCED price as it is
+  published); the first 5 minutes of t run on the previous decision.  The
+  15-minute record is taken as flat within each interval (one price for all
+  three 5-minute parts).  The naive threshold and the hindsight optimum get
+  the same model.
 
 Switching costs: a miner woken from sleep spends ``wake_seconds`` at full
 power without earning (warm-up), and every change of workload costs
@@ -18,9 +24,13 @@ programme over the whole trace per class of identical devices.  The optimum
 is exact when the site cap does not bind; otherwise it ignores the cap and is
 reported with ``optimum_exact: false``.
 
-Revenue uses the BTC row of the interval's local (market) date, as the replay
-feed does, net of the configured pool fee; transaction fees are not in the
-record and count as 0.  A device the policy puts on AI work draws its planned
+Revenue uses the BTC row of the interval's UTC date (an evening in Texas is
+already the next UTC day), net of the configured pool fee; on the UTC day of a
+halving the subsidy changes at the halving block's time
+(``drivers.market.history.subsidy_over``), not at a date.  Transaction fees
+per block come from the BTC file's ``fees_btc_per_block`` column when it has
+one, else they are ``fee_fraction`` of the subsidy (default 0.02, about the
+2024-25 mean after the halving; the shipped record has no fees column).  A device the policy puts on AI work draws its planned
 power (``scheduler.core.power``: nominal, as the Guard counts it) and earns
 nothing: the record holds no AI prices.  The Guard is not applied: at
 15-minute steps its dwell rule does not bind, and plans that exceed the cap
@@ -39,12 +49,15 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from drivers.market.history import (
+    INTERVAL,
     BtcDay,
     DataPath,
     PriceInterval,
     load_btc_daily_csv,
     load_ercot_csv,
+    subsidy_over,
 )
+from scheduler.backtest import feasible
 from scheduler.backtest.optimum import hindsight_decisions
 from scheduler.config.schema import WattmuxConfig
 from scheduler.core.economics import breakeven_usd_per_mwh, hashprice_usd_per_th_day
@@ -65,8 +78,11 @@ from scheduler.policies import Policy
 
 INTERVAL_SECONDS = 900.0
 INTERVAL_HOURS = 0.25
-InfoModel = Literal["lagged", "realtime"]
-INFO_MODELS: tuple[InfoModel, ...] = ("lagged", "realtime")
+DEFAULT_FEE_FRACTION = 0.02  # transaction fees as a share of the subsidy, without a fees column
+InfoModel = Literal["lagged", "realtime", "sced5"]
+OptimumKind = Literal["exact", "upper_bound"]
+INFO_MODELS: tuple[InfoModel, ...] = ("lagged", "realtime", "sced5")
+SCED_DELAY_SECONDS = 300.0  # sced5: a decision acts this long into its interval
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -94,7 +110,22 @@ class Trace:
     """Price intervals and the hashprice inputs (BTC day) of each."""
 
     intervals: tuple[PriceInterval, ...]
-    days: tuple[BtcDay, ...]  # one per interval (the interval's local date)
+    days: tuple[BtcDay, ...]  # one per interval (the interval's UTC date)
+    fee_fraction: float = DEFAULT_FEE_FRACTION  # fees / subsidy where a day has no fees figure
+
+    def reward(self, index: int) -> tuple[float, float]:
+        """(block subsidy, transaction fees) in BTC per block during interval ``index``."""
+        interval, day = self.intervals[index], self.days[index]
+        subsidy = subsidy_over(day, interval.start, interval.start + INTERVAL)
+        fees = day.fees_btc_per_block
+        return subsidy, subsidy * self.fee_fraction if fees is None else fees
+
+    @property
+    def fees_source(self) -> str:
+        """Where the transaction fees come from: the BTC file's column, or the fraction."""
+        if all(day.fees_btc_per_block is not None for day in self.days):
+            return "column"
+        return f"{self.fee_fraction:g} x subsidy"
 
 
 @dataclass(slots=True)
@@ -147,11 +178,23 @@ class BacktestReport:
     optimum: StrategyResult
     cap_violations: int
     breakeven_series: dict[str, list[float]]
+    optimum_kind: OptimumKind = "exact"
 
     @property
     def optimum_exact(self) -> bool:
-        """True when the site cap never binds, so the per-device optimum is the site's."""
-        return self.nominal_kw <= self.power_cap_kw
+        """True when the optimum is the site's exact optimum under its cap, not an upper bound."""
+        return self.optimum_kind == "exact"
+
+    def violations(self, result: StrategyResult) -> int:
+        """Intervals in which a strategy drew more than the site cap.
+
+        Under ``sced5`` the first 5 minutes of the first interval run on the
+        state before the trace (every miner mining), which no strategy chose:
+        that interval is not counted.
+        """
+        cap_kw = self.power_cap_kw + 1e-6
+        series = result.power_series_kw[1:] if carry_fraction(self.info) else result.power_series_kw
+        return sum(kw > cap_kw for kw in series)
 
     def captured(self, result: StrategyResult) -> float | None:
         """Share of the money switching can earn that a strategy earned; None if there is none."""
@@ -166,11 +209,18 @@ class BacktestReport:
         policy = self.policy.as_dict()
         captured = self.captured(self.policy)
         policy["curtailment_value_captured"] = None if captured is None else round(captured, 4)
+        policy["cap_violations"] = self.cap_violations
         naive = self.naive.as_dict()
         naive_captured = self.captured(self.naive)
         naive["curtailment_value_captured"] = (
             None if naive_captured is None else round(naive_captured, 4)
         )
+        naive["cap_violations"] = self.violations(self.naive)
+        always_on = self.always_on.as_dict()
+        always_on["cap_violations"] = self.violations(self.always_on)
+        optimum = self.optimum.as_dict()
+        # An upper bound may draw above the cap: it is a bound, not a schedule a site could run.
+        optimum["cap_violations"] = self.violations(self.optimum)
         return {
             "policy": self.policy_name,
             "info": self.info,
@@ -189,22 +239,34 @@ class BacktestReport:
                 "wake_seconds": self.costs.wake_seconds,
                 "switch_cost_usd": self.costs.switch_cost_usd,
             },
+            "btc": {"day": "UTC", "transaction_fees": self.trace.fees_source},
             "curtailment_value_captured": policy["curtailment_value_captured"],
             "optimum_exact": self.optimum_exact,
             "cap_violations": self.cap_violations,
+            "optimum": self.optimum_kind,
             "strategies": {
                 "policy": policy,
-                "always_on": self.always_on.as_dict(),
+                "always_on": always_on,
                 "naive_threshold": naive,
-                "optimum": self.optimum.as_dict(),
+                "optimum": optimum,
             },
         }
 
 
 def load_trace(
-    prices: DataPath, btc: DataPath, start: date | None = None, end: date | None = None
+    prices: DataPath,
+    btc: DataPath,
+    start: date | None = None,
+    end: date | None = None,
+    *,
+    fee_fraction: float = DEFAULT_FEE_FRACTION,
 ) -> Trace:
-    """Load an ERCOT price CSV and a BTC daily CSV, keep local dates in [start, end]."""
+    """Load an ERCOT price CSV and a BTC daily CSV, keep local dates in [start, end].
+
+    Each interval gets the BTC row of its UTC date.
+    """
+    if not (math.isfinite(fee_fraction) and 0.0 <= fee_fraction <= 10.0):
+        raise BacktestError(f"fee_fraction must be in [0, 10], got {fee_fraction}")
     intervals = [
         interval
         for interval in load_ercot_csv(prices)
@@ -218,30 +280,38 @@ def load_trace(
     by_date = {day.date_utc: day for day in load_btc_daily_csv(btc)}
     days: list[BtcDay] = []
     for interval in intervals:
-        day = by_date.get(interval.start.date())
+        utc_date = interval.start.astimezone(UTC).date()
+        day = by_date.get(utc_date)
         if day is None:
-            raise BacktestError(f"no BTC row for {interval.start.date()} in {btc}")
+            raise BacktestError(f"no BTC row for {utc_date} (UTC) in {btc}")
         days.append(day)
-    return Trace(intervals=tuple(intervals), days=tuple(days))
+    return Trace(intervals=tuple(intervals), days=tuple(days), fee_fraction=fee_fraction)
 
 
 def info_prices(trace: Trace, info: InfoModel) -> list[float]:
     """The power price a decision for each interval may see under the information model."""
     realtime = [interval.rtm_usd_per_mwh for interval in trace.intervals]
-    if info == "realtime":
+    if info in ("realtime", "sced5"):
         return realtime
     return [trace.intervals[0].dam_usd_per_mwh, *realtime[:-1]]
 
 
+def carry_fraction(info: InfoModel) -> float:
+    """Share of each interval still run on the previous decision under the information model."""
+    return SCED_DELAY_SECONDS / INTERVAL_SECONDS if info == "sced5" else 0.0
+
+
 def _hashprices(trace: Trace, pool_fee: float) -> list[float]:
-    """USD per TH/s per day for each interval (fees unknown in the record: 0)."""
-    cache: dict[date, float] = {}
+    """USD per TH/s per day for each interval: subsidy and fees of its UTC day and time."""
+    cache: dict[tuple[date, float, float], float] = {}
     out = []
-    for day in trace.days:
-        value = cache.get(day.date_utc)
+    for index, day in enumerate(trace.days):
+        subsidy, fees = trace.reward(index)
+        key = (day.date_utc, subsidy, fees)
+        value = cache.get(key)
         if value is None:
-            value = cache[day.date_utc] = hashprice_usd_per_th_day(
-                day.difficulty, day.btc_close_usd, day.block_subsidy_btc, 0.0, pool_fee
+            value = cache[key] = hashprice_usd_per_th_day(
+                day.difficulty, day.btc_close_usd, subsidy, fees, pool_fee
             )
         out.append(value)
     return out
@@ -249,12 +319,13 @@ def _hashprices(trace: Trace, pool_fee: float) -> list[float]:
 
 def _market(trace: Trace, index: int, price: float, now: float) -> MarketState:
     day = trace.days[index]
+    subsidy, fees = trace.reward(index)
     source = "backtest"
     return MarketState(
         btc_price_usd=Reading(day.btc_close_usd, now, source),
         difficulty=Reading(day.difficulty, now, source),
-        block_subsidy_btc=Reading(day.block_subsidy_btc, now, source),
-        fees_btc_per_block=Reading(0.0, now, source),
+        block_subsidy_btc=Reading(subsidy, now, source),
+        fees_btc_per_block=Reading(fees, now, source),
         power_price_usd_per_mwh=Reading(price, now, source),
     )
 
@@ -367,6 +438,7 @@ def simulate_policy(
     total = len(trace.intervals)
     step = max(1, total // 100)
     current_view = MappingProxyType(dict(current))  # the policy's copy, renewed when one changes
+    carry = carry_fraction(info)
     for index, interval in enumerate(trace.intervals):
         now = index * INTERVAL_SECONDS
         snapshot = Snapshot(
@@ -382,13 +454,17 @@ def simulate_policy(
         )
         revenue_per_th_hour = hashprices[index] / 24.0
         replay.changed = False
+        power_before_w, hashrate_before_ths = replay.power_w, replay.hashrate_ths
         replay.run(policy.plan(snapshot), revenue_per_th_hour)
         if replay.changed:
             current_view = MappingProxyType(dict(current))
-        power_w, switches = replay.power_w, replay.switches
+        power_w, switches, hashrate_ths = replay.power_w, replay.switches, replay.hashrate_ths
         if power_w > power_cap_w + 1e-6:
             violations += 1
-        revenue = replay.hashrate_ths * revenue_per_th_hour * INTERVAL_HOURS - replay.lost_revenue
+        if carry:  # sced5: the first part of the interval on the previous workloads
+            power_w = carry * power_before_w + (1.0 - carry) * power_w
+            hashrate_ths = carry * hashrate_before_ths + (1.0 - carry) * hashrate_ths
+        revenue = hashrate_ths * revenue_per_th_hour * INTERVAL_HOURS - replay.lost_revenue
         energy_mwh = power_w / 1e6 * INTERVAL_HOURS
         energy_cost = energy_mwh * interval.rtm_usd_per_mwh
         switch_cost = switches * costs.switch_cost_usd
@@ -431,35 +507,61 @@ def _settle(
     trace: Trace,
     hashprices: Sequence[float],
     costs: SwitchingCosts,
+    carry: float = 0.0,
 ) -> StrategyResult:
-    """Settle per-class mine/sleep decision series (True = mine at stock power)."""
+    """Settle per-class mine/sleep decision series (True = the whole class mines at stock power)."""
+    return _settle_counts(
+        name,
+        [(cls, [cls.count if mine else 0 for mine in mining]) for cls, mining in classes],
+        trace,
+        hashprices,
+        costs,
+        carry,
+    )
+
+
+def _settle_counts(
+    name: str,
+    classes: Sequence[tuple[_DeviceClass, Sequence[int]]],
+    trace: Trace,
+    hashprices: Sequence[float],
+    costs: SwitchingCosts,
+    carry: float = 0.0,
+) -> StrategyResult:
+    """Settle per-class series of how many miners mine (the rest sleep); all mine before the start.
+
+    ``carry``: share of each interval still run on the previous interval's counts (sced5).
+    """
     result = StrategyResult(name)
     total = len(trace.intervals)
     margin = [0.0] * total
     power = [0.0] * total
     for cls, mining in classes:
-        previous = True
+        previous = cls.count
         for index, interval in enumerate(trace.intervals):
-            mine = mining[index]
+            decided = mining[index]
+            on = carry * previous + (1.0 - carry) * decided if carry else decided
+            off = cls.count - on
             revenue_per_hour = cls.hashrate_ths * hashprices[index] / 24.0
-            watts = cls.power_w if mine else cls.sleep_power_w
-            revenue = revenue_per_hour * INTERVAL_HOURS if mine else 0.0
-            switch_cost = 0.0
-            if mine != previous:
-                result.switches += cls.count
-                switch_cost = costs.switch_cost_usd
-                if mine:
-                    revenue -= revenue_per_hour * costs.wake_seconds / 3600.0
-            previous = mine
+            watts = cls.power_w * on + cls.sleep_power_w * off
+            revenue = revenue_per_hour * INTERVAL_HOURS * on
+            change = decided - previous
+            switch_cost = abs(change) * costs.switch_cost_usd
+            result.switches += abs(change)
+            if change > 0:
+                revenue -= revenue_per_hour * costs.wake_seconds / 3600.0 * change
+            previous = decided
             energy_mwh = watts / 1e6 * INTERVAL_HOURS
             cost = energy_mwh * interval.rtm_usd_per_mwh
-            result.revenue_usd += revenue * cls.count
-            result.energy_cost_usd += cost * cls.count
-            result.switching_cost_usd += switch_cost * cls.count
-            result.energy_mwh += energy_mwh * cls.count
-            result.energy_curtailed_mwh += (cls.power_w - watts) / 1e6 * INTERVAL_HOURS * cls.count
-            margin[index] += (revenue - cost - switch_cost) * cls.count
-            power[index] += watts * cls.count / 1000.0
+            result.revenue_usd += revenue
+            result.energy_cost_usd += cost
+            result.switching_cost_usd += switch_cost
+            result.energy_mwh += energy_mwh
+            result.energy_curtailed_mwh += (
+                (cls.power_w - cls.sleep_power_w) * off / 1e6 * INTERVAL_HOURS
+            )
+            margin[index] += revenue - cost - switch_cost
+            power[index] += watts / 1000.0
     cumulative = 0.0
     for index in range(total):
         cumulative += margin[index]
@@ -474,11 +576,23 @@ def optimum_decisions(
     hashprices: Sequence[float],
     costs: SwitchingCosts,
     allowed: Sequence[bool] | None = None,
+    carry: float = 0.0,
 ) -> list[bool]:
     """Hindsight-optimal mine/sleep series of one device (exact DP, starts mining).
 
-    With ``allowed``, the device may sleep only in the intervals where it is true.
+    With ``allowed``, the device may sleep only in the intervals where it is true;
+    ``carry``: share of each interval run on the previous decision (sced5).
     """
+    mine_gain, sleep_gain, wake_cost = _gains(cls, trace, hashprices, costs)
+    return hindsight_decisions(
+        mine_gain, sleep_gain, wake_cost, costs.switch_cost_usd, allowed, carry
+    )
+
+
+def _gains(
+    cls: _DeviceClass, trace: Trace, hashprices: Sequence[float], costs: SwitchingCosts
+) -> tuple[list[float], list[float], list[float]]:
+    """Per interval, USD one miner of the class earns mining / asleep, and a wake's cost."""
     mine_gain: list[float] = []
     sleep_gain: list[float] = []
     wake_cost: list[float] = []
@@ -490,7 +604,7 @@ def optimum_decisions(
         )
         sleep_gain.append(-cls.sleep_power_w / 1e6 * INTERVAL_HOURS * price)
         wake_cost.append(revenue_per_hour * costs.wake_seconds / 3600.0 + costs.switch_cost_usd)
-    return hindsight_decisions(mine_gain, sleep_gain, wake_cost, costs.switch_cost_usd, allowed)
+    return mine_gain, sleep_gain, wake_cost
 
 
 def naive_decisions(
@@ -504,6 +618,106 @@ def naive_decisions(
     ]
 
 
+def _baselines(
+    classes: Sequence[_DeviceClass],
+    trace: Trace,
+    prices: Sequence[float],
+    hashprices: Sequence[float],
+    costs: SwitchingCosts,
+    power_cap_w: float,
+    carry: float = 0.0,
+    known_optimum: tuple[StrategyResult, OptimumKind] | None = None,
+    exact_optimum: bool = True,
+) -> tuple[StrategyResult, StrategyResult, StrategyResult, OptimumKind]:
+    """Always-on, the naive threshold and the optimum, all within the site cap where they can be.
+
+    While the fleet's full power fits the cap every class decides alone (as
+    before).  Otherwise always-on and naive mine in merit order under the cap
+    and the optimum is the exact DP over class counts
+    (``scheduler.backtest.feasible``); beyond its ``MAX_STATES`` it is the
+    per-device optimum without the cap, reported as an upper bound.
+    ``known_optimum``: an optimum already settled for the same fleet, trace,
+    costs and carry (the hindsight optimum does not depend on what the
+    decisions see), used as it is.
+    """
+    total = len(trace.intervals)
+    full_w = sum(c.power_w * c.count for c in classes)
+    naive_series = [naive_decisions(c, prices, hashprices) for c in classes]
+    if full_w <= power_cap_w + 1e-6:
+        always = [True] * total
+        always_on = _settle(
+            "always_on", [(c, always) for c in classes], trace, hashprices, costs, carry
+        )
+        naive = _settle(
+            "naive_threshold",
+            list(zip(classes, naive_series, strict=True)),
+            trace,
+            hashprices,
+            costs,
+            carry,
+        )
+        if known_optimum is not None:
+            return always_on, naive, *known_optimum
+        optimum = _settle(
+            "optimum",
+            [(c, optimum_decisions(c, trace, hashprices, costs, carry=carry)) for c in classes],
+            trace,
+            hashprices,
+            costs,
+            carry,
+        )
+        return always_on, naive, optimum, "exact"
+    limit = [power_cap_w] * total
+    always_on = _settle_counts(
+        "always_on",
+        list(
+            zip(
+                classes,
+                feasible.merit_counts(classes, [[True] * total] * len(classes), limit),
+                strict=True,
+            )
+        ),
+        trace,
+        hashprices,
+        costs,
+        carry,
+    )
+    naive = _settle_counts(
+        "naive_threshold",
+        list(zip(classes, feasible.merit_counts(classes, naive_series, limit), strict=True)),
+        trace,
+        hashprices,
+        costs,
+        carry,
+    )
+    if known_optimum is not None:
+        return always_on, naive, *known_optimum
+    if exact_optimum and feasible.states(classes) <= feasible.MAX_STATES:
+        gains = [_gains(c, trace, hashprices, costs) for c in classes]
+        counts, _ = feasible.optimum_counts(
+            classes,
+            [g[0] for g in gains],
+            [g[1] for g in gains],
+            [g[2] for g in gains],
+            costs.switch_cost_usd,
+            limit,
+            carry,
+        )
+        optimum = _settle_counts(
+            "optimum", list(zip(classes, counts, strict=True)), trace, hashprices, costs, carry
+        )
+        return always_on, naive, optimum, "exact"
+    optimum = _settle(
+        "optimum",
+        [(c, optimum_decisions(c, trace, hashprices, costs, carry=carry)) for c in classes],
+        trace,
+        hashprices,
+        costs,
+        carry,
+    )
+    return always_on, naive, optimum, "upper_bound"
+
+
 def run_backtest(
     config: WattmuxConfig,
     policy: Policy,
@@ -512,8 +726,17 @@ def run_backtest(
     info: InfoModel = "lagged",
     costs: SwitchingCosts | None = None,
     progress: ProgressCallback | None = None,
+    optimum_of: BacktestReport | None = None,
+    exact_optimum: bool = True,
 ) -> BacktestReport:
-    """Replay the trace through the policy and the three baselines for the configured fleet."""
+    """Replay the trace through the policy and the three baselines for the configured fleet.
+
+    ``optimum_of``: a report of the same fleet, trace and costs whose information
+    model acts at the same time (lagged and realtime both act from the start of
+    the interval): its optimum is reused instead of solved again.
+    ``exact_optimum=False``: where the cap binds, report the optimum without the
+    cap as an upper bound instead of solving the exact DP (cheaper).
+    """
     if info not in INFO_MODELS:
         raise BacktestError(f"info must be one of {', '.join(INFO_MODELS)}, got {info!r}")
     costs = costs or SwitchingCosts()
@@ -533,21 +756,21 @@ def run_backtest(
     hashprices = _hashprices(trace, pool_fee)
     prices = info_prices(trace, info)
     classes = _classes(devices)
-    always = [True] * len(trace.intervals)
-    always_on = _settle("always_on", [(c, always) for c in classes], trace, hashprices, costs)
-    naive = _settle(
-        "naive_threshold",
-        [(c, naive_decisions(c, prices, hashprices)) for c in classes],
+    known = None
+    if optimum_of is not None:
+        if carry_fraction(optimum_of.info) != carry_fraction(info) or optimum_of.costs != costs:
+            raise BacktestError("optimum_of must act at the same time and have the same costs")
+        known = (optimum_of.optimum, optimum_of.optimum_kind)
+    always_on, naive, optimum, optimum_kind = _baselines(
+        classes,
         trace,
+        prices,
         hashprices,
         costs,
-    )
-    optimum = _settle(
-        "optimum",
-        [(c, optimum_decisions(c, trace, hashprices, costs)) for c in classes],
-        trace,
-        hashprices,
-        costs,
+        power_cap_w,
+        carry_fraction(info),
+        known,
+        exact_optimum,
     )
     models: dict[str, int] = {}
     breakeven_series: dict[str, list[float]] = {}
@@ -571,6 +794,7 @@ def run_backtest(
         always_on=always_on,
         naive=naive,
         optimum=optimum,
+        optimum_kind=optimum_kind,
         cap_violations=violations,
         breakeven_series=breakeven_series,
     )

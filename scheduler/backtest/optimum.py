@@ -4,7 +4,9 @@ Two states per interval, mining (at stock power) or asleep; the device
 starts mining.  Staying in a state earns that state's gain of the interval;
 going to sleep costs the switch cost, waking costs the interval's wake cost
 (warm-up revenue lost plus the switch cost).  Sleeping may be limited to the
-intervals where ``allowed`` is true (the lagged bounds).  Pure: the gains are
+intervals where ``allowed`` is true (the lagged bounds).  With ``carry`` > 0
+(``--info sced5``) a decision acts only after that share of its interval,
+which runs on the previous state.  Pure: the gains are
 computed by the caller (``scheduler.backtest.engine.optimum_decisions``), so the
 backtest's optimum and the bounds share this one programme.
 """
@@ -21,6 +23,7 @@ def hindsight_decisions(
     wake_cost: Sequence[float],
     switch_cost_usd: float,
     allowed: Sequence[bool] | None = None,
+    carry: float = 0.0,
 ) -> list[bool]:
     """The mine (True) / sleep (False) series of the largest total; sleep only where allowed.
 
@@ -33,12 +36,12 @@ def hindsight_decisions(
     # came_from[t] = (best predecessor of mine at t is mine?, of sleep at t is mine?)
     came_from: list[tuple[bool, bool]] = []
     for index in range(total):
-        gain = mine_gain[index]
+        gain, asleep = mine_gain[index], sleep_gain[index]
         stay_mining = mine_value + gain
-        woken = sleep_value + gain - wake_cost[index]
+        woken = sleep_value + carry * asleep + (1.0 - carry) * gain - wake_cost[index]
         if allowed is None or allowed[index]:
-            stay_asleep = sleep_value + sleep_gain[index]
-            slept = mine_value + sleep_gain[index] - switch_cost_usd
+            stay_asleep = sleep_value + asleep
+            slept = mine_value + carry * gain + (1.0 - carry) * asleep - switch_cost_usd
         else:
             stay_asleep = slept = -math.inf
         came_from.append((stay_mining >= woken, slept > stay_asleep))

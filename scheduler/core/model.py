@@ -531,6 +531,7 @@ class Assignment:
     expected_margin_usd_per_hour: float
     switching_cost_usd: float = 0.0  # AI progress lost by preempting jobs to make this switch
     drain_seconds: float = 0.0  # expected wait for running AI jobs before the switch completes
+    detail: str = ""  # the policy's figures behind the reason (e.g. max-margin's switching band)
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,6 +544,7 @@ class AssignmentGroup:
     expected_margin_usd_per_hour: float
     switching_cost_usd: float = 0.0
     drain_seconds: float = 0.0
+    detail: str = ""
 
     @classmethod
     def of(cls, assignment: Assignment) -> AssignmentGroup:
@@ -554,6 +556,7 @@ class AssignmentGroup:
             assignment.expected_margin_usd_per_hour,
             assignment.switching_cost_usd,
             assignment.drain_seconds,
+            assignment.detail,
         )
 
     def assignments(self) -> list[Assignment]:
@@ -565,6 +568,7 @@ class AssignmentGroup:
             self.expected_margin_usd_per_hour,
             self.switching_cost_usd,
             self.drain_seconds,
+            self.detail,
         )
 
 
@@ -638,6 +642,7 @@ class GroupedAssignments(Sequence[Assignment]):
             group.expected_margin_usd_per_hour,
             group.switching_cost_usd,
             group.drain_seconds,
+            group.detail,
         )[0]
 
     def __iter__(self) -> Iterator[Assignment]:
@@ -669,6 +674,7 @@ _ASSIGNMENT_FIELDS = (
     "expected_margin_usd_per_hour",
     "switching_cost_usd",
     "drain_seconds",
+    "detail",
 )
 # Assignment's slot setters, in field order (no __post_init__, no default factories to honour).
 _ASSIGNMENT_SETTERS: tuple[Callable[[Assignment, object], None], ...] | None = (
@@ -686,6 +692,7 @@ def build_assignments(
     margin: float,
     switching_cost_usd: float = 0.0,
     drain_seconds: float = 0.0,
+    detail: str = "",
 ) -> list[Assignment]:
     """Assignment(device_id, workload, reason, margin, ...) for each id, built fast.
 
@@ -693,7 +700,7 @@ def build_assignments(
     through object.__setattr__ in Python; here each slot is filled for all ids
     by a loop in C (about twice as fast).
     """
-    values = (workload, reason, margin, switching_cost_usd, drain_seconds)
+    values = (workload, reason, margin, switching_cost_usd, drain_seconds, detail)
     if _ASSIGNMENT_SETTERS is None:  # Assignment changed shape: build each one the slow way
         named = dict(zip(_ASSIGNMENT_FIELDS[1:], values, strict=True))
         return [Assignment(device_id=d, **named) for d in device_ids]  # type: ignore[arg-type]

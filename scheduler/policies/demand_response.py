@@ -5,7 +5,9 @@ positive (with the ``hysteresis_usd_per_mwh`` band of the breakeven policy).
 While one or more events are active (``start <= wall < end``) the site must
 fit the strictest of them: ``target_kw`` caps the site, ``reduction_kw`` is
 taken off the fleet's nominal full power.  Machines are put to sleep from the
-least efficient (highest J/TH) up, reason ``dr_event``; a GPU node under an
+least efficient (highest J/TH: each machine's own smoothed measured J/TH
+where its readings can be trusted, the model's nominal figure otherwise,
+``scheduler.policies.efficiency``) up, reason ``dr_event``; a GPU node under an
 AI lease is shed only when an event of a higher priority than the lease's is
 in force.  ``preview(snapshot,
 event)`` tells an operator, before an event starts, which machines would go.
@@ -23,6 +25,7 @@ from scheduler.core.power import planned_power_w
 from scheduler.core.reasons import Reason
 from scheduler.policies import PolicyPlugin
 from scheduler.policies.breakeven import BreakevenOptions, BreakevenPolicy
+from scheduler.policies.efficiency import MeasuredEfficiency
 from scheduler.policies.leases import pinned_leases
 
 
@@ -45,6 +48,7 @@ class DemandResponsePolicy:
 
     def __init__(self, hysteresis_usd_per_mwh: float = 5.0) -> None:
         self.base = BreakevenPolicy(hysteresis_usd_per_mwh=hysteresis_usd_per_mwh)
+        self.efficiency = MeasuredEfficiency()
 
     @classmethod
     def from_config(cls, config: BreakevenOptions) -> DemandResponsePolicy:
@@ -54,6 +58,7 @@ class DemandResponsePolicy:
     def plan(self, snapshot: Snapshot) -> Plan:
         """The breakeven plan, cut down to the strictest active event's limit."""
         plan = self.base.plan(snapshot)
+        self.efficiency.observe(snapshot)
         events = active_events(snapshot.events, snapshot)
         if not events or not plan.assignments:
             return plan
@@ -63,7 +68,7 @@ class DemandResponsePolicy:
             return plan
         assigned = plan.by_device()
         kept = set(pinned_leases(snapshot))
-        shed, _, _ = self._shed(snapshot, assigned, min(limits), kept)
+        shed, _, _ = self._shed(snapshot, assigned, min(limits), kept, self.efficiency)
         for device_id in shed:
             assigned[device_id] = Assignment(device_id, Workload.sleep(), Reason.DR_EVENT, 0.0)
         ordered = tuple(assigned[d] for d in snapshot.devices if d in assigned)
@@ -89,7 +94,8 @@ class DemandResponsePolicy:
             limit_w = float("inf")
         in_force = [*active_events(snapshot.events, snapshot), event]
         kept = set(pinned_leases(snapshot, in_force))
-        shed, before_w, after_w = self._shed(snapshot, assigned, limit_w, kept)
+        self.efficiency.observe(snapshot)
+        shed, before_w, after_w = self._shed(snapshot, assigned, limit_w, kept, self.efficiency)
         preview = DrPreview(
             event_id=event.id,
             limit_kw=limit_w / 1000.0,
@@ -106,6 +112,7 @@ class DemandResponsePolicy:
         assigned: dict[str, Assignment],
         limit_w: float,
         kept: AbstractSet[str] = frozenset(),
+        efficiency: MeasuredEfficiency | None = None,
     ) -> tuple[list[str], float, float]:
         """Least efficient running devices to sleep until the site fits; (shed, before W, after W).
 
@@ -124,7 +131,10 @@ class DemandResponsePolicy:
             for d in devices
             if (w := workload_of(d)) is not None and w.is_running and d.id not in kept
         ]
-        running.sort(key=lambda d: (-d.efficiency_j_per_th, d.id))
+        if efficiency is None:
+            running.sort(key=lambda d: (-d.efficiency_j_per_th, d.id))
+        else:
+            running = efficiency.least_efficient_first(running)
         shed: list[str] = []
         for device in running:
             if total_w <= limit_w:

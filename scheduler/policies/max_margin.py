@@ -9,23 +9,47 @@ upgrades in decreasing USD per kWh until the limit is reached, skipping those
 that no longer fit (``scheduler.policies.knapsack``; exact for small sites).
 Identical devices (same facts, pool and current workload) form one class and
 are decided together (``scheduler.policies.grouping``), so 100,000 devices
-cost little more than their number of classes.
+cost little more than their number of classes.  Each device's own measured
+efficiency counts where its readings can be trusted
+(``scheduler.policies.efficiency``: smoothed measured power and hash rate, not
+estimated power): a class is split by the measured / nominal power and hash
+rate ratios (2 decimals) and each part's options use its measured figures, so
+the knapsack ranks machines by their own J/TH; devices without trustworthy
+readings keep the model's nominal figures.
 
-Switching is not free (a woken miner spends minutes warming up), so a change
+Switching is not free (a woken miner spends ``wake_seconds`` at full power
+without revenue, and every change may cost ``switch_cost_usd``), so a change
 away from the current workload must beat it by a band: a mining device sleeps
-only above break-even + ``sleep_band``; a sleeping one wakes only below
-break-even - ``wake_band``.  Each band is a fixed USD/MWh plus a fraction of
-the device's break-even (a warm-up costs lost revenue, which scales with
-break-even); defaults 14% to sleep, 6% to wake, chosen on the 2024-06..2025-03
-ERCOT trace with the current price known (``--info realtime``).  The bands
-enter the knapsack as a penalty on the options that differ from the current
-workload.
+only above break-even + the sleep band; a sleeping one wakes only below
+break-even - the wake band.  With ``switching = "cost-aware"`` (the default)
+the bands are derived from the costs: a sleep (or a wake) pays when the
+saving at the current price over the expected length of the excursion
+exceeds what the round trip costs,
+
+    band x swing MW x expected hours > wake loss + 2 x switch cost,
+
+with the wake loss = ``wake_seconds`` of the device's revenue, and the expected
+hours = the mean length of past runs of the price above break-even (to sleep)
+or at or below it (to wake), learned only from the prices the policy has seen
+(``scheduler.policies.excursions``, the last 2,880 readings), at most
+``max_sleep_excursion_hours`` (0.6) / ``max_wake_excursion_hours`` (24): a
+switch must pay back within that time.  At the default 300 s warm-up and no
+switch cost the sleep cap gives the former fixed sleep band (14 % of
+break-even) wherever past runs above break-even are longer; shorter runs
+widen the band, a cheaper warm-up narrows it, a switch cost widens it.  The
+wake side is not capped short: a sleeping miner that waits for a calm run to
+pay back a large switch cost within an hour would never wake.  With ``switching = "bands"`` each band is
+a fixed USD/MWh plus a fraction of the device's break-even (defaults 14 % to
+sleep, 6 % to wake).  Either way the band enters the knapsack as a penalty on
+the options that differ from the current workload, and each assignment's
+``detail`` says the band in force.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -43,8 +67,16 @@ from scheduler.core.model import (
 from scheduler.core.power import planned_power_w
 from scheduler.core.reasons import Reason
 from scheduler.policies import PolicyPlugin, knapsack
+from scheduler.policies.efficiency import MeasuredEfficiency
+from scheduler.policies.excursions import ExcursionModel
 from scheduler.policies.gpu_queue import plan_gpu_nodes
 from scheduler.policies.grouping import DeviceGrouper
+
+Switching = Literal["cost-aware", "bands"]
+# Before any price history the expected runs are these (one pseudo-run each, see ExcursionModel):
+# at a 300 s warm-up and no switch cost they give the former fixed bands, 14 % / 6 % of break-even.
+SLEEP_PRIOR_HOURS = 0.6
+WAKE_PRIOR_HOURS = 1.4
 
 HOURS_PER_DAY = 24.0
 
@@ -66,6 +98,7 @@ class _Class:
     device_ids: tuple[str, ...] = ()
     options: list[_Option] = field(default_factory=list)
     pool_reason: Reason | None = None  # why mining options use another pool than the current one
+    detail: str = ""  # the switching band in force
 
 
 class MaxMarginPolicy:
@@ -82,6 +115,11 @@ class MaxMarginPolicy:
         sleep_band_fraction: float = 0.14,
         wake_band_fraction: float = 0.06,
         pool_fees: Mapping[str, float] | None = None,
+        switching: Switching = "cost-aware",
+        wake_seconds: float = 300.0,
+        switch_cost_usd: float = 0.0,
+        max_sleep_excursion_hours: float = 0.6,
+        max_wake_excursion_hours: float = 24.0,
     ) -> None:
         bands = (
             sleep_band_usd_per_mwh,
@@ -91,6 +129,19 @@ class MaxMarginPolicy:
         )
         if min(bands) < 0:
             raise ValueError("bands must be >= 0")
+        if switching not in ("cost-aware", "bands"):
+            raise ValueError(f"switching must be cost-aware or bands, got {switching!r}")
+        if not 0 <= wake_seconds <= 3600 or not 0 <= switch_cost_usd <= 1000:
+            raise ValueError("wake_seconds must be in [0, 3600] and switch_cost_usd in [0, 1000]")
+        self.switching: Switching = switching
+        self.wake_seconds = wake_seconds
+        self.switch_cost_usd = switch_cost_usd
+        if min(max_sleep_excursion_hours, max_wake_excursion_hours) <= 0:
+            raise ValueError("excursion caps must be > 0")
+        self.excursions = ExcursionModel()
+        self.efficiency = MeasuredEfficiency()
+        self.max_sleep_excursion_hours = max_sleep_excursion_hours
+        self.max_wake_excursion_hours = max_wake_excursion_hours
         self.pool_fees = dict(pool_fees or {})
         self.sleep_band_fraction = sleep_band_fraction
         self.wake_band_fraction = wake_band_fraction
@@ -112,6 +163,11 @@ class MaxMarginPolicy:
             sleep_band_fraction=config.sleep_band_fraction,
             wake_band_fraction=config.wake_band_fraction,
             pool_fees=config.pool_fees,
+            switching=config.switching,
+            wake_seconds=config.wake_seconds,
+            switch_cost_usd=config.switch_cost_usd,
+            max_sleep_excursion_hours=config.max_sleep_excursion_hours,
+            max_wake_excursion_hours=config.max_wake_excursion_hours,
         )
 
     def plan(self, snapshot: Snapshot) -> Plan:
@@ -119,6 +175,11 @@ class MaxMarginPolicy:
         economics = market_economics(snapshot)
         if economics is None:
             return Plan(created_at=snapshot.now, assignments=())
+        price = snapshot.market.power_price_usd_per_mwh
+        if price is not None:
+            self.excursions.observe(price.observed_at, price.value)
+        if snapshot.samples:
+            self.efficiency.observe(snapshot)
         classes = self._classes(snapshot, economics)
         limit_w, from_dr = site_limit_w(snapshot)
         choice = knapsack.solve(classes, limit_w)
@@ -141,6 +202,7 @@ class MaxMarginPolicy:
                         option.workload,
                         reason,
                         option.margin_usd_per_hour,
+                        detail=cls.detail,
                     )
                 )
                 start += count
@@ -152,10 +214,22 @@ class MaxMarginPolicy:
     def _classes(self, snapshot: Snapshot, economics: MarketEconomics) -> list[_Class]:
         """Classes of the snapshot's devices, with their options under these economics."""
         classes = []
+        measured = bool(self.efficiency)
+        ratios = self.efficiency.ratios_of
         for device_ids, device, current in self._grouper.group(snapshot):
             pool, fee_factor, pool_reason = self._pool_choice(device, current, snapshot)
-            options = self._options(device, current, pool, fee_factor, economics)
-            classes.append(_Class(device_ids, options, pool_reason))
+            parts: dict[tuple[float, float] | None, list[str]] = {}
+            if measured:
+                for device_id in device_ids:
+                    parts.setdefault(ratios(device_id), []).append(device_id)
+            if len(parts) <= 1:
+                ratio = next(iter(parts), None)
+                options, detail = self._options(device, current, pool, fee_factor, economics, ratio)
+                classes.append(_Class(device_ids, options, pool_reason, detail))
+                continue
+            for ratio, ids in parts.items():
+                options, detail = self._options(device, current, pool, fee_factor, economics, ratio)
+                classes.append(_Class(tuple(ids), options, pool_reason, detail))
         return classes
 
     def _pool_choice(
@@ -196,8 +270,14 @@ class MaxMarginPolicy:
         pool: str | None,
         fee_factor: float,
         economics: MarketEconomics,
-    ) -> list[_Option]:
-        """Sleep first, then mining levels by rising power (none without a pool); scores carry the bands."""
+        measured: tuple[float, float] | None = None,
+    ) -> tuple[list[_Option], str]:
+        """Sleep first, then mining levels by rising power (none without a pool); scores carry the bands.
+
+        Also the band in force, in words.  ``measured``: (power, hash rate) as
+        ratios of the nominal figures, from the device's trustworthy readings.
+        """
+        power_ratio, hash_ratio = measured or (1.0, 1.0)
         price = economics.power_price_usd_per_mwh
         revenue_per_level = (
             device.nominal_hashrate_hs
@@ -205,6 +285,7 @@ class MaxMarginPolicy:
             * economics.hashprice_usd_per_th_day
             / HOURS_PER_DAY
             * fee_factor
+            * hash_ratio
         )
         running = current is not None and current.is_running
         sleep = self._workload(None, 0.0)
@@ -213,16 +294,39 @@ class MaxMarginPolicy:
         options = [_Option(sleep, sleep_w, sleep_margin, sleep_margin)]
         for level in self.power_levels if pool is not None else ():
             workload = self._workload(pool, level)
-            power_w = planned_power_w(device, workload)
+            power_w = planned_power_w(device, workload) * power_ratio
             margin = revenue_per_level * level - power_w / 1e6 * price
             options.append(_Option(workload, power_w, margin, margin))
         if current is None:
-            return options
-        breakeven = revenue_per_level / device.nominal_power_w * 1e6
-        if running:
-            band = self.sleep_band_usd_per_mwh + self.sleep_band_fraction * breakeven
+            return options, ""
+        breakeven = revenue_per_level / (device.nominal_power_w * power_ratio) * 1e6
+        if self.switching == "bands":
+            if running:
+                band = self.sleep_band_usd_per_mwh + self.sleep_band_fraction * breakeven
+            else:
+                band = self.wake_band_usd_per_mwh + self.wake_band_fraction * breakeven
+            expected_hours = None
         else:
-            band = self.wake_band_usd_per_mwh + self.wake_band_fraction * breakeven
+            # Round trip: the wake's lost revenue plus two switches; saving over the expected run.
+            round_trip_usd = (
+                revenue_per_level * self.wake_seconds / 3600.0 + 2 * self.switch_cost_usd
+            )
+            swing_mw = max(device.nominal_power_w - device.sleep_power_w, 1.0) / 1e6
+            # A running miner below break-even sleeps only for the site limit (a lasting
+            # swap, priced like a wake); above it, for the price excursion.
+            excursion = running and price > breakeven
+            band, expected_hours = self._derived_band(
+                breakeven, excursion, round_trip_usd / swing_mw
+            )
+        detail = (
+            f"break-even {breakeven:.2f} USD/MWh, "
+            + (
+                f"sleeps above {breakeven + band:.2f}"
+                if running
+                else f"wakes below {breakeven - band:.2f}"
+            )
+            + ("" if expected_hours is None else f" (expected excursion {expected_hours:.2f} h)")
+        )
         for option in options:
             if option.workload.is_running == running:
                 continue  # no warm-up between power levels, none between sleep and off
@@ -232,7 +336,26 @@ class MaxMarginPolicy:
                 else (device.nominal_power_w - device.sleep_power_w)
             )
             option.score_usd_per_hour -= band * swing_w / 1e6
-        return options
+        return options, detail
+
+    def _derived_band(
+        self, breakeven: float, running: bool, cost_usd_per_mw: float
+    ) -> tuple[float, float]:
+        """(band USD/MWh, expected hours): where a switch pays for its round trip.
+
+        band x swing MW x expected hours = round trip, the expected hours being the
+        mean length of past runs of the price above break-even (``running``: a
+        sleep for a price excursion) or at or below it (a wake, or a swap under
+        the site limit) in the model's window (``ExcursionModel``), at most the
+        configured cap (a switch must pay back within it).
+        """
+        prior = SLEEP_PRIOR_HOURS if running else WAKE_PRIOR_HOURS
+        hours = self.excursions.mean_run_hours(
+            round(breakeven, 1), above=running, prior_hours=prior
+        )
+        cap = self.max_sleep_excursion_hours if running else self.max_wake_excursion_hours
+        hours = min(hours, cap)
+        return cost_usd_per_mw / hours, hours
 
     def _workload(self, pool: str | None, level: float) -> Workload:
         """The same immutable Workload object each call (sleep when pool is None): cheap to compare."""
@@ -274,6 +397,23 @@ class MaxMarginOptions(BaseModel):
     )
     wake_band_fraction: float = Field(
         0.06, ge=0, le=10, description="max-margin: plus this fraction of break-even"
+    )
+    switching: Switching = Field(
+        "cost-aware",
+        description="max-margin: cost-aware (bands from wake_seconds, switch_cost_usd and the "
+        "learned length of price excursions) or bands (the fixed *_band_* settings)",
+    )
+    wake_seconds: float = Field(
+        300.0, ge=0, le=3600, description="max-margin: warm-up of a woken miner, without revenue"
+    )
+    switch_cost_usd: float = Field(
+        0.0, ge=0, le=1000, description="max-margin: cost of each workload change, USD"
+    )
+    max_sleep_excursion_hours: float = Field(
+        0.6, gt=0, le=24, description="max-margin: a sleep must pay back within this many hours"
+    )
+    max_wake_excursion_hours: float = Field(
+        24.0, gt=0, le=24, description="max-margin: a wake must pay back within this many hours"
     )
     power_levels: list[float] = Field(
         default_factory=lambda: [1.0],

@@ -190,12 +190,14 @@ async def test_plan_empty_then_current(client: httpx.AsyncClient, view: FakeView
             "workload": "mine(main)",
             "reason": "price_below_breakeven",
             "expected_margin_usd_per_hour": 1.234,
+            "detail": "",
         },
         {
             "device": "m2",
             "workload": "sleep",
             "reason": "unreachable",
             "expected_margin_usd_per_hour": 0.0,
+            "detail": "",
         },
     ]
 

@@ -79,7 +79,9 @@ def test_bounds_are_ordered_and_above_lagged_policies(spike_days: Trace) -> None
     # Neither max-margin (any sleep band >= 0) nor the naive threshold sleeps while the last price
     # is at or below break-even: the restricted hindsight optimum bounds both.
     for fraction in (0.0, 0.05, 0.14):
-        policy = MaxMarginPolicy(sleep_band_fraction=fraction, wake_band_fraction=0.05)
+        policy = MaxMarginPolicy(
+            switching="bands", sleep_band_fraction=fraction, wake_band_fraction=0.05
+        )
         report = run_backtest(config, policy, spike_days, info="lagged")
         policy_captured = report.captured(report.policy)
         naive_captured = report.captured(report.naive)

@@ -30,6 +30,7 @@ def test_registered_and_built_from_config() -> None:
 
 def test_between_breakevens_only_the_inefficient_model_sleeps() -> None:
     policy = MaxMarginPolicy(
+        switching="bands",
         sleep_band_usd_per_mwh=0,
         wake_band_usd_per_mwh=0,
         sleep_band_fraction=0,
@@ -43,6 +44,7 @@ def test_between_breakevens_only_the_inefficient_model_sleeps() -> None:
 
 def test_bands_hold_the_current_workload_near_breakeven() -> None:
     policy = MaxMarginPolicy(
+        switching="bands",
         sleep_band_usd_per_mwh=10,
         wake_band_usd_per_mwh=10,
         sleep_band_fraction=0,
@@ -162,6 +164,7 @@ def test_plan_is_within_one_percent_of_the_exact_solve(seed: int, size: tuple[in
         **{**{f: getattr(snap, f) for f in snap.__dataclass_fields__}, "power_cap_w": cap_w}
     )
     policy = MaxMarginPolicy(
+        switching="bands",
         sleep_band_usd_per_mwh=0,
         wake_band_usd_per_mwh=0,
         sleep_band_fraction=0,

@@ -95,8 +95,13 @@ def test_assignments_built_fast_equal_the_dataclass() -> None:
     snap = snapshot([device("a"), device("b", "S19j Pro")], 50.0)
     for built in MaxMarginPolicy().plan(snap).assignments:
         expected = Assignment(
-            built.device_id, built.workload, built.reason, built.expected_margin_usd_per_hour
+            built.device_id,
+            built.workload,
+            built.reason,
+            built.expected_margin_usd_per_hour,
+            detail=built.detail,
         )
+        assert "break-even" in built.detail
         assert type(built) is Assignment
         assert built == expected
         assert hash(built) == hash(expected)

@@ -1,0 +1,109 @@
+"""max-margin's cost-aware switching: bands from warm-up and switch costs and the learned excursions."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from scheduler.api.views import plan_view
+from scheduler.backtest.engine import SwitchingCosts, load_trace, run_backtest
+from scheduler.config.loading import load_config
+from scheduler.core.model import Snapshot, Workload
+from scheduler.policies.excursions import ExcursionModel
+from scheduler.policies.max_margin import MaxMarginPolicy
+from tests.scheduler.helpers import device, market, snapshot
+
+ROOT = Path(__file__).resolve().parents[3]
+DATA = ROOT / "drivers" / "market" / "data"
+S21 = device("a", "S21")  # break-even ~101.7 USD/MWh on the helpers' market
+
+
+def test_runs_are_learned_from_past_readings_only() -> None:
+    model = ExcursionModel(prior_hours=0.25)
+    prices = [10, 200, 200, 10, 10, 10, 200, 10]  # runs above 100: 2 and 1 readings of 15 min
+    for index, price in enumerate(prices):
+        model.observe(index * 900.0, price)
+    assert model.mean_run_hours(100.0, above=True) == pytest.approx((0.75 + 0.25) / 3)
+    assert model.mean_run_hours(100.0, above=False) == pytest.approx((1.0 + 0.25) / 3)
+    model.observe(7 * 900.0 + 10, 500.0)  # too soon after the last reading: not kept
+    assert len(model) == len(prices)
+    model.observe(8 * 900.0, 500.0)  # the newest reading's run has no length yet: not counted
+    assert model.mean_run_hours(100.0, above=True) == pytest.approx((0.75 + 0.25) / 3)
+
+
+def test_capacity_keeps_the_newest_readings() -> None:
+    model = ExcursionModel(capacity=4, prior_hours=1.0)
+    for index in range(20):
+        model.observe(index * 3600.0, 200.0 if index % 2 else 0.0)
+    # Last 4 readings: 200, 0, 200, [0 newest]: two completed one-hour runs above 100.
+    assert model.mean_run_hours(100.0, above=True) == pytest.approx((2.0 + 1.0) / 3)
+
+
+def _at(price: float, index: int, current: Workload) -> Snapshot:
+    now = index * 900.0
+    return snapshot([S21], price, {"a": current}, now=now, market_state=market(price, now))
+
+
+def test_a_switch_cost_widens_the_sleep_band_and_short_spikes_are_ridden_out() -> None:
+    history = [50.0] * 7 + [180.0]  # spikes of one interval above break-even
+    history = history * 20 + [180.0]
+    mining = Workload.mine("main")
+    free = MaxMarginPolicy()
+    costly = MaxMarginPolicy(switch_cost_usd=0.5)
+    for policy in (free, costly):
+        for index, price in enumerate(history):
+            policy.plan(_at(price, index, mining))
+    snap = _at(180.0, len(history), mining)
+    (cheap,) = free.plan(snap).assignments
+    (dear,) = costly.plan(snap).assignments
+    # 0.5 USD a switch, a round trip of ~1.03 USD over a 15-minute spike: not worth it.
+    assert str(dear.workload) == "mine(main)" and dear.reason == "within_hysteresis"
+    assert str(cheap.workload) == "sleep"
+    view = plan_view(costly.plan(snap))
+    assert "sleeps above" in view[0].detail and "break-even" in view[0].detail
+
+
+def test_cost_aware_beats_always_on_and_naive_with_a_switch_cost_where_fixed_bands_lose() -> None:
+    config = load_config(ROOT / "deploy" / "fleets" / "s19jpro.toml")
+    config.device_ranges[0].count = 1
+    trace = load_trace(
+        DATA / "ercot_hb_south_15min_2024-06-01_2025-03-27.csv",
+        DATA / "btc_daily_price_difficulty_2017-08-17_2025-06-02.csv",
+        date(2024, 8, 1),
+        date(2024, 8, 31),
+    )
+    costs = SwitchingCosts(wake_seconds=300, switch_cost_usd=0.5)
+    aware = run_backtest(
+        config, MaxMarginPolicy(switch_cost_usd=0.5), trace, info="realtime", costs=costs
+    )
+    fixed = run_backtest(
+        config, MaxMarginPolicy(switching="bands"), trace, info="realtime", costs=costs
+    )
+    assert aware.policy.margin_usd > aware.always_on.margin_usd
+    assert aware.policy.margin_usd > aware.naive.margin_usd
+    assert fixed.policy.margin_usd < fixed.always_on.margin_usd
+
+
+def test_under_a_binding_cap_a_switch_cost_does_not_lock_in_the_wrong_machines() -> None:
+    # At start every machine mines above the cap: which ones sleep is a lasting swap, not a price
+    # excursion, so the efficient ones must keep mining whatever a switch costs.
+    config = load_config(ROOT / "deploy" / "fleets" / "mixed.toml")
+    trace = load_trace(
+        DATA / "ercot_hb_south_15min_2024-06-01_2025-03-27.csv",
+        DATA / "btc_daily_price_difficulty_2017-08-17_2025-06-02.csv",
+        date(2024, 6, 1),
+        date(2024, 6, 7),
+    )
+    costs = SwitchingCosts(wake_seconds=300, switch_cost_usd=0.5)
+    report = run_backtest(
+        config,
+        MaxMarginPolicy(switch_cost_usd=0.5),
+        trace,
+        info="realtime",
+        costs=costs,
+        exact_optimum=False,
+    )
+    assert report.cap_violations == 0
+    assert report.policy.margin_usd >= report.always_on.margin_usd
