@@ -1,0 +1,254 @@
+"""OpenADR 3.0.1 VEN against a VTN double built from the 3.0.1 OpenAPI document
+(tests/scheduler/vtn3_double.py), on free loopback ports: client-credentials
+auth and registration, a subscription whose notifications and the polls both
+deliver an event (acted on once), a modified event re-applied, a deleted event
+released, reports of the metered power received by the VTN, and hostile replies
+(oversized, malformed, too deep, a broken event) refused and counted while the
+VEN goes on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from drivers.dr.openadr3 import OpenAdr3Options, Vtn3Error, parse_event3
+from drivers.meter.base import MeterReading
+from scheduler.config.grid import MeterConfig, SetpointConfig
+from scheduler.control.grid import GridControl, grid_audit
+from scheduler.core.state import FleetState
+from scheduler.store.operator import ControlStore
+from tests.scheduler.helpers import device
+from tests.scheduler.vtn3_double import Vtn3Double, serve_callback
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def stamp(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def capacity_event(program_id: str, kw: float, *, units: str = "KW") -> dict[str, Any]:
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    return {
+        "programID": program_id,
+        "eventName": "curtail",
+        "payloadDescriptors": [
+            {
+                "objectType": "EVENT_PAYLOAD_DESCRIPTOR",
+                "payloadType": "IMPORT_CAPACITY_LIMIT",
+                "units": units,
+            }
+        ],
+        "intervalPeriod": {"start": stamp(start), "duration": "PT10M"},
+        "intervals": [{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [kw]}]}],
+    }
+
+
+def test_event_payloads_become_site_targets_or_are_refused() -> None:
+    event: dict[str, Any] = {
+        "id": "e1",
+        "modificationDateTime": "2026-01-01T00:00:00Z",
+        **capacity_event("p1", 1.5, units="MW"),
+    }
+    parsed = parse_event3(event, {})
+    assert parsed.dispatch is not None and parsed.dispatch.intervals[0].kw == 1500.0
+    assert parsed.dispatch.id == "e1:2026-01-01T00:00:00+00:00"
+    event["intervals"][0]["payloads"] = [{"type": "SIMPLE", "values": [2]}]
+    assert parse_event3(event, {}).dispatch is None  # an unmapped SIMPLE level
+    simple = parse_event3(event, {"2": 300.0}).dispatch
+    assert simple is not None and simple.intervals[0].kw == 300.0
+    event["intervals"][0]["payloads"] = [{"type": "PRICE", "values": [0.17]}]
+    assert parse_event3(event, {}).dispatch is None  # not a signal the site follows
+    # intervals without their own period follow one another from the event's
+    event["intervals"] = [
+        {"id": i, "payloads": [{"type": "DISPATCH_SETPOINT", "values": [100.0 * (i + 1)]}]}
+        for i in range(3)
+    ]
+    three = parse_event3(event, {}).dispatch
+    assert three is not None
+    assert [i.start - three.intervals[0].start for i in three.intervals] == [
+        timedelta(0),
+        timedelta(minutes=10),
+        timedelta(minutes=20),
+    ]
+    for broken in (
+        {**event, "id": "../x"},
+        {**event, "intervals": "no"},
+        {**event, "intervalPeriod": {"start": "yesterday"}},
+        {
+            **event,
+            "intervals": [{"id": 0, "payloads": [{"type": "DISPATCH_SETPOINT", "values": ["x"]}]}],
+        },
+        [],
+    ):
+        with pytest.raises(Vtn3Error):
+            parse_event3(broken, {})
+    with pytest.raises(Vtn3Error, match="more than 2 intervals"):
+        parse_event3(event, {}, max_intervals=2)
+
+
+def test_options_take_one_kind_of_credentials() -> None:
+    base = {"vtn_url": "https://vtn.example/openadr3/3.0.1", "ven_name": "site", "programs": ["p"]}
+    with pytest.raises(ValidationError, match="go together"):
+        OpenAdr3Options.model_validate({**base, "client_id": "c"})
+    with pytest.raises(ValidationError, match="not both"):
+        OpenAdr3Options.model_validate(
+            {**base, "client_id": "c", "client_secret": "s", "bearer_token": "t"}
+        )
+    shown = OpenAdr3Options.model_validate(
+        {**base, "vtn_url": "https://u:pw@vtn.example/", "client_id": "c", "client_secret": "s"}
+    ).model_dump_json()
+    assert "pw" not in shown and '"s"' not in shown
+
+
+def make_grid(tmp_path: Path) -> tuple[GridControl, ControlStore]:
+    store = ControlStore.open(tmp_path / "w.sqlite")
+    meter = MeterConfig(
+        source="http", url="http://127.0.0.1:9/", poll_seconds=300, stale_seconds=3600
+    )
+    grid = GridControl(meter, SetpointConfig(), FleetState([device("m1")]))
+    assert grid.meter is not None
+    grid.meter.latest = MeterReading(612_000.0, grid.clock())  # what the VEN reports
+    grid.audit, grid.note = grid_audit(store)
+    return grid, store
+
+
+@pytest.mark.system
+async def test_a_ven_registers_follows_an_event_once_reapplies_a_change_and_releases(
+    tmp_path: Path,
+) -> None:
+    grid, store = make_grid(tmp_path)
+    async with Vtn3Double() as vtn:
+        program = vtn.add_program("ercot-lr")
+        vtn.add_program("other")
+        holder: list[Any] = []
+
+        async def deliver(body: bytes, auth: str | None) -> None:
+            await holder[0].notification(body, auth)
+
+        callback_url, callback, callback_task = await serve_callback(deliver)
+        options = OpenAdr3Options(
+            vtn_url=vtn.url,
+            ven_name="site-1",
+            programs=["ercot-lr"],
+            client_id="ven-client",
+            client_secret="ven-secret",
+            callback_url=callback_url,
+            callback_token="callback-secret",
+            poll_seconds=1,
+            report_seconds=1,
+        )
+        ven = grid.attach_openadr3(options)
+        holder.append(ven)
+        try:
+            async with grid:
+                await until(lambda: bool(vtn.subscriptions) and ven.counts.get("poll", 0) >= 1)
+                assert [v["venName"] for v in vtn.vens] == ["site-1"] and ven.ven_id
+                assert ven.program_ids == {"ercot-lr": program}
+                assert vtn.token_requests == 1
+                sub = vtn.subscriptions[0]
+                assert sub["programID"] == program and sub["clientName"] == "site-1"
+                assert sub["objectOperations"][0]["callbackUrl"] == callback_url
+
+                # delivered by the notification and again by every poll: acted on once
+                event = await vtn.put_event(capacity_event(program, 450.0))
+                await until(lambda: grid.setpoint.target is not None)
+                polls = vtn.event_polls
+                await until(lambda: vtn.event_polls >= polls + 2)
+                target = grid.setpoint.target
+                assert target is not None and target.kw == 450.0 and target.source == "openadr"
+                assert target.id.startswith(f"openadr:{event['id']}:")
+                assert [t.kw for t in grid.setpoint.history] == [450.0]
+                assert ven.counts["repeated"] >= 2
+
+                await until(lambda: bool(vtn.reports))
+                report = vtn.reports[0]
+                assert report["eventID"] == event["id"] and report["programID"] == program
+                payloads = report["resources"][0]["intervals"][0]["payloads"]
+                assert {"type": "DEMAND", "values": [612.0]} in payloads
+                assert {p["type"] for p in payloads} == {"DEMAND", "USAGE"}
+
+                # a modification (new modificationDateTime) acts again
+                await asyncio.sleep(0.01)
+                await vtn.put_event({**event, **capacity_event(program, 300.0)})
+                await until(
+                    lambda: grid.setpoint.target is not None and grid.setpoint.target.kw == 300.0
+                )
+                assert [t.kw for t in grid.setpoint.history] == [450.0, 300.0]
+
+                # deleted: the target is released
+                await vtn.delete_event(event["id"])
+                await until(lambda: grid.setpoint.target is None)
+                assert ven.counts["released"] == 1
+                polls = vtn.event_polls
+                await until(lambda: vtn.event_polls >= polls + 2)
+                assert grid.setpoint.target is None and ven.followed == {}
+
+                # a notification without the callback's bearer token is refused
+                with pytest.raises(Vtn3Error, match="bearer token"):
+                    await ven.notification(b"{}", "Bearer wrong")
+        finally:
+            callback.should_exit = True
+            await callback_task
+    assert grid.counts[("openadr", "opt_in")] == 3  # 450, 300, the release
+    results = [row.result for row in store.api_audit(limit=100)]
+    assert any(r.startswith(f"openadr: {event['id']}:") and "optIn" in r for r in results)
+    assert "openadr: accepted" in results
+    store.close()
+
+
+@pytest.mark.system
+async def test_hostile_replies_are_refused_and_counted_and_the_ven_goes_on(
+    tmp_path: Path,
+) -> None:
+    grid, store = make_grid(tmp_path)
+    async with Vtn3Double() as vtn:
+        vtn.tokens.add("fixed-token")  # a bearer token provisioned out of band
+        program = vtn.add_program("ercot-lr")
+        options = OpenAdr3Options(
+            vtn_url=vtn.url,
+            ven_name="site-2",
+            programs=["ercot-lr"],
+            bearer_token="fixed-token",
+            poll_seconds=1,
+            max_reply_bytes=64 * 1024,
+        )
+        ven = grid.attach_openadr3(options)
+        async with grid:
+            await until(lambda: ven.counts.get("poll", 0) >= 1)
+            assert vtn.token_requests == 0
+            for hostile, reason in (
+                ("oversized", "more than 65536"),
+                ("malformed", "not JSON"),
+                ("deep", "nested more than"),
+            ):
+                vtn.hostile = hostile
+                refused = ven.counts.get("refused", 0)
+                await until(lambda n=refused: ven.counts.get("refused", 0) > n)
+                assert ven.last_error is not None and reason in ven.last_error
+                assert "\n" not in ven.last_error
+            vtn.hostile = None
+            broken = {"id": "event-broken", "programID": program, "intervals": "none"}
+            vtn.events["event-broken"] = broken
+            await vtn.put_event(capacity_event(program, 500.0))
+            await until(lambda: grid.setpoint.target is not None)
+            target = grid.setpoint.target
+            assert target is not None and target.kw == 500.0  # the daemon went on
+            assert "event-broken: intervals is not a list" in (ven.last_error or "")
+    assert grid.counts[("openadr", "invalid")] >= 4
+    assert [t.kw for t in grid.setpoint.history] == [500.0]
+    results = [row.result for row in store.api_audit(limit=100)]
+    assert any("3.0 reply refused" in r and "not JSON" in r for r in results)
+    store.close()
