@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from drivers.dr.openadr3 import OpenAdr3Options, Vtn3Error, parse_event3
+from drivers.dr.openadr import DispatchEvent, DispatchInterval
+from drivers.dr.openadr3 import OpenAdr3Options, Vtn3Error, legacy_raw, parse_event3
 from drivers.meter.base import MeterReading
 from scheduler.config.grid import MeterConfig, SetpointConfig
 from scheduler.control.grid import GridControl, grid_audit
@@ -162,6 +163,12 @@ async def test_a_ven_registers_follows_an_event_once_reapplies_a_change_and_rele
                 assert sub["programID"] == program and sub["clientName"] == "site-1"
                 assert sub["objectOperations"][0]["callbackUrl"] == callback_url
 
+                # a token the VTN no longer honours: a fresh one, and the VEN goes on
+                vtn.tokens.clear()
+                polls = ven.counts["poll"]
+                await until(lambda: ven.counts["poll"] > polls)
+                assert vtn.token_requests == 2
+
                 # delivered by the notification and again by every poll: acted on once
                 event = await vtn.put_event(capacity_event(program, 450.0))
                 await until(lambda: grid.setpoint.target is not None)
@@ -203,6 +210,7 @@ async def test_a_ven_registers_follows_an_event_once_reapplies_a_change_and_rele
             callback.should_exit = True
             await callback_task
     assert grid.counts[("openadr", "opt_in")] == 3  # 450, 300, the release
+    assert grid.counts[("openadr", "invalid")] == 1  # the notification without the token
     results = [row.result for row in store.api_audit(limit=100)]
     assert any(r.startswith(f"openadr: {event['id']}:") and "optIn" in r for r in results)
     assert "openadr: accepted" in results
@@ -231,6 +239,7 @@ async def test_hostile_replies_are_refused_and_counted_and_the_ven_goes_on(
             assert vtn.token_requests == 0
             for hostile, reason in (
                 ("oversized", "more than 65536"),
+                ("chunked", "larger than 65536"),
                 ("malformed", "not JSON"),
                 ("deep", "nested more than"),
             ):
@@ -252,3 +261,16 @@ async def test_hostile_replies_are_refused_and_counted_and_the_ven_goes_on(
     results = [row.result for row in store.api_audit(limit=100)]
     assert any("3.0 reply refused" in r and "not JSON" in r for r in results)
     store.close()
+
+
+async def test_a_modified_event_drops_the_intervals_of_its_earlier_version() -> None:
+    grid = GridControl(None, SetpointConfig(), FleetState([device("m1")]))
+    now = datetime.now(UTC)
+    later = DispatchInterval(now + timedelta(seconds=0.3), timedelta(minutes=5), 450.0)
+    first = DispatchEvent("e:1", "e", "active", (later,))
+    assert await grid.openadr_event(first, legacy_raw("e", "1"))
+    at_once = DispatchInterval(now - timedelta(seconds=1), timedelta(minutes=5), 300.0)
+    second = DispatchEvent("e:2", "e", "active", (at_once,))
+    assert await grid.openadr_event(second, legacy_raw("e", "2"))
+    await asyncio.sleep(0.6)  # past the first version's start
+    assert [t.kw for t in grid.setpoint.history] == [300.0]

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tests.conftest import free_port
 
@@ -167,6 +167,15 @@ class Vtn3Double:
                 return Response(b"[" + b'"x",' * 1_000_000 + b'"x"]', 200)
             if self.hostile == "malformed":
                 return Response(b'[{"id": "event-1", "programID": ', 200)
+            if self.hostile == "chunked":  # no Content-Length: bounded while read
+
+                async def chunks() -> Any:
+                    yield b"["
+                    for _ in range(1000):
+                        yield b'"x",' * 100
+                    yield b'"x"]'
+
+                return StreamingResponse(chunks(), 200)
             if self.hostile == "deep":
                 return Response(b"[" * 100 + b"]" * 100, 200)
             program = request.query_params.get("programID")
