@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from pydantic import (
@@ -76,7 +76,7 @@ class OpenAdr3Options(BaseModel):
         pattern=r"^https?://", description="the VTN's base URL, e.g. https://vtn/openadr3/3.0.1"
     )
     ven_name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="venName/clientName")
-    programs: list[str] = Field(
+    programs: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         min_length=1, max_length=20, description="programName(s) whose events the site follows"
     )
     client_id: str | None = Field(None, max_length=4096, description="OAuth2 client credentials")
@@ -116,11 +116,17 @@ class OpenAdr3Options(BaseModel):
 
 
 class Vtn3Error(Exception):
-    """A VTN reply refused or a request failed: ``message`` is one line for the operator."""
+    """A VTN reply refused or a request failed: ``message`` is one line for the operator.
 
-    def __init__(self, message: str) -> None:
+    ``refused``: the reply was not what the document describes (hostile or
+    broken: counted as an invalid signal); otherwise the request failed
+    (unreachable, an HTTP error status) and the next poll retries.
+    """
+
+    def __init__(self, message: str, *, refused: bool = True) -> None:
         super().__init__(message)
         self.message = message[:300]
+        self.refused = refused
 
 
 def _time(value: object, what: str) -> datetime:
@@ -298,6 +304,12 @@ class OpenAdr3Ven:
         if self._on_refused is not None:
             self._on_refused(reason)
 
+    def fail(self, reason: str) -> None:
+        """A request failed (VTN unreachable, an HTTP error): one log line, counted, retried."""
+        self._count("failed")
+        self.last_error = reason
+        log.warning("OpenADR 3 VTN request failed: %s", reason)
+
     async def _read(self, response: httpx.Response, what: str) -> Any:
         limit = self.options.max_reply_bytes
         declared = response.headers.get("content-length", "")
@@ -327,12 +339,13 @@ class OpenAdr3Ven:
             request = self._http.build_request(method, path, headers=headers, **kwargs)
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise Vtn3Error(f"{what}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+            message = f"{what}: {type(exc).__name__}: {exc}".splitlines()[0]
+            raise Vtn3Error(message, refused=False) from None
         try:
             try:
                 body = await self._read(response, what)
             except httpx.HTTPError as exc:
-                raise Vtn3Error(f"{what}: {type(exc).__name__}".splitlines()[0]) from None
+                raise Vtn3Error(f"{what}: {type(exc).__name__}", refused=False) from None
         finally:
             await response.aclose()
         return response.status_code, body
@@ -346,14 +359,17 @@ class OpenAdr3Ven:
             detail = ""
             if isinstance(body, dict):
                 detail = str(body.get("title") or body.get("detail") or body.get("error") or "")
-            raise Vtn3Error(f"{what}: HTTP {status} {detail[:120]}".rstrip())
+            message = f"{what}: HTTP {status} {detail[:120]}".rstrip()
+            raise Vtn3Error(" ".join(message.split()), refused=False)
         return body
 
     async def _bearer(self) -> str:
         if self._token is not None and time.monotonic() < self._token_expires:
             return self._token
         if self.options.client_id is None:
-            raise Vtn3Error("no credentials: set client_id/client_secret or bearer_token")
+            raise Vtn3Error(
+                "no credentials: set client_id/client_secret or bearer_token", refused=False
+            )
         url = self.options.oauth_url or "auth/token"
         status, body = await self._send(
             "POST",
@@ -368,7 +384,8 @@ class OpenAdr3Ven:
         )
         if status != 200:
             error = body.get("error") if isinstance(body, dict) else None
-            raise Vtn3Error(f"auth/token: HTTP {status} {str(error or '')[:60]}".rstrip())
+            message = f"auth/token: HTTP {status} {str(error or '')[:60]}".rstrip()
+            raise Vtn3Error(" ".join(message.split()), refused=False)
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not 1 <= len(token) <= 4096 or not token.isprintable():
             raise Vtn3Error("auth/token: no access_token in the reply")
@@ -605,7 +622,10 @@ class OpenAdr3Ven:
                     next_report = time.monotonic() + self.options.report_seconds
                     await self.report()
             except Vtn3Error as exc:
-                self.refuse(exc.message)
+                if exc.refused:
+                    self.refuse(exc.message)
+                else:
+                    self.fail(exc.message)
             except Exception:  # a bug here must not take the daemon down: the next poll retries
                 self._count("failed")
                 log.exception("OpenADR 3 poll failed")

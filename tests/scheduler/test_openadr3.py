@@ -248,6 +248,14 @@ async def test_hostile_replies_are_refused_and_counted_and_the_ven_goes_on(
                 await until(lambda n=refused: ven.counts.get("refused", 0) > n)
                 assert ven.last_error is not None and reason in ven.last_error
                 assert "\n" not in ven.last_error
+            # a VTN in trouble is a failure, retried: not an invalid signal
+            invalid = grid.counts[("openadr", "invalid")]
+            vtn.hostile = "error"
+            await until(lambda: ven.counts.get("failed", 0) >= 1)
+            assert ven.last_error == (
+                f"GET /events?programID={program}: HTTP 500 Internal Server Error"
+            )
+            assert grid.counts[("openadr", "invalid")] == invalid
             vtn.hostile = None
             broken = {"id": "event-broken", "programID": program, "intervals": "none"}
             vtn.events["event-broken"] = broken

@@ -163,6 +163,8 @@ class Vtn3Double:
             if not authorized(request):
                 return problem(403, "Forbidden")
             self.event_polls += 1
+            if self.hostile == "error":
+                return problem(500, "Internal Server Error")
             if self.hostile == "oversized":
                 return Response(b"[" + b'"x",' * 1_000_000 + b'"x"]', 200)
             if self.hostile == "malformed":
