@@ -434,6 +434,15 @@ class GridCollector(Collector):
         for (source, outcome), count in sorted(grid.counts.items()):
             signals.add_metric([source, outcome], float(count))
         yield signals
+        if grid.openadr3 is not None:
+            ven = CounterMetricFamily(
+                "wattmux_openadr3_ven",
+                "OpenADR 3 VEN tallies: poll, event, repeated, released, report, refused, failed.",
+                labels=["outcome"],
+            )
+            for outcome, count in sorted(grid.openadr3.counts.items()):
+                ven.add_metric([outcome], float(count))
+            yield ven
 
 
 def grid_audit(

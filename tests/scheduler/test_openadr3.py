@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from drivers.dr.openadr import DispatchEvent, DispatchInterval
@@ -266,6 +267,14 @@ async def test_hostile_replies_are_refused_and_counted_and_the_ven_goes_on(
             assert "event-broken: intervals is not a list" in (ven.last_error or "")
     assert grid.counts[("openadr", "invalid")] >= 4
     assert [t.kw for t in grid.setpoint.history] == [500.0]
+    registry = CollectorRegistry()
+    grid.register(registry)
+    assert (
+        registry.get_sample_value("wattmux_openadr3_ven_total", {"outcome": "failed"}) or 0
+    ) >= 1
+    assert (
+        registry.get_sample_value("wattmux_openadr3_ven_total", {"outcome": "refused"}) or 0
+    ) >= 4
     results = [row.result for row in store.api_audit(limit=100)]
     assert any("3.0 reply refused" in r and "not JSON" in r for r in results)
     store.close()
