@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -21,12 +22,18 @@ from pydantic import ValidationError
 from drivers.dr.openadr import DispatchEvent, DispatchInterval
 from drivers.dr.openadr3 import OpenAdr3Options, Vtn3Error, legacy_raw, parse_event3
 from drivers.meter.base import MeterReading
+from scheduler.api.app import create_app
+from scheduler.api.auth import RateLimiter
+from scheduler.api.grid import grid_routes
+from scheduler.api.wiring import ApiSecurity
 from scheduler.config.grid import MeterConfig, SetpointConfig
 from scheduler.control.grid import GridControl, grid_audit
 from scheduler.core.state import FleetState
+from scheduler.observability.metrics import Metrics
 from scheduler.store.operator import ControlStore
+from tests.scheduler.api_fixtures import ControlledView, Tokens, make_control, small_config
 from tests.scheduler.helpers import device
-from tests.scheduler.vtn3_double import Vtn3Double, serve_callback
+from tests.scheduler.vtn3_double import Vtn3Double, serve
 
 
 async def until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
@@ -127,6 +134,14 @@ def make_grid(tmp_path: Path) -> tuple[GridControl, ControlStore]:
     return grid, store
 
 
+def api_of(tmp_path: Path, grid: GridControl, store: ControlStore) -> Any:
+    """The daemon's API app with the site power routes (the notification route among them)."""
+    config = small_config(tmp_path)
+    view = ControlledView(grid.state, Metrics(grid.state), config, make_control(store, grid.state))
+    security = ApiSecurity(Tokens().authenticator(), RateLimiter(per_minute=600, burst=100), 65536)
+    return create_app(view, security, [grid_routes(grid, view, None)])
+
+
 @pytest.mark.system
 async def test_a_ven_registers_follows_an_event_once_reapplies_a_change_and_releases(
     tmp_path: Path,
@@ -135,12 +150,8 @@ async def test_a_ven_registers_follows_an_event_once_reapplies_a_change_and_rele
     async with Vtn3Double() as vtn:
         program = vtn.add_program("ercot-lr")
         vtn.add_program("other")
-        holder: list[Any] = []
-
-        async def deliver(body: bytes, auth: str | None) -> None:
-            await holder[0].notification(body, auth)
-
-        callback_url, callback, callback_task = await serve_callback(deliver)
+        api_url, api, api_task = await serve(api_of(tmp_path, grid, store))
+        callback_url = f"{api_url}/v1/signals/openadr3"
         options = OpenAdr3Options(
             vtn_url=vtn.url,
             ven_name="site-1",
@@ -153,7 +164,6 @@ async def test_a_ven_registers_follows_an_event_once_reapplies_a_change_and_rele
             report_seconds=1,
         )
         ven = grid.attach_openadr3(options)
-        holder.append(ven)
         try:
             async with grid:
                 await until(lambda: bool(vtn.subscriptions) and ven.counts.get("poll", 0) >= 1)
@@ -171,7 +181,9 @@ async def test_a_ven_registers_follows_an_event_once_reapplies_a_change_and_rele
                 assert vtn.token_requests == 2
 
                 # delivered by the notification and again by every poll: acted on once
+                good = "Bearer callback-secret"
                 event = await vtn.put_event(capacity_event(program, 450.0))
+                assert vtn.notified == [204]  # through the daemon's API, at once
                 await until(lambda: grid.setpoint.target is not None)
                 polls = vtn.event_polls
                 await until(lambda: vtn.event_polls >= polls + 2)
@@ -205,13 +217,21 @@ async def test_a_ven_registers_follows_an_event_once_reapplies_a_change_and_rele
                 assert grid.setpoint.target is None and ven.followed == {}
 
                 # a notification without the callback's bearer token is refused
+                async with httpx.AsyncClient() as http:
+                    wrong = {"authorization": "Bearer wrong"}
+                    reply = await http.post(callback_url, json={}, headers=wrong)
+                    assert reply.status_code == 401
+                    reply = await http.post(
+                        callback_url, content=b"[" * 100, headers={"authorization": good}
+                    )
+                    assert reply.status_code == 422 and "nested" in reply.json()["detail"]
                 with pytest.raises(Vtn3Error, match="bearer token"):
                     await ven.notification(b"{}", "Bearer wrong")
         finally:
-            callback.should_exit = True
-            await callback_task
+            api.should_exit = True
+            await api_task
     assert grid.counts[("openadr", "opt_in")] == 3  # 450, 300, the release
-    assert grid.counts[("openadr", "invalid")] == 1  # the notification without the token
+    assert grid.counts[("openadr", "invalid")] == 3  # two without the token, one too deep
     results = [row.result for row in store.api_audit(limit=100)]
     assert any(r.startswith(f"openadr: {event['id']}:") and "optIn" in r for r in results)
     assert "openadr: accepted" in results
@@ -291,3 +311,33 @@ async def test_a_modified_event_drops_the_intervals_of_its_earlier_version() -> 
     assert await grid.openadr_event(second, legacy_raw("e", "2"))
     await asyncio.sleep(0.6)  # past the first version's start
     assert [t.kw for t in grid.setpoint.history] == [300.0]
+
+
+async def test_the_notification_route_needs_a_ven_and_its_bearer_token(tmp_path: Path) -> None:
+    grid, store = make_grid(tmp_path)
+    app = api_of(tmp_path, grid, store)
+    transport = httpx.ASGITransport(app=app, client=("127.70.0.9", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://wattmux.test") as http:
+        assert (await http.post("/v1/signals/openadr3", json={})).status_code == 404
+        grid.attach_openadr3(
+            OpenAdr3Options(
+                vtn_url="http://127.0.0.1:9/openadr3/3.0.1",
+                ven_name="site",
+                programs=["p"],
+                bearer_token="t",
+                callback_token="right",
+            )
+        )
+        assert (await http.post("/v1/signals/openadr3", json={})).status_code == 401
+        reply = await http.post(
+            "/v1/signals/openadr3",
+            json={"objectType": "PROGRAM"},
+            headers={"authorization": "Bearer right"},
+        )
+        assert reply.status_code == 422 and "not an EVENT notification" in reply.json()["detail"]
+    assert grid.counts[("openadr", "invalid")] == 3
+    rows = [row.result for row in store.api_audit(limit=10)]
+    assert "rejected: no [openadr3]" in rows and "rejected: bearer token" in rows
+    assert grid.openadr3 is not None
+    await grid.openadr3.__aexit__()
+    store.close()

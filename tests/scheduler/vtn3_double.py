@@ -46,6 +46,7 @@ class Vtn3Double:
     subscriptions: list[dict[str, Any]] = field(default_factory=list)
     reports: list[dict[str, Any]] = field(default_factory=list)
     token_requests: int = 0
+    notified: list[int] = field(default_factory=list)  # the callback's answers
     event_polls: int = 0
     hostile: str | None = None  # "oversized", "malformed", "deep": how /events misbehaves
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -104,7 +105,8 @@ class Vtn3Double:
                         headers["Authorization"] = f"Bearer {op['bearerToken']}"
                     body = {"objectType": "EVENT", "operation": operation, "object": event}
                     async with httpx.AsyncClient(timeout=5) as client:
-                        await client.post(op["callbackUrl"], json=body, headers=headers)
+                        reply = await client.post(op["callbackUrl"], json=body, headers=headers)
+                    self.notified.append(reply.status_code)
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -227,18 +229,8 @@ class Vtn3Double:
         await self._task
 
 
-async def serve_callback(handler: Any) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
-    """A loopback listener for the VTN's notifications, handed to ``handler(body, auth)``."""
-    app = FastAPI()
-
-    @app.post("/openadr3/callback")
-    async def callback(request: Request) -> Response:
-        try:
-            await handler(await request.body(), request.headers.get("authorization"))
-        except Exception:
-            return Response(status_code=400)
-        return Response(status_code=200)
-
+async def serve(app: Any) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
+    """Serve ``app`` (the daemon's API, receiving the VTN's notifications) on a free port."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
@@ -248,4 +240,4 @@ async def serve_callback(handler: Any) -> tuple[str, uvicorn.Server, asyncio.Tas
         if server.started:
             break
         await asyncio.sleep(0.02)
-    return f"http://127.0.0.1:{port}/openadr3/callback", server, task
+    return f"http://127.0.0.1:{port}", server, task
