@@ -112,6 +112,10 @@ class OpenAdr3Options(BaseModel):
             raise ValueError("openadr3: client_id and client_secret go together")
         if credentials and self.bearer_token is not None:
             raise ValueError("openadr3: client credentials or bearer_token, not both")
+        if self.callback_url is not None and self.callback_token is None:
+            raise ValueError("openadr3: callback_url needs a callback_token (16+ characters)")
+        if self.callback_token is not None and len(self.callback_token.get_secret_value()) < 16:
+            raise ValueError("openadr3: callback_token needs 16 or more characters")
         return self
 
 
@@ -531,7 +535,7 @@ class OpenAdr3Ven:
         """What the VTN posted to ``callback_url`` (Vtn3Error when refused; counted)."""
         try:
             expected = reveal(self.options.callback_token)
-            if expected is not None and authorization != f"Bearer {expected}":
+            if expected is None or authorization != f"Bearer {expected}":
                 raise Vtn3Error("notification: wrong or missing bearer token")
             if len(body) > self.options.max_reply_bytes:
                 raise Vtn3Error("notification: larger than max_reply_bytes")

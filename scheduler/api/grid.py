@@ -306,7 +306,7 @@ def grid_routes(
                 raise HTTPException(404, "no [openadr3] configured")
             expected = ven.options.callback_token
             given = request.headers.get("authorization", "")
-            if expected is not None and not hmac.compare_digest(
+            if expected is None or not hmac.compare_digest(
                 given.encode(), f"Bearer {expected.get_secret_value()}".encode()
             ):
                 grid.count_invalid("openadr")  # a flood is counted, not a row each

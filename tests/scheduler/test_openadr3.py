@@ -112,6 +112,10 @@ def test_options_take_one_kind_of_credentials() -> None:
     base = {"vtn_url": "https://vtn.example/openadr3/3.0.1", "ven_name": "site", "programs": ["p"]}
     with pytest.raises(ValidationError, match="go together"):
         OpenAdr3Options.model_validate({**base, "client_id": "c"})
+    with pytest.raises(ValidationError, match="needs a callback_token"):
+        OpenAdr3Options.model_validate({**base, "callback_url": "https://site/cb"})
+    with pytest.raises(ValidationError, match="16 or more"):
+        OpenAdr3Options.model_validate({**base, "callback_token": "short"})
     with pytest.raises(ValidationError, match="not both"):
         OpenAdr3Options.model_validate(
             {**base, "client_id": "c", "client_secret": "s", "bearer_token": "t"}
@@ -159,7 +163,7 @@ async def test_a_ven_registers_follows_an_event_once_reapplies_a_change_and_rele
             client_id="ven-client",
             client_secret="ven-secret",
             callback_url=callback_url,
-            callback_token="callback-secret",
+            callback_token="callback-secret-123",
             poll_seconds=1,
             report_seconds=1,
         )
@@ -181,7 +185,7 @@ async def test_a_ven_registers_follows_an_event_once_reapplies_a_change_and_rele
                 assert vtn.token_requests == 2
 
                 # delivered by the notification and again by every poll: acted on once
-                good = "Bearer callback-secret"
+                good = "Bearer callback-secret-123"
                 event = await vtn.put_event(capacity_event(program, 450.0))
                 assert vtn.notified == [204]  # through the daemon's API, at once
                 await until(lambda: grid.setpoint.target is not None)
@@ -325,14 +329,14 @@ async def test_the_notification_route_needs_a_ven_and_its_bearer_token(tmp_path:
                 ven_name="site",
                 programs=["p"],
                 bearer_token="t",
-                callback_token="right",
+                callback_token="right-and-long-enough",
             )
         )
         assert (await http.post("/v1/signals/openadr3", json={})).status_code == 401
         reply = await http.post(
             "/v1/signals/openadr3",
             json={"objectType": "PROGRAM"},
-            headers={"authorization": "Bearer right"},
+            headers={"authorization": "Bearer right-and-long-enough"},
         )
         assert reply.status_code == 422 and "not an EVENT notification" in reply.json()["detail"]
     assert grid.counts[("openadr", "invalid")] == 3
