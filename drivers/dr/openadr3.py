@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -149,6 +150,10 @@ def _duration(value: object, what: str) -> timedelta:
         raise Vtn3Error(f"{what}: not an ISO 8601 duration") from None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _object_id(value: object, what: str) -> str:
     if (
         not isinstance(value, str)
@@ -178,14 +183,15 @@ def parse_event3(
         raise Vtn3Error("event: not an object")
     event_id = _object_id(event.get("id"), "event.id")
     program_id = _object_id(event.get("programID"), f"event {event_id}: programID")
-    version = str(event.get("modificationDateTime") or event.get("createdDateTime") or "0")
-    version = (
-        _time(version, f"event {event_id}: modificationDateTime").isoformat()
-        if (version != "0")
-        else version
-    )
+    stamp = event.get("modificationDateTime") or event.get("createdDateTime")
+    version = "0"
+    if stamp is not None:
+        version = _time(stamp, f"event {event_id}: modificationDateTime").isoformat()
+    descriptors = event.get("payloadDescriptors") or []
+    if not isinstance(descriptors, list):
+        raise Vtn3Error(f"event {event_id}: payloadDescriptors is not a list")
     units: dict[str, float | None] = {}
-    for descriptor in event.get("payloadDescriptors") or []:
+    for descriptor in descriptors:
         if isinstance(descriptor, dict) and isinstance(descriptor.get("payloadType"), str):
             unit = str(descriptor.get("units") or "KW").upper()
             units[descriptor["payloadType"]] = UNITS_KW.get(unit)
@@ -225,7 +231,11 @@ def parse_event3(
                 continue
             values = payload["values"]
             value = values[0] if values else None
-            if not isinstance(value, int | float) or isinstance(value, bool):
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+            ):
                 raise Vtn3Error(f"event {event_id}: interval {index}: {kind} value not a number")
             if duration <= timedelta(0):
                 followable = False  # open-ended (PT0S) intervals are not followed
@@ -329,7 +339,7 @@ class OpenAdr3Ven:
         if problem is not None:
             raise Vtn3Error(f"{what}: reply {problem}")
         try:
-            return json.loads(raw) if raw else None
+            return json.loads(raw, parse_constant=_no_constant) if raw else None
         except (ValueError, UnicodeDecodeError):
             raise Vtn3Error(f"{what}: reply is not JSON") from None
 
@@ -543,7 +553,7 @@ class OpenAdr3Ven:
             if problem is not None:
                 raise Vtn3Error(f"notification: {problem}")
             try:
-                data = json.loads(body)
+                data = json.loads(body, parse_constant=_no_constant)
             except (ValueError, UnicodeDecodeError):
                 raise Vtn3Error("notification: not JSON") from None
             if not isinstance(data, dict) or data.get("objectType") != "EVENT":

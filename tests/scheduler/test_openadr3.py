@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -106,6 +108,45 @@ def test_event_payloads_become_site_targets_or_are_refused() -> None:
             parse_event3(broken, {})
     with pytest.raises(Vtn3Error, match="more than 2 intervals"):
         parse_event3(event, {}, max_intervals=2)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+FIELDS = (
+    "id",
+    "programID",
+    "modificationDateTime",
+    "payloadDescriptors",
+    "intervalPeriod",
+    "intervals",
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    field=st.sampled_from(FIELDS),
+    value=JSON,
+    where=st.sampled_from(["event", "interval", "payload"]),
+)
+def test_any_value_anywhere_is_parsed_or_refused_with_a_vtn3_error(
+    field: str, value: Any, where: str
+) -> None:
+    event: dict[str, Any] = {"id": "e1", **capacity_event("p1", 100.0)}
+    if where == "event":
+        event[field] = value
+    elif where == "interval":
+        event["intervals"][0][field if field != "id" else "intervalPeriod"] = value
+    else:
+        event["intervals"][0]["payloads"][0]["values"] = [value]
+    try:
+        parse_event3(event, {"1": 10.0})
+    except Vtn3Error as exc:
+        assert "\n" not in exc.message
 
 
 def test_options_take_one_kind_of_credentials() -> None:
