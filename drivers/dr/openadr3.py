@@ -534,7 +534,7 @@ class OpenAdr3Ven:
                 await self._release(event_id, locked=True)
             return
         followed = self.followed.pop(event_id, None)
-        version = self.versions.pop(event_id, "deleted")
+        version = self.versions.get(event_id, "deleted")  # kept: a stale listing repeats it
         if followed is None:
             return
         cancel = DispatchEvent(f"{event_id}:{version}:deleted", event_id, "cancelled", ())
