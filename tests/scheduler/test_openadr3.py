@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from drivers.dr.openadr import DispatchEvent, DispatchInterval
-from drivers.dr.openadr3 import OpenAdr3Options, Vtn3Error, legacy_raw, parse_event3
+from drivers.dr.openadr3 import OpenAdr3Options, OpenAdr3Ven, Vtn3Error, legacy_raw, parse_event3
 from drivers.meter.base import MeterReading
 from scheduler.api.app import create_app
 from scheduler.api.auth import RateLimiter
@@ -387,3 +387,22 @@ async def test_the_notification_route_needs_a_ven_and_its_bearer_token(tmp_path:
     assert grid.openadr3 is not None
     await grid.openadr3.__aexit__()
     store.close()
+
+
+async def test_a_listing_older_than_a_deletion_does_not_bring_the_event_back() -> None:
+    calls: list[str] = []
+
+    async def on_event(dispatch: DispatchEvent | None, raw: dict[str, Any]) -> bool:
+        calls.append(dispatch.status if dispatch is not None else "none")
+        return True
+
+    options = OpenAdr3Options(
+        vtn_url="http://127.0.0.1:9/", ven_name="site", programs=["p"], bearer_token="t"
+    )
+    ven = OpenAdr3Ven(options, on_event, lambda: None)
+    event = parse_event3({"id": "e1", **capacity_event("p1", 100.0)}, {})
+    await ven._handle(event)  # polled
+    await ven._release("e1")  # a DELETE notification
+    await ven._handle(event)  # a poll that listed the event before it was deleted
+    assert calls == ["active", "cancelled"] and ven.followed == {}
+    await ven.__aexit__()
