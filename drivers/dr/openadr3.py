@@ -295,8 +295,10 @@ class OpenAdr3Ven:
         self._token: str | None = reveal(options.bearer_token)
         self._token_expires = float("inf")
         self.ven_id: str | None = None
+        self.registered = False  # VEN, programs and subscriptions done (else retried each poll)
         self.program_ids: dict[str, str] = {}  # programName -> id
         self.subscription_ids: list[str] = []
+        self.subscribed: set[str] = set()  # program ids with a subscription
         self.versions: dict[str, str] = {}  # event id -> the version handed to on_event
         self.followed: dict[str, tuple[str, DispatchEvent]] = {}  # event id -> program, event
         self.counts: dict[str, int] = {}
@@ -452,9 +454,12 @@ class OpenAdr3Ven:
                 )
         missing = sorted(wanted - set(self.program_ids))
         if missing:
-            raise Vtn3Error(f"GET /programs: no program named {', '.join(missing)}")
-        if self.options.callback_url is not None and not self.subscription_ids:
+            message = f"GET /programs: no program named {', '.join(missing)}"
+            raise Vtn3Error(message, refused=False)  # retried at the next poll
+        if self.options.callback_url is not None:
             for program_id in self.program_ids.values():
+                if program_id in self.subscribed:
+                    continue
                 operation: dict[str, Any] = {
                     "objects": ["EVENT"],
                     "operations": ["POST", "PUT", "DELETE"],
@@ -472,13 +477,15 @@ class OpenAdr3Ven:
                         "objectOperations": [operation],
                     },
                 )
+                self.subscribed.add(program_id)
                 if isinstance(created, dict) and isinstance(created.get("id"), str):
                     self.subscription_ids.append(created["id"][:128])
+        self.registered = True
         self._count("registered")
 
     async def poll(self) -> None:
         """Read the events of every program once and act on what changed."""
-        if self.ven_id is None:
+        if not self.registered:
             await self.register()
         present: set[str] = set()
         for program_id in self.program_ids.values():

@@ -291,7 +291,6 @@ async def test_hostile_replies_are_refused_and_counted_and_the_ven_goes_on(
     grid, store = make_grid(tmp_path)
     async with Vtn3Double() as vtn:
         vtn.tokens.add("fixed-token")  # a bearer token provisioned out of band
-        program = vtn.add_program("ercot-lr")
         options = OpenAdr3Options(
             vtn_url=vtn.url,
             ven_name="site-2",
@@ -302,8 +301,12 @@ async def test_hostile_replies_are_refused_and_counted_and_the_ven_goes_on(
         )
         ven = grid.attach_openadr3(options)
         async with grid:
+            # the program is not there yet: a failure, retried, not an invalid signal
+            await until(lambda: ven.counts.get("failed", 0) >= 1)
+            assert ven.last_error == "GET /programs: no program named ercot-lr"
+            program = vtn.add_program("ercot-lr")
             await until(lambda: ven.counts.get("poll", 0) >= 1)
-            assert vtn.token_requests == 0
+            assert vtn.token_requests == 0 and ("openadr", "invalid") not in grid.counts
             for hostile, reason in (
                 ("oversized", "more than 65536"),
                 ("chunked", "larger than 65536"),
@@ -315,7 +318,7 @@ async def test_hostile_replies_are_refused_and_counted_and_the_ven_goes_on(
                 assert ven.last_error is not None and "\n" not in ven.last_error
             # a VTN in trouble is a failure, retried: not an invalid signal
             vtn.hostile = "error"
-            await until(lambda: ven.counts.get("failed", 0) >= 1)
+            await until(lambda: "HTTP 500" in (ven.last_error or ""))
             invalid = grid.counts[("openadr", "invalid")]
             failed = ven.counts["failed"]
             await until(lambda: ven.counts["failed"] > failed)
