@@ -137,6 +137,8 @@ class Daemon:
             self.grid.subscribe_basepoints(config.mqtt, config.site.name)
         if config.openadr is not None:  # an OpenADR 2.0b VEN of the configured VTN
             self.grid.attach_openadr(config.openadr)
+        if config.openadr3 is not None:  # an OpenADR 3 VEN of the configured VTN
+            self.grid.attach_openadr3(config.openadr3)
         self.open_files_limit: int | None = None  # RLIMIT_NOFILE once run() has raised it
         self.config_path: Path | None = None  # the file a reload re-reads (None: no reload)
         self.security: ApiSecurity | None = None  # the API's tokens, while it serves

@@ -171,6 +171,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("DELETE", "/v1/setpoint"): Role.OPERATOR,
     ("POST", "/v1/signals/webhook"): None,
     ("GET", "/v1/events/{event_id}/mv"): Role.VIEWER,
+    ("POST", "/v1/signals/openadr3"): None,  # the VTN's bearer token, checked by the VEN
 }
 
 

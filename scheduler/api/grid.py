@@ -7,6 +7,9 @@
 - ``POST /v1/signals/webhook`` (no bearer token: an HMAC-SHA256 signature over
   ``TIMESTAMP.BODY`` with the ``[webhook] secret``, timestamp within the replay
   window; idempotent by signal id).  docs/grid.md has examples.
+- ``POST /v1/signals/openadr3`` (no wattmux token: the OpenADR 3 VTN's notification
+  to the subscription's ``callbackUrl``, with the ``[openadr3] callback_token`` as
+  its bearer token); acted on by the VEN exactly as a polled event.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from drivers.dr.openadr3 import Vtn3Error
 from scheduler.api.auth import Principal, RateLimiter
 from scheduler.api.security import PRINCIPAL
 from scheduler.api.views import ERRORS, ControlView
@@ -47,6 +51,7 @@ GRID_RULES = (
     ("DELETE", "/v1/setpoint"),
     ("POST", "/v1/signals/webhook"),
     ("GET", "/v1/events/{event_id}/mv"),
+    ("POST", "/v1/signals/openadr3"),
 )
 """The routes this extension adds (each with its rule in ``ROUTE_ROLES``)."""
 SignalId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
@@ -283,6 +288,47 @@ def grid_routes(
                 award=parsed.award,
             )
             return answer(accept(request, signal, "webhook", "none"))
+
+        @app.post(
+            "/v1/signals/openadr3",
+            status_code=204,
+            tags=["grid"],
+            responses={
+                401: {"description": "not the subscription's bearer token"},
+                404: {"description": "no [openadr3] configured"},
+                422: {"description": "not an OpenADR 3 event notification"},
+            },
+        )
+        async def post_openadr3(request: Request) -> Response:
+            """An OpenADR 3 VTN's notification of an event created, changed or deleted."""
+            ven = grid.openadr3
+            client = request.client.host if request.client else "unknown"
+            if ven is None:
+                grid.count_invalid("openadr")
+                if refused_rows.take(client) == 0:
+                    audit(request, "openadr", "none", 404, None, None, "rejected: no [openadr3]")
+                else:
+                    request.state.audited = True
+                raise HTTPException(404, "no [openadr3] configured")
+            expected = ven.options.callback_token
+            given = request.headers.get("authorization", "")
+            if expected is None or not hmac.compare_digest(
+                given.encode(), f"Bearer {expected.get_secret_value()}".encode()
+            ):
+                grid.count_invalid("openadr")  # a flood is counted, not a row each
+                if refused_rows.take(client) == 0:
+                    audit(request, "openadr", "none", 401, None, None, "rejected: bearer token")
+                else:
+                    request.state.audited = True
+                raise HTTPException(401, "not the subscription's bearer token")
+            try:
+                await ven.notification(await request.body(), given or None)
+            except Vtn3Error as exc:  # counted and audited by the VEN's refusal
+                request.state.audited = True
+                status = 401 if "bearer token" in exc.message else 422
+                raise HTTPException(status, exc.message) from None
+            request.state.audited = True  # the VEN's own rows (optIn, signals) record it
+            return Response(status_code=204)
 
     def accept(request: Request, signal: Signal, principal: str, role: str) -> SignalResult:
         before = grid.setpoint.target.id if grid.setpoint.target else None

@@ -32,6 +32,7 @@ from pydantic_core import InitErrorDetails
 from drivers.asic.config import CgminerOptions
 from drivers.asic.registry import ASIC_DRIVERS, DEFAULT_DRIVER, AsicSettings
 from drivers.dr.openadr import OpenAdrOptions
+from drivers.dr.openadr3 import OpenAdr3Options
 from drivers.gpu.config import GpuTelemetryOptions
 from drivers.market.registry import MARKET_FEEDS, MarketSettings
 from drivers.queues.registry import QUEUE_BACKENDS, QueueSettings, driver_key
@@ -618,6 +619,7 @@ class WattmuxConfig(_Strict):
     setpoint: SetpointConfig = Field(default_factory=SetpointConfig)
     webhook: WebhookConfig | None = Field(None, description="signed signal intake; absent: off")
     openadr: OpenAdrOptions | None = Field(None, description="OpenADR 2.0b VEN; absent: off")
+    openadr3: OpenAdr3Options | None = Field(None, description="OpenADR 3 VEN; absent: off")
 
     @model_validator(mode="after")
     def _gpu_checks(self) -> WattmuxConfig:

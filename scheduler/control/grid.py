@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from drivers.dr.openadr import DispatchEvent, OpenAdrOptions, OpenAdrVen
+from drivers.dr.openadr3 import OpenAdr3Options, OpenAdr3Ven
 from drivers.errors import MalformedReply
 from drivers.meter.http import parse_reading
 from drivers.telemetry.basepoints import BasePoint, BasePointSubscriber
@@ -110,6 +111,8 @@ class GridControl:
         self.openadr: OpenAdrVen | None = None
         self._openadr_seen: OrderedDict[str, bool] = OrderedDict()
         self._scheduled: list[asyncio.TimerHandle] = []
+        self.openadr3: OpenAdr3Ven | None = None
+        self._event_handles: dict[str, list[asyncio.TimerHandle]] = {}  # event id -> its timers
         self.remembered = remembered
         self._seen: OrderedDict[str, SignalResult] = OrderedDict()
         self.counts: dict[tuple[str, str], int] = {}
@@ -151,6 +154,23 @@ class GridControl:
         )
         return self.openadr
 
+    def attach_openadr3(self, options: OpenAdr3Options) -> OpenAdr3Ven:
+        """Be an OpenADR 3 VEN from ``__aenter__`` on (events become setpoint signals)."""
+        meter = self.meter
+
+        def refused(reason: str) -> None:
+            self.count_invalid("openadr")
+            if self.note is not None:
+                self.note("openadr", f"3.0 reply refused: {reason}")
+
+        self.openadr3 = OpenAdr3Ven(
+            options,
+            self.openadr_event,
+            meter.power_w if meter is not None else (lambda: None),
+            on_refused=refused,
+        )
+        return self.openadr3
+
     async def openadr_event(self, event: DispatchEvent | None, raw: dict[str, Any]) -> bool:
         """Opt in to an event the site can follow (its intervals scheduled once), else out."""
         descriptor = raw.get("event_descriptor") or {}
@@ -166,6 +186,8 @@ class GridControl:
         self._openadr_seen[event.id] = True
         while len(self._openadr_seen) > self.remembered:
             self._openadr_seen.popitem(last=False)
+        for handle in self._event_handles.pop(event.event_id, []):
+            handle.cancel()  # a modified or cancelled event: its earlier intervals do not fire
         if event.status == "cancelled":
             target = self.setpoint.target
             if target is not None and target.id.startswith(f"openadr:{event.event_id}:"):
@@ -185,7 +207,9 @@ class GridControl:
                     - max(0.0, (now - interval.start).total_seconds()),
                 )
                 delay = max(0.0, (interval.start - now).total_seconds())
-                self._scheduled.append(loop.call_later(delay, self._accept_quietly, signal))
+                handle = loop.call_later(delay, self._accept_quietly, signal)
+                self._scheduled.append(handle)
+                self._event_handles.setdefault(event.event_id, []).append(handle)
         self._count("openadr", "opt_in")
         if self.note is not None:
             self.note("openadr", f"{label}: optIn ({len(event.intervals)} intervals)")
@@ -299,6 +323,8 @@ class GridControl:
     async def __aenter__(self) -> GridControl:
         if self.openadr is not None:
             await self.openadr.__aenter__()
+        if self.openadr3 is not None:
+            await self.openadr3.__aenter__()
         if self.basepoints is not None:
             await self.basepoints.__aenter__()
         if self.meter is not None and not isinstance(self.meter.source, PushedMeter):
@@ -311,6 +337,8 @@ class GridControl:
             handle.cancel()
         if self.openadr is not None:
             await self.openadr.__aexit__()
+        if self.openadr3 is not None:
+            await self.openadr3.__aexit__()
         if self.basepoints is not None:
             await self.basepoints.__aexit__()
         self._stop.set()
@@ -420,6 +448,15 @@ class GridCollector(Collector):
         for (source, outcome), count in sorted(grid.counts.items()):
             signals.add_metric([source, outcome], float(count))
         yield signals
+        if grid.openadr3 is not None:
+            ven = CounterMetricFamily(
+                "wattmux_openadr3_ven",
+                "OpenADR 3 VEN tallies: poll, event, repeated, released, report, refused, failed.",
+                labels=["outcome"],
+            )
+            for outcome, count in sorted(grid.openadr3.counts.items()):
+                ven.add_metric([outcome], float(count))
+            yield ven
 
 
 def grid_audit(
