@@ -6,7 +6,7 @@
 #   tests/deploy/nspawn_root.sh [DIR]      (default /var/tmp/wattmux-nspawn; run as root)
 #
 # DIR/bookworm is the root (about 310 MB, 2.5 min; kept while DIR/bookworm.stamp exists),
-# DIR/wheels the wheelhouse (rebuilt when constraints.txt changes).
+# DIR/wheels the wheelhouse (rebuilt when constraints.txt or pyproject.toml changes).
 set -eu
 DIR=${1:-/var/tmp/wattmux-nspawn}
 ROOT=$DIR/bookworm
@@ -34,12 +34,13 @@ if [ ! -e "$DIR/bookworm.stamp" ]; then
     touch "$DIR/bookworm.stamp"
 fi
 
-if ! cmp -s "$SOURCE/constraints.txt" "$DIR/wheels/constraints.txt" 2>/dev/null; then
+# The wheelhouse follows the pins and the dependencies pyproject.toml names.
+if ! cat "$SOURCE/constraints.txt" "$SOURCE/pyproject.toml" | cmp -s - "$DIR/wheels/inputs" 2>/dev/null; then
     echo "nspawn_root.sh: wheelhouse of the pinned dependencies in $DIR/wheels"
     rm -rf "$DIR/wheels"
     mkdir -p "$DIR/wheels"
     "$PY" -m pip download --quiet -c "$SOURCE/constraints.txt" -d "$DIR/wheels" \
         "$SOURCE[fast]" pip hatchling
     rm -f "$DIR"/wheels/wattmux-*
-    cp "$SOURCE/constraints.txt" "$DIR/wheels/constraints.txt"
+    cat "$SOURCE/constraints.txt" "$SOURCE/pyproject.toml" > "$DIR/wheels/inputs"
 fi
