@@ -8,6 +8,10 @@ times the device's nominal power; it is set with ``profileset <session>,<W>W``
 move the profile again, so it is turned off (``atmset <session>,enabled=false``)
 before the change and back on after, even when the change failed.
 
+Reboot: ``rebootdevice <session>`` (LuxOS's API reference; it answers, then the
+machine restarts and the session is gone), verified by the uptime (SUMMARY
+``Elapsed``) starting again.
+
 Read-back: the power level is the measured input power (POWER[0].Watts) over
 the nominal power.  A read within ``power_tolerance`` of the level last set is
 reported as that level, so noise does not look like drift; otherwise the
@@ -118,6 +122,17 @@ class LuxosDriver(CgminerDriver):
 
         await self._in_session(device, change)
         self._targets[device.id] = power_level
+
+    async def reboot(self, device: Device) -> None:
+        """``rebootdevice <session>``; the session dies with the reboot, so none is kept."""
+
+        async def restart(session_id: str) -> None:
+            await self._command(device, "rebootdevice", session_id)
+
+        try:
+            await self._in_session(device, restart)
+        finally:
+            self._sessions.pop(device.id, None)
 
 
 PLUGINS = (

@@ -156,15 +156,24 @@ async def test_reboot_is_verified_by_the_uptime_starting_again(site: SimSite) ->
         "vnish": ActionStatus.CONFIRMED,
         "whatsminer": ActionStatus.CONFIRMED,
         "braiins": ActionStatus.UNSUPPORTED,
-        "luxos": ActionStatus.UNSUPPORTED,
+        "luxos": ActionStatus.CONFIRMED,
     }
     assert "(was 36" in job.outcomes["antminer"].detail
-    assert [site.miners[d].reboots for d in ("antminer", "vnish", "whatsminer", "cgminer")] == [
-        1,
-        1,
-        1,
-        0,
-    ]
+    assert "(was 36" in job.outcomes["luxos"].detail
+    rebooted = ("antminer", "vnish", "whatsminer", "luxos", "cgminer")
+    assert [site.miners[d].reboots for d in rebooted] == [1, 1, 1, 1, 0]
+
+
+async def test_luxos_reboot_needs_the_session_and_ends_it(site: SimSite) -> None:
+    miner = site.miners["luxos"]
+    refused = miner.handle("rebootdevice", "deadbeef")
+    assert refused["STATUS"][0]["STATUS"] == "E" and miner.reboots == 0
+    driver = LuxosDriver(POOLS, LuxosOptions(session_reuse_seconds=60.0, **FAST))
+    device = next(d for d in site.devices if d.id == "luxos")
+    await driver.reboot(device)
+    assert miner.reboots == 1
+    assert miner.handle("session")["SESSION"][0]["SessionID"] == ""  # gone with the reboot
+    await driver.set_power_level(device, 0.9)  # a fresh session, not the dead one
 
 
 async def test_a_reboot_the_firmware_ignores_is_unconfirmed(site: SimSite) -> None:
