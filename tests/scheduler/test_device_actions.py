@@ -155,13 +155,15 @@ async def test_reboot_is_verified_by_the_uptime_starting_again(site: SimSite) ->
         "antminer": ActionStatus.CONFIRMED,
         "vnish": ActionStatus.CONFIRMED,
         "whatsminer": ActionStatus.CONFIRMED,
-        "braiins": ActionStatus.UNSUPPORTED,
+        "braiins": ActionStatus.CONFIRMED,
         "luxos": ActionStatus.CONFIRMED,
     }
     assert "(was 36" in job.outcomes["antminer"].detail
     assert "(was 36" in job.outcomes["luxos"].detail
-    rebooted = ("antminer", "vnish", "whatsminer", "luxos", "cgminer")
-    assert [site.miners[d].reboots for d in rebooted] == [1, 1, 1, 1, 0]
+    rebooted = ("antminer", "vnish", "whatsminer", "luxos", "braiins", "cgminer")
+    assert [site.miners[d].reboots for d in rebooted] == [1, 1, 1, 1, 1, 0]
+    grpc = site.companions["braiins"]
+    assert isinstance(grpc, SimBraiinsGrpc) and grpc.calls["Reboot"] == 1
 
 
 async def test_luxos_reboot_needs_the_session_and_ends_it(site: SimSite) -> None:
