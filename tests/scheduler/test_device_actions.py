@@ -126,9 +126,11 @@ async def test_locate_is_read_back_where_the_firmware_has_an_led(site: SimSite) 
         "vnish": ActionStatus.CONFIRMED,
         "whatsminer": ActionStatus.CONFIRMED,
         "braiins": ActionStatus.CONFIRMED,
-        "luxos": ActionStatus.UNSUPPORTED,
+        "luxos": ActionStatus.CONFIRMED,
     }
     assert "has no locate LED it can read back" in job.outcomes["cgminer"].detail
+    luxos = site.miners["luxos"].luxos
+    assert luxos.red_led == "blink"
     web = site.companions["antminer"]
     assert isinstance(web, SimAntminerWeb) and web.blink
     vnish = site.companions["vnish"]
@@ -138,11 +140,25 @@ async def test_locate_is_read_back_where_the_firmware_has_an_led(site: SimSite) 
     whatsminer = site.miners["whatsminer"]
     assert isinstance(whatsminer, SimWhatsminer) and not whatsminer.led_auto
     off = await runner(site).run(
-        request(Action.LOCATE, ("antminer", "vnish", "whatsminer", "braiins"), locate=False),
+        request(
+            Action.LOCATE, ("antminer", "vnish", "whatsminer", "braiins", "luxos"), locate=False
+        ),
         "tester",
     )
     assert set(off.counts()) == {"confirmed"}
     assert not web.blink and not vnish.find_miner and not grpc.locate and whatsminer.led_auto
+    assert luxos.red_led == "auto"
+
+
+async def test_luxos_locate_that_does_not_show_is_unconfirmed(site: SimSite) -> None:
+    miner = site.miners["luxos"]
+    luxos = miner.luxos
+    miner._handlers["ledset"] = lambda _parameter: miner._ok(342, "LED set")  # says so, does not
+    job = await runner(site).run(
+        request(Action.LOCATE, ("luxos",), verify_timeout_seconds=0.3), "tester"
+    )
+    assert job.outcomes["luxos"].status is ActionStatus.UNCONFIRMED
+    assert luxos.red_led == "auto"
 
 
 async def test_reboot_is_verified_by_the_uptime_starting_again(site: SimSite) -> None:
