@@ -637,6 +637,8 @@ GET_LOCATE = Method("ActionsService", "GetLocateDeviceStatus", Empty, LocateDevi
 SET_LOCATE = Method(
     "ActionsService", "SetLocateDeviceStatus", SetLocateDeviceStatusRequest, LocateDeviceStatus
 )
+REBOOT = Method("ActionsService", "Reboot", Empty, Empty)
+"""actions.proto ``Reboot(RebootRequest) returns (RebootResponse)``: both messages are empty."""
 GET_PERFORMANCE_MODE = Method(
     "PerformanceService", "GetActivePerformanceMode", Empty, PerformanceMode
 )

@@ -33,6 +33,7 @@ from drivers.asic.bos_messages import (
     GET_COOLING_STATE,
     GET_HASHBOARDS,
     GET_LOCATE,
+    REBOOT,
     SET_LOCATE,
     Empty,
     Hashboard,
@@ -210,6 +211,10 @@ class BraiinsDriver(CgminerDriver):
         """ActionsService.SetLocateDeviceStatus."""
         request = SetLocateDeviceStatusRequest(enable=on)
         await self.api.call(device.id, device.address, SET_LOCATE, request)
+
+    async def reboot(self, device: Device) -> None:
+        """ActionsService.Reboot (verified by the cgminer API's uptime starting again)."""
+        await self.api.call(device.id, device.address, REBOOT, Empty())
 
     async def locate_on(self, device: Device) -> bool:
         """ActionsService.GetLocateDeviceStatus."""

@@ -15,6 +15,14 @@ Where each Health field comes from:
     firmware      STATS[0] "BMMiner" / "LUXminer" / "CGMiner" / "BOSer" / "Miner" version, the
                   VNish mark in STATS[0] "Type"; Whatsminer SUMMARY "Firmware Version"
     errors        VNish "chain_faultN" texts; Whatsminer get_error_code codes
+
+Whatsminer API v3 (``whatsminer_v3_health``): boards from ``get.miner.status`` edevs
+rows ("hash-average" TH/s, "effective-chips", "chip-temp-max") with the board
+temperatures from summary "board-temperature" (one per board, in slot order); fans
+summary "fan-speed-in"/"fan-speed-out"; uptime summary "elapsed" (else "bootup-time");
+firmware ``get.device.info`` system "fwversion"; errors its "error-code" list
+(``{"531": "when", "reason": "Slot1 not found."}`` -> ``531: Slot1 not found.``).  API
+v3 reports no share counts, so its reject ratio is unknown.
 """
 
 from __future__ import annotations
@@ -232,6 +240,58 @@ def whatsminer_health(summary: Row, devs: Sequence[Row], errors: Iterable[str] =
         # real firmware quotes it: "'20210322.22.REL'"
         firmware=sys.intern(f"Whatsminer {firmware.strip(QUOTES)}"[:64])
         if isinstance(firmware, str)
+        else None,
+        errors=errors,
+    )
+
+
+def _v3_error(entry: Any) -> str | None:
+    """``531: Slot1 not found.`` from ``{"531": "2025-03-12 14:52:35", "reason": "..."}``."""
+    if not isinstance(entry, Mapping):
+        return None
+    codes = [str(key) for key in entry if key != "reason"]
+    if not codes:
+        return None
+    reason = entry.get("reason")
+    return f"{codes[0]}: {reason}" if isinstance(reason, str) and reason else codes[0]
+
+
+def whatsminer_v3_health(
+    summary: Row, edevs: Sequence[Any], system: Row | None = None, error_codes: Any = ()
+) -> Health:
+    """Health from API v3 replies: summary and edevs of get.miner.status, get.device.info."""
+    temperatures = summary.get("board-temperature")
+    board_temps = temperatures if isinstance(temperatures, list) else []
+    boards: list[Board] = []
+    for position, row in enumerate(edevs[:MAX_BOARDS]):
+        if not isinstance(row, Mapping):
+            continue
+        ths = _float(row.get("hash-average"))
+        slot = _float(row.get("slot"))
+        index = int(slot) if slot is not None and 0 <= slot < len(board_temps) else position
+        boards.append(
+            (
+                None if ths is None else ths * 1e3,  # TH/s -> GH/s
+                _float(row.get("effective-chips")),
+                _float(board_temps[index]) if index < len(board_temps) else None,
+                _float(row.get("chip-temp-max")),
+            )
+        )
+    fans = [_float(summary.get(key)) for key in ("fan-speed-in", "fan-speed-out")]
+    uptime = _float(summary.get("elapsed"))
+    firmware = (system or {}).get("fwversion")
+    errors = [
+        text
+        for entry in (error_codes if isinstance(error_codes, list) else [])[:MAX_ERRORS]
+        if (text := _v3_error(entry)) is not None
+    ]
+    return Health.of_raw(
+        boards,
+        [f for f in fans if f is not None and f >= 0],
+        reject_ratio=None,
+        uptime_s=uptime if uptime is not None else _float(summary.get("bootup-time")),
+        firmware=sys.intern(f"Whatsminer {firmware.strip(QUOTES)}"[:64])
+        if isinstance(firmware, str) and firmware.strip(QUOTES)
         else None,
         errors=errors,
     )

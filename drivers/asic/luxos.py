@@ -8,6 +8,14 @@ times the device's nominal power; it is set with ``profileset <session>,<W>W``
 move the profile again, so it is turned off (``atmset <session>,enabled=false``)
 before the change and back on after, even when the change failed.
 
+Reboot: ``rebootdevice <session>`` (LuxOS's API reference; it answers, then the
+machine restarts and the session is gone), verified by the uptime (SUMMARY
+``Elapsed``) starting again.
+
+Locate: ``ledset <session>,red,blink`` (on) or ``red,auto`` (off); read back from
+``config`` ``RedLed`` (the real reply carries ``RedLed`` / ``GreenLed``, "auto" when
+the firmware drives them); blinking means on.
+
 Read-back: the power level is the measured input power (POWER[0].Watts) over
 the nominal power.  A read within ``power_tolerance`` of the level last set is
 reported as that level, so noise does not look like drift; otherwise the
@@ -118,6 +126,34 @@ class LuxosDriver(CgminerDriver):
 
         await self._in_session(device, change)
         self._targets[device.id] = power_level
+
+    async def set_locate(self, device: Device, on: bool) -> None:
+        """``ledset <session>,red,blink`` to find the machine, ``red,auto`` to stop."""
+        state = "blink" if on else "auto"
+
+        async def led(session_id: str) -> None:
+            await self._command(device, "ledset", f"{session_id},red,{state}")
+
+        await self._in_session(device, led)
+
+    async def locate_on(self, device: Device) -> bool:
+        """Whether ``config`` says the red LED blinks (or is lit)."""
+        config = rows(await self._command(device, "config"), "CONFIG")
+        red = config[0].get("RedLed") if config else None
+        if not isinstance(red, str):
+            raise MalformedReply(device.id, "config: no RedLed to read the locate LED from")
+        return red.strip().lower() in ("blink", "on")
+
+    async def reboot(self, device: Device) -> None:
+        """``rebootdevice <session>``; the session dies with the reboot, so none is kept."""
+
+        async def restart(session_id: str) -> None:
+            await self._command(device, "rebootdevice", session_id)
+
+        try:
+            await self._in_session(device, restart)
+        finally:
+            self._sessions.pop(device.id, None)
 
 
 PLUGINS = (

@@ -3,9 +3,11 @@
 Facts followed (apidoc.whatsminer.com as mirrored in the matroskin crate's
 docs; framing and token steps in drivers/asic/whatsminer_crypto.py):
 
-    read         ``get.miner.status`` param "summary+pools": summary.hash-realtime (TH/s),
-                 power-realtime (W), chip-temp-max; pools[].url, status, stratum-active
-                 ``get.device.info`` param "miner": miner.working "true"|"false"
+    read         ``get.miner.status`` param "summary+pools+edevs": summary.hash-realtime
+                 (TH/s), power-realtime (W), chip-temp-max; pools[].url, status,
+                 stratum-active; edevs (one row per board, deep health)
+                 ``get.device.info`` without param (every section): miner.working
+                 "true"|"false"; system.fwversion and error-code (deep health)
     salt         ``get.device.info`` param "salt" -> msg.salt (kept until a write is refused)
     sleep/wake   ``set.miner.service`` param "stop" / "start"
     power level  ``set.miner.power_percent`` param 0..100 (whole percent)
@@ -23,6 +25,7 @@ one retry with a fresh salt, then Fatal).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -33,6 +36,7 @@ from drivers.asic.cgminer import CgminerDriver, MinerReading
 from drivers.asic.cgminer_client import decode_reply
 from drivers.asic.cgminer_parse import PoolEntry, current_pool_url, parse_number
 from drivers.asic.config import WhatsminerOptions
+from drivers.asic.health_parse import whatsminer_v3_health
 from drivers.asic.whatsminer_crypto import FRAME_HEADER, frame, v3_token
 from drivers.asic.whatsminer_models import PowerLevels
 from drivers.bounds import MAX_REPLY_BYTES
@@ -155,8 +159,8 @@ class WhatsminerV3Driver(CgminerDriver):
                 return
 
     async def _read(self, device: Device) -> MinerReading:
-        status = await self.get(device, "get.miner.status", "summary+pools")
-        info = await self.get(device, "get.device.info", "miner")
+        status = await self.get(device, "get.miner.status", "summary+pools+edevs")
+        info = await self.get(device, "get.device.info")
         summary = status.get("summary") if isinstance(status, dict) else None
         miner = info.get("miner") if isinstance(info, dict) else None
         if not isinstance(summary, dict) or not isinstance(miner, dict):
@@ -177,6 +181,14 @@ class WhatsminerV3Driver(CgminerDriver):
             if isinstance(row, dict) and row.get("url")
         )
         asleep = str(miner.get("working")).lower() == "false"
+        edevs = status.get("edevs")
+        system = info.get("system")
+        health = whatsminer_v3_health(
+            summary,
+            edevs if isinstance(edevs, list) else [],
+            system if isinstance(system, dict) else None,
+            info.get("error-code"),
+        )
         return MinerReading(
             asleep=asleep,
             pool_url=None if asleep else current_pool_url(pools),
@@ -185,6 +197,7 @@ class WhatsminerV3Driver(CgminerDriver):
             hashrate_hs=hashrate_ths * 1e12,
             temperature_c=parse_number(summary.get("chip-temp-max")),
             observed_at=self._clock(),
+            health=health,
         )
 
     async def collect(self, device: Device) -> Sample:
@@ -193,15 +206,7 @@ class WhatsminerV3Driver(CgminerDriver):
         if sample.workload.kind is not WorkloadKind.MINE or sample.workload.pool is None:
             return sample
         level = self.levels.level(device, sample.power_w)
-        return Sample(
-            device_id=sample.device_id,
-            observed_at=sample.observed_at,
-            workload=self._shared_mine(sample.workload.pool, level),
-            power_w=sample.power_w,
-            hashrate_hs=sample.hashrate_hs,
-            temperature_c=sample.temperature_c,
-            pool_url=sample.pool_url,
-        )
+        return dataclasses.replace(sample, workload=self._shared_mine(sample.workload.pool, level))
 
     async def observe(self, device: Device) -> Workload:
         """The full read (status and service state)."""

@@ -19,6 +19,8 @@ drivers/asic/bos_messages.py for the facts and their sources):
   ``SAVE_AND_APPLY`` (and ``..._FORCE_APPLY``) puts it in force: the
   tuner's ``current_target`` shows it at once and the power follows; the
   tuner reports TUNING for ``tune_seconds``.
+- ``Reboot`` answers, then the miner restarts at once (its uptime, the
+  cgminer API's ``Elapsed``, starts again from 0).
 - ``hang`` makes every call accept the stream and never answer;
   ``token_in_body = False`` plays firmware before API 1.1.0 (an empty
   LoginResponse: the token is only in the header).
@@ -173,6 +175,7 @@ class SimBraiinsGrpc:
             bos.GET_POOL_GROUPS: lambda _r: boser.pool_groups(self.miner),
             bos.GET_LOCATE: lambda _r: bos.LocateDeviceStatus(self.locate),
             bos.SET_LOCATE: self._set_locate,
+            bos.REBOOT: self._reboot,
             bos.GET_PERFORMANCE_MODE: self._performance_mode,
             bos.GET_MINER_CONFIGURATION: lambda _r: boser.configuration(self.miner, self.target_w),
         }
@@ -280,6 +283,10 @@ class SimBraiinsGrpc:
 
     def _details(self, _request: bos.Empty) -> bos.MinerDetails:
         return boser.details(self.miner, self.status())
+
+    def _reboot(self, _request: bos.Empty) -> bos.Empty:
+        self.miner.reboot()  # answers, then restarts: uptime from 0
+        return bos.Empty()
 
     def _set_locate(self, request: bos.SetLocateDeviceStatusRequest) -> bos.LocateDeviceStatus:
         self.locate = bool(request.enable)

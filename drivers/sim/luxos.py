@@ -1,7 +1,8 @@
 """LuxOS for the simulated miner: sessions, curtail, power profiles and ATM.
 
 Sessions: ``logon`` (one at a time, dropped after session_timeout_seconds idle),
-``logoff|sid``, ``session``; ``curtail|sid,sleep`` or ``sid,wakeup`` needs the session.
+``logoff|sid``, ``session``; ``curtail|sid,sleep`` or ``sid,wakeup`` needs the session,
+as does ``rebootdevice|sid`` (the miner restarts at once: uptime from 0, session gone).
 
 Facts followed: profiles are per machine; ``profileset`` takes ``<session>,<profile>``
 where the profile is a name or a power selector like ``3000W`` (nearest profile by
@@ -51,6 +52,10 @@ class LuxosHost(Protocol):
         """Run at a share of stock power."""
         ...
 
+    def reboot(self) -> None:
+        """Restart now: uptime starts again."""
+        ...
+
     def _ok(
         self, code: int, message: str, section: str | None = None, rows: list[Reply] | None = None
     ) -> Reply: ...
@@ -82,6 +87,7 @@ class SimLuxos:
             "profileset": self._profileset,
             "atm": self._atm,
             "atmset": self._atmset,
+            "rebootdevice": self._rebootdevice,
         }
 
     def session_valid(self, session_id: str) -> bool:
@@ -199,6 +205,14 @@ class SimLuxos:
         if color.strip() == "red":
             self.red_led = state.strip()
         return self.miner._ok(342, "LED set", "LED", [{"Color": color.strip(), "State": state}])
+
+    def _rebootdevice(self, parameter: str | None) -> Reply:
+        """``rebootdevice <session>``: answers, then restarts (the session ends with it)."""
+        if not self.session_valid((parameter or "").strip()):
+            return self.miner._error(45, "Access denied to 'rebootdevice' command: invalid session")
+        self._session_id = None
+        self.miner.reboot()
+        return self.miner._ok(3, "Rebooting device")  # this simulator's code and text
 
     def _atmset(self, parameter: str | None) -> Reply:
         session_id, _, settings = (parameter or "").partition(",")

@@ -5,9 +5,11 @@ JSON; a zero length is a heartbeat and is ignored; the connection stays open
 for more requests.  ``split_replies`` writes each reply in three pieces with
 short pauses (the length prefix itself split), as a slow link would.
 
-Commands: ``get.device.info`` (param ``salt``, ``miner`` or none),
-``get.miner.status`` (param ``summary``/``pools`` joined with ``+``; hash rates in
-TH/s, power in W), ``get.miner.setting``, and the writes ``set.miner.service``
+Commands: ``get.device.info`` (param ``salt``, ``miner``, ``system``, ``error-code``
+or none for every section; error-code lists the miner's ``error_codes`` as
+``{code: when, "reason": text}``), ``get.miner.status`` (param ``summary``/``pools``/
+``edevs`` joined with ``+``; hash rates in TH/s, power in W; summary with
+board-temperature, fan speeds, elapsed and bootup-time; one edevs row per board), ``get.miner.setting``, and the writes ``set.miner.service``
 (start/stop, as slow as v2's power_on/power_off) and ``set.miner.power_percent``
 (param 0..100).  A write must carry ``account``, ``ts`` and ``token`` =
 base64(sha256(cmd + password + salt + ts))[:8]; writes are refused while the
@@ -32,6 +34,9 @@ Reply = dict[str, Any]
 DEFAULT_PASSWORD = "super"
 ACCOUNTS = frozenset({"super", "user1", "user2", "user3"})
 MAX_FRAME_BYTES = 64 * 1024
+FIRMWARE_VERSION = "20240722.07.51.REL"
+# Reasons as the vendor's get.device.info example gives them; other codes read "error".
+ERROR_REASONS = {"531": "Slot1 not found.", "532": "Slot2 not found."}
 
 
 class WhatsminerV3Host(Protocol):
@@ -81,6 +86,15 @@ class WhatsminerV3Host(Protocol):
     def _later(self, delay_seconds: float, change: Callable[[], None]) -> None: ...
 
     def _pools_reply(self, _parameter: str | None) -> Reply: ...
+
+    def _boards(self) -> list[Reply]: ...
+
+    def _fans(self) -> tuple[int, int]: ...
+
+    @property
+    def error_codes(self) -> list[str]:
+        """The error codes the miner reports now."""
+        ...
 
 
 class SimWhatsminerV3:
@@ -193,12 +207,19 @@ class SimWhatsminerV3:
         return None if token == expected else "invalid token"
 
     def _device_info(self, param: Any) -> Reply:
+        boards = self.miner._boards()
         sections: Reply = {
             "salt": self.miner.salt,
             "miner": {
                 "working": "false" if self.miner.asleep else "true",
                 "type": self.miner.model_string,
+                "board-num": str(len(boards)),
             },
+            "system": {"api": "3.0.0", "platform": "H616", "fwversion": FIRMWARE_VERSION},
+            "error-code": [
+                {code: "2026-01-01 00:00:00", "reason": ERROR_REASONS.get(code, "error")}
+                for code in self.miner.error_codes
+            ],
         }
         if param is None:
             return self._reply(0, sections, "get.device.info")
@@ -210,9 +231,27 @@ class SimWhatsminerV3:
         if not param:
             return self._reply(-3, "param item is null", "get.miner.status")
         result: Reply = {}
+        boards = self.miner._boards()
         for part in str(param).split("+"):
             if part == "summary":
-                result["summary"] = self._summary()
+                result["summary"] = self._summary(boards)
+            elif part == "edevs":
+                result["edevs"] = [
+                    {
+                        "id": row["ID"],
+                        "slot": row["Slot"],
+                        "hash-average": round(row["MHS av"] / 1e6, 3),
+                        "factory-hash": round(
+                            self.miner.device.nominal_hashrate_hs / 1e12 / len(boards), 3
+                        ),
+                        "freq": row["Chip Frequency"],
+                        "effective-chips": row["Effective Chips"],
+                        "chip-temp-min": row["Chip Temp Min"],
+                        "chip-temp-avg": row["Chip Temp Avg"],
+                        "chip-temp-max": row["Chip Temp Max"],
+                    }
+                    for row in boards
+                ]
             elif part == "pools":
                 pools = self.miner._pools_reply(None)["POOLS"]
                 result["pools"] = [
@@ -229,10 +268,18 @@ class SimWhatsminerV3:
                 return self._reply(-2, f"invalid param: {part}", "get.miner.status")
         return self._reply(0, result, "get.miner.status")
 
-    def _summary(self) -> Reply:
+    def _summary(self, boards: list[Reply]) -> Reply:
         chip = self.miner.chip_temperature_c()
+        fan_in, fan_out = self.miner._fans()
+        elapsed = int(self.miner._clock() - self.miner.physics.started_at)
         return {
-            "elapsed": int(self.miner._clock() - self.miner.physics.started_at),
+            "elapsed": elapsed,
+            "bootup-time": elapsed + 101,  # the system boots before the mining service
+            "board-temperature": [row["Temperature"] for row in boards],
+            "chip-temp-min": round(chip - 6, 1),
+            "chip-temp-avg": round(chip - 2, 1),
+            "fan-speed-in": fan_in,
+            "fan-speed-out": fan_out,
             "hash-realtime": round(self.miner.hashrate_hs() / 1e12, 3),
             "power-realtime": round(self.miner.power_w()),
             "chip-temp-max": round(chip, 1),

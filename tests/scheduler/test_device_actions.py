@@ -126,9 +126,11 @@ async def test_locate_is_read_back_where_the_firmware_has_an_led(site: SimSite) 
         "vnish": ActionStatus.CONFIRMED,
         "whatsminer": ActionStatus.CONFIRMED,
         "braiins": ActionStatus.CONFIRMED,
-        "luxos": ActionStatus.UNSUPPORTED,
+        "luxos": ActionStatus.CONFIRMED,
     }
     assert "has no locate LED it can read back" in job.outcomes["cgminer"].detail
+    luxos = site.miners["luxos"].luxos
+    assert luxos.red_led == "blink"
     web = site.companions["antminer"]
     assert isinstance(web, SimAntminerWeb) and web.blink
     vnish = site.companions["vnish"]
@@ -138,11 +140,25 @@ async def test_locate_is_read_back_where_the_firmware_has_an_led(site: SimSite) 
     whatsminer = site.miners["whatsminer"]
     assert isinstance(whatsminer, SimWhatsminer) and not whatsminer.led_auto
     off = await runner(site).run(
-        request(Action.LOCATE, ("antminer", "vnish", "whatsminer", "braiins"), locate=False),
+        request(
+            Action.LOCATE, ("antminer", "vnish", "whatsminer", "braiins", "luxos"), locate=False
+        ),
         "tester",
     )
     assert set(off.counts()) == {"confirmed"}
     assert not web.blink and not vnish.find_miner and not grpc.locate and whatsminer.led_auto
+    assert luxos.red_led == "auto"
+
+
+async def test_luxos_locate_that_does_not_show_is_unconfirmed(site: SimSite) -> None:
+    miner = site.miners["luxos"]
+    luxos = miner.luxos
+    miner._handlers["ledset"] = lambda _parameter: miner._ok(342, "LED set")  # says so, does not
+    job = await runner(site).run(
+        request(Action.LOCATE, ("luxos",), verify_timeout_seconds=0.3), "tester"
+    )
+    assert job.outcomes["luxos"].status is ActionStatus.UNCONFIRMED
+    assert luxos.red_led == "auto"
 
 
 async def test_reboot_is_verified_by_the_uptime_starting_again(site: SimSite) -> None:
@@ -155,16 +171,27 @@ async def test_reboot_is_verified_by_the_uptime_starting_again(site: SimSite) ->
         "antminer": ActionStatus.CONFIRMED,
         "vnish": ActionStatus.CONFIRMED,
         "whatsminer": ActionStatus.CONFIRMED,
-        "braiins": ActionStatus.UNSUPPORTED,
-        "luxos": ActionStatus.UNSUPPORTED,
+        "braiins": ActionStatus.CONFIRMED,
+        "luxos": ActionStatus.CONFIRMED,
     }
     assert "(was 36" in job.outcomes["antminer"].detail
-    assert [site.miners[d].reboots for d in ("antminer", "vnish", "whatsminer", "cgminer")] == [
-        1,
-        1,
-        1,
-        0,
-    ]
+    assert "(was 36" in job.outcomes["luxos"].detail
+    rebooted = ("antminer", "vnish", "whatsminer", "luxos", "braiins", "cgminer")
+    assert [site.miners[d].reboots for d in rebooted] == [1, 1, 1, 1, 1, 0]
+    grpc = site.companions["braiins"]
+    assert isinstance(grpc, SimBraiinsGrpc) and grpc.calls["Reboot"] == 1
+
+
+async def test_luxos_reboot_needs_the_session_and_ends_it(site: SimSite) -> None:
+    miner = site.miners["luxos"]
+    refused = miner.handle("rebootdevice", "deadbeef")
+    assert refused["STATUS"][0]["STATUS"] == "E" and miner.reboots == 0
+    driver = LuxosDriver(POOLS, LuxosOptions(session_reuse_seconds=60.0, **FAST))
+    device = next(d for d in site.devices if d.id == "luxos")
+    await driver.reboot(device)
+    assert miner.reboots == 1
+    assert miner.handle("session")["SESSION"][0]["SessionID"] == ""  # gone with the reboot
+    await driver.set_power_level(device, 0.9)  # a fresh session, not the dead one
 
 
 async def test_a_reboot_the_firmware_ignores_is_unconfirmed(site: SimSite) -> None:

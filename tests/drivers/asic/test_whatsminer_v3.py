@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from drivers.asic.config import WhatsminerOptions
+from drivers.asic.health_parse import whatsminer_v3_health
 from drivers.asic.whatsminer_crypto import frame
 from drivers.asic.whatsminer_v3 import V3Client, WhatsminerV3Driver
 from drivers.errors import Fatal, MalformedReply, Rejected, Timeout, Unavailable
@@ -193,3 +194,56 @@ async def test_pool_moves_are_refused_over_v3(miner: SimWhatsminer) -> None:
         v3_device(miner), Workload.mine("other")
     )
     assert outcome.status is OutcomeStatus.REJECTED and "not supported" in (outcome.detail or "")
+
+
+@pytest.mark.system
+async def test_deep_health_from_edevs_summary_and_device_info(miner: SimWhatsminer) -> None:
+    device = v3_device(miner)
+    driver = WhatsminerV3Driver(POOLS, OPTIONS)
+    sample = await driver.collect(device)
+    health = sample.health
+    assert health is not None
+    assert "get.miner.status" in miner.v3.requests and "get.device.info" in miner.v3.requests
+    boards = miner._boards()
+    assert len(health.boards) == len(boards) == 3
+    assert [b.chips for b in health.boards] == [row["Effective Chips"] for row in boards]
+    assert [b.board_temp_c for b in health.boards] == [row["Temperature"] for row in boards]
+    assert [b.chip_temp_c for b in health.boards] == [row["Chip Temp Max"] for row in boards]
+    per_board = sample.hashrate_hs / 3
+    for board in health.boards:
+        assert board.hashrate_hs == pytest.approx(per_board, rel=0.01)
+    assert list(health.fans_rpm) == list(miner._fans())
+    assert health.firmware == "Whatsminer 20240722.07.51.REL"
+    assert health.uptime_s is not None and health.uptime_s < 60
+    assert health.reject_ratio is None  # API v3 reports no share counts
+    assert health.errors == ()
+    assert sample.pools_alive == (("main", True),)
+    miner.error_codes = ["531", "2010"]
+    again = await driver.collect(device)
+    assert again.health is not None
+    assert again.health.errors == ("531: Slot1 not found.", "2010: error")
+    miner.reboot()
+    rebooted = await driver.collect(device)
+    assert rebooted.health is not None and rebooted.health.uptime_s == 0
+
+
+def test_v3_health_parse_tolerates_missing_and_odd_fields() -> None:
+    health = whatsminer_v3_health(
+        {"board-temperature": [69.6, "70.1"], "fan-speed-in": 4980, "bootup-time": 1175},
+        [
+            {"slot": 1, "hash-average": 33.9, "effective-chips": 156, "chip-temp-max": 100.3},
+            "junk",
+            {"hash-average": None},
+        ],
+        {"fwversion": "'20240722.07.51.REL'"},
+        [{"531": "2025-03-12 14:52:35", "reason": "Slot1 not found."}, {"reason": "x"}, 7],
+    )
+    first, second = health.boards
+    assert first.board_temp_c == pytest.approx(70.1)  # slot 1's temperature
+    assert first.hashrate_hs == pytest.approx(33.9e12, rel=1e-3) and first.chips == 156
+    assert second.hashrate_hs is None and second.board_temp_c is None
+    assert list(health.fans_rpm) == [4980]
+    assert health.uptime_s == 1175  # no elapsed: the system's uptime
+    assert health.firmware == "Whatsminer 20240722.07.51.REL"
+    assert health.errors == ("531: Slot1 not found.",)
+    assert whatsminer_v3_health({}, []).boards == ()
