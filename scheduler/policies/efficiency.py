@@ -37,6 +37,7 @@ PLAUSIBLE_FACTOR = 2.0
 DEFAULT_ALPHA = 0.2
 DEFAULT_MIN_SAMPLES = 3
 _SPLIT_CACHE_LIMIT = 4096
+_SMALL_CLASS = 64  # classes up to this size are parted in a Python loop
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -308,6 +309,16 @@ class MeasuredEfficiency:
         """
         if not self._ratios:
             return [(None, device_ids)]
+        if len(device_ids) <= _SMALL_CLASS:  # array calls cost more than they save here
+            ratios = self.ratios_of
+            if len(device_ids) == 1:
+                return [(ratios(device_ids[0]), device_ids)]
+            found: dict[tuple[float, float] | None, list[str]] = {}
+            for device_id in device_ids:
+                found.setdefault(ratios(device_id), []).append(device_id)
+            if len(found) == 1:
+                return [(next(iter(found)), device_ids)]
+            return [(ratio, tuple(ids)) for ratio, ids in found.items()]
         cached = self._splits.get(id(device_ids))
         if cached is not None and cached[0] is device_ids:
             _, objects, slots, last_keys, parts = cached

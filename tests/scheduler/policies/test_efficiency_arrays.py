@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from scheduler.core.model import Sample, Snapshot, Workload
+from scheduler.policies import efficiency
 from scheduler.policies.efficiency import MeasuredEfficiency, round2
 from scheduler.policies.max_margin import MaxMarginPolicy
 from tests.scheduler.helpers import device, snapshot
@@ -103,8 +104,12 @@ def test_arrays_match_the_per_sample_loop_on_random_heterogeneous_fleets(seed: i
     assert bool(fast)  # the fleets do differ from nominal
 
 
+@pytest.mark.parametrize("small_class", [0, 64])  # parted by arrays / by the loop for few
 @pytest.mark.parametrize("seed", [5, 6])
-def test_max_margin_plans_match_the_reference(seed: int) -> None:
+def test_max_margin_plans_match_the_reference(
+    seed: int, small_class: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(efficiency, "_SMALL_CLASS", small_class)
     fast, slow = MaxMarginPolicy(), _ReferencePolicy()
     for snap in _snapshots(seed, 400, 10):
         for cap in (None, 0.5):
