@@ -90,6 +90,7 @@ class MeasuredEfficiency:
         self._key_slots: Ints = np.zeros(0, dtype=np.int64)
         self._devices: list[Device | None] = []
         self._nominal: tuple[Bools, Floats, Floats, Floats] | None = None
+        self._split_devices = 0  # device ids held by the cached splits
         # id(device ids tuple) -> (the tuple, its ids as objects, slots, ratio keys, parts)
         self._splits: dict[
             int,
@@ -136,6 +137,7 @@ class MeasuredEfficiency:
         missing = np.flatnonzero(slots < 0)
         if len(missing):
             self._splits.clear()  # ids without a slot in a cached split may have one now
+            self._split_devices = 0
             ids = self._ids
             for index in missing.tolist():
                 key = keys[index]
@@ -163,6 +165,7 @@ class MeasuredEfficiency:
         self._has_ratio = self._has_ratio[keep]
         self._keys, self._key_slots = [], np.zeros(0, dtype=np.int64)
         self._splits.clear()
+        self._split_devices = 0
 
     def _forget(self, slots: Ints) -> None:
         """No state for these slots (devices that left the fleet)."""
@@ -348,8 +351,15 @@ class MeasuredEfficiency:
             for part, size in zip(order.tolist(), sizes, strict=True):
                 parts.append((self._ratio_key(unique[part]), tuple(ids[start : start + size])))
                 start += size
-        if len(self._splits) >= _SPLIT_CACHE_LIMIT:
+        # Bounded: the parts of about two groupings of the fleet (old classes drop out).
+        if (
+            len(self._splits) >= _SPLIT_CACHE_LIMIT
+            or self._split_devices + len(device_ids) > 2 * len(self._ids) + 1024
+        ):
             self._splits.clear()
+            self._split_devices = 0
+        if id(device_ids) not in self._splits:
+            self._split_devices += len(device_ids)
         self._splits[id(device_ids)] = (device_ids, objects, slots, keys, parts)
         return parts
 

@@ -136,3 +136,20 @@ def test_round2_is_pythons_round_even_next_to_half_way_points() -> None:
     expected = [round(float(v), 2) for v in values]
     got = round2(values).tolist()
     assert all(g == e or (g != g and e != e) for g, e in zip(got, expected, strict=True))
+
+
+def test_kept_splits_stay_bounded_when_the_classes_change_every_call() -> None:
+    model = MeasuredEfficiency(min_samples=1)
+    fleet = [device(f"d{i}", "S21") for i in range(500)]
+    base = snapshot(fleet, 45.0)
+    samples = {
+        d.id: Sample(d.id, 100.0, MINE, d.nominal_power_w * (0.9 + (i % 3) / 10), 200e12)
+        for i, d in enumerate(fleet)
+    }
+    fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+    model.observe(Snapshot(**{**fields, "samples": samples}))
+    for tick in range(50):  # a new tuple of the whole fleet every call (a regrouping)
+        parts = model.split(tuple(d.id for d in fleet[tick % 7 :]))
+        assert len(parts) == 3
+        assert model._split_devices <= 2 * 500 + 1024
+        assert len(model._splits) <= 4
