@@ -214,22 +214,13 @@ class MaxMarginPolicy:
     def _classes(self, snapshot: Snapshot, economics: MarketEconomics) -> list[_Class]:
         """Classes of the snapshot's devices, with their options under these economics."""
         classes = []
-        measured = bool(self.efficiency)
-        ratios = self.efficiency.ratios_of
+        split = self.efficiency.split
         for device_ids, device, current in self._grouper.group(snapshot):
             pool, fee_factor, pool_reason = self._pool_choice(device, current, snapshot)
-            parts: dict[tuple[float, float] | None, list[str]] = {}
-            if measured:
-                for device_id in device_ids:
-                    parts.setdefault(ratios(device_id), []).append(device_id)
-            if len(parts) <= 1:
-                ratio = next(iter(parts), None)
+            # Parted by measured / nominal ratios (2 decimals), in order of first appearance.
+            for ratio, ids in split(device_ids):
                 options, detail = self._options(device, current, pool, fee_factor, economics, ratio)
-                classes.append(_Class(device_ids, options, pool_reason, detail))
-                continue
-            for ratio, ids in parts.items():
-                options, detail = self._options(device, current, pool, fee_factor, economics, ratio)
-                classes.append(_Class(tuple(ids), options, pool_reason, detail))
+                classes.append(_Class(ids, options, pool_reason, detail))
         return classes
 
     def _pool_choice(

@@ -41,7 +41,7 @@ def test_measured_efficiency_is_smoothed_and_needs_trustworthy_samples() -> None
     estimated.observe(_at(100.0, estimated=True))
     assert estimated.j_per_th(XP) == 13.5  # estimated power: the nominal figure stands
     model.observe(_at(102.0))  # the same reading time again: not folded in twice
-    assert model._state["a"][2] == 3
+    assert model.samples_of("a") == 3
 
 
 def test_max_margin_keeps_the_machine_that_measures_better_under_the_cap() -> None:
