@@ -643,6 +643,18 @@ def _baselines(
     total = len(trace.intervals)
     full_w = sum(c.power_w * c.count for c in classes)
     naive_series = [naive_decisions(c, prices, hashprices) for c in classes]
+
+    def uncapped_optimum() -> StrategyResult:
+        """The hindsight optimum per class, the cap left out (exact where the cap cannot bind)."""
+        return _settle(
+            "optimum",
+            [(c, optimum_decisions(c, trace, hashprices, costs, carry=carry)) for c in classes],
+            trace,
+            hashprices,
+            costs,
+            carry,
+        )
+
     if full_w <= power_cap_w + 1e-6:
         always = [True] * total
         always_on = _settle(
@@ -658,15 +670,7 @@ def _baselines(
         )
         if known_optimum is not None:
             return always_on, naive, *known_optimum
-        optimum = _settle(
-            "optimum",
-            [(c, optimum_decisions(c, trace, hashprices, costs, carry=carry)) for c in classes],
-            trace,
-            hashprices,
-            costs,
-            carry,
-        )
-        return always_on, naive, optimum, "exact"
+        return always_on, naive, uncapped_optimum(), "exact"
     limit = [power_cap_w] * total
     always_on = _settle_counts(
         "always_on",
@@ -707,15 +711,7 @@ def _baselines(
             "optimum", list(zip(classes, counts, strict=True)), trace, hashprices, costs, carry
         )
         return always_on, naive, optimum, "exact"
-    optimum = _settle(
-        "optimum",
-        [(c, optimum_decisions(c, trace, hashprices, costs, carry=carry)) for c in classes],
-        trace,
-        hashprices,
-        costs,
-        carry,
-    )
-    return always_on, naive, optimum, "upper_bound"
+    return always_on, naive, uncapped_optimum(), "upper_bound"
 
 
 def run_backtest(
