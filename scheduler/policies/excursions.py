@@ -8,6 +8,18 @@ it), smoothed towards ``prior_hours`` by one pseudo-run:
 
     (hours above + prior_hours) / (runs above + 1)
 
+``expected_hours_below(level, price)`` conditions the same figure on where the
+price is now: the readings at or below ``level`` whose price was in the same
+band of price / level as ``price`` (``BELOW_BANDS``: up to 0.5, 0.8, 0.9,
+0.95 and 1 of the level), the hours they lasted and how many of them were
+followed by a reading above the level (an exit):
+
+    (hours in the band + prior_hours) / (exits from the band + 1)
+
+the mean time the price stays at or below the level from such a price (for a
+memoryless price it is the mean run length; a price just under the level
+leaves it sooner than a low one).
+
 Only readings before the newest count (the newest has no known length yet),
 so a decision never uses a price it could not have seen.  A figure is
 recomputed once ``refresh_every`` readings arrived since it was computed (it
@@ -23,6 +35,8 @@ DEFAULT_CAPACITY = 2880  # 30 days of 15-minute prices
 DEFAULT_PRIOR_HOURS = 0.25
 DEFAULT_MIN_STEP_SECONDS = 60.0
 DEFAULT_REFRESH_EVERY = 1
+# Upper edges of the bands of price / level that expected_hours_below tells apart.
+BELOW_BANDS = (0.5, 0.8, 0.9, 0.95, 1.0)
 
 
 class ExcursionModel:
@@ -47,6 +61,7 @@ class ExcursionModel:
         self.refresh_every = max(1, refresh_every)
         self._observed = 0  # readings kept so far
         self._cache: dict[tuple[float, bool, float], tuple[float, int]] = {}
+        self._band_cache: dict[tuple[float, int, float], tuple[float, int]] = {}
 
     def __len__(self) -> int:
         """Readings kept (the newest included)."""
@@ -71,6 +86,8 @@ class ExcursionModel:
         self._observed += 1
         if self.refresh_every == 1 or len(self._cache) > 4096:
             self._cache.clear()
+        if self.refresh_every == 1 or len(self._band_cache) > 4096:
+            self._band_cache.clear()
         return True
 
     def mean_run_hours(self, level: float, above: bool, prior_hours: float | None = None) -> float:
@@ -91,4 +108,34 @@ class ExcursionModel:
         hours = float(self._hours[start:end][inside].sum())
         value = (hours + prior) / (runs + 1)
         self._cache[key] = (value, self._observed)
+        return value
+
+    def expected_hours_below(
+        self, level: float, price: float, prior_hours: float | None = None
+    ) -> float:
+        """Mean hours the price stays at or below ``level`` from a price in ``price``'s band.
+
+        ``price`` above ``level`` is taken as in the top band.  Smoothed by one
+        pseudo-exit of ``prior_hours`` (default: the model's).
+        """
+        prior = self.prior_hours if prior_hours is None else prior_hours
+        ratio = price / level if level > 0 else 1.0
+        band = next(
+            (i for i, edge in enumerate(BELOW_BANDS) if ratio <= edge), len(BELOW_BANDS) - 1
+        )
+        key = (level, band, prior)
+        cached = self._band_cache.get(key)
+        if cached is not None and self._observed - cached[1] < self.refresh_every:
+            return cached[0]
+        end = self._size - 1  # the newest reading's length is not known yet
+        start = max(0, end - self.capacity + 1)
+        prices = self._prices[start:end]
+        upper = BELOW_BANDS[band] * level
+        lower = BELOW_BANDS[band - 1] * level if band else -np.inf
+        inside = (prices > lower) & (prices <= upper)
+        following = self._prices[start + 1 : end + 1]  # each reading's successor (the newest too)
+        exits = int(np.count_nonzero(inside & (following > level)))
+        hours = float(self._hours[start:end][inside].sum())
+        value = (hours + prior) / (exits + 1)
+        self._band_cache[key] = (value, self._observed)
         return value

@@ -29,8 +29,10 @@ exceeds what the round trip costs,
     band x swing MW x expected hours > wake loss + 2 x switch cost,
 
 with the wake loss = ``wake_seconds`` of the device's revenue, and the expected
-hours = the mean length of past runs of the price above break-even (to sleep)
-or at or below it (to wake), learned only from the prices the policy has seen
+hours = the mean length of past runs of the price above break-even (to sleep),
+or the mean time it stayed at or below break-even from a price like the
+current one (to wake: a price just under break-even after a spike often
+climbs back soon), learned only from the prices the policy has seen
 (``scheduler.policies.excursions``, the last 2,880 readings), at most
 ``max_sleep_excursion_hours`` (0.6) / ``max_wake_excursion_hours`` (24): a
 switch must pay back within that time.  At the default 300 s warm-up and no
@@ -307,7 +309,7 @@ class MaxMarginPolicy:
             # swap, priced like a wake); above it, for the price excursion.
             excursion = running and price > breakeven
             band, expected_hours = self._derived_band(
-                breakeven, excursion, round_trip_usd / swing_mw
+                breakeven, excursion, round_trip_usd / swing_mw, None if running else price
             )
         detail = (
             f"break-even {breakeven:.2f} USD/MWh, "
@@ -330,20 +332,31 @@ class MaxMarginPolicy:
         return options, detail
 
     def _derived_band(
-        self, breakeven: float, running: bool, cost_usd_per_mw: float
+        self,
+        breakeven: float,
+        running: bool,
+        cost_usd_per_mw: float,
+        wake_price: float | None = None,
     ) -> tuple[float, float]:
         """(band USD/MWh, expected hours): where a switch pays for its round trip.
 
         band x swing MW x expected hours = round trip, the expected hours being the
         mean length of past runs of the price above break-even (``running``: a
-        sleep for a price excursion) or at or below it (a wake, or a swap under
-        the site limit) in the model's window (``ExcursionModel``), at most the
-        configured cap (a switch must pay back within it).
+        sleep for a price excursion) or at or below it (a swap under the site
+        limit) in the model's window (``ExcursionModel``), at most the
+        configured cap (a switch must pay back within it).  For a wake
+        (``wake_price``: the price now) they are the mean time the price stayed
+        at or below break-even from a price in the same band of price /
+        break-even (``ExcursionModel.expected_hours_below``): just under
+        break-even after a spike the price often climbs back within the hour,
+        far under it it rarely does.
         """
         prior = SLEEP_PRIOR_HOURS if running else WAKE_PRIOR_HOURS
-        hours = self.excursions.mean_run_hours(
-            round(breakeven, 1), above=running, prior_hours=prior
-        )
+        level = round(breakeven, 1)
+        if wake_price is not None:
+            hours = self.excursions.expected_hours_below(level, wake_price, prior_hours=prior)
+        else:
+            hours = self.excursions.mean_run_hours(level, above=running, prior_hours=prior)
         cap = self.max_sleep_excursion_hours if running else self.max_wake_excursion_hours
         hours = min(hours, cap)
         return cost_usd_per_mw / hours, hours

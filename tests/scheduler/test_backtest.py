@@ -32,7 +32,7 @@ DATA = ROOT / "drivers" / "market" / "data"
 PRICES = DATA / "ercot_hb_south_15min_2024-06-01_2025-03-27.csv"
 BTC = DATA / "btc_daily_price_difficulty_2017-08-17_2025-06-02.csv"
 FLEETS = ROOT / "deploy" / "fleets"
-REALTIME_CAPTURED_FLOOR = {"s19jpro": 0.989, "s21": 0.99, "s21xp": 0.99}
+REALTIME_CAPTURED_FLOOR = {"s19jpro": 0.99, "s21": 0.99, "s21xp": 0.99}
 LAGGED_CAPTURED_FLOOR = {"s19jpro": 0.88, "s21": 0.81, "s21xp": 0.77}
 
 
@@ -111,7 +111,8 @@ def test_max_margin_beats_always_on_and_naive(full_trace, name: str) -> None:  #
     fleet = one_device_fleet(name)
     realtime = run_backtest(fleet, MaxMarginPolicy(), full_trace, info="realtime")
     assert realtime.policy.margin_usd > realtime.naive.margin_usd > realtime.always_on.margin_usd
-    # Cost-aware (default): 0.9893 / 0.9920 / 0.9937 measured; S19j Pro misses 0.99 by 0.0007.
+    # Cost-aware (default): 0.9909 / 0.9924 / 0.9945 measured (0.9893 / 0.9920 / 0.9937 while
+    # the wake side used the mean length of every past run below break-even).
     assert realtime.captured(realtime.policy) >= REALTIME_CAPTURED_FLOOR[name]
     # The former fixed bands (chosen on this trace): 0.9913 / 0.9925 / 0.9945.
     fixed = run_backtest(fleet, MaxMarginPolicy(switching="bands"), full_trace, info="realtime")

@@ -41,6 +41,33 @@ def test_capacity_keeps_the_newest_readings() -> None:
     assert model.mean_run_hours(100.0, above=True) == pytest.approx((2.0 + 1.0) / 3)
 
 
+def test_a_price_just_under_the_level_is_expected_to_climb_back_sooner() -> None:
+    model = ExcursionModel(prior_hours=0.25)
+    # Two 1-hour calm runs at 20 and three dips to 95 between spikes at 300, each left upwards.
+    prices = [20.0] * 4 + [300.0, 95.0, 300.0, 95.0, 300.0, 95.0, 300.0] + [20.0] * 4 + [300.0]
+    for index, price in enumerate(prices):
+        model.observe(index * 900.0, price)
+    near = model.expected_hours_below(100.0, 96.0)  # band (0.95, 1]: 3 readings, 3 exits
+    far = model.expected_hours_below(100.0, 30.0)  # band up to 0.5: 8 readings, 2 exits
+    assert near == pytest.approx((0.75 + 0.25) / 4)
+    assert far == pytest.approx((2.0 + 0.25) / 3)
+    # Without the band, every run below counts alike: 5 runs, 2.75 hours.
+    assert model.mean_run_hours(100.0, above=False) == pytest.approx((2.75 + 0.25) / 6)
+    assert model.expected_hours_below(100.0, 85.0) == pytest.approx(0.25)  # no past reading there
+
+
+def test_a_sleeping_miner_waits_out_a_dip_between_spikes_but_wakes_when_calm() -> None:
+    mining, asleep = Workload.mine("main"), Workload.sleep()
+    policy = MaxMarginPolicy()
+    history = ([40.0] * 40 + [300.0, 98.0] * 3) * 5  # dips just under break-even climb back
+    for index, price in enumerate(history):
+        policy.plan(_at(price, index, mining))
+    (dip,) = policy.plan(_at(98.0, len(history), asleep)).assignments
+    (calm,) = policy.plan(_at(40.0, len(history) + 1, asleep)).assignments
+    assert str(dip.workload) == "sleep" and dip.reason == "within_hysteresis"
+    assert str(calm.workload) == "mine(main)"
+
+
 def _at(price: float, index: int, current: Workload) -> Snapshot:
     now = index * 900.0
     return snapshot([S21], price, {"a": current}, now=now, market_state=market(price, now))
