@@ -15,7 +15,10 @@ efficiency counts where its readings can be trusted
 estimated power): a class is split by the measured / nominal power and hash
 rate ratios (2 decimals) and each part's options use its measured figures, so
 the knapsack ranks machines by their own J/TH; devices without trustworthy
-readings keep the model's nominal figures.
+readings keep the model's nominal figures.  Against the power limit a device
+counts its nominal power (as the Guard counts it) or its measured power where
+that is higher, so a plan that fits is never trimmed by the Guard, and a
+machine that draws more than its nominal figure is not planned past the cap.
 
 Switching is not free (a woken miner spends ``wake_seconds`` at full power
 without revenue, and every change may cost ``switch_cost_usd``), so a change
@@ -287,9 +290,12 @@ class MaxMarginPolicy:
         options = [_Option(sleep, sleep_w, sleep_margin, sleep_margin)]
         for level in self.power_levels if pool is not None else ():
             workload = self._workload(pool, level)
-            power_w = planned_power_w(device, workload) * power_ratio
+            planned_w = planned_power_w(device, workload)
+            power_w = planned_w * power_ratio
             margin = revenue_per_level * level - power_w / 1e6 * price
-            options.append(_Option(workload, power_w, margin, margin))
+            # Against the limit a device counts as the Guard counts it (nominal) or more where
+            # it measurably draws more: a plan that fits is never trimmed by the Guard.
+            options.append(_Option(workload, max(power_w, planned_w), margin, margin))
         if current is None:
             return options, ""
         breakeven = revenue_per_level / (device.nominal_power_w * power_ratio) * 1e6

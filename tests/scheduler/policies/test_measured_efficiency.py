@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from scheduler.core.model import Event, Sample, Snapshot, Workload
+from scheduler.core.power import planned_power_w
 from scheduler.policies.demand_response import DemandResponsePolicy
 from scheduler.policies.efficiency import MeasuredEfficiency
 from scheduler.policies.max_margin import MaxMarginPolicy
@@ -64,3 +65,24 @@ def test_demand_response_sheds_the_least_efficient_by_measurement() -> None:
     assert _running(plan.assignments) == {"b"}
     preview = policy.preview(_at(105.0), event)
     assert preview.shed == ("a",)
+
+
+def test_a_machine_measured_below_nominal_power_is_still_counted_as_the_guard_counts_it() -> None:
+    # Two S21 that measure 3,000 W (nominal 3,500 W) under a 6,500 W cap: by measurement both
+    # fit, but the Guard counts nominal power and would put one to sleep itself.
+    first, second = device("a", "S21"), device("b", "S21")
+    policy = MaxMarginPolicy()
+
+    def at(now: float) -> Snapshot:
+        base = snapshot([first, second], 40.0, {"a": MINING, "b": MINING}, now=now)
+        samples = {
+            d: Sample(d, now, MINING, power_w=3000.0, hashrate_hs=200e12) for d in ("a", "b")
+        }
+        fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+        return Snapshot(**{**fields, "samples": samples, "power_cap_w": 6500.0})
+
+    for index in range(4):
+        plan = policy.plan(at(100.0 + index))
+    assert len(_running(plan.assignments)) == 1
+    devices = {"a": first, "b": second}
+    assert sum(planned_power_w(devices[a.device_id], a.workload) for a in plan.assignments) <= 6500
