@@ -299,6 +299,7 @@ class MaxMarginPolicy:
         if current is None:
             return options, ""
         breakeven = revenue_per_level / (device.nominal_power_w * power_ratio) * 1e6
+        payback_note = ""
         if self.switching == "bands":
             if running:
                 band = self.sleep_band_usd_per_mwh + self.sleep_band_fraction * breakeven
@@ -317,6 +318,13 @@ class MaxMarginPolicy:
             band, expected_hours = self._derived_band(
                 breakeven, excursion, round_trip_usd / swing_mw, None if running else price
             )
+            # The shortest excursion a switch at this price pays for (its payback time): the
+            # switch is made when the expected excursion is longer.
+            gap = price - breakeven if running else breakeven - price
+            if gap > 0:
+                payback = (round_trip_usd / swing_mw) / gap
+                action = "sleep" if running else "wake"
+                payback_note = f"; a {action} at {price:.2f} pays back in {payback:.2f} h"
         detail = (
             f"break-even {breakeven:.2f} USD/MWh, "
             + (
@@ -324,7 +332,11 @@ class MaxMarginPolicy:
                 if running
                 else f"wakes below {breakeven - band:.2f}"
             )
-            + ("" if expected_hours is None else f" (expected excursion {expected_hours:.2f} h)")
+            + (
+                ""
+                if expected_hours is None
+                else f" (expected excursion {expected_hours:.2f} h{payback_note})"
+            )
         )
         for option in options:
             if option.workload.is_running == running:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from datetime import date
 from pathlib import Path
 
@@ -90,6 +92,15 @@ def test_a_switch_cost_widens_the_sleep_band_and_short_spikes_are_ridden_out() -
     assert str(cheap.workload) == "sleep"
     view = plan_view(costly.plan(snap))
     assert "sleeps above" in view[0].detail and "break-even" in view[0].detail
+    # The detail says why: the payback time at this price against the expected excursion.
+    for policy, sleeps in ((costly, False), (free, True)):
+        detail = plan_view(policy.plan(snap))[0].detail
+        found = re.search(
+            r"expected excursion ([\d.]+) h; a sleep at 180.00 pays back in ([\d.]+) h", detail
+        )
+        assert found is not None, detail
+        expected, payback = float(found[1]), float(found[2])
+        assert (payback < expected) is sleeps
 
 
 def test_cost_aware_beats_always_on_and_naive_with_a_switch_cost_where_fixed_bands_lose() -> None:
