@@ -191,6 +191,13 @@ class CgminerClient:
             timer.cancel()
             if transport is not None:
                 transport.close()
+            # A deadline inside create_connection leaves ``done`` unawaited: the protocol may
+            # still fail it when asyncio closes the half-made connection.  Settle it here so no
+            # "exception was never retrieved" reaches the log.
+            if not done.done():
+                done.cancel()
+            elif not done.cancelled():
+                done.exception()
             # Whatever happened, the protocol keeps no bytes: an exception's traceback may
             # keep this frame (and so the protocol) alive in a reference cycle for a while.
             protocol.release()
