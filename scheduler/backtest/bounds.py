@@ -29,10 +29,24 @@ and switching costs as the backtest):
   ``lagged`` sees.  ``best_bin_hit_rate``: in hindsight, the largest share
   of intervals of one such bin (of at least 10) whose price paid for a
   one-interval sleep's warm-up (above break-even x (1 + wake_seconds / 900)).
+- ``walk_forward``: a causal expected-value learner for both decisions, the
+  sleep and the wake, beside the naive threshold on the same settlement.
+  At each interval it estimates, from past intervals only, the mean outcome
+  of the interval about to be decided (price / break-even, capped at 3) in
+  the bin of what ``lagged`` shows (last price / break-even; whether the
+  price before it was above break-even; optionally whether the day-ahead
+  price of the interval is), shrunk by ``k`` pseudo-intervals towards "the
+  last price persists" (the naive rule's assumption).  A running miner
+  sleeps when the expected saving beats the warm-up it costs should the
+  price be back at or under break-even; a sleeping one wakes on the mirror
+  test.  ``k`` 2, 8 and 32, with and without the day-ahead feature: if one
+  of them beat ``naive`` clearly, the last prices would carry information
+  the naive threshold leaves unused.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +66,10 @@ from scheduler.core.model import TERA
 
 _LAST_EDGES = (0.5, 0.7, 0.8, 0.9, 1.0)  # last real-time price / break-even (only <= 1 is asked)
 _DAM_EDGES = (0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0)  # day-ahead price / break-even
-_PRIOR_COUNT = 5.0  # pseudo-observations of "no value" each bin starts with
+_PRIOR_COUNT = 5.0
+_LEARNER_EDGES = (0.5, 0.8, 0.9, 1.0, 1.1, 1.3, 1.6, 2.0, 3.0, 6.0)
+_LEARNER_PRIORS = (2.0, 8.0, 32.0)
+_LEARNER_CAP = 3.0  # outcomes (price / break-even) are capped here: one spike must not rule a bin  # pseudo-observations of "no value" each bin starts with
 _MIN_BIN_INTERVALS = 10
 
 
@@ -193,6 +210,13 @@ def _class_bounds(
         for a, i, b in zip(above_last, trace.intervals, breakeven, strict=True)
     ]
     started_late = [m or (t > 0 and optimum[t - 1]) for t, m in enumerate(optimum)]
+    walk_forward = {"naive": captured([not a for a in above_last])}
+    for use_dam in (False, True):
+        for prior in _LEARNER_PRIORS:
+            name = f"k={prior:g}" + (", day-ahead" if use_dam else "")
+            walk_forward[name] = captured(
+                _learner(cls, trace, hashprices, breakeven, costs, prior, use_dam)
+            )
     onset = _onset(cls, trace, hashprices, breakeven, costs)
     realised = onset.pop("realised_usd")
     return {
@@ -206,4 +230,60 @@ def _class_bounds(
             restricted_optimum_decisions(cls, trace, hashprices, costs, above_dam)
         ),
         "onset": {**onset, "realised_captured": round(realised / room, 4)},
+        "walk_forward": walk_forward,
     }
+
+
+def _learner(
+    cls: _DeviceClass,
+    trace: Trace,
+    hashprices: Sequence[float],
+    breakeven: Sequence[float],
+    costs: SwitchingCosts,
+    prior: float,
+    use_dam: bool,
+) -> list[bool]:
+    """The walk-forward expected-value learner of the module docstring: mine/sleep per interval."""
+    intervals = trace.intervals
+    # Per bin: intervals seen, sum of (outcome - 1), intervals whose outcome was <= 1.
+    seen: dict[tuple[int, bool, bool], list[float]] = {}
+    decisions: list[bool] = []
+    mining = True
+    previous_key: tuple[int, bool, bool] | None = None
+    for index, interval in enumerate(intervals):
+        level = breakeven[index]
+        last = intervals[index - 1].rtm_usd_per_mwh if index else interval.dam_usd_per_mwh
+        before = intervals[index - 2].rtm_usd_per_mwh if index >= 2 else last
+        if previous_key is not None:  # the last interval's outcome is what lagged shows now
+            outcome = min(last / breakeven[index - 1], _LEARNER_CAP)
+            tally = seen.setdefault(previous_key, [0.0, 0.0, 0.0])
+            tally[0] += 1
+            tally[1] += outcome - 1.0
+            tally[2] += outcome <= 1.0
+        ratio = last / level
+        key = (
+            _bin(ratio, _LEARNER_EDGES),
+            before > level,
+            use_dam and interval.dam_usd_per_mwh > level,
+        )
+        previous_key = key
+        revenue = cls.hashrate_ths * hashprices[index] / 24.0 * INTERVAL_HOURS
+        # A false alarm (or a wake into a spike) costs the warm-up and two switches, in
+        # units of the interval's revenue (what the outcome's excess is measured in).
+        false_alarm = (
+            costs.wake_seconds / INTERVAL_SECONDS + 2 * costs.switch_cost_usd / revenue
+            if revenue > 0
+            else math.inf
+        )
+        n, excess, at_or_below = seen.get(key, (0.0, 0.0, 0.0))
+        guess = min(ratio, _LEARNER_CAP)
+        if mining:
+            value = excess - false_alarm * at_or_below
+            value += prior * ((guess - 1.0) - false_alarm * (guess <= 1.0))
+            mining = value <= 0
+        else:
+            value = -excess - false_alarm * (n - at_or_below)
+            value += prior * ((1.0 - guess) - false_alarm * (guess > 1.0))
+            mining = value > 0
+        decisions.append(mining)
+    return decisions
