@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 import re
 from datetime import date
 from pathlib import Path
@@ -12,7 +14,7 @@ from scheduler.api.views import plan_view
 from scheduler.backtest.engine import SwitchingCosts, load_trace, run_backtest
 from scheduler.config.loading import load_config
 from scheduler.core.model import Snapshot, Workload
-from scheduler.policies.excursions import ExcursionModel
+from scheduler.policies.excursions import BELOW_BANDS, ExcursionModel
 from scheduler.policies.max_margin import MaxMarginPolicy
 from tests.scheduler.helpers import device, market, snapshot
 
@@ -144,3 +146,53 @@ def test_under_a_binding_cap_a_switch_cost_does_not_lock_in_the_wrong_machines()
     )
     assert report.cap_violations == 0
     assert report.policy.margin_usd >= report.always_on.margin_usd
+
+
+def _reference(readings: list[tuple[float, float]], capacity: int, level: float) -> dict:
+    """The figures recomputed from scratch over the window: (price, hours) of each reading."""
+    window = readings[:-1][-(capacity - 1) :]
+    out: dict = {}
+    for above in (False, True):
+        inside = [(p > level) == above for p, _ in window]
+        runs = sum(1 for i, x in enumerate(inside) if x and (i == 0 or not inside[i - 1]))
+        hours = sum(h for (_, h), x in zip(window, inside, strict=True) if x)
+        out[("run", above)] = (hours + 0.5) / (runs + 1)
+    successors = [p for p, _ in readings[1:]][-len(window) :] if window else []
+    lower = -math.inf
+    for band, edge in enumerate(BELOW_BANDS):
+        upper = edge * level
+        members = [
+            (h, nxt > level)
+            for (p, h), nxt in zip(window, successors, strict=True)
+            if lower < p <= upper
+        ]
+        out[("band", band)] = (sum(h for h, _ in members) + 0.5) / (sum(e for _, e in members) + 1)
+        lower = upper
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_figures_kept_up_to_date_equal_figures_recomputed(seed: int) -> None:
+    rng = random.Random(seed)
+    capacity = rng.choice([2, 3, 5, 8])
+    model = ExcursionModel(capacity=capacity, prior_hours=0.5)
+    readings: list[tuple[float, float]] = []  # (price, hours it lasted; the newest: 0)
+    at = 0.0
+    levels = (100.0, 90.0, 120.0)
+    for _ in range(200):
+        step = rng.choice([30.0, 900.0, 300.0, 3600.0])
+        price = rng.choice([20.0, 85.0, 92.0, 97.0, 99.0, 100.0, 105.0, 130.0, 400.0])
+        if model.observe(at + step, price):
+            if readings:
+                readings[-1] = (readings[-1][0], step / 3600.0)
+            readings.append((price, 0.0))
+            at += step
+        level = rng.choice(levels)  # followed from its first query on
+        expected = _reference(readings, capacity, level)
+        for above in (False, True):
+            got = model.mean_run_hours(level, above=above, prior_hours=0.5)
+            assert got == pytest.approx(expected[("run", above)])
+        for band, edge in enumerate(BELOW_BANDS):
+            price_in_band = edge * level - 1e-6
+            got = model.expected_hours_below(level, price_in_band, prior_hours=0.5)
+            assert got == pytest.approx(expected[("band", band)])
