@@ -27,10 +27,11 @@ so a decision never uses a price it could not have seen.  The window is the
 The figures of a level are computed once over the window (numpy), then kept
 up to date reading by reading (the reading that joins the window and the one
 that leaves it): a query costs a few additions, however long the window.  Up
-to ``MAX_LEVELS`` levels are followed (the least recently asked one is
-dropped past that), and a level nobody asked for while
+to ``MAX_LEVELS`` levels are followed, and a level nobody asked for while
 ``FORGET_AFTER_READINGS`` readings arrived is dropped: break-evens move with
-the hash price, so yesterday's levels are not followed for nothing.
+the hash price, so yesterday's levels are not followed for nothing.  Past
+``MAX_LEVELS`` (a fleet whose machines all differ) a figure is computed over
+the window when asked.
 Pure: no I/O, no clock; the times are the readings' own.
 """
 
@@ -77,18 +78,22 @@ class ExcursionModel:
         capacity: int = DEFAULT_CAPACITY,
         prior_hours: float = DEFAULT_PRIOR_HOURS,
         min_step_seconds: float = DEFAULT_MIN_STEP_SECONDS,
+        max_levels: int = MAX_LEVELS,
     ) -> None:
         if capacity < 2 or prior_hours <= 0 or min_step_seconds < 0:
             raise ValueError("capacity >= 2, prior_hours > 0 and min_step_seconds >= 0 needed")
         self.capacity = capacity
         self.prior_hours = prior_hours
         self.min_step_seconds = min_step_seconds
+        self.max_levels = max_levels
         self._prices = np.zeros(2 * capacity)
         self._hours = np.zeros(2 * capacity)  # length of each reading (the last one: 0 for now)
         self._size = 0
         self._last_at: float | None = None
         self._levels: dict[float, _Level] = {}  # in order of last use
         self._observed = 0  # readings kept so far
+        # Figures of levels not followed, computed since the newest reading: (kind, level, side).
+        self._asked: dict[tuple[str, float, int, float], float] = {}
 
     def __len__(self) -> int:
         """Readings kept (the newest included)."""
@@ -105,6 +110,7 @@ class ExcursionModel:
         if last is not None and at < last + max(self.min_step_seconds, 1e-9):
             return False
         self._observed += 1
+        self._asked.clear()
         if self._levels:  # levels not asked for lately are dropped, not followed
             oldest = self._observed - FORGET_AFTER_READINGS
             for level in [k for k, v in self._levels.items() if v.asked < oldest]:
@@ -161,14 +167,13 @@ class ExcursionModel:
                 stats.band_hours[band] += float(hours[position])
                 stats.band_exits[band] += float(prices[position + 1]) > level
 
-    def _stats(self, level: float) -> _Level:
-        """The figures of a level: followed from now on if new (computed over the window)."""
-        stats = self._levels.pop(level, None)
+    def _stats(self, level: float) -> _Level | None:
+        """A followed level's figures; a new level is followed while there is room (else None)."""
+        stats = self._levels.get(level)
         if stats is None:
-            stats = self._compute(level)
-            if len(self._levels) >= MAX_LEVELS:
-                del self._levels[next(iter(self._levels))]
-        self._levels[level] = stats  # last used: last in order
+            if len(self._levels) >= self.max_levels:
+                return None  # more levels in use than followed: computed per question
+            stats = self._levels[level] = self._compute(level)
         stats.asked = self._observed
         return stats
 
@@ -201,6 +206,17 @@ class ExcursionModel:
         prior = self.prior_hours if prior_hours is None else prior_hours
         stats = self._stats(level)
         start, end = self._window()
+        if stats is None:
+            key = ("run", level, int(above), prior)
+            value = self._asked.get(key)
+            if value is None:
+                inside = self._prices[start:end] > level
+                if not above:
+                    inside = ~inside
+                runs = int(inside[:1].sum()) + int(np.count_nonzero(inside[1:] & ~inside[:-1]))
+                hours = float(self._hours[start:end][inside].sum())
+                value = self._asked[key] = (hours + prior) / (runs + 1)
+            return value
         first = end > start and (float(self._prices[start]) > level) == above
         runs = stats.starts[above] + int(first)
         return (max(stats.hours[above], 0.0) + prior) / (runs + 1)
@@ -219,4 +235,17 @@ class ExcursionModel:
             (i for i, edge in enumerate(BELOW_BANDS) if ratio <= edge), len(BELOW_BANDS) - 1
         )
         stats = self._stats(level)
+        if stats is None:
+            key = ("band", level, band, prior)
+            value = self._asked.get(key)
+            if value is None:
+                start, end = self._window()
+                prices = self._prices[start:end]
+                lower = BELOW_BANDS[band - 1] * level if band else -np.inf
+                inside = (prices > lower) & (prices <= BELOW_BANDS[band] * level)
+                following = self._prices[start + 1 : end + 1] > level
+                exits = int(np.count_nonzero(inside & following))
+                hours = float(self._hours[start:end][inside].sum())
+                value = self._asked[key] = (hours + prior) / (exits + 1)
+            return value
         return (max(stats.band_hours[band], 0.0) + prior) / (stats.band_exits[band] + 1)

@@ -171,11 +171,12 @@ def _reference(readings: list[tuple[float, float]], capacity: int, level: float)
     return out
 
 
+@pytest.mark.parametrize("max_levels", [256, 1])  # 1: most levels computed when asked
 @pytest.mark.parametrize("seed", range(6))
-def test_figures_kept_up_to_date_equal_figures_recomputed(seed: int) -> None:
+def test_figures_kept_up_to_date_equal_figures_recomputed(seed: int, max_levels: int) -> None:
     rng = random.Random(seed)
     capacity = rng.choice([2, 3, 5, 8])
-    model = ExcursionModel(capacity=capacity, prior_hours=0.5)
+    model = ExcursionModel(capacity=capacity, prior_hours=0.5, max_levels=max_levels)
     readings: list[tuple[float, float]] = []  # (price, hours it lasted; the newest: 0)
     at = 0.0
     levels = (100.0, 90.0, 120.0)
