@@ -66,10 +66,10 @@ from scheduler.core.model import TERA
 
 _LAST_EDGES = (0.5, 0.7, 0.8, 0.9, 1.0)  # last real-time price / break-even (only <= 1 is asked)
 _DAM_EDGES = (0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0)  # day-ahead price / break-even
-_PRIOR_COUNT = 5.0
+_PRIOR_COUNT = 5.0  # pseudo-observations of "no value" each bin starts with
 _LEARNER_EDGES = (0.5, 0.8, 0.9, 1.0, 1.1, 1.3, 1.6, 2.0, 3.0, 6.0)
 _LEARNER_PRIORS = (2.0, 8.0, 32.0)
-_LEARNER_CAP = 3.0  # outcomes (price / break-even) are capped here: one spike must not rule a bin  # pseudo-observations of "no value" each bin starts with
+_LEARNER_CAP = 3.0  # outcomes (price / break-even) are capped here: one spike must not rule a bin
 _MIN_BIN_INTERVALS = 10
 
 
