@@ -11,6 +11,10 @@ docs; framing and token steps in drivers/asic/whatsminer_crypto.py):
     salt         ``get.device.info`` param "salt" -> msg.salt (kept until a write is refused)
     sleep/wake   ``set.miner.service`` param "stop" / "start"
     power level  ``set.miner.power_percent`` param 0..100 (whole percent)
+    reboot       ``set.system.reboot`` (no param)
+    locate       ``set.system.led`` param [{color, period, duration, start}] (ms) or
+                 "auto"; read back from ``get.device.info`` param "system" ->
+                 system.ledstatus ("auto" unless set)
     replies      {"code": 0 | negative, "when", "msg", "desc"}
 
 One connection per command (the miner would keep it open for 300 s; a
@@ -45,6 +49,8 @@ from scheduler.core.model import Device, Pool, Sample, Workload, WorkloadKind
 
 Reply = dict[str, Any]
 MAX_FRAME_BYTES = MAX_REPLY_BYTES
+# The locate blink: red, on for 500 ms of every 1,000 ms (set.system.led steps are in ms).
+LOCATE_BLINK = {"color": "red", "period": 1000, "duration": 500, "start": 0}
 
 
 class V3Client:
@@ -240,6 +246,23 @@ class WhatsminerV3Driver(CgminerDriver):
         ):
             return
         await self.set_power_level(device, workload.power_level)
+
+    async def reboot(self, device: Device) -> None:
+        """``set.system.reboot`` (verified by the uptime starting again)."""
+        await self.write(device, "set.system.reboot", None)
+
+    async def set_locate(self, device: Device, on: bool) -> None:
+        """``set.system.led``: red, blinking once a second, to locate; ``auto`` gives it back."""
+        await self.write(device, "set.system.led", [LOCATE_BLINK] if on else "auto")
+
+    async def locate_on(self, device: Device) -> bool:
+        """``get.device.info`` ``system`` ``ledstatus``: manual while the locate LED is set."""
+        info = await self.get(device, "get.device.info", "system")
+        system = info.get("system") if isinstance(info, dict) else None
+        state = system.get("ledstatus") if isinstance(system, dict) else None
+        if not isinstance(state, str):
+            raise MalformedReply(device.id, "get.device.info: no system ledstatus")
+        return state.strip().lower() != "auto"
 
     async def set_power_level(self, device: Device, power_level: float) -> None:
         """set.miner.power_percent with the level as a whole percent."""

@@ -10,8 +10,11 @@ or none for every section; error-code lists the miner's ``error_codes`` as
 ``{code: when, "reason": text}``), ``get.miner.status`` (param ``summary``/``pools``/
 ``edevs`` joined with ``+``; hash rates in TH/s, power in W; summary with
 board-temperature, fan speeds, elapsed and bootup-time; one edevs row per board), ``get.miner.setting``, and the writes ``set.miner.service``
-(start/stop, as slow as v2's power_on/power_off) and ``set.miner.power_percent``
-(param 0..100).  A write must carry ``account``, ``ts`` and ``token`` =
+(start/stop, as slow as v2's power_on/power_off), ``set.miner.power_percent``
+(param 0..100), ``set.system.reboot`` (the miner restarts: its uptime starts
+again) and ``set.system.led`` (param ``"auto"``, or a list of 1 to 4
+``{color: red|green, period, duration, start}`` steps in ms: the LED is then
+``manual``; ``get.device.info`` ``system`` ``ledstatus`` says which).  A write must carry ``account``, ``ts`` and ``token`` =
 base64(sha256(cmd + password + salt + ts))[:8]; writes are refused while the
 password is the default ("super"), as the documentation says real firmware does.
 Reply codes: 0 ok; -1 failed (this simulator's "invalid token" and "no
@@ -47,6 +50,7 @@ class WhatsminerV3Host(Protocol):
     physics: MinerPhysics
     salt: str
     model_string: str
+    led_auto: bool
     power_pct: int
     power_off_delay_seconds: float
     power_on_delay_seconds: float
@@ -57,6 +61,10 @@ class WhatsminerV3Host(Protocol):
     @property
     def asleep(self) -> bool:
         """True while the miner sleeps."""
+        ...
+
+    def reboot(self) -> None:
+        """Restart as a reboot would: the uptime starts again."""
         ...
 
     def settle(self) -> None:
@@ -195,6 +203,11 @@ class SimWhatsminerV3:
             return self._service(param)
         if command == "set.miner.power_percent":
             return self._power_percent(param)
+        if command == "set.system.reboot":
+            self.miner.reboot()
+            return self._reply(0, "ok", command)
+        if command == "set.system.led":
+            return self._led(param)
         return self._reply(-2, "invalid command", command)
 
     def _refuse_write(self, request: Reply) -> str | None:
@@ -215,7 +228,12 @@ class SimWhatsminerV3:
                 "type": self.miner.model_string,
                 "board-num": str(len(boards)),
             },
-            "system": {"api": "3.0.0", "platform": "H616", "fwversion": FIRMWARE_VERSION},
+            "system": {
+                "api": "3.0.0",
+                "platform": "H616",
+                "fwversion": FIRMWARE_VERSION,
+                "ledstatus": "auto" if self.miner.led_auto else "manual",
+            },
             "error-code": [
                 {code: "2026-01-01 00:00:00", "reason": ERROR_REASONS.get(code, "error")}
                 for code in self.miner.error_codes
@@ -295,6 +313,24 @@ class SimWhatsminerV3:
         )
         self.miner._later(delay, lambda: self.miner.set_asleep(stopping))
         return self._reply(0, "ok", "set.miner.service")
+
+    def _led(self, param: Any) -> Reply:
+        if param == "auto":
+            self.miner.led_auto = True
+            return self._reply(0, "ok", "set.system.led")
+        steps = param if isinstance(param, list) and 1 <= len(param) <= 4 else None
+        for step in steps or ():
+            if not isinstance(step, dict) or step.get("color") not in ("red", "green"):
+                steps = None
+                break
+            timings = [step.get(name) for name in ("period", "duration", "start")]
+            if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in timings):
+                steps = None
+                break
+        if steps is None:
+            return self._reply(-2, f"invalid param: {param}", "set.system.led")
+        self.miner.led_auto = False
+        return self._reply(0, "ok", "set.system.led")
 
     def _power_percent(self, param: Any) -> Reply:
         if isinstance(param, bool) or not isinstance(param, int) or not 0 <= param <= 100:

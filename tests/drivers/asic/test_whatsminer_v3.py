@@ -247,3 +247,32 @@ def test_v3_health_parse_tolerates_missing_and_odd_fields() -> None:
     assert health.firmware == "Whatsminer 20240722.07.51.REL"
     assert health.errors == ("531: Slot1 not found.",)
     assert whatsminer_v3_health({}, []).boards == ()
+
+
+@pytest.mark.system
+async def test_reboot_and_locate_over_api_v3(miner: SimWhatsminer) -> None:
+    driver = WhatsminerV3Driver(POOLS, OPTIONS)
+    device = v3_device(miner)
+    assert await driver.locate_on(device) is False
+    await driver.set_locate(device, True)
+    assert await driver.locate_on(device) is True and miner.led_auto is False
+    await driver.set_locate(device, False)
+    assert await driver.locate_on(device) is False and miner.led_auto is True
+    await asyncio.sleep(1.1)
+    before = await driver.collect(device)
+    assert before.health is not None and before.health.uptime_s is not None
+    await driver.reboot(device)
+    after = await driver.collect(device)
+    assert miner.reboots == 1
+    assert after.health is not None and after.health.uptime_s is not None
+    assert after.health.uptime_s < before.health.uptime_s
+
+
+@pytest.mark.system
+async def test_the_simulated_led_refuses_what_the_firmware_would(miner: SimWhatsminer) -> None:
+    driver = WhatsminerV3Driver(POOLS, OPTIONS)
+    device = v3_device(miner)
+    for bad in ([], [{"color": "blue", "period": 1, "duration": 1, "start": 0}], "on", 3):
+        with pytest.raises(Rejected, match="invalid param"):
+            await driver.write(device, "set.system.led", bad)
+    assert miner.led_auto is True
