@@ -56,3 +56,9 @@ def test_goals_are_named_where_missed_and_the_page_lists_them() -> None:
     page = matrix.render([realtime, low], "make backtest-matrix", 1.0)
     assert "1 of 2 cells meet every goal" in page
     assert "< naive, capture < 0.99" in page
+    assert "Every optimum is exact" in page
+    bound = matrix.Cell(
+        **{**{f: getattr(low, f) for f in low.__dataclass_fields__}, "optimum_kind": "upper_bound"}
+    )
+    page = matrix.render([realtime, bound], "make backtest-matrix", 1.0)
+    assert "(bound)" in page and "an upper bound" in page and "Every optimum" not in page
