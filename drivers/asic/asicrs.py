@@ -9,6 +9,14 @@ drives it.  This driver adapts it to wattmux's contracts:
   no wattage or hash rate from is unavailable: the library answers a
   vanished miner with empty fields rather than an error), hash rate is
   converted to H/s, the pool is the active one in ``pools``.
+- Deep health from the same read: per board the hash rate, working chips,
+  board temperature and the hotter of the inlet / outlet chip temperatures;
+  fan speeds, uptime, firmware version and the miner's messages (code and
+  text) as error codes; no share counts, so no reject ratio.  Bounded like
+  every driver's health (``Health.of_raw``).  A board's chip temperature is
+  what the library reports for it (from LuxOS: the mean of the board's chip
+  sensors), so the hottest chip seen through this driver may be cooler than
+  the hottest chip there is; the Guard still takes the hottest figure it has.
 - Workload read back: sleep when the library reports no hash rate and no
   active pool, mining when it hashes on the requested pool.  The library's
   ``is_mining`` is not used: on LuxOS it stays true while curtailed.
@@ -35,7 +43,11 @@ from drivers.asic.registry import AsicPlugin
 from drivers.bounds import implausible_reading
 from drivers.errors import DriverError, Fatal, MalformedReply, Rejected, Timeout, Unavailable
 from scheduler.core.model import (
+    MAX_BOARDS,
+    MAX_ERRORS,
+    MAX_FANS,
     Device,
+    Health,
     Outcome,
     OutcomeStatus,
     Pool,
@@ -137,6 +149,7 @@ class AsicRsDriver:
             hashrate_hs=hashrate_hs,
             temperature_c=data.average_temperature,
             pool_url=active[0] if active else None,
+            health=_health(data),
         )
 
     def _refusal(self, workload: Workload) -> str | None:
@@ -192,3 +205,32 @@ class AsicRsDriver:
 
 
 PLUGINS = (AsicPlugin(tag="asic-rs", options=AsicRsOptions, factory=AsicRsDriver),)
+
+
+def _health(data: Any) -> Health:
+    """Deep health from what the library read (see the module docstring)."""
+    boards = []
+    for board in list(data.hashboards)[:MAX_BOARDS]:
+        rate = board.hashrate
+        chip_temps = [
+            t
+            for t in (board.inlet_chip_temperature, board.outlet_chip_temperature)
+            if t is not None
+        ]
+        boards.append(
+            (
+                None if rate is None else float(rate.as_unit(HashRateUnit.Hash)) / 1e9,
+                board.working_chips,
+                board.board_temperature,
+                max(chip_temps) if chip_temps else None,
+            )
+        )
+    fans = [fan.rpm for fan in list(data.fans)[:MAX_FANS] if fan.rpm is not None]
+    uptime = data.uptime
+    return Health.of_raw(
+        boards,
+        fans,
+        uptime_s=None if uptime is None else uptime.total_seconds(),
+        firmware=data.firmware_version,
+        errors=[f"{m.code}: {m.message}" for m in list(data.messages)[:MAX_ERRORS]],
+    )

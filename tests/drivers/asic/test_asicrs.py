@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 
@@ -121,3 +122,22 @@ async def test_a_miner_that_disappears_is_unavailable(lux: Lux) -> None:
         await driver.collect(lux.device)
     outcome = await driver.apply(lux.device, Workload.sleep())
     assert outcome.status is OutcomeStatus.UNAVAILABLE and "identifies no miner" in outcome.detail
+
+
+@pytest.mark.system
+@needs_wheel
+async def test_deep_health_comes_from_the_same_read(lux: Lux) -> None:
+    await asyncio.sleep(1.1)  # an uptime of at least a second
+    sample = await AsicRsDriver(POOLS, OPTIONS).collect(lux.device)
+    miner = lux.site.miners[lux.device.id]
+    truth = miner.physics.board_temperatures_c(miner._clock())  # per board: chips, boards
+    health = sample.health
+    assert health is not None and len(health.boards) == len(truth) == 3
+    for board, (chips, sensors) in zip(health.boards, truth, strict=True):
+        assert board.hashrate_hs == pytest.approx(104e12 / 3, rel=0.05)
+        assert board.board_temp_c == pytest.approx(sum(sensors) / len(sensors), abs=1.0)
+        # The library reports a board's chips as LuxOS does, the mean of its sensors.
+        assert sum(chips) / len(chips) - 1.0 <= board.chip_temp_c <= max(chips) + 1.0
+    assert health.uptime_s is not None and health.uptime_s >= 1
+    assert health.firmware and health.errors == ()
+    assert sample.hottest_c is not None and sample.hottest_c >= health.chip_temp_max_c
