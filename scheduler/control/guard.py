@@ -10,7 +10,9 @@ Order of rules (later ones see the result of earlier ones):
    their workload (``ramp_limit``);
 5. site power cap and active demand-response events -> sleep the least
    efficient mining devices until the projected site power fits the
-   strictest limit (``power_cap`` / ``dr_event``).
+   strictest limit (``power_cap`` / ``dr_event``).  A device counts its
+   planned power (``scheduler.core.power``), or its measured power where a
+   measured (not estimated) sample on the same workload shows more.
 Safety rules (stale price, thermal, cap, DR) are never held back by dwell,
 gain or ramp rules; nor is a move off a pool that is down (``pool_down``) or
 onto an AI lease that starts (``ai_lease``).
@@ -148,10 +150,22 @@ class Guard:
             assigned[device_id] = Assignment(device_id, current, Reason.RAMP_LIMIT, 0.0)
 
     def _power_cap(self, assigned: dict[str, Assignment], snapshot: Snapshot) -> None:
+        samples = snapshot.samples
+
         def device_power_w(device: Device) -> float:
             assignment = assigned.get(device.id)
             workload = assignment.workload if assignment else snapshot.current.get(device.id)
-            return planned_power_w(device, workload)  # unknown: the worst case
+            planned = planned_power_w(device, workload)  # unknown: the worst case
+            # A machine measured drawing more than that on the same workload counts as measured.
+            sample = samples.get(device.id)
+            if (
+                sample is not None
+                and not sample.power_estimated
+                and sample.power_w > planned
+                and sample.workload == workload
+            ):
+                return sample.power_w
+            return planned
 
         limit_w, from_dr = site_limit_w(snapshot, self.power_cap_w)
         limit_w = self.power_cap_w if limit_w is None else min(limit_w, self.power_cap_w)

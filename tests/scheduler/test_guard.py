@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from scheduler.config.schema import GuardConfig
 from scheduler.control.guard import Guard
-from scheduler.core.model import Assignment, Plan, Workload
+from scheduler.core.model import Assignment, Plan, Sample, Snapshot, Workload
 from scheduler.policies.breakeven import BreakevenPolicy
 from tests.scheduler.helpers import device, market, snapshot
 
@@ -112,3 +114,26 @@ def test_hot_chip_sleeps_a_device_whose_summary_temperature_is_fine() -> None:
     result = {a.device_id: (str(a.workload), a.reason) for a in plan.assignments}
     assert result["c"] == ("sleep", "thermal")  # the hottest chip, 88.5 >= 85
     assert result["a"] == ("mine(main)", "price_below_breakeven")
+
+
+def test_power_cap_counts_a_machine_measured_above_its_nominal_power() -> None:
+    # Two S21 (nominal 3,500 W) measured at 4,000 W on the workload they keep: 8,000 W over
+    # a 7,500 W cap although their nominal power (7,000 W) fits.
+    pair = [device("a", "S21"), device("b", "S21")]
+    mining = Workload.mine("main")
+    samples = {d.id: Sample(d.id, 99.0, mining, power_w=4000.0, hashrate_hs=200e12) for d in pair}
+    base = snapshot(pair, 20.0, {"a": mining, "b": mining})
+    fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+    snap = Snapshot(**{**fields, "samples": samples})
+    plan = Guard(GuardConfig(min_dwell_seconds=0), power_cap_w=7500).apply(
+        BreakevenPolicy().plan(snap), snap
+    )
+    reasons = sorted(a.reason for a in plan.assignments)
+    assert reasons == ["power_cap", "price_below_breakeven"]
+    # Estimated power is not a measurement: the nominal figure stands.
+    estimated = {d: dataclasses.replace(s, power_estimated=True) for d, s in samples.items()}
+    snap = Snapshot(**{**fields, "samples": estimated})
+    plan = Guard(GuardConfig(min_dwell_seconds=0), power_cap_w=7500).apply(
+        BreakevenPolicy().plan(snap), snap
+    )
+    assert all(a.reason != "power_cap" for a in plan.assignments)
