@@ -16,9 +16,10 @@ estimated power): a class is split by the measured / nominal power and hash
 rate ratios (2 decimals) and each part's options use its measured figures, so
 the knapsack ranks machines by their own J/TH; devices without trustworthy
 readings keep the model's nominal figures.  Against the power limit a device
-counts its nominal power (as the Guard counts it) or its measured power where
-that is higher, so a plan that fits is never trimmed by the Guard, and a
-machine that draws more than its nominal figure is not planned past the cap.
+counts its nominal power or its smoothed measured power where that is
+higher, as the Guard counts it (the Guard by the latest measured sample): a
+machine measured below its nominal figure is not planned into room the Guard
+does not see, and one that draws more is not planned past the cap.
 
 Switching is not free (a woken miner spends ``wake_seconds`` at full power
 without revenue, and every change may cost ``switch_cost_usd``), so a change
@@ -293,8 +294,8 @@ class MaxMarginPolicy:
             planned_w = planned_power_w(device, workload)
             power_w = planned_w * power_ratio
             margin = revenue_per_level * level - power_w / 1e6 * price
-            # Against the limit a device counts as the Guard counts it (nominal) or more where
-            # it measurably draws more: a plan that fits is never trimmed by the Guard.
+            # Against the limit a device counts its nominal power, or more where it measurably
+            # draws more, as the Guard counts it.
             options.append(_Option(workload, max(power_w, planned_w), margin, margin))
         if current is None:
             return options, ""
