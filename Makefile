@@ -63,7 +63,7 @@ bench-health: $(STAMP) ## deep health: bytes kept per device and parse time per 
 bench-policy: $(STAMP) ## max-margin plan for 100,000 devices and the 10-month backtest for 1,000
 	$(PY) bench/bench_policy.py
 
-backtest-matrix: $(STAMP) ## max-margin over the scenario matrix -> docs/backtest-matrix.md (about 25 min on 2 cores; BACKTEST_MATRIX_ARGS="--jobs 4" or "--exact defaults")
+backtest-matrix: $(STAMP) ## max-margin over the scenario matrix -> docs/backtest-matrix.md (about 20 min on 2 cores; BACKTEST_MATRIX_ARGS="--jobs 4" or "--exact defaults")
 	$(PY) -m scheduler.backtest.matrix $(BACKTEST_MATRIX_ARGS)
 
 bench-ingest: $(STAMP) mosquitto ## MQTT ingest rate and price-to-decision latency (real mosquitto)

@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("defaults", "all"),
         default="all",
         help="where the mixed fleet's optimum is the exact DP under its cap (a minute or two "
-        "of CPU per cell): in every cell (default, about 25 minutes on 2 cores) or only at "
+        "of CPU per cell): in every cell (default, about 20 minutes on 2 cores) or only at "
         "300 s / 0 USD (elsewhere the optimum without the cap, an upper bound; about 7 minutes)",
     )
     args = parser.parse_args(argv)
