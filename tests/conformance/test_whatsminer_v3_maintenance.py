@@ -18,15 +18,14 @@ import pytest
 from drivers.asic.config import WhatsminerOptions
 from drivers.asic.whatsminer_v3 import WhatsminerV3Driver
 from drivers.sim.whatsminer import SimWhatsminer
-from scheduler.core.model import Device, DeviceKind, Pool
+from scheduler.core.model import Device, DeviceKind
+from tests.drivers.asic.test_whatsminer_v3 import PASSWORD, POOLS, v3_device
 
 pyasic = pytest.importorskip("pyasic", reason="pyasic (dev extra) is not installed")
 from pyasic.miners.backends.btminer import BTMinerV3  # noqa: E402
 
 pytestmark = pytest.mark.system
 
-POOLS = {"main": Pool("main", "stratum+tcp://main.example:3333", "site.w1")}
-PASSWORD = "n3wpass"
 OPTIONS = WhatsminerOptions(
     api_version=3, password=PASSWORD, timeout_seconds=2.0, confirm_interval_seconds=0.05
 )
@@ -58,22 +57,6 @@ async def miner() -> AsyncIterator[SimWhatsminer]:
         yield sim
 
 
-def _driver_device(miner: SimWhatsminer) -> Device:
-    d = miner.device
-    return Device(
-        d.id,
-        d.kind,
-        d.model,
-        d.driver,
-        d.address,
-        miner.v3.port,
-        d.nominal_hashrate_hs,
-        d.nominal_power_w,
-        d.sleep_power_w,
-        pools=d.pools,
-    )
-
-
 def _pyasic(miner: SimWhatsminer) -> BTMinerV3:
     client = BTMinerV3(miner.device.address)
     client.rpc.port = miner.v3.port
@@ -85,7 +68,7 @@ async def test_pyasic_sets_the_light_and_wattmux_reads_it(miner: SimWhatsminer) 
     client, driver, device = (
         _pyasic(miner),
         WhatsminerV3Driver(POOLS, OPTIONS),
-        _driver_device(miner),
+        v3_device(miner),
     )
     assert await client.fault_light_on() is True
     assert await driver.locate_on(device) is True
@@ -97,7 +80,7 @@ async def test_wattmux_sets_the_light_and_pyasic_reads_it(miner: SimWhatsminer) 
     client, driver, device = (
         _pyasic(miner),
         WhatsminerV3Driver(POOLS, OPTIONS),
-        _driver_device(miner),
+        v3_device(miner),
     )
     await driver.set_locate(device, True)
     assert await client._get_light_flashing() is True
@@ -109,7 +92,7 @@ async def test_a_reboot_from_pyasic_restarts_the_uptime_wattmux_reads(miner: Sim
     client, driver, device = (
         _pyasic(miner),
         WhatsminerV3Driver(POOLS, OPTIONS),
-        _driver_device(miner),
+        v3_device(miner),
     )
     await asyncio.sleep(1.1)
     before = await driver.collect(device)
